@@ -1,0 +1,6 @@
+//! jobkey: a secrets broker for CI/CD jobs.
+//!
+//! See `ARCHITECTURE.md` for the map of this crate.
+#![forbid(unsafe_code)]
+
+pub mod secret;
