@@ -1,0 +1,107 @@
+//! The checked settings of one trusted issuer, as the config layer builds them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use url::Url;
+
+/// One issuer jobkey trusts. Built only from server configuration: neither a
+/// token nor a policy can add an issuer or change where its keys come from.
+#[derive(Debug, Clone)]
+pub struct IssuerSettings {
+    /// The name policies use (`github`, `gitlab`, ...).
+    pub name: String,
+    /// The exact `iss` value; compared byte for byte.
+    pub issuer: String,
+    /// Where the verification keys come from.
+    pub keys: KeySource,
+    /// Allowed `alg` values (never `none`, never HMAC).
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+    /// The longest `exp - iat` accepted.
+    pub max_lifetime: Duration,
+    /// A PEM bundle to trust instead of the system roots when fetching keys
+    /// (self-managed instances behind an internal CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `<issuer>/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery,
+    /// A JWKS URL given in the configuration.
+    JwksUrl(Url),
+    /// A pinned JWKS document on disk, read once; never refetched.
+    JwksFile(PathBuf),
+}
+
+/// Limits on key fetching, shared by all issuers.
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    /// Timeout of one HTTP request to an issuer.
+    pub timeout: Duration,
+    /// Largest discovery or JWKS document accepted.
+    pub max_bytes: usize,
+    /// An unknown `kid` triggers at most one refetch per this interval, so
+    /// tokens with random key ids cannot turn into a flood of fetches.
+    pub min_refetch_interval: Duration,
+    /// Keys older than this are refreshed on the next use (the old set is
+    /// kept if the refresh fails).
+    pub max_key_age: Duration,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        FetchSettings {
+            timeout: Duration::from_secs(5),
+            max_bytes: 256 * 1024,
+            min_refetch_interval: Duration::from_secs(30),
+            max_key_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// True when `url` may be fetched: `https`, or `http` to a loopback host.
+pub fn url_is_allowed(url: &Url) -> bool {
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => is_loopback(url),
+        _ => false,
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_https_or_loopback_http_is_fetched() {
+        let cases = [
+            ("https://token.actions.githubusercontent.com", true),
+            ("http://127.0.0.1:8080/jwks", true),
+            ("http://127.8.9.1/jwks", true),
+            ("http://localhost:9000", true),
+            ("http://[::1]:9000", true),
+            ("http://10.0.0.1/jwks", false),
+            ("http://gitlab.example.com", false),
+            ("http://localhost.evil.com", false),
+            ("ftp://127.0.0.1/x", false),
+            ("file:///etc/passwd", false),
+        ];
+        for (u, want) in cases {
+            assert_eq!(url_is_allowed(&Url::parse(u).unwrap()), want, "{u}");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Token verification: is this ID token from an issuer jobkey trusts, signed
+//! by that issuer's key, meant for jobkey, and valid now?
+//!
+//! The order of checks is part of the security design:
+//! 1. size cap, before any parsing;
+//! 2. structure and header: `alg` never `none` or HMAC, no `jku`/`x5u`/`jwk`/
+//!    `x5c` (keys come only from configuration), no `crit`;
+//! 3. `iss` looked up among the configured issuers *before* any network
+//!    request, so a token cannot make jobkey fetch from a URL it names;
+//! 4. `alg` on that issuer's allow-list; key by `kid` from that issuer's cache;
+//! 5. signature (jsonwebtoken with the ring provider);
+//! 6. only then the claims: `aud`, `exp`, `nbf`, `iat`, lifetime.
+
+mod claims;
+mod error;
+pub mod issuer;
+mod jwks;
+pub mod ring_provider;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{Map, Value};
+
+pub use error::TokenError;
+pub use issuer::{FetchSettings, IssuerSettings, KeySource};
+pub use jwks::FetchError;
+use jwks::KeyCache;
+
+/// Tokens longer than this are refused before parsing.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// A token that passed every check: the issuer's configured name and the
+/// verified claims. Claims are not secret; the token itself is never kept.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    pub issuer: String,
+    pub claims: Map<String, Value>,
+}
+
+struct Entry {
+    settings: Arc<IssuerSettings>,
+    keys: KeyCache,
+}
+
+/// Verifies tokens against the configured issuers.
+pub struct Verifier {
+    by_iss: HashMap<String, Entry>,
+    audiences: Vec<String>,
+    max_token_bytes: usize,
+}
+
+impl Verifier {
+    /// Builds the verifier; fetches nothing yet (see [`Verifier::warm_up`]).
+    pub fn new(
+        issuers: Vec<IssuerSettings>,
+        audiences: Vec<String>,
+        fetch: FetchSettings,
+        max_token_bytes: usize,
+    ) -> Result<Self, FetchError> {
+        ring_provider::install();
+        let mut by_iss = HashMap::new();
+        for s in issuers {
+            let settings = Arc::new(s);
+            let keys = KeyCache::new(settings.clone(), fetch.clone())?;
+            by_iss.insert(settings.issuer.clone(), Entry { settings, keys });
+        }
+        Ok(Verifier {
+            by_iss,
+            audiences,
+            max_token_bytes,
+        })
+    }
+
+    /// Fetches every issuer's keys once; failures are returned per issuer
+    /// name (the server logs them and keeps starting: keys are fetched again
+    /// on first use).
+    pub async fn warm_up(&self) -> Vec<(String, FetchError)> {
+        let mut failures = Vec::new();
+        for e in self.by_iss.values() {
+            if let Err(err) = e.keys.refresh().await {
+                failures.push((e.settings.name.clone(), err));
+            }
+        }
+        failures
+    }
+
+    /// Verifies `token` at the current time.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.verify_at(token, now).await
+    }
+
+    /// Verifies `token` as of `now` (seconds since the epoch).
+    pub async fn verify_at(&self, token: &str, now: u64) -> Result<VerifiedToken, TokenError> {
+        if token.len() > self.max_token_bytes {
+            return Err(TokenError::TooLarge {
+                len: token.len(),
+                limit: self.max_token_bytes,
+            });
+        }
+        let parts = split(token)?;
+        let header = decode_object(parts[0], "the header is not a base64url JSON object")?;
+        let alg = check_header(&header)?;
+        let claims = decode_object(parts[1], "the payload is not a base64url JSON object")?;
+        let iss = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or(TokenError::UnknownIssuer)?;
+        let entry = self.by_iss.get(iss).ok_or(TokenError::UnknownIssuer)?;
+        let settings = &entry.settings;
+        if !settings.algorithms.contains(&alg) {
+            return Err(TokenError::AlgorithmNotAllowed {
+                alg: format!("{alg:?}"),
+                issuer: settings.name.clone(),
+            });
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(k)) => Some(k.as_str()),
+            Some(_) => return Err(TokenError::Malformed("`kid` is not a string")),
+        };
+        let key = entry.keys.key_for(kid).await?;
+        if key.alg.is_some_and(|a| a != alg) {
+            return Err(TokenError::BadSignature);
+        }
+        verify_signature(token, &key.decoding, alg)?;
+        claims::check(&claims, settings, &self.audiences, now)?;
+        Ok(VerifiedToken {
+            issuer: settings.name.clone(),
+            claims,
+        })
+    }
+}
+
+fn split(token: &str) -> Result<[&str; 3], TokenError> {
+    let mut it = token.split('.');
+    let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(TokenError::Malformed("expected three dot-separated parts"));
+    };
+    if h.is_empty() || p.is_empty() {
+        return Err(TokenError::Malformed("empty header or payload"));
+    }
+    if s.is_empty() {
+        return Err(TokenError::Malformed("the signature is missing"));
+    }
+    let b64url = |part: &str| {
+        part.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !(b64url(h) && b64url(p) && b64url(s)) {
+        return Err(TokenError::Malformed("a part is not unpadded base64url"));
+    }
+    Ok([h, p, s])
+}
+
+fn decode_object(part: &str, what: &'static str) -> Result<Map<String, Value>, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed(what))?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(TokenError::Malformed(what)),
+    }
+}
+
+/// Header checks that need no issuer. Returns the (asymmetric) algorithm.
+fn check_header(header: &Map<String, Value>) -> Result<Algorithm, TokenError> {
+    for name in ["jku", "x5u", "jwk", "x5c"] {
+        if header.contains_key(name) {
+            return Err(TokenError::ForbiddenHeader(name));
+        }
+    }
+    if let Some(crit) = header.get("crit") {
+        let first = crit
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(Value::as_str)
+            .unwrap_or("crit");
+        return Err(TokenError::UnsupportedCritical(truncate(first)));
+    }
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(TokenError::Malformed("the header has no `alg`"))?;
+    match alg.parse::<Algorithm>() {
+        Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) | Err(_) => {
+            Err(TokenError::UnsupportedAlgorithm(truncate(alg)))
+        }
+        Ok(a) => Ok(a),
+    }
+}
+
+/// Header values echoed in errors are cut short: they come from the token.
+fn truncate(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(32).collect()
+}
+
+fn verify_signature(
+    token: &str,
+    key: &jsonwebtoken::DecodingKey,
+    alg: Algorithm,
+) -> Result<(), TokenError> {
+    let mut v = Validation::new(alg);
+    v.required_spec_claims.clear();
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    v.leeway = 0;
+    match jsonwebtoken::decode::<Value>(token, key, &v) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            use jsonwebtoken::errors::ErrorKind as K;
+            Err(match e.kind() {
+                K::Json(_) | K::Utf8(_) => {
+                    TokenError::Malformed("the header or payload does not parse")
+                }
+                _ => TokenError::BadSignature,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! Verifier tests against an in-process dev issuer over real HTTP.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::*;
+use crate::devissuer::{self, DevIssuer, Shape, SigningKey};
+
+fn key(name: &str, kid: &str) -> SigningKey {
+    let pem = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/keys/{name}.pem",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    SigningKey::rsa_from_pem(&pem, kid).unwrap()
+}
+
+async fn setup(fetch: FetchSettings) -> (std::sync::Arc<DevIssuer>, Verifier) {
+    let issuer = devissuer::spawn("127.0.0.1:0".parse().unwrap(), key("issuer-a", "k1"))
+        .await
+        .unwrap();
+    let settings = IssuerSettings {
+        name: "github".into(),
+        issuer: issuer.url().to_owned(),
+        keys: KeySource::Discovery,
+        algorithms: vec![Algorithm::RS256],
+        leeway: Duration::from_secs(30),
+        max_lifetime: Duration::from_secs(900),
+        ca_file: None,
+    };
+    let v = Verifier::new(
+        vec![settings],
+        vec!["jobkey".into()],
+        fetch,
+        DEFAULT_MAX_TOKEN_BYTES,
+    )
+    .unwrap();
+    (issuer, v)
+}
+
+fn no_overrides() -> Map<String, Value> {
+    Map::new()
+}
+
+#[tokio::test]
+async fn a_github_shaped_token_verifies() {
+    let (issuer, v) = setup(FetchSettings::default()).await;
+    let t = issuer.mint(Shape::Github, "jobkey", &no_overrides());
+    let ok = v.verify(&t).await.unwrap();
+    assert_eq!(ok.issuer, "github");
+    assert_eq!(ok.claims["repository"], "acme/api");
+}
+
+#[tokio::test]
+async fn unknown_issuer_is_refused_before_any_fetch() {
+    let (issuer, v) = setup(FetchSettings::default()).await;
+    let mut o = Map::new();
+    o.insert("iss".into(), json!("https://evil.example.com"));
+    let t = issuer.mint(Shape::Github, "jobkey", &o);
+    assert_eq!(v.verify(&t).await.unwrap_err(), TokenError::UnknownIssuer);
+    assert_eq!(
+        issuer.jwks_fetches(),
+        0,
+        "no key fetch for an unknown issuer"
+    );
+}
+
+#[tokio::test]
+async fn random_kids_do_not_flood_the_issuer() {
+    let (issuer, v) = setup(FetchSettings {
+        min_refetch_interval: Duration::from_secs(3600),
+        ..FetchSettings::default()
+    })
+    .await;
+    let good = issuer.mint(Shape::Github, "jobkey", &no_overrides());
+    v.verify(&good).await.unwrap();
+    let rogue = key("rogue", "x");
+    for i in 0..50 {
+        let mut claims = issuer.claims(Shape::Github, "jobkey");
+        claims.insert("jti".into(), json!(i));
+        let h = json!({"alg":"RS256","kid":format!("random-{i}")});
+        let t = rogue.sign_parts(&h, &Value::Object(claims));
+        let e = v.verify(&t).await.unwrap_err();
+        assert_eq!(e.code(), "unknown_key");
+    }
+    assert!(
+        issuer.jwks_fetches() <= 2,
+        "fetches: {}",
+        issuer.jwks_fetches()
+    );
+}
+
+#[tokio::test]
+async fn rotation_is_picked_up_and_failed_refetch_keeps_keys() {
+    let (issuer, v) = setup(FetchSettings {
+        min_refetch_interval: Duration::ZERO,
+        ..FetchSettings::default()
+    })
+    .await;
+    v.verify(&issuer.mint(Shape::Github, "jobkey", &no_overrides()))
+        .await
+        .unwrap();
+    // The issuer rotates to a new key with a new kid: an unknown kid
+    // triggers one refetch, and the new key verifies.
+    issuer.publish(vec![key("issuer-b", "k2"), key("issuer-a", "k1")]);
+    let t = issuer.mint(Shape::Github, "jobkey", &no_overrides());
+    v.verify(&t).await.unwrap();
+    // The issuer goes down; a token with an unknown kid triggers a refetch
+    // that fails, and the keys already held keep verifying.
+    issuer.set_jwks_failing(true);
+    let before = issuer.jwks_fetches();
+    let rogue = key("rogue", "k9");
+    let bad = rogue.mint(&Value::Object(issuer.claims(Shape::Github, "jobkey")));
+    assert_eq!(v.verify(&bad).await.unwrap_err().code(), "unknown_key");
+    assert!(issuer.jwks_fetches() > before, "a refetch was attempted");
+    v.verify(&t).await.unwrap();
+}
+
+#[tokio::test]
+async fn issuer_down_at_first_use_is_unavailable_not_unauthorized() {
+    let settings = IssuerSettings {
+        name: "gitlab".into(),
+        issuer: "http://127.0.0.1:9".into(),
+        keys: KeySource::Discovery,
+        algorithms: vec![Algorithm::RS256],
+        leeway: Duration::from_secs(30),
+        max_lifetime: Duration::from_secs(900),
+        ca_file: None,
+    };
+    let v = Verifier::new(
+        vec![settings],
+        vec!["jobkey".into()],
+        FetchSettings {
+            timeout: Duration::from_secs(2),
+            ..FetchSettings::default()
+        },
+        DEFAULT_MAX_TOKEN_BYTES,
+    )
+    .unwrap();
+    let k = key("issuer-a", "k1");
+    let mut claims = Shape::Gitlab.claims("http://127.0.0.1:9", "jobkey", devissuer::now());
+    claims.insert("x".into(), json!(1));
+    let t = k.mint(&Value::Object(claims));
+    let e = v.verify(&t).await.unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+}
+
+#[tokio::test]
+async fn pinned_jwks_file_verifies_offline_at_a_given_instant() {
+    let k = key("issuer-a", "k1");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, json!({"keys":[k.public_jwk()]}).to_string()).unwrap();
+    let iss = "https://gitlab.example.com";
+    let settings = IssuerSettings {
+        name: "gitlab".into(),
+        issuer: iss.into(),
+        keys: KeySource::JwksFile(path),
+        algorithms: vec![Algorithm::RS256],
+        leeway: Duration::from_secs(30),
+        max_lifetime: Duration::from_secs(7200),
+        ca_file: None,
+    };
+    let v = Verifier::new(
+        vec![settings],
+        vec!["jobkey".into()],
+        FetchSettings::default(),
+        DEFAULT_MAX_TOKEN_BYTES,
+    )
+    .unwrap();
+    let then = 1_700_000_000;
+    let t = k.mint(&Value::Object(Shape::Gitlab.claims(iss, "jobkey", then)));
+    assert_eq!(v.verify_at(&t, then + 60).await.unwrap().issuer, "gitlab");
+    assert_eq!(v.verify(&t).await.unwrap_err(), TokenError::Expired);
+}
