@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` for the map of this crate.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod devissuer;
 pub mod secret;
 pub mod tls;

@@ -27,7 +27,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
 pub use error::TokenError;
-pub use issuer::{FetchSettings, IssuerSettings, KeySource};
+pub use issuer::{FetchSettings, IssuerSettings, KeySource, url_is_allowed};
 pub use jwks::FetchError;
 use jwks::KeyCache;
 

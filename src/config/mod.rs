@@ -1,0 +1,250 @@
+//! Server configuration: a TOML file parsed strictly (unknown keys are
+//! errors), then checked into [`Config`]. Every error names the file, the
+//! key and what to write instead.
+
+mod issuers;
+mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+use url::Url;
+
+use crate::token::{FetchSettings, IssuerSettings, url_is_allowed};
+
+/// A configuration problem. `Display` names the file and the key.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the config file: {reason}")]
+    Read { file: String, reason: String },
+    /// TOML syntax, an unknown key, or a value of the wrong type.
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    /// A value that parses but cannot be used.
+    #[error("{file}: `{key}`: {message}")]
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// How jobkey authenticates itself to Vault (paths resolved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultAuthSettings {
+    TokenFile(PathBuf),
+    TokenEnv(String),
+    AppRole {
+        mount: String,
+        role_id_file: PathBuf,
+        secret_id_file: PathBuf,
+    },
+}
+
+/// Vault connection settings (no secret here: only where to find them).
+#[derive(Debug, Clone)]
+pub struct VaultSettings {
+    pub address: Url,
+    pub ca_file: Option<PathBuf>,
+    pub timeout: Duration,
+    pub auth: VaultAuthSettings,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub listen: SocketAddr,
+    pub audiences: Vec<String>,
+    pub policy_dir: PathBuf,
+    pub audit_path: PathBuf,
+    pub max_token_bytes: usize,
+    pub max_body_bytes: usize,
+    pub vault: VaultSettings,
+    pub fetch: FetchSettings,
+    pub issuers: Vec<IssuerSettings>,
+}
+
+impl Config {
+    /// Reads and checks `path`. Relative paths inside the file are relative
+    /// to the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        Checker { file, base }.check(raw)
+    }
+}
+
+pub(crate) struct Checker {
+    pub file: String,
+    pub base: PathBuf,
+}
+
+impl Checker {
+    pub fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// A URL that jobkey may fetch: https, or http to loopback only.
+    pub fn fetch_url(&self, key: &str, value: &str) -> Result<Url, ConfigError> {
+        let url = Url::parse(value).map_err(|e| {
+            self.err(
+                key,
+                format!("{value:?} is not a URL ({e}); write e.g. \"https://gitlab.example.com\""),
+            )
+        })?;
+        if !url_is_allowed(&url) {
+            return Err(self.err(
+                key,
+                format!(
+                    "{value:?}: plain http is refused except to a loopback address; use https://"
+                ),
+            ));
+        }
+        Ok(url)
+    }
+
+    fn check(&self, raw: raw::RawConfig) -> Result<Config, ConfigError> {
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            self.err(
+                "listen",
+                format!(
+                    "{:?} is not an address; write e.g. \"127.0.0.1:8400\"",
+                    raw.listen
+                ),
+            )
+        })?;
+        if raw.audiences.is_empty() || raw.audiences.iter().any(|a| a.trim().is_empty()) {
+            return Err(self.err(
+                "audiences",
+                "list at least one non-empty audience, e.g. audiences = [\"jobkey\"]; jobs request their token for it",
+            ));
+        }
+        if raw.issuers.is_empty() {
+            return Err(self.err(
+                "issuers",
+                "no issuer is trusted; add one, e.g. [issuers.github] preset = \"github\"",
+            ));
+        }
+        let fetch = FetchSettings {
+            timeout: raw.fetch.timeout.unwrap_or(Duration::from_secs(5)),
+            max_bytes: raw.fetch.max_bytes.unwrap_or(256 * 1024),
+            min_refetch_interval: raw
+                .fetch
+                .min_refetch_interval
+                .unwrap_or(Duration::from_secs(30)),
+            max_key_age: raw.fetch.max_key_age.unwrap_or(Duration::from_secs(3600)),
+        };
+        let mut issuers = Vec::new();
+        for (name, ri) in &raw.issuers {
+            let settings = issuers::check(self, name, ri)?;
+            if let Some(other) = issuers
+                .iter()
+                .find(|o: &&IssuerSettings| o.issuer == settings.issuer)
+            {
+                return Err(self.err(
+                    format!("issuers.{name}"),
+                    format!(
+                        "issuer URL {:?} is already configured as `{}`",
+                        settings.issuer, other.name
+                    ),
+                ));
+            }
+            issuers.push(settings);
+        }
+        let vault = self.vault(&raw.vault)?;
+        Ok(Config {
+            file: PathBuf::from(&self.file),
+            listen,
+            audiences: raw.audiences,
+            policy_dir: self.path(&raw.policy_dir),
+            audit_path: self.path(&raw.audit.path),
+            max_token_bytes: raw
+                .max_token_bytes
+                .unwrap_or(crate::token::DEFAULT_MAX_TOKEN_BYTES),
+            max_body_bytes: raw.max_body_bytes.unwrap_or(64 * 1024),
+            vault,
+            fetch,
+            issuers,
+        })
+    }
+
+    fn vault(&self, v: &raw::RawVault) -> Result<VaultSettings, ConfigError> {
+        let address = Url::parse(&v.address).map_err(|e| {
+            self.err(
+                "vault.address",
+                format!(
+                    "{:?} is not a URL ({e}); write e.g. \"https://vault.example.com:8200\"",
+                    v.address
+                ),
+            )
+        })?;
+        if !url_is_allowed(&address) {
+            return Err(self.err(
+                "vault.address",
+                "plain http is refused except to a loopback address: Vault tokens and secrets would cross the network in clear; use https://",
+            ));
+        }
+        let auth = match &v.auth {
+            raw::RawVaultAuth::Token {
+                token_file,
+                token_env,
+            } => match (token_file, token_env) {
+                (Some(f), None) => VaultAuthSettings::TokenFile(self.path(f)),
+                (None, Some(e)) if !e.is_empty() => VaultAuthSettings::TokenEnv(e.clone()),
+                _ => {
+                    return Err(self.err(
+                        "vault.auth",
+                        "with method = \"token\", set exactly one of token_file = \"/run/secrets/vault-token\" or token_env = \"VAULT_TOKEN\"",
+                    ));
+                }
+            },
+            raw::RawVaultAuth::Approle {
+                mount,
+                role_id_file,
+                secret_id_file,
+            } => VaultAuthSettings::AppRole {
+                mount: mount.clone().unwrap_or_else(|| "approle".into()),
+                role_id_file: self.path(role_id_file),
+                secret_id_file: self.path(secret_id_file),
+            },
+        };
+        Ok(VaultSettings {
+            address,
+            ca_file: v.ca_file.as_deref().map(|p| self.path(p)),
+            timeout: v.timeout.unwrap_or(Duration::from_secs(10)),
+            auth,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

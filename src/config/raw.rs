@@ -1,0 +1,112 @@
+//! The config file as written (TOML), parsed strictly: unknown keys are errors.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: String,
+    pub audiences: Vec<String>,
+    pub policy_dir: PathBuf,
+    #[serde(default)]
+    pub max_token_bytes: Option<usize>,
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+    pub audit: RawAudit,
+    pub vault: RawVault,
+    #[serde(default)]
+    pub fetch: RawFetch,
+    pub issuers: BTreeMap<String, RawIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVault {
+    pub address: String,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub auth: RawVaultAuth,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawVaultAuth {
+    Token {
+        #[serde(default)]
+        token_file: Option<PathBuf>,
+        #[serde(default)]
+        token_env: Option<String>,
+    },
+    Approle {
+        #[serde(default)]
+        mount: Option<String>,
+        role_id_file: PathBuf,
+        secret_id_file: PathBuf,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFetch {
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub max_bytes: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub min_refetch_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_key_age: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    #[serde(default)]
+    pub preset: Option<Preset>,
+    #[serde(default)]
+    pub enterprise: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    pub leeway: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub max_lifetime: Option<Duration>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Presets for the common issuers (GUIDE §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// GitHub Actions on github.com.
+    Github,
+    /// GitHub Enterprise Cloud with an enterprise-specific issuer (`enterprise = "slug"`).
+    GithubEnterprise,
+    /// GitHub Enterprise Server (`host = "ghes.example.com"`).
+    GithubServer,
+    /// GitLab: gitlab.com, or self-managed with `url = "https://gitlab.example.com"`.
+    Gitlab,
+}
