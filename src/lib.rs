@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` for the map of this crate.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod devissuer;
 pub mod secret;
