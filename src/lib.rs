@@ -3,4 +3,5 @@
 //! See `ARCHITECTURE.md` for the map of this crate.
 #![forbid(unsafe_code)]
 
+pub mod policy;
 pub mod secret;
