@@ -370,3 +370,206 @@ fn compile_matcher(matcher: RawMatcher) -> Result<Matcher, String> {
             .map(Matcher::AnyOf),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::PolicySet;
+    use super::*;
+
+    const CREDS: &str = "credentials:\n  db:\n    kv: {mount: secret, path: p}\n    ttl: 10m\n  cfg:\n    kv: {mount: secret, path: q}\n    ttl: 5m\n";
+
+    fn issuers() -> Vec<String> {
+        vec!["github".to_owned(), "gitlab".to_owned()]
+    }
+
+    fn load(files: &[(&str, &str)]) -> Result<PolicySet, PolicyError> {
+        let sources: Vec<(String, String)> = files
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+            .collect();
+        PolicySet::from_sources(&sources, &issuers())
+    }
+
+    fn rules(body: &str) -> String {
+        format!("{CREDS}rules:\n{body}")
+    }
+
+    #[test]
+    fn valid_file_compiles() {
+        let set = load(&[(
+            "prod.yaml",
+            &rules("  - name: r\n    issuer: github\n    claims: {repository: acme/api}\n    grant: [db]\n"),
+        )])
+        .expect("valid");
+        assert_eq!(set.environments().collect::<Vec<_>>(), vec!["prod"]);
+    }
+
+    /// Each compile error: the Display starts with the expected
+    /// `file:line:column:` (or `file:`) and says what is wrong.
+    #[test]
+    fn compile_errors_name_file_line_and_fix() {
+        let r = "  - name: r\n    issuer: github\n    claims: {repository: acme/api}\n";
+        // Lines: credentials take 1..=7, `rules:` is 8, the first rule starts at 9.
+        let table: Vec<(String, &str, &str)> = vec![
+            (
+                rules("  - name: r\n    issuer: githubb\n    claims: {a: b}\n    grant: [db]\n"),
+                "e.yaml:10:13: ",
+                "issuer `githubb`, which is not configured (configured: github, gitlab)",
+            ),
+            (
+                rules(&format!("{r}    grant: [db, deploy-dbb]\n")),
+                "e.yaml:12:17: ",
+                "grants `deploy-dbb`, which is not among this file's credentials (db, cfg)",
+            ),
+            (
+                rules(&format!("{r}    grant: [db]\n{r}    grant: [cfg]\n")),
+                "e.yaml:13:11: ",
+                "rule name `r` is already used at line 9",
+            ),
+            (
+                rules("  - name: r\n    issuer: github\n    claims: {}\n    grant: [db]\n"),
+                "e.yaml:9:5: ",
+                "no claim conditions",
+            ),
+            (
+                rules("  - name: r\n    issuer: github\n    grant: [db]\n"),
+                "e.yaml:9:5: ",
+                "no claim conditions",
+            ),
+            (
+                rules("  - name: r\n    issuer: github\n    claims: {ref: {glob: \"\"}}\n    grant: [db]\n"),
+                "e.yaml:11:19: ",
+                "claim `ref`: the glob pattern is empty",
+            ),
+            (
+                rules("  - name: r\n    issuer: github\n    claims: {ref: [a, {glob: \"\"}]}\n    grant: [db]\n"),
+                "e.yaml:11:19: ",
+                "claim `ref`: the glob pattern is empty",
+            ),
+            (
+                rules("  - name: r\n    issuer: github\n    claims: {ref: []}\n    grant: [db]\n"),
+                "e.yaml:11:19: ",
+                "claim `ref`: the list is empty",
+            ),
+            (
+                rules(r),
+                "e.yaml:9:5: ",
+                "an allow rule needs `grant:`",
+            ),
+            (
+                rules(&format!("{r}    grant: []\n")),
+                "e.yaml:9:5: ",
+                "`grant: []` gives nothing",
+            ),
+            (
+                rules(&format!("{r}    grant: [db, db]\n")),
+                "e.yaml:12:17: ",
+                "grants `db` twice",
+            ),
+            (
+                rules(&format!("{r}    effect: deny\n    grant: [db]\n")),
+                "e.yaml:9:5: ",
+                "a deny rule grants nothing",
+            ),
+            (
+                rules(&format!("{r}    grant: [db]\n    ttl: 0s\n")),
+                "e.yaml:13:10: ",
+                "ttl is zero",
+            ),
+            (
+                "credentials:\n  db:\n    kv: {mount: secret, path: p}\n    ttl: 0s\nrules: []\n".into(),
+                "e.yaml:4:10: ",
+                "credential `db`: ttl is zero",
+            ),
+            (
+                "credentials:\n  db:\n    ttl: 1m\nrules: []\n".into(),
+                "e.yaml:3:5: ",
+                "credential `db`: no credential kind",
+            ),
+            (
+                "credentials:\n  db:\n    kv: {mount: \"\", path: p}\n    ttl: 1m\nrules: []\n".into(),
+                "e.yaml:3:5: ",
+                "must not be empty",
+            ),
+            (
+                "credentials:\n  db:\n    kv: {mount: s, path: p, fields: []}\n    ttl: 1m\nrules: []\n".into(),
+                "e.yaml:3:5: ",
+                "omit `fields`",
+            ),
+            (
+                format!("max_ttl: 0s\n{}", rules(&format!("{r}    grant: [db]\n"))),
+                "e.yaml:1:10: ",
+                "max_ttl is zero",
+            ),
+            (String::new(), "e.yaml: ", "offers no credentials"),
+            ("# only a comment\n".into(), "e.yaml: ", "offers no credentials"),
+            (CREDS.into(), "e.yaml: ", "has no rules"),
+            (rules("  []\n"), "e.yaml: ", "has no rules"),
+        ];
+        for (src, position, fragment) in &table {
+            let err = match load(&[("e.yaml", src)]) {
+                Err(err) => err,
+                Ok(_) => panic!("expected an error for:\n{src}"),
+            };
+            let text = err.to_string();
+            assert!(
+                text.starts_with(position),
+                "want {position:?}, got {text:?}\n{src}"
+            );
+            assert!(text.contains(fragment), "want {fragment:?} in {text:?}");
+            assert_eq!(err.file(), "e.yaml");
+        }
+    }
+
+    #[test]
+    fn environment_names_and_duplicates() {
+        let ok = rules("  - name: r\n    issuer: github\n    claims: {a: b}\n    grant: [db]\n");
+        for bad in [
+            "Prod.yaml",
+            "-x.yaml",
+            "_x.yaml",
+            "pr od.yaml",
+            "prød.yaml",
+            ".hidden.yaml",
+        ] {
+            let err = load(&[(bad, &ok)]).err();
+            assert!(
+                matches!(err, Some(PolicyError::InvalidEnvironmentName { .. })),
+                "{bad}: {err:?}"
+            );
+        }
+        // `.yaml` alone has no extension (it is a dotfile named ".yaml"): ignored.
+        let set = load(&[(".yaml", &ok)]).expect("ignored");
+        assert_eq!(set.environments().count(), 0);
+        for good in ["prod.yaml", "prod-eu_1.yml", "0.yaml", "dir/staging.yaml"] {
+            assert!(load(&[(good, &ok)]).is_ok(), "{good}");
+        }
+        let err = load(&[("x.yaml", &ok), ("x.yml", &ok)])
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("x.yml: environment `x` is already defined by x.yaml; keep one file")
+        );
+        // Not a policy file: ignored, even if it is not YAML.
+        let set = load(&[
+            ("x.yaml", &ok),
+            ("README.md", "# hi: ["),
+            ("x.yaml.bak", "["),
+        ])
+        .expect("others ignored");
+        assert_eq!(set.environments().count(), 1);
+    }
+
+    #[test]
+    fn scalars_compile_to_their_text() {
+        assert!(valid_environment_name("a"));
+        assert!(!valid_environment_name(""));
+        let m = compile_matcher(RawMatcher::AnyOf(vec![
+            RawPattern::Text("push".into()),
+            RawPattern::Glob("refs/tags/v*".into()),
+        ]))
+        .expect("compiles");
+        assert_eq!(m.describe(), r#"any of ["push", glob "refs/tags/v*"]"#);
+    }
+}
