@@ -315,3 +315,288 @@ impl PolicySet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+
+    fn issuers() -> Vec<String> {
+        vec!["github".to_owned(), "gitlab".to_owned()]
+    }
+
+    fn shipped() -> PolicySet {
+        match PolicySet::load_dir(Path::new("policies"), &issuers()) {
+            Ok(set) => set,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    fn claims(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => panic!("claims must be an object"),
+        }
+    }
+
+    /// What GitHub Actions puts in the token of acme/api's production
+    /// deploy from main (trimmed to the claims that matter, plus noise).
+    fn github_deploy() -> Map<String, Value> {
+        claims(json!({
+            "iss": "https://token.actions.githubusercontent.com",
+            "aud": "jobkey",
+            "sub": "repo:acme/api:environment:production",
+            "repository": "acme/api",
+            "repository_id": "892347",
+            "repository_owner": "acme",
+            "repository_owner_id": "10001",
+            "ref": "refs/heads/main",
+            "ref_type": "branch",
+            "environment": "production",
+            "event_name": "push",
+            "runner_environment": "github-hosted",
+            "run_id": "1234",
+            "run_attempt": "1",
+        }))
+    }
+
+    fn gitlab_deploy() -> Map<String, Value> {
+        claims(json!({
+            "iss": "https://gitlab.com",
+            "sub": "project_path:acme/api:ref_type:branch:ref:main",
+            "project_id": "4242",
+            "project_path": "acme/api",
+            "namespace_id": "77",
+            "namespace_path": "acme",
+            "ref": "main",
+            "ref_type": "branch",
+            "ref_protected": "true",
+            "environment": "staging",
+            "pipeline_source": "push",
+        }))
+    }
+
+    fn decide(set: &PolicySet, env: &str, issuer: &str, c: &Map<String, Value>) -> Decision {
+        set.decide(&Request {
+            environment: env,
+            issuer,
+            claims: c,
+            credentials: &[],
+        })
+    }
+
+    #[test]
+    fn policy_set_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<PolicySet>();
+    }
+
+    #[test]
+    fn shipped_policies_load() {
+        let set = shipped();
+        assert_eq!(
+            set.environments().collect::<Vec<_>>(),
+            vec!["production", "staging"]
+        );
+    }
+
+    #[test]
+    fn production_admits_the_main_deploy() {
+        let set = shipped();
+        let d = decide(&set, "production", "github", &github_deploy());
+        assert_eq!(
+            d,
+            Decision::Allow(vec![Grant {
+                credential: "deploy-db".into(),
+                rule: "github-api-deploy".into(),
+                ttl: Duration::from_secs(300),
+                source: CredentialSource::Kv {
+                    mount: "secret".into(),
+                    path: "production/deploy-db".into(),
+                    fields: Some(vec!["username".into(), "password".into()]),
+                },
+            }])
+        );
+        let mut dispatch = github_deploy();
+        dispatch.insert("event_name".into(), json!("workflow_dispatch"));
+        assert!(matches!(
+            decide(&set, "production", "github", &dispatch),
+            Decision::Allow(_)
+        ));
+    }
+
+    #[test]
+    fn production_refuses_lookalikes() {
+        let set = shipped();
+        // (claim, value or None to remove it, claim named in failed_claims)
+        let table: &[(&str, Option<Value>, &str)] = &[
+            ("ref", Some(json!("refs/heads/feature")), "ref"),
+            (
+                "event_name",
+                Some(json!("pull_request_target")),
+                "event_name",
+            ),
+            ("event_name", Some(json!("pull_request")), "event_name"),
+            ("repository_id", Some(json!("892348")), "repository_id"),
+            // a renamed-and-re-registered owner keeps the name, not the id
+            (
+                "repository_owner_id",
+                Some(json!("666")),
+                "repository_owner_id",
+            ),
+            ("repository", Some(json!("acme/api-fork")), "repository"),
+            ("environment", Some(json!("staging")), "environment"),
+            ("environment", None, "environment"),
+            ("repository_id", None, "repository_id"),
+        ];
+        for (claim, value, named) in table {
+            let mut c = github_deploy();
+            match value {
+                Some(v) => c.insert((*claim).to_owned(), v.clone()),
+                None => c.remove(*claim),
+            };
+            match decide(&set, "production", "github", &c) {
+                Decision::Deny(reason) => {
+                    assert_eq!(reason.code(), "no_rule_matched", "{claim}={value:?}");
+                    assert_eq!(reason.failed_claims(), vec![(*named).to_owned()]);
+                }
+                other => panic!("{claim}={value:?} was allowed: {other:?}"),
+            }
+        }
+
+        // Self-hosted runners: the deny rule wins over the matching allow rule.
+        let mut c = github_deploy();
+        c.insert("runner_environment".into(), json!("self-hosted"));
+        assert_eq!(
+            decide(&set, "production", "github", &c),
+            Decision::Deny(DenyReason::DeniedByRule {
+                rule: "no-self-hosted-runners".into()
+            })
+        );
+
+        // The right claims under another issuer name do not get in.
+        match decide(&set, "production", "gitlab", &github_deploy()) {
+            Decision::Deny(reason) => assert_eq!(reason.code(), "no_rule_matched"),
+            other => panic!("{other:?}"),
+        }
+        // Nor do GitHub's claims get staging's credentials.
+        match decide(&set, "staging", "github", &github_deploy()) {
+            Decision::Deny(reason) => assert_eq!(reason.code(), "no_rule_matched"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn staging_admits_the_protected_main_deploy_only() {
+        let set = shipped();
+        let d = decide(&set, "staging", "gitlab", &gitlab_deploy());
+        match d {
+            Decision::Allow(grants) => {
+                assert_eq!(grants.len(), 1);
+                assert_eq!(grants[0].credential, "app-config");
+                assert_eq!(grants[0].rule, "gitlab-api-deploy");
+                assert_eq!(grants[0].ttl, Duration::from_secs(900));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A boolean `true` is accepted as well as GitLab's string "true".
+        let mut c = gitlab_deploy();
+        c.insert("ref_protected".into(), json!(true));
+        assert!(matches!(
+            decide(&set, "staging", "gitlab", &c),
+            Decision::Allow(_)
+        ));
+
+        let table: &[(&str, Option<Value>)] = &[
+            ("ref_protected", Some(json!("false"))),
+            ("ref_protected", Some(json!(false))),
+            ("ref", Some(json!("feature"))),
+            ("project_id", Some(json!("4243"))),
+            ("project_id", Some(json!(4243))),
+            ("namespace_id", Some(json!("78"))),
+            ("environment", None),
+        ];
+        for (claim, value) in table {
+            let mut c = gitlab_deploy();
+            match value {
+                Some(v) => c.insert((*claim).to_owned(), v.clone()),
+                None => c.remove(*claim),
+            };
+            match decide(&set, "staging", "gitlab", &c) {
+                Decision::Deny(reason) => {
+                    assert_eq!(reason.failed_claims(), vec![(*claim).to_owned()])
+                }
+                other => panic!("{claim}={value:?} was allowed: {other:?}"),
+            }
+        }
+        // The numeric project id written as a number in the token still matches.
+        let mut c = gitlab_deploy();
+        c.insert("project_id".into(), json!(4242));
+        assert!(matches!(
+            decide(&set, "staging", "gitlab", &c),
+            Decision::Allow(_)
+        ));
+    }
+
+    #[test]
+    fn shipped_policies_need_their_issuers_configured() {
+        let err = PolicySet::load_dir(Path::new("policies"), &["github".to_owned()])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("policies/staging.yaml:") && err.contains("issuer `gitlab`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_dir_edges() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Empty directory: most likely a wrong path.
+        let err = PolicySet::load_dir(dir.path(), &issuers()).err();
+        assert!(
+            matches!(err, Some(PolicyError::NoPolicies { .. })),
+            "{err:?}"
+        );
+        // Missing directory.
+        let err = PolicySet::load_dir(&dir.path().join("nope"), &issuers()).err();
+        assert!(matches!(err, Some(PolicyError::Io { .. })), "{err:?}");
+
+        let good = std::fs::read_to_string("policies/staging.yaml").expect("read");
+        std::fs::write(dir.path().join("staging.yml"), &good).expect("write");
+        std::fs::write(dir.path().join("notes.txt"), "not yaml: [").expect("write");
+        let set = PolicySet::load_dir(dir.path(), &issuers()).expect("loads");
+        assert_eq!(set.environments().collect::<Vec<_>>(), vec!["staging"]);
+
+        // Two files for one environment.
+        std::fs::write(dir.path().join("staging.yaml"), &good).expect("write");
+        let err = PolicySet::load_dir(dir.path(), &issuers()).err();
+        assert!(
+            matches!(err, Some(PolicyError::DuplicateEnvironment { .. })),
+            "{err:?}"
+        );
+        std::fs::remove_file(dir.path().join("staging.yaml")).expect("rm");
+
+        // Oversized file.
+        let big = format!("{good}\n#{}\n", "x".repeat(1024 * 1024));
+        std::fs::write(dir.path().join("big.yaml"), big).expect("write");
+        let err = PolicySet::load_dir(dir.path(), &issuers()).err();
+        assert!(matches!(err, Some(PolicyError::TooLarge { .. })), "{err:?}");
+        std::fs::remove_file(dir.path().join("big.yaml")).expect("rm");
+
+        // Malformed file: error with its path, line and column.
+        std::fs::write(dir.path().join("broken.yaml"), "rules:\n  - name: [\n").expect("write");
+        let err = PolicySet::load_dir(dir.path(), &issuers())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        let prefix = format!("{}:", dir.path().join("broken.yaml").display());
+        assert!(err.starts_with(&prefix), "{err}");
+        assert!(
+            matches!(err.get(prefix.len()..prefix.len() + 1), Some("2" | "3")),
+            "{err}"
+        );
+    }
+}
