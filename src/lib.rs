@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod config;
 pub mod devissuer;
+pub mod policy;
 pub mod secret;
 pub mod tls;
 pub mod token;

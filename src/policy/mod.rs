@@ -1,0 +1,602 @@
+//! The policy engine: which job may have which credentials.
+//!
+//! Policies live in one directory, one YAML file per environment; the file
+//! stem is the environment name (`policies/production.yaml` defines
+//! `production`). See `policies/production.yaml` for the format, commented.
+//! Loading ([`PolicySet::load_dir`]) is this module's only I/O; deciding
+//! ([`PolicySet::decide`]) is pure: no network, no disk, no clock.
+//!
+//! # Loading
+//!
+//! - Only files ending in `.yaml` or `.yml` (lowercase) are read; others are
+//!   ignored. The environment name must match `^[a-z0-9][a-z0-9_-]*$`; two
+//!   files for one environment (`x.yaml`, `x.yml`) are an error. A directory
+//!   without any policy file is an error (it is most likely a wrong path).
+//! - Parsing is strict: unknown fields, duplicate keys and values of the
+//!   wrong type are errors naming file, line and column.
+//! - Compilation then checks what YAML cannot: issuers must be among the
+//!   configured issuer names; granted credentials must exist in the same
+//!   file; rule names are unique; every rule binds at least one claim;
+//!   globs are non-empty; allow rules grant, deny rules do not; TTLs are
+//!   positive; every environment offers credentials and has rules.
+//!
+//! # Matching
+//!
+//! A rule applies when the request's issuer (the configured issuer *name*,
+//! not a URL) equals the rule's `issuer` and **every** claim condition
+//! holds (AND). A condition is one of:
+//!
+//! - a scalar (string, integer or boolean in YAML): the claim's textual
+//!   form must equal it. A string claim is its own text; a number or a
+//!   boolean claim is its JSON text. So `ref_protected: true` and
+//!   `ref_protected: "true"` both match GitLab's string `"true"` and a JSON
+//!   boolean `true`, and `repository_id: 892347` matches `"892347"`.
+//!   Floats and null are refused in policy files (quote them);
+//! - `{glob: "pattern"}`: `*` matches any run of characters including `/`
+//!   and the empty run; there are no other metacharacters; the whole value
+//!   must match (see `glob.rs`);
+//! - a list: any of its items (each a scalar or a glob) may match.
+//!
+//! A claim that is **absent** from the token never matches, not even
+//! `{glob: "*"}`. A claim whose value is an object, an array or null never
+//! matches either: list claims such as an `aud` array are not supported by
+//! conditions yet.
+//!
+//! # Deciding
+//!
+//! 1. Unknown environment: deny (`unknown_environment`).
+//! 2. If any applicable rule is a deny rule, the whole request is denied,
+//!    naming the first such rule (`denied_by_rule`). Deny rules win.
+//! 3. If no allow rule applies: deny (`no_rule_matched`), with, for every
+//!    allow rule of the file, the first thing that failed: the issuer, or
+//!    the first claim condition in file order with the expected value and
+//!    the actual one (`None` when the claim is absent). Deny rules that do
+//!    not apply are not reported: not applying is what they are for.
+//!    This step comes before the checks on requested names, so a job no
+//!    rule admits learns nothing about the environment's credentials.
+//! 4. With credentials requested: each must exist in the environment
+//!    (`unknown_credential`) and be granted by some applicable allow rule;
+//!    the first such rule in file order is recorded. Otherwise deny
+//!    (`credential_not_granted`) with the failures of the allow rules that
+//!    would have granted it.
+//!    Without credentials requested: everything every applicable allow rule
+//!    grants, each credential once, recorded against the first rule.
+//! 5. Default deny: nothing is granted that a rule does not grant.
+//!
+//! The TTL of each grant is the smallest of the credential's `ttl`, the
+//! granting rule's `ttl` and the environment's `max_ttl` (when given).
+
+mod compile;
+mod error;
+mod eval;
+mod glob;
+mod parse;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+pub use error::PolicyError;
+
+use compile::CompiledEnv;
+
+/// Largest policy file `load_dir` reads.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Every environment's compiled policy. Immutable once built; `Send + Sync`.
+#[derive(Debug)]
+pub struct PolicySet {
+    environments: HashMap<String, CompiledEnv>,
+    /// Environment names, sorted, for stable listings.
+    names: Vec<String>,
+}
+
+/// What a job asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub environment: &'a str,
+    /// The configured issuer name that verified the token.
+    pub issuer: &'a str,
+    /// The token's verified claims.
+    pub claims: &'a serde_json::Map<String, serde_json::Value>,
+    /// Credential names; empty = everything the applicable rules grant.
+    pub credentials: &'a [String],
+}
+
+/// The outcome of [`PolicySet::decide`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Allow(Vec<Grant>),
+    Deny(DenyReason),
+}
+
+/// One credential the job may have, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    pub credential: String,
+    /// The rule that granted it.
+    pub rule: String,
+    /// min(credential ttl, rule ttl, environment max_ttl).
+    pub ttl: Duration,
+    pub source: CredentialSource,
+}
+
+/// Where a credential comes from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialSource {
+    /// A KV v2 secret; `fields: None` = every field.
+    Kv {
+        mount: String,
+        path: String,
+        fields: Option<Vec<String>>,
+    },
+}
+
+/// Why a request was denied. The detail (expected values) is for logs and
+/// the audit trail; the job gets [`code`](Self::code) and
+/// [`failed_claims`](Self::failed_claims).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DenyReason {
+    UnknownEnvironment {
+        environment: String,
+    },
+    UnknownCredential {
+        credential: String,
+    },
+    DeniedByRule {
+        rule: String,
+    },
+    NoRuleMatched {
+        failures: Vec<RuleFailure>,
+    },
+    CredentialNotGranted {
+        credential: String,
+        failures: Vec<RuleFailure>,
+    },
+}
+
+/// Why one rule did not apply.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RuleFailure {
+    pub rule: String,
+    pub failed: FailedCondition,
+}
+
+/// The first condition of a rule that did not hold.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FailedCondition {
+    Issuer {
+        expected: String,
+        actual: String,
+    },
+    /// `expected` is readable: `"refs/heads/main"`, `glob "acme/*"`,
+    /// `any of ["push", "workflow_dispatch"]`. `actual` is `None` when the
+    /// token lacks the claim.
+    Claim {
+        claim: String,
+        expected: String,
+        actual: Option<String>,
+    },
+}
+
+impl DenyReason {
+    /// The claim names that failed, for the job's 403 (never expected
+    /// values). Sorted, deduplicated.
+    pub fn failed_claims(&self) -> Vec<String> {
+        let failures = match self {
+            DenyReason::NoRuleMatched { failures }
+            | DenyReason::CredentialNotGranted { failures, .. } => failures,
+            _ => return Vec::new(),
+        };
+        let mut claims: Vec<String> = failures
+            .iter()
+            .filter_map(|f| match &f.failed {
+                FailedCondition::Claim { claim, .. } => Some(claim.clone()),
+                FailedCondition::Issuer { .. } => None,
+            })
+            .collect();
+        claims.sort();
+        claims.dedup();
+        claims
+    }
+
+    /// A stable snake_case code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DenyReason::UnknownEnvironment { .. } => "unknown_environment",
+            DenyReason::UnknownCredential { .. } => "unknown_credential",
+            DenyReason::DeniedByRule { .. } => "denied_by_rule",
+            DenyReason::NoRuleMatched { .. } => "no_rule_matched",
+            DenyReason::CredentialNotGranted { .. } => "credential_not_granted",
+        }
+    }
+}
+
+/// Whether `name` is a policy file name; returns its stem.
+fn policy_stem(name: &str) -> Option<&str> {
+    let path = Path::new(name);
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => path.file_stem().and_then(|s| s.to_str()),
+        _ => None,
+    }
+}
+
+impl PolicySet {
+    /// Reads every `*.yaml` / `*.yml` in `dir` (not recursively), parses
+    /// strictly, compiles. `issuers` = configured issuer names.
+    pub fn load_dir(dir: &Path, issuers: &[String]) -> Result<PolicySet, PolicyError> {
+        let io_err = |file: &Path, source| PolicyError::Io {
+            file: file.display().to_string(),
+            source,
+        };
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+            let path = entry.map_err(|e| io_err(dir, e))?.path();
+            let name = path.display().to_string();
+            if policy_stem(&name).is_some() {
+                paths.push(path);
+            }
+        }
+        if paths.is_empty() {
+            return Err(PolicyError::NoPolicies {
+                file: dir.display().to_string(),
+            });
+        }
+        paths.sort();
+        let mut sources = Vec::with_capacity(paths.len());
+        for path in paths {
+            let size = std::fs::metadata(&path)
+                .map_err(|e| io_err(&path, e))?
+                .len();
+            if size > MAX_FILE_BYTES {
+                return Err(PolicyError::TooLarge {
+                    file: path.display().to_string(),
+                    size,
+                    limit: MAX_FILE_BYTES,
+                });
+            }
+            let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+            sources.push((path.display().to_string(), text));
+        }
+        Self::from_sources(&sources, issuers)
+    }
+
+    /// Same from in-memory (file name, text) pairs; names not ending in
+    /// `.yaml` / `.yml` are ignored, as `load_dir` ignores such files.
+    pub fn from_sources(
+        sources: &[(String, String)],
+        issuers: &[String],
+    ) -> Result<PolicySet, PolicyError> {
+        let mut environments: HashMap<String, CompiledEnv> = HashMap::new();
+        for (file, text) in sources {
+            let Some(stem) = policy_stem(file) else {
+                continue;
+            };
+            if !compile::valid_environment_name(stem) {
+                return Err(PolicyError::InvalidEnvironmentName {
+                    file: file.clone(),
+                    environment: stem.to_owned(),
+                });
+            }
+            if let Some(other) = environments.get(stem) {
+                return Err(PolicyError::DuplicateEnvironment {
+                    file: file.clone(),
+                    environment: stem.to_owned(),
+                    other: other.file.clone(),
+                });
+            }
+            let raw = parse::parse_file(file, text)?;
+            let env = compile::compile(file, raw, issuers)?;
+            environments.insert(stem.to_owned(), env);
+        }
+        let mut names: Vec<String> = environments.keys().cloned().collect();
+        names.sort();
+        Ok(PolicySet {
+            environments,
+            names,
+        })
+    }
+
+    /// Environment names, sorted.
+    pub fn environments(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+
+    /// Pure, no I/O. `req.claims` are the token's verified claims.
+    pub fn decide(&self, req: &Request<'_>) -> Decision {
+        match self.environments.get(req.environment) {
+            Some(env) => eval::decide(env, req),
+            None => Decision::Deny(DenyReason::UnknownEnvironment {
+                environment: req.environment.to_owned(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+
+    fn issuers() -> Vec<String> {
+        vec!["github".to_owned(), "gitlab".to_owned()]
+    }
+
+    fn shipped() -> PolicySet {
+        match PolicySet::load_dir(Path::new("policies"), &issuers()) {
+            Ok(set) => set,
+            Err(err) => panic!("{err}"),
+        }
+    }
+
+    fn claims(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => panic!("claims must be an object"),
+        }
+    }
+
+    /// What GitHub Actions puts in the token of acme/api's production
+    /// deploy from main (trimmed to the claims that matter, plus noise).
+    fn github_deploy() -> Map<String, Value> {
+        claims(json!({
+            "iss": "https://token.actions.githubusercontent.com",
+            "aud": "jobkey",
+            "sub": "repo:acme/api:environment:production",
+            "repository": "acme/api",
+            "repository_id": "892347",
+            "repository_owner": "acme",
+            "repository_owner_id": "10001",
+            "ref": "refs/heads/main",
+            "ref_type": "branch",
+            "environment": "production",
+            "event_name": "push",
+            "runner_environment": "github-hosted",
+            "run_id": "1234",
+            "run_attempt": "1",
+        }))
+    }
+
+    fn gitlab_deploy() -> Map<String, Value> {
+        claims(json!({
+            "iss": "https://gitlab.com",
+            "sub": "project_path:acme/api:ref_type:branch:ref:main",
+            "project_id": "4242",
+            "project_path": "acme/api",
+            "namespace_id": "77",
+            "namespace_path": "acme",
+            "ref": "main",
+            "ref_type": "branch",
+            "ref_protected": "true",
+            "environment": "staging",
+            "pipeline_source": "push",
+        }))
+    }
+
+    fn decide(set: &PolicySet, env: &str, issuer: &str, c: &Map<String, Value>) -> Decision {
+        set.decide(&Request {
+            environment: env,
+            issuer,
+            claims: c,
+            credentials: &[],
+        })
+    }
+
+    #[test]
+    fn policy_set_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<PolicySet>();
+    }
+
+    #[test]
+    fn shipped_policies_load() {
+        let set = shipped();
+        assert_eq!(
+            set.environments().collect::<Vec<_>>(),
+            vec!["production", "staging"]
+        );
+    }
+
+    #[test]
+    fn production_admits_the_main_deploy() {
+        let set = shipped();
+        let d = decide(&set, "production", "github", &github_deploy());
+        assert_eq!(
+            d,
+            Decision::Allow(vec![Grant {
+                credential: "deploy-db".into(),
+                rule: "github-api-deploy".into(),
+                ttl: Duration::from_secs(300),
+                source: CredentialSource::Kv {
+                    mount: "secret".into(),
+                    path: "production/deploy-db".into(),
+                    fields: Some(vec!["username".into(), "password".into()]),
+                },
+            }])
+        );
+        let mut dispatch = github_deploy();
+        dispatch.insert("event_name".into(), json!("workflow_dispatch"));
+        assert!(matches!(
+            decide(&set, "production", "github", &dispatch),
+            Decision::Allow(_)
+        ));
+    }
+
+    #[test]
+    fn production_refuses_lookalikes() {
+        let set = shipped();
+        // (claim, value or None to remove it, claim named in failed_claims)
+        let table: &[(&str, Option<Value>, &str)] = &[
+            ("ref", Some(json!("refs/heads/feature")), "ref"),
+            (
+                "event_name",
+                Some(json!("pull_request_target")),
+                "event_name",
+            ),
+            ("event_name", Some(json!("pull_request")), "event_name"),
+            ("repository_id", Some(json!("892348")), "repository_id"),
+            // a renamed-and-re-registered owner keeps the name, not the id
+            (
+                "repository_owner_id",
+                Some(json!("666")),
+                "repository_owner_id",
+            ),
+            ("repository", Some(json!("acme/api-fork")), "repository"),
+            ("environment", Some(json!("staging")), "environment"),
+            ("environment", None, "environment"),
+            ("repository_id", None, "repository_id"),
+        ];
+        for (claim, value, named) in table {
+            let mut c = github_deploy();
+            match value {
+                Some(v) => c.insert((*claim).to_owned(), v.clone()),
+                None => c.remove(*claim),
+            };
+            match decide(&set, "production", "github", &c) {
+                Decision::Deny(reason) => {
+                    assert_eq!(reason.code(), "no_rule_matched", "{claim}={value:?}");
+                    assert_eq!(reason.failed_claims(), vec![(*named).to_owned()]);
+                }
+                other => panic!("{claim}={value:?} was allowed: {other:?}"),
+            }
+        }
+
+        // Self-hosted runners: the deny rule wins over the matching allow rule.
+        let mut c = github_deploy();
+        c.insert("runner_environment".into(), json!("self-hosted"));
+        assert_eq!(
+            decide(&set, "production", "github", &c),
+            Decision::Deny(DenyReason::DeniedByRule {
+                rule: "no-self-hosted-runners".into()
+            })
+        );
+
+        // The right claims under another issuer name do not get in.
+        match decide(&set, "production", "gitlab", &github_deploy()) {
+            Decision::Deny(reason) => assert_eq!(reason.code(), "no_rule_matched"),
+            other => panic!("{other:?}"),
+        }
+        // Nor do GitHub's claims get staging's credentials.
+        match decide(&set, "staging", "github", &github_deploy()) {
+            Decision::Deny(reason) => assert_eq!(reason.code(), "no_rule_matched"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn staging_admits_the_protected_main_deploy_only() {
+        let set = shipped();
+        let d = decide(&set, "staging", "gitlab", &gitlab_deploy());
+        match d {
+            Decision::Allow(grants) => {
+                assert_eq!(grants.len(), 1);
+                assert_eq!(grants[0].credential, "app-config");
+                assert_eq!(grants[0].rule, "gitlab-api-deploy");
+                assert_eq!(grants[0].ttl, Duration::from_secs(900));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A boolean `true` is accepted as well as GitLab's string "true".
+        let mut c = gitlab_deploy();
+        c.insert("ref_protected".into(), json!(true));
+        assert!(matches!(
+            decide(&set, "staging", "gitlab", &c),
+            Decision::Allow(_)
+        ));
+
+        let table: &[(&str, Option<Value>)] = &[
+            ("ref_protected", Some(json!("false"))),
+            ("ref_protected", Some(json!(false))),
+            ("ref", Some(json!("feature"))),
+            ("project_id", Some(json!("4243"))),
+            ("project_id", Some(json!(4243))),
+            ("namespace_id", Some(json!("78"))),
+            ("environment", None),
+        ];
+        for (claim, value) in table {
+            let mut c = gitlab_deploy();
+            match value {
+                Some(v) => c.insert((*claim).to_owned(), v.clone()),
+                None => c.remove(*claim),
+            };
+            match decide(&set, "staging", "gitlab", &c) {
+                Decision::Deny(reason) => {
+                    assert_eq!(reason.failed_claims(), vec![(*claim).to_owned()])
+                }
+                other => panic!("{claim}={value:?} was allowed: {other:?}"),
+            }
+        }
+        // The numeric project id written as a number in the token still matches.
+        let mut c = gitlab_deploy();
+        c.insert("project_id".into(), json!(4242));
+        assert!(matches!(
+            decide(&set, "staging", "gitlab", &c),
+            Decision::Allow(_)
+        ));
+    }
+
+    #[test]
+    fn shipped_policies_need_their_issuers_configured() {
+        let err = PolicySet::load_dir(Path::new("policies"), &["github".to_owned()])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("policies/staging.yaml:") && err.contains("issuer `gitlab`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_dir_edges() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Empty directory: most likely a wrong path.
+        let err = PolicySet::load_dir(dir.path(), &issuers()).err();
+        assert!(
+            matches!(err, Some(PolicyError::NoPolicies { .. })),
+            "{err:?}"
+        );
+        // Missing directory.
+        let err = PolicySet::load_dir(&dir.path().join("nope"), &issuers()).err();
+        assert!(matches!(err, Some(PolicyError::Io { .. })), "{err:?}");
+
+        let good = std::fs::read_to_string("policies/staging.yaml").expect("read");
+        std::fs::write(dir.path().join("staging.yml"), &good).expect("write");
+        std::fs::write(dir.path().join("notes.txt"), "not yaml: [").expect("write");
+        let set = PolicySet::load_dir(dir.path(), &issuers()).expect("loads");
+        assert_eq!(set.environments().collect::<Vec<_>>(), vec!["staging"]);
+
+        // Two files for one environment.
+        std::fs::write(dir.path().join("staging.yaml"), &good).expect("write");
+        let err = PolicySet::load_dir(dir.path(), &issuers()).err();
+        assert!(
+            matches!(err, Some(PolicyError::DuplicateEnvironment { .. })),
+            "{err:?}"
+        );
+        std::fs::remove_file(dir.path().join("staging.yaml")).expect("rm");
+
+        // Oversized file.
+        let big = format!("{good}\n#{}\n", "x".repeat(1024 * 1024));
+        std::fs::write(dir.path().join("big.yaml"), big).expect("write");
+        let err = PolicySet::load_dir(dir.path(), &issuers()).err();
+        assert!(matches!(err, Some(PolicyError::TooLarge { .. })), "{err:?}");
+        std::fs::remove_file(dir.path().join("big.yaml")).expect("rm");
+
+        // Malformed file: error with its path, line and column.
+        std::fs::write(dir.path().join("broken.yaml"), "rules:\n  - name: [\n").expect("write");
+        let err = PolicySet::load_dir(dir.path(), &issuers())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        let prefix = format!("{}:", dir.path().join("broken.yaml").display());
+        assert!(err.starts_with(&prefix), "{err}");
+        assert!(
+            matches!(err.get(prefix.len()..prefix.len() + 1), Some("2" | "3")),
+            "{err}"
+        );
+    }
+}

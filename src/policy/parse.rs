@@ -1,0 +1,420 @@
+//! Raw, strictly parsed policy files: serde types that mirror the YAML and
+//! nothing more. Every struct denies unknown fields; values that need a
+//! source position for later errors are wrapped in [`Spanned`].
+//!
+//! Nothing here decides whether a policy makes sense: that is `compile.rs`.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::{Location, Spanned};
+
+use super::error::PolicyError;
+
+/// One environment's file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFile {
+    #[serde(default)]
+    #[allow(dead_code)] // documentation for humans; kept so the field is accepted
+    pub description: Option<String>,
+    #[serde(default)]
+    pub max_ttl: Option<Spanned<Ttl>>,
+    #[serde(default)]
+    pub credentials: Option<OrderedMap<Spanned<RawCredential>>>,
+    #[serde(default)]
+    pub rules: Option<Vec<Spanned<RawRule>>>,
+}
+
+/// A credential the environment offers. Exactly one kind field (`kv`, later
+/// `database`, `pki`, ...) must be present; `compile.rs` checks that.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCredential {
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub kv: Option<RawKv>,
+    pub ttl: Spanned<Ttl>,
+}
+
+/// A KV v2 secret.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKv {
+    pub mount: String,
+    pub path: String,
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Effect {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub effect: Option<Effect>,
+    pub issuer: Spanned<String>,
+    #[serde(default)]
+    pub claims: Option<OrderedMap<Spanned<RawMatcher>>>,
+    #[serde(default)]
+    pub grant: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub ttl: Option<Spanned<Ttl>>,
+}
+
+/// A duration written the humantime way (`10m`, `1h 30m`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Ttl(#[serde(with = "humantime_serde")] pub Duration);
+
+/// A YAML mapping kept in file order (so "the first condition that failed"
+/// and "the first credential" mean what the author sees). Duplicate keys are
+/// rejected by the YAML layer.
+#[derive(Debug)]
+pub(crate) struct OrderedMap<V>(pub Vec<(Spanned<String>, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = OrderedMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping of names to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key::<Spanned<String>>()? {
+                    let value = map.next_value::<V>()?;
+                    entries.push((key, value));
+                }
+                Ok(OrderedMap(entries))
+            }
+        }
+        deserializer.deserialize_map(MapVisitor(PhantomData))
+    }
+}
+
+/// One value a claim may have: a scalar compared textually, or a glob.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RawPattern {
+    Text(String),
+    Glob(String),
+}
+
+/// The right-hand side of a claim condition.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum RawMatcher {
+    One(RawPattern),
+    AnyOf(Vec<RawPattern>),
+}
+
+/// Scalars accepted as claim values: strings, integers and booleans, kept
+/// as their text. Floats and null are refused: their text is ambiguous.
+struct PatternVisitor;
+
+impl PatternVisitor {
+    const EXPECTING: &'static str =
+        "a string, integer or boolean, or {glob: \"pattern\"} (quote other values)";
+}
+
+impl<'de> Visitor<'de> for PatternVisitor {
+    type Value = RawPattern;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(Self::EXPECTING)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(RawPattern::Text(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(RawPattern::Text(v))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(RawPattern::Text(v.to_string()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(RawPattern::Text(v.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(RawPattern::Text(v.to_string()))
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
+        Ok(RawPattern::Text(v.to_string()))
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
+        Ok(RawPattern::Text(v.to_string()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        glob_from_map(map)
+    }
+}
+
+/// `{glob: "..."}` and nothing else.
+fn glob_from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<RawPattern, A::Error> {
+    let mut glob: Option<String> = None;
+    while let Some(key) = map.next_key::<String>()? {
+        if key != "glob" {
+            return Err(de::Error::unknown_field(&key, &["glob"]));
+        }
+        if glob.is_some() {
+            return Err(de::Error::duplicate_field("glob"));
+        }
+        glob = Some(map.next_value::<String>()?);
+    }
+    glob.map(RawPattern::Glob)
+        .ok_or_else(|| de::Error::missing_field("glob"))
+}
+
+impl<'de> Deserialize<'de> for RawPattern {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PatternVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawMatcher {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MatcherVisitor;
+        impl<'de> Visitor<'de> for MatcherVisitor {
+            type Value = RawMatcher;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(PatternVisitor::EXPECTING)?;
+                f.write_str(", or a list of those")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                PatternVisitor.visit_str(v).map(RawMatcher::One)
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                PatternVisitor.visit_string(v).map(RawMatcher::One)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                PatternVisitor.visit_bool(v).map(RawMatcher::One)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                PatternVisitor.visit_i64(v).map(RawMatcher::One)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                PatternVisitor.visit_u64(v).map(RawMatcher::One)
+            }
+            fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
+                PatternVisitor.visit_i128(v).map(RawMatcher::One)
+            }
+            fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
+                PatternVisitor.visit_u128(v).map(RawMatcher::One)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                glob_from_map(map).map(RawMatcher::One)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<RawPattern>()? {
+                    items.push(item);
+                }
+                Ok(RawMatcher::AnyOf(items))
+            }
+        }
+        deserializer.deserialize_any(MatcherVisitor)
+    }
+}
+
+/// A 1-based (line, column) from a serde-saphyr location; `None` when unknown.
+pub(crate) fn position(location: Location) -> (Option<usize>, Option<usize>) {
+    let line = usize::try_from(location.line()).ok().filter(|l| *l > 0);
+    let column = usize::try_from(location.column()).ok().filter(|c| *c > 0);
+    match line {
+        Some(_) => (line, column),
+        None => (None, None),
+    }
+}
+
+/// Parses one file's text. Syntax errors, unknown fields and type mismatches
+/// become [`PolicyError::Yaml`] naming `file`, line and column.
+pub(crate) fn parse_file(file: &str, text: &str) -> Result<RawFile, PolicyError> {
+    serde_saphyr::from_str::<RawFile>(text).map_err(|err| {
+        let (line, column) = err.location().map(position).unwrap_or((None, None));
+        PolicyError::Yaml {
+            file: file.to_owned(),
+            line,
+            column,
+            message: yaml_message(&err),
+        }
+    })
+}
+
+/// serde-saphyr's message without its own location suffix, snippet and
+/// advice about library options (we print the location ourselves, in the
+/// `FILE:LINE:COLUMN:` form, and policy authors cannot change options).
+fn yaml_message(err: &serde_saphyr::Error) -> String {
+    let text = err.without_snippet().to_string();
+    let mut message = text.lines().next().unwrap_or("invalid YAML").trim();
+    if let Some(location) = err.location() {
+        let suffix = format!(" at line {}, column {}", location.line(), location.column());
+        message = message.strip_suffix(suffix.as_str()).unwrap_or(message);
+    }
+    message
+        .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
+        .trim()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml_err(src: &str) -> (Option<usize>, Option<usize>, String) {
+        match parse_file("f.yaml", src) {
+            Err(PolicyError::Yaml {
+                line,
+                column,
+                message,
+                ..
+            }) => (line, column, message),
+            other => panic!("expected a YAML error for {src:?}, got {other:?}"),
+        }
+    }
+
+    const RULE: &str = "rules:\n  - name: a\n    issuer: github\n";
+
+    #[test]
+    fn strict_parse_errors_name_line_and_column() {
+        // (source, line, column, fragment of the message)
+        let table: Vec<(String, usize, usize, &str)> = vec![
+            (
+                format!("{RULE}    bogus: 1\n"),
+                4,
+                5,
+                "unknown field `bogus`",
+            ),
+            ("colour: red\n".into(), 1, 1, "unknown field `colour`"),
+            (
+                "credentials:\n  x:\n    kv: {mount: s, path: p, feilds: [a]}\n    ttl: 1m\n"
+                    .into(),
+                3,
+                29,
+                "unknown field `feilds`",
+            ),
+            (
+                format!("{RULE}    claims:\n      ref: {{glib: x}}\n"),
+                5,
+                13,
+                "unknown field `glib`",
+            ),
+            (
+                format!("{RULE}    claims:\n      ref: 1.5\n"),
+                5,
+                7,
+                "floating point",
+            ),
+            (
+                format!("{RULE}    claims:\n      ref: ~\n"),
+                5,
+                7,
+                "expected a string",
+            ),
+            (
+                format!("{RULE}    claims:\n      a: x\n      a: y\n"),
+                6,
+                7,
+                "duplicate",
+            ),
+            (format!("{RULE}    effect: maybe\n"), 4, 13, "maybe"),
+            (format!("{RULE}    grant: deploy-db\n"), 4, 12, "sequence"),
+            (
+                "credentials:\n  x:\n    kv: {mount: s, path: p}\n    ttl: 10q\n".into(),
+                4,
+                5,
+                "expected a duration",
+            ),
+            ("max_ttl: [1]\n".into(), 1, 10, "expected string"),
+            ("rules: {\n".into(), 1, 8, ""),
+            ("[\n".into(), 1, 1, "unclosed bracket"),
+            ("- a\n".into(), 1, 1, "mapping"),
+            (
+                "rules:\n  - issuer: github\n".into(),
+                2,
+                5,
+                "missing field `name`",
+            ),
+        ];
+        for (src, line, column, fragment) in &table {
+            let (l, c, message) = yaml_err(src);
+            assert_eq!((l, c), (Some(*line), Some(*column)), "{src:?}: {message}");
+            assert!(message.contains(fragment), "{src:?}: {message}");
+            // Our Display prints the position; the message must not repeat it.
+            assert!(!message.contains(" at line "), "{message}");
+            assert!(!message.contains("DuplicateKeyPolicy"), "{message}");
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let garbage = [
+            "\u{0}",
+            "\t\t:",
+            "&a [*a]",
+            "a: &x\n  b: *x\n",
+            "rules: *nope",
+            "!!binary AAAA",
+            "---\n---\n",
+            "rules:\n  - !!map {name: [}\n",
+            "{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{",
+            "rules:\n  - name: a\n    claims: {x: [[[[[]]]]]}\n",
+            "credentials:\n  x: {kv: 5, ttl: -1m}\n",
+            "\u{feff}rules: []",
+            "rules:\n- name: \"\\uD800\"\n",
+            "max_ttl: 99999999999999999999999999h\n",
+        ];
+        for src in garbage {
+            // Any outcome is fine as long as it is not a panic; errors name the file.
+            if let Err(err) = parse_file("g.yaml", src) {
+                assert!(err.to_string().starts_with("g.yaml"), "{err}");
+            }
+        }
+        // Deep nesting is bounded by the parser's budget, not the stack.
+        let deep = format!("rules: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse_file("deep.yaml", &deep).is_err());
+    }
+
+    #[test]
+    fn claim_values_keep_file_order_and_textual_form() {
+        let src = format!(
+            "{RULE}    claims:\n      z: 892347\n      a: true\n      m: [push, {{glob: \"v*\"}}]\n      g: {{glob: \"*\"}}\n"
+        );
+        let raw = parse_file("f.yaml", &src).expect("parses");
+        let rules = raw.rules.expect("rules");
+        let rule = rules.first().expect("one rule");
+        let claims = &rule.value.claims.as_ref().expect("claims").0;
+        let got: Vec<(&str, &RawMatcher)> = claims
+            .iter()
+            .map(|(k, v)| (k.value.as_str(), &v.value))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("z", &RawMatcher::One(RawPattern::Text("892347".into()))),
+                ("a", &RawMatcher::One(RawPattern::Text("true".into()))),
+                (
+                    "m",
+                    &RawMatcher::AnyOf(vec![
+                        RawPattern::Text("push".into()),
+                        RawPattern::Glob("v*".into())
+                    ])
+                ),
+                ("g", &RawMatcher::One(RawPattern::Glob("*".into()))),
+            ]
+        );
+    }
+}
