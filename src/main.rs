@@ -1,1 +1,8 @@
-fn main() {}
+//! The `jobkey` binary: parse arguments, hand over to the library.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    jobkey::cli::run(jobkey::cli::Cli::parse())
+}

@@ -39,6 +39,10 @@ struct State {
     file: File,
     seq: u64,
     prev: String,
+    /// Set when a write failed part way: whether the line reached the disk
+    /// is unknown, so the chain cannot continue safely. Every later append
+    /// fails (fail closed) until an operator checks the log and restarts.
+    broken: bool,
 }
 
 /// An append-only, hash-chained JSON-lines file.
@@ -62,7 +66,9 @@ impl AuditLog {
         {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let (seq, prev) = if path.exists() {
+        // Only a regular file has a chain to continue (a device such as
+        // /dev/full or a FIFO is written to as is).
+        let (seq, prev) = if path.is_file() {
             let report = verify_file(path)?;
             (report.lines, report.last_hash)
         } else {
@@ -78,7 +84,12 @@ impl AuditLog {
         let file = opts.open(path).map_err(io)?;
         Ok(AuditLog {
             path: path.to_path_buf(),
-            state: Arc::new(Mutex::new(State { file, seq, prev })),
+            state: Arc::new(Mutex::new(State {
+                file,
+                seq,
+                prev,
+                broken: false,
+            })),
         })
     }
 
@@ -103,6 +114,12 @@ impl AuditLog {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        if st.broken {
+            return Err(AuditError::Io {
+                path: self.path.display().to_string(),
+                reason: "an earlier write failed; refusing to continue the chain until restarted (run `jobkey audit verify`)".into(),
+            });
+        }
         let seq = st.seq + 1;
         event.insert("seq".into(), Value::from(seq));
         event.insert("prev".into(), Value::from(st.prev.clone()));
@@ -114,9 +131,15 @@ impl AuditLog {
             path: self.path.display().to_string(),
             reason: e.to_string(),
         };
-        st.file.write_all(line.as_bytes()).map_err(io)?;
-        st.file.flush().map_err(io)?;
-        st.file.sync_data().map_err(io)?;
+        let written = st
+            .file
+            .write_all(line.as_bytes())
+            .and_then(|()| st.file.flush())
+            .and_then(|()| st.file.sync_data());
+        if let Err(e) = written {
+            st.broken = true;
+            return Err(io(e));
+        }
         st.seq = seq;
         st.prev = hash;
         Ok(())

@@ -63,3 +63,12 @@ fn tampering_is_detected() {
         );
     }
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_failed_write_fails_closed_for_every_later_append() {
+    let log = AuditLog::open(std::path::Path::new("/dev/full")).unwrap();
+    assert!(log.append_blocking(ev(1)).is_err());
+    let again = log.append_blocking(ev(2)).unwrap_err().to_string();
+    assert!(again.contains("earlier write failed"), "{again}");
+}

@@ -34,7 +34,9 @@ pub enum KeySource {
     Discovery,
     /// A JWKS URL given in the configuration.
     JwksUrl(Url),
-    /// A pinned JWKS document on disk, read once; never refetched.
+    /// A pinned JWKS document on disk: read at start-up, and read again
+    /// (rate-limited) only when a token names a key id it lacks. Never
+    /// fetched over the network.
     JwksFile(PathBuf),
 }
 

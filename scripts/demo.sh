@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# `make demo`: the whole local stack and a sample job exchange.
+#
+#   OpenBao (dev mode, in memory) on 127.0.0.1:8200, seeded with two secrets
+#   and a least-privilege policy for jobkey; two stand-in CI issuers
+#   (`jobkey dev-issuer`: GitHub-shaped on :8401, GitLab-shaped on :8402);
+#   jobkey on :8400 with examples/jobkey.toml and policies/.
+#
+# Then: an allowed GitHub deploy, an allowed GitLab staging job, and a denied
+# job from a feature branch. Keeps serving until Ctrl-C; DEMO_EXIT=1 exits
+# after the samples.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+DEMO="$ROOT/.demo"
+JOBKEY="$ROOT/target/debug/jobkey"
+BAO="$(scripts/ensure-openbao.sh)"
+mkdir -p "$DEMO"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+need_port_free() {
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+        echo "port $1 is in use (another demo still running?); stop it and run make demo again" >&2
+        exit 1
+    fi
+}
+wait_http() { # url, what
+    for _ in $(seq 1 100); do
+        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "$2 did not come up; see $DEMO/*.log" >&2
+    exit 1
+}
+for p in 8200 8400 8401 8402; do need_port_free "$p"; done
+
+say "OpenBao (dev mode) on 127.0.0.1:8200"
+ROOT_TOKEN="demo-root-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+"$BAO" server -dev -dev-root-token-id="$ROOT_TOKEN" -dev-listen-address=127.0.0.1:8200 >"$DEMO/openbao.log" 2>&1 &
+PIDS+=($!)
+export BAO_ADDR=http://127.0.0.1:8200 VAULT_ADDR=http://127.0.0.1:8200
+wait_http "$BAO_ADDR/v1/sys/health" "OpenBao"
+bao() { BAO_TOKEN="$ROOT_TOKEN" VAULT_TOKEN="$ROOT_TOKEN" "$BAO" "$@"; }
+DB_PASSWORD="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+bao kv put -mount=secret production/deploy-db username=deploy password="$DB_PASSWORD" >/dev/null
+bao kv put -mount=secret staging/app-config api_key="stg-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" >/dev/null
+bao policy write jobkey - >/dev/null <<'POLICY'
+# jobkey may read exactly what the example policies hand out.
+path "secret/data/production/*" { capabilities = ["read"] }
+path "secret/data/staging/*"    { capabilities = ["read"] }
+POLICY
+JOBKEY_TOKEN="$(bao token create -policy=jobkey -period=1h -field=token)"
+echo "seeded secret/production/deploy-db and secret/staging/app-config; jobkey logs in with a token limited to them"
+
+say "Stand-in CI issuers (jobkey dev-issuer)"
+for k in github gitlab; do
+    [ -s "$DEMO/$k-key.pem" ] || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$DEMO/$k-key.pem" 2>/dev/null
+done
+"$JOBKEY" dev-issuer --listen 127.0.0.1:8401 --key "$DEMO/github-key.pem" --kid github-demo >"$DEMO/github-issuer.log" 2>&1 &
+PIDS+=($!)
+"$JOBKEY" dev-issuer --listen 127.0.0.1:8402 --key "$DEMO/gitlab-key.pem" --kid gitlab-demo >"$DEMO/gitlab-issuer.log" 2>&1 &
+PIDS+=($!)
+wait_http http://127.0.0.1:8401/.well-known/openid-configuration "the GitHub stand-in"
+wait_http http://127.0.0.1:8402/.well-known/openid-configuration "the GitLab stand-in"
+echo "GitHub-shaped issuer http://127.0.0.1:8401, GitLab-shaped issuer http://127.0.0.1:8402"
+
+say "jobkey on 127.0.0.1:8400 (examples/jobkey.toml, policies/)"
+rm -f "$DEMO/audit.jsonl"
+VAULT_TOKEN="$JOBKEY_TOKEN" "$JOBKEY" serve --config examples/jobkey.toml >"$DEMO/jobkey.log" 2>&1 &
+PIDS+=($!)
+wait_http http://127.0.0.1:8400/healthz "jobkey"
+"$JOBKEY" check --config examples/jobkey.toml
+
+mint() { # issuer-port shape overrides-json
+    curl -fsS -X POST "http://127.0.0.1:$1/mint" -H 'content-type: application/json' \
+        -d "{\"shape\":\"$2\",\"audience\":\"jobkey\",\"claims\":$3}" | jq -r .token
+}
+exchange() { # token body
+    curl -sS -X POST http://127.0.0.1:8400/v1/exchange -H "authorization: Bearer $1" \
+        -H 'content-type: application/json' -d "$2" -w '\nHTTP %{http_code}\n'
+}
+
+say "1. A GitHub Actions deploy of acme/api from main to production asks for deploy-db"
+TOKEN="$(mint 8401 github '{}')"
+echo "token claims: $(echo "$TOKEN" | cut -d. -f2 | tr '_-' '/+' | base64 -d 2>/dev/null | jq -c '{repository,repository_id,ref,environment,event_name}' 2>/dev/null || true)"
+exchange "$TOKEN" '{"environment":"production","credentials":["deploy-db"]}'
+
+say "2. A GitLab job of acme/api on protected main deploys to staging (all it is granted)"
+exchange "$(mint 8402 gitlab '{}')" '{"environment":"staging"}'
+
+say "3. The same GitHub workflow on a feature branch asks for deploy-db: denied"
+exchange "$(mint 8401 github '{"ref":"refs/heads/feature/x","sub":"repo:acme/api:ref:refs/heads/feature/x"}')" \
+    '{"environment":"production","credentials":["deploy-db"]}'
+
+say "The audit log ($DEMO/audit.jsonl): one hash-chained line per decision"
+jq -c '{seq, decision, environment, who: .identity.repository // .identity.project_path, ref: .identity.ref, credentials: [.credentials[]?.name], why: (.credentials[0].rule // .reason.kind // .reason.code)}' "$DEMO/audit.jsonl"
+"$JOBKEY" audit verify "$DEMO/audit.jsonl"
+
+if [ "${DEMO_EXIT:-0}" = "1" ]; then
+    say "Done (DEMO_EXIT=1)"
+    exit 0
+fi
+say "Still serving. Try your own request from another terminal:"
+cat <<EOT
+  TOKEN=\$(curl -s -X POST http://127.0.0.1:8401/mint -H 'content-type: application/json' \\
+            -d '{"shape":"github","audience":"jobkey","claims":{"ref":"refs/heads/dev"}}' | jq -r .token)
+  curl -s -X POST http://127.0.0.1:8400/v1/exchange -H "authorization: Bearer \$TOKEN" \\
+       -d '{"environment":"production"}' | jq
+Logs: $DEMO/jobkey.log   Audit: $DEMO/audit.jsonl   Ctrl-C stops everything.
+EOT
+wait

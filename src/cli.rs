@@ -1,0 +1,151 @@
+//! The command line: argument parsing and dispatch. Each command is a thin
+//! call into the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// jobkey: a secrets broker for CI/CD jobs.
+///
+/// A CI job presents its OIDC ID token; jobkey verifies it, decides from the
+/// policies in `policies/`, reads short-lived credentials from Vault, and
+/// returns them with the strings the job's log must mask. Every decision is
+/// written to a hash-chained audit log first.
+#[derive(Debug, Parser)]
+#[command(name = "jobkey", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the broker.
+    Serve {
+        /// The TOML config file (see examples/jobkey.toml).
+        #[arg(long, short, env = "JOBKEY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a config file and the policies it names, without starting.
+    Check {
+        #[arg(long, short, env = "JOBKEY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run a local stand-in OIDC issuer (tests and the demo only).
+    ///
+    /// Serves discovery and a JWKS, and mints tokens shaped like GitHub's or
+    /// GitLab's on `POST /mint` for anyone who asks: it listens on loopback
+    /// only.
+    DevIssuer {
+        /// Loopback address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8401")]
+        listen: SocketAddr,
+        /// RSA private key, PKCS#8 PEM (`openssl genpkey -algorithm RSA`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Key id published in the JWKS.
+        #[arg(long, default_value = "dev-key-1")]
+        kid: String,
+    },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of an audit log; names the first broken line.
+    Verify {
+        /// The audit log file.
+        file: PathBuf,
+    },
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    init_logging(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), String> = rt.block_on(async {
+        match cli.command {
+            Command::Serve { config } => {
+                let cfg = crate::config::Config::load(&config).map_err(|e| e.to_string())?;
+                crate::server::run(cfg).await.map_err(|e| e.to_string())
+            }
+            Command::Check { config } => check(&config),
+            Command::DevIssuer { listen, key, kid } => dev_issuer(listen, &key, &kid).await,
+            Command::Audit {
+                command: AuditCommand::Verify { file },
+            } => {
+                let r = crate::audit::verify_file(&file).map_err(|e| e.to_string())?;
+                println!("{}: {} records, chain intact (last hash {})", file.display(), r.lines, r.last_hash);
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(config: &std::path::Path) -> Result<(), String> {
+    let cfg = crate::config::Config::load(config).map_err(|e| e.to_string())?;
+    let names: Vec<String> = cfg.issuers.iter().map(|i| i.name.clone()).collect();
+    let p = crate::policy::PolicySet::load_dir(&cfg.policy_dir, &names).map_err(|e| e.to_string())?;
+    let envs: Vec<&str> = p.environments().collect();
+    println!(
+        "{}: ok — {} issuer(s) ({}), {} environment(s) ({})",
+        config.display(),
+        names.len(),
+        names.join(", "),
+        envs.len(),
+        envs.join(", ")
+    );
+    Ok(())
+}
+
+async fn dev_issuer(listen: SocketAddr, key: &std::path::Path, kid: &str) -> Result<(), String> {
+    if !listen.ip().is_loopback() {
+        return Err(format!(
+            "{listen}: the dev issuer signs any token it is asked for; it listens on loopback only (e.g. 127.0.0.1:8401)"
+        ));
+    }
+    let pem = std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let key = crate::devissuer::SigningKey::rsa_from_pem(&pem, kid).map_err(|e| format!("{}: {e}", key.display()))?;
+    let issuer = crate::devissuer::spawn(listen, key).await.map_err(|e| format!("{listen}: {e}"))?;
+    eprintln!("dev issuer {} — discovery at {}/.well-known/openid-configuration; POST {}/mint {{\"shape\":\"github\",\"audience\":\"jobkey\"}}", issuer.url(), issuer.url(), issuer.url());
+    let _ = tokio::signal::ctrl_c().await;
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => b.try_init(),
+        LogFormat::Json => b.json().try_init(),
+    };
+}

@@ -1,0 +1,122 @@
+//! The one place errors become HTTP responses.
+//!
+//! Every failure the API returns is an [`ApiError`]; its body is always
+//! `{"error": "<stable code>", "message": "...", "request_id": "..."}` (plus
+//! `failed_claims` for a policy denial), with `Cache-Control: no-store`.
+//! Messages say what is wrong and what to do; they never carry a token, a
+//! secret, or a policy's expected values.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::token::TokenError;
+
+/// An API failure.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The request itself is malformed (body, JSON, fields).
+    BadRequest { code: &'static str, message: String },
+    /// The ID token was refused (401), or the issuer's keys are unavailable (503).
+    Token(TokenError),
+    /// The policy denied the request (403). `failed_claims` names the claims
+    /// that did not match, never what was expected.
+    Denied {
+        code: &'static str,
+        message: String,
+        failed_claims: Vec<String>,
+    },
+    /// Vault is unreachable, sealed or failing (503): nothing was issued.
+    VaultUnavailable,
+    /// Vault refused or lacked what the policy names (a broker
+    /// misconfiguration, not the job's fault): 502.
+    VaultFailed,
+    /// The audit record could not be written: no credential leaves (503).
+    AuditUnavailable,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { code, .. } if *code == "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Token(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Token(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Denied { .. } => StatusCode::FORBIDDEN,
+            ApiError::VaultUnavailable | ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::VaultFailed => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::Token(e) => e.code(),
+            ApiError::Denied { code, .. } => code,
+            ApiError::VaultUnavailable => "vault_unavailable",
+            ApiError::VaultFailed => "vault_error",
+            ApiError::AuditUnavailable => "audit_unavailable",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::BadRequest { message, .. } | ApiError::Denied { message, .. } => message.clone(),
+            ApiError::Token(e) => e.to_string(),
+            ApiError::VaultUnavailable => "Vault is unavailable; nothing was issued. Retry later.".into(),
+            ApiError::VaultFailed => {
+                "the broker could not read a credential the policy grants; nothing was issued. Ask the broker's operators (quote the request id).".into()
+            }
+            ApiError::AuditUnavailable => {
+                "the decision could not be recorded in the audit log, so nothing was issued. Retry later.".into()
+            }
+        }
+    }
+
+    /// The response, tagged with the request id.
+    pub fn into_response_with(self, request_id: &str) -> Response {
+        let status = self.status();
+        let mut body = json!({
+            "error": self.code(),
+            "message": self.message(),
+            "request_id": request_id,
+        });
+        if let ApiError::Denied { failed_claims, .. } = &self {
+            body["failed_claims"] = json!(failed_claims);
+        }
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_codes() {
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (ApiError::BadRequest { code: "bad_request", message: "x".into() }, 400, "bad_request"),
+            (ApiError::BadRequest { code: "body_too_large", message: "x".into() }, 413, "body_too_large"),
+            (ApiError::Token(TokenError::Expired), 401, "token_expired"),
+            (ApiError::Token(TokenError::IssuerUnavailable { issuer: "g".into() }), 503, "issuer_unavailable"),
+            (ApiError::Denied { code: "no_rule_matched", message: "x".into(), failed_claims: vec![] }, 403, "no_rule_matched"),
+            (ApiError::VaultUnavailable, 503, "vault_unavailable"),
+            (ApiError::VaultFailed, 502, "vault_error"),
+            (ApiError::AuditUnavailable, 503, "audit_unavailable"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(e.status().as_u16(), status, "{code}");
+            assert_eq!(e.code(), code);
+            let r = e.into_response_with("rid");
+            assert_eq!(r.headers().contains_key(header::RETRY_AFTER), status == 503, "{code}");
+        }
+    }
+}

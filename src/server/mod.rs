@@ -1,0 +1,185 @@
+//! The HTTP server: routes, shared state, start-up and shutdown.
+//!
+//! Architecture invariant: handlers hold no state of their own; everything
+//! shared lives in [`AppState`] (read-mostly, swappable policies), so
+//! replicas are interchangeable.
+
+mod error;
+mod exchange;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde_json::json;
+use thiserror::Error;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+
+use crate::audit::{AuditError, AuditLog};
+use crate::config::{Config, VaultAuthSettings};
+use crate::policy::{PolicyError, PolicySet};
+use crate::token::{FetchError, Verifier};
+use crate::vault::{Vault, VaultAuth, VaultConfig, VaultError};
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error("issuer setup: {0}")]
+    Issuers(#[from] FetchError),
+    #[error("policies: {0}")]
+    Policy(#[from] PolicyError),
+    #[error("vault: {0}")]
+    Vault(#[from] VaultError),
+    #[error("{0}")]
+    Audit(#[from] AuditError),
+    #[error("listening: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub verifier: Verifier,
+    pub policies: ArcSwap<PolicySet>,
+    pub vault: Vault,
+    pub audit: AuditLog,
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    /// Builds the state from the configuration: policies compiled, audit log
+    /// opened (and verified), Vault logged in, issuer keys fetched once.
+    pub async fn build(cfg: &Config) -> Result<Arc<AppState>, ServeError> {
+        let names: Vec<String> = cfg.issuers.iter().map(|i| i.name.clone()).collect();
+        let policies = PolicySet::load_dir(&cfg.policy_dir, &names)?;
+        let audit = AuditLog::open(&cfg.audit_path)?;
+        let verifier = Verifier::new(
+            cfg.issuers.clone(),
+            cfg.audiences.clone(),
+            cfg.fetch.clone(),
+            cfg.max_token_bytes,
+        )?;
+        for (issuer, err) in verifier.warm_up().await {
+            tracing::warn!(%issuer, error = %err, "could not fetch the issuer's keys at start-up; will retry on first use");
+        }
+        let vault = Vault::connect(vault_config(cfg)).await?;
+        tracing::info!(
+            environments = policies.environments().count(),
+            issuers = names.len(),
+            audit = %cfg.audit_path.display(),
+            "jobkey is ready"
+        );
+        Ok(Arc::new(AppState {
+            verifier,
+            policies: ArcSwap::from_pointee(policies),
+            vault,
+            audit,
+            max_body_bytes: cfg.max_body_bytes,
+        }))
+    }
+}
+
+fn vault_config(cfg: &Config) -> VaultConfig {
+    let auth = match &cfg.vault.auth {
+        VaultAuthSettings::TokenFile(p) => VaultAuth::TokenFile(p.clone()),
+        VaultAuthSettings::TokenEnv(v) => VaultAuth::TokenEnv(v.clone()),
+        VaultAuthSettings::AppRole {
+            mount,
+            role_id_file,
+            secret_id_file,
+        } => VaultAuth::AppRole {
+            mount: mount.clone(),
+            role_id_file: role_id_file.clone(),
+            secret_id_file: secret_id_file.clone(),
+        },
+    };
+    VaultConfig {
+        address: cfg.vault.address.clone(),
+        ca_file: cfg.vault.ca_file.clone(),
+        auth,
+        request_timeout: cfg.vault.timeout,
+    }
+}
+
+/// The routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/v1/exchange", post(exchange::exchange))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(no_store))
+        .with_state(state)
+}
+
+/// Every response: `Cache-Control: no-store` (credentials must not be cached
+/// by any proxy), and no MIME sniffing.
+async fn no_store(mut resp: axum::response::Response) -> axum::response::Response {
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    let vault_ready = st.vault.is_ready();
+    let status = if vault_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (
+        status,
+        axum::Json(json!({
+            "status": if vault_ready { "ready" } else { "not_ready" },
+            "vault": if vault_ready { "ready" } else { "not_ready" },
+            "environments": st.policies.load().environments().count(),
+        })),
+    )
+}
+
+/// Serves `state` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// `jobkey serve`: load, bind, serve until Ctrl-C or SIGTERM.
+pub async fn run(cfg: Config) -> Result<(), ServeError> {
+    let state = AppState::build(&cfg).await?;
+    let listener = TcpListener::bind(cfg.listen).await?;
+    serve(listener, state, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,144 @@
+//! End to end: GitHub- and GitLab-shaped tokens get KV secrets from a real
+//! OpenBao through the shipped policies; denials say which claims failed;
+//! every decision is audited first.
+
+mod support;
+
+use jobkey::devissuer::Shape;
+use serde_json::{Map, Value, json};
+use support::{Options, Stack};
+
+fn overrides(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
+    let stack = Stack::start().await;
+
+    // GitHub: production deploy of acme/api from main.
+    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let body = json!({"environment": "production", "credentials": ["deploy-db"]}).to_string();
+    let (status, resp) = stack.exchange_raw(Some(format!("Bearer {gh}")), &body).await;
+    assert_eq!(status, 200, "{resp}");
+    let cred = &resp["credentials"]["deploy-db"];
+    assert_eq!(cred["values"]["username"], "deploy");
+    assert_eq!(cred["values"]["password"], stack.db_password.as_str());
+    assert_eq!(cred["kind"], "kv");
+    let ttl = cred["ttl_seconds"].as_u64().unwrap();
+    assert!(ttl > 0 && ttl <= 600, "ttl {ttl}");
+    let mask: Vec<&str> = resp["mask"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(mask.contains(&stack.db_password.as_str()), "{mask:?}");
+    assert!(resp["request_id"].as_str().unwrap().len() >= 16);
+
+    // GitLab: staging deploy, all that the rule grants.
+    let gl = stack.gitlab.mint(Shape::Gitlab, "jobkey", &Map::new());
+    let (status, resp) = stack.exchange_status(&gl, "staging").await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["credentials"]["app-config"]["values"]["api_key"], stack.app_key.as_str());
+    assert_eq!(resp["credentials"]["app-config"]["values"]["region"], "eu-west-1");
+
+    // The GitHub workflow on a feature branch: 403 naming the claim, not
+    // the expected value.
+    let feature = stack.github.mint(Shape::Github, "jobkey", &overrides(json!({"ref": "refs/heads/feature/x"})));
+    let (status, resp) = stack.exchange_status(&feature, "production").await;
+    assert_eq!(status, 403, "{resp}");
+    assert!(resp["failed_claims"].as_array().unwrap().contains(&json!("ref")), "{resp}");
+    assert!(!resp.to_string().contains("refs/heads/main"), "the job is not told the expected value: {resp}");
+
+    // A GitHub token asking for the GitLab environment: denied (issuer).
+    let (status, resp) = stack.exchange_status(&gh, "staging").await;
+    assert_eq!(status, 403, "{resp}");
+
+    // Unknown environment and credential.
+    let (status, resp) = stack.exchange_status(&gh, "nowhere").await;
+    assert_eq!((status, resp["error"].as_str()), (403, Some("unknown_environment")));
+    let body = json!({"environment": "production", "credentials": ["root-ca"]}).to_string();
+    let (status, _) = stack.exchange_raw(Some(format!("Bearer {gh}")), &body).await;
+    assert_eq!(status, 403);
+
+    // The audit log: one line per decision, chained, with who/what/why.
+    let lines = stack.audit_lines();
+    assert_eq!(lines.len(), 6, "{lines:#?}");
+    let allow = &lines[0];
+    assert_eq!(allow["decision"], "allow");
+    assert_eq!(allow["identity"]["issuer"], "github");
+    assert_eq!(allow["identity"]["repository"], "acme/api");
+    assert_eq!(allow["identity"]["repository_id"], "892347");
+    assert_eq!(allow["identity"]["run_id"], "9876543210");
+    assert_eq!(allow["credentials"][0]["name"], "deploy-db");
+    assert!(allow["credentials"][0]["rule"].as_str().is_some_and(|r| !r.is_empty()));
+    assert_eq!(lines[1]["identity"]["project_id"], "4242");
+    let deny = &lines[2];
+    assert_eq!(deny["decision"], "deny");
+    assert_eq!(deny["identity"]["ref"], "refs/heads/feature/x");
+    let failures = deny["reason"]["failures"].as_array().unwrap();
+    assert!(
+        failures.iter().any(|f| f["failed"]["claim"] == "ref" && f["failed"]["expected"].as_str().unwrap().contains("refs/heads/main")),
+        "the audit line says which rule failed and why: {deny}"
+    );
+    let report = jobkey::audit::verify_file(&stack.audit_path).unwrap();
+    assert_eq!(report.lines, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_400s() {
+    let stack = Stack::start().await;
+    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let auth = Some(format!("Bearer {gh}"));
+    let cases = [
+        ("not json", "{oops", 400, "bad_request"),
+        ("unknown field", r#"{"environment":"production","envirnoment":"x"}"#, 400, "bad_request"),
+        ("missing environment", r#"{"credentials":["deploy-db"]}"#, 400, "bad_request"),
+        ("empty environment", r#"{"environment":""}"#, 400, "bad_request"),
+        ("wrong type", r#"{"environment":"production","credentials":"deploy-db"}"#, 400, "bad_request"),
+    ];
+    for (name, body, status, code) in cases {
+        let (s, resp) = stack.exchange_raw(auth.clone(), body).await;
+        assert_eq!((s, resp["error"].as_str()), (status, Some(code)), "{name}: {resp}");
+        assert!(resp["message"].as_str().unwrap().contains("environment"), "{name}: says what to send: {resp}");
+    }
+    let huge = format!(r#"{{"environment":"production","credentials":["{}"]}}"#, "x".repeat(200_000));
+    let (s, resp) = stack.exchange_raw(auth.clone(), &huge).await;
+    assert_eq!((s, resp["error"].as_str()), (413, Some("body_too_large")), "{resp}");
+    // Nothing was decided for these, so nothing was audited.
+    assert!(stack.audit_lines().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_down_is_503_with_retry_after_and_nothing_issued() {
+    let mut stack = Stack::start().await;
+    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    stack.bao.stop();
+    let (status, resp) = stack.exchange_status(&gh, "production").await;
+    assert_eq!(status, 503, "{resp}");
+    assert_eq!(resp["error"], "vault_unavailable");
+    assert!(resp.get("credentials").is_none());
+    let lines = stack.audit_lines();
+    assert_eq!(lines.last().unwrap()["decision"], "error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_audit_log_means_no_credential() {
+    let stack = Stack::start_with(Options {
+        audit_path: Some("/dev/full".into()),
+        ..Options::default()
+    })
+    .await;
+    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let (status, resp) = stack.exchange_status(&gh, "production").await;
+    assert_eq!(status, 503, "{resp}");
+    assert_eq!(resp["error"], "audit_unavailable");
+    assert!(!resp.to_string().contains(&stack.db_password), "no secret in the refusal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_and_health() {
+    let stack = Stack::start().await;
+    let c = reqwest::Client::new();
+    let r = c.get(format!("{}/healthz", stack.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let r = c.get(format!("{}/readyz", stack.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

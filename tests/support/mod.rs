@@ -1,0 +1,238 @@
+//! Shared integration-test setup: a real OpenBao (dev mode, free loopback
+//! port), stand-in CI issuers serving real discovery and JWKS on loopback,
+//! and a jobkey server built from a real config file, all torn down on drop.
+#![allow(dead_code)]
+
+pub mod openbao;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jobkey::devissuer::{self, DevIssuer, Shape, SigningKey};
+use serde_json::{Map, Value};
+
+pub use openbao::OpenBao;
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// An RSA test key from tests/fixtures/keys.
+pub fn rsa_key(name: &str, kid: &str) -> SigningKey {
+    let pem = std::fs::read_to_string(fixture(&format!("keys/{name}.pem"))).unwrap();
+    SigningKey::rsa_from_pem(&pem, kid).unwrap()
+}
+
+/// The public half of a test key, PEM.
+pub fn public_pem_of(name: &str) -> String {
+    std::fs::read_to_string(fixture(&format!("keys/{name}.pub.pem"))).unwrap()
+}
+
+/// A random alphanumeric string (secret values in tests).
+pub fn random(n: usize) -> String {
+    use ring::rand::SecureRandom;
+    let mut b = vec![0u8; n];
+    ring::rand::SystemRandom::new().fill(&mut b).unwrap();
+    b.iter().map(|x| char::from(b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"[(*x as usize) % 57])).collect()
+}
+
+/// The whole stack, in process.
+pub struct Stack {
+    pub bao: OpenBao,
+    pub github: Arc<DevIssuer>,
+    pub gitlab: Arc<DevIssuer>,
+    pub ecdsa: Arc<DevIssuer>,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub audit_path: PathBuf,
+    pub db_password: String,
+    pub app_key: String,
+    /// The server's own log (subprocess mode only).
+    pub log_path: PathBuf,
+    client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    child: Option<std::process::Child>,
+}
+
+/// How to run the stack.
+#[derive(Default)]
+pub struct Options {
+    /// Write the audit log here instead of the temp dir (e.g. /dev/full).
+    pub audit_path: Option<PathBuf>,
+    /// Run the real `jobkey serve` binary (logs at trace level to a file)
+    /// instead of serving in process.
+    pub subprocess: bool,
+}
+
+impl Stack {
+    /// Starts OpenBao, seeds the secrets the shipped policies name, starts
+    /// the issuers and a jobkey server with the shipped `policies/`.
+    pub async fn start() -> Stack {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> Stack {
+        let bao = OpenBao::start();
+        let db_password = format!("pw-{}", random(24));
+        let app_key = format!("key-{}", random(24));
+        bao.bao(&["kv", "put", "-mount=secret", "production/deploy-db", "username=deploy", &format!("password={db_password}")]);
+        bao.bao(&["kv", "put", "-mount=secret", "staging/app-config", &format!("api_key={app_key}"), "region=eu-west-1"]);
+
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let github = devissuer::spawn(any, rsa_key("issuer-a", "gh-1")).await.unwrap();
+        let gitlab = devissuer::spawn(any, rsa_key("issuer-b", "gl-1")).await.unwrap();
+        let ecdsa = devissuer::spawn(any, SigningKey::generate_es256("ec-1").unwrap()).await.unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("vault-token");
+        std::fs::write(&token_file, bao.root_token()).unwrap();
+        let audit_path = opts.audit_path.clone().unwrap_or_else(|| dir.path().join("audit/audit.jsonl"));
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let config = format!(
+            r#"
+listen = "127.0.0.1:{port}"
+audiences = ["jobkey"]
+policy_dir = "{policies}"
+[audit]
+path = "{audit}"
+[vault]
+address = "{vault}"
+timeout = "3s"
+[vault.auth]
+method = "token"
+token_file = "{token_file}"
+[fetch]
+min_refetch_interval = "1s"
+[issuers.github]
+issuer = "{gh}"
+max_lifetime = "15m"
+[issuers.gitlab]
+issuer = "{gl}"
+max_lifetime = "2h"
+[issuers.ecdsa]
+issuer = "{ec}"
+algorithms = ["ES256"]
+"#,
+            policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies").display(),
+            audit = audit_path.display(),
+            vault = bao.addr(),
+            token_file = token_file.display(),
+            gh = github.url(),
+            gl = gitlab.url(),
+            ec = ecdsa.url(),
+        );
+        let config_path = dir.path().join("jobkey.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log_path = dir.path().join("jobkey.log");
+        let client = reqwest::Client::new();
+        if opts.subprocess {
+            let log = std::fs::File::create(&log_path).unwrap();
+            let child = std::process::Command::new(env!("CARGO_BIN_EXE_jobkey"))
+                .args(["serve", "--config"])
+                .arg(&config_path)
+                .env("RUST_LOG", "trace")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let url = format!("http://127.0.0.1:{port}");
+            let mut up = false;
+            for _ in 0..200 {
+                if client.get(format!("{url}/healthz")).send().await.is_ok() {
+                    up = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert!(up, "jobkey did not start: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
+            return Stack { bao, github, gitlab, ecdsa, url, dir, audit_path, db_password, app_key, log_path, client, shutdown: None, child: Some(child) };
+        }
+        let cfg = jobkey::config::Config::load(&config_path).unwrap();
+        let state = jobkey::server::AppState::build(&cfg).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(any).await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = jobkey::server::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Stack {
+            bao,
+            github,
+            gitlab,
+            ecdsa,
+            url,
+            dir,
+            audit_path,
+            db_password,
+            app_key,
+            log_path,
+            client,
+            shutdown: Some(tx),
+            child: None,
+        }
+    }
+
+    /// GitHub-shaped claims of the production deploy the policies admit.
+    pub fn github_claims(&self) -> Map<String, Value> {
+        self.github.claims(Shape::Github, "jobkey")
+    }
+
+    /// GitHub-shaped claims naming another issuer URL.
+    pub fn claims_for(&self, iss: &str, aud: &str) -> Map<String, Value> {
+        Shape::Github.claims(iss, aud, devissuer::now())
+    }
+
+    /// POSTs an exchange for `environment` with `token`.
+    pub async fn exchange_status(&self, token: &str, environment: &str) -> (u16, Value) {
+        let body = serde_json::json!({ "environment": environment }).to_string();
+        self.exchange_raw(Some(format!("Bearer {token}")), &body).await
+    }
+
+    /// POSTs `body` with an optional raw Authorization header.
+    pub async fn exchange_raw(&self, authorization: Option<String>, body: &str) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}/v1/exchange", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(a) = authorization {
+            req = req.header("authorization", a);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        assert_eq!(
+            resp.headers().get("cache-control").and_then(|v| v.to_str().ok()),
+            Some("no-store"),
+            "every response carries Cache-Control: no-store"
+        );
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// The audit log's lines as JSON.
+    pub fn audit_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
