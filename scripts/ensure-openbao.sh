@@ -21,11 +21,17 @@ is_pinned() {
     [[ -x "$BIN" ]] && "$BIN" version 2>/dev/null | grep -q "OpenBao v$VERSION "
 }
 
+# Several test binaries may run this at once: one installs, the others wait.
+mkdir -p "$ROOT/.cache"
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$ROOT/.cache/openbao.lock"
+    flock 9
+fi
+
 # Missing, or a stale cache from an older pin: (re)install.
 if ! is_pinned; then
     # Install into a fresh directory and move it in place, so an interrupted
     # install never leaves a half-populated cache behind.
-    mkdir -p "$ROOT/.cache"
     TMP="$(mktemp -d "$ROOT/.cache/openbao.tmp.XXXXXX")"
     trap 'rm -rf "$TMP"' EXIT
     PIP="${PIP:-pip}"

@@ -4,3 +4,5 @@
 #![forbid(unsafe_code)]
 
 pub mod secret;
+pub mod tls;
+pub mod vault;
