@@ -361,3 +361,67 @@ async fn configuration_errors_name_the_source_not_the_secret() {
     let e = Vault::connect(cfg).await.unwrap_err();
     assert!(matches!(e, VaultError::Config { .. }), "{e:?}");
 }
+
+#[tokio::test]
+async fn https_vault_with_a_custom_ca_file() {
+    let bao = OpenBao::start_tls();
+    put_fixtures(&bao);
+    let mut cfg = config(&bao, token_file(&bao, bao.root_token()));
+    assert_eq!(cfg.address.scheme(), "https");
+
+    // Without the CA, the certificate is not trusted: no connection.
+    let e = Vault::connect(cfg.clone()).await.unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+
+    cfg.ca_file = Some(bao.ca_file());
+    let vault = Vault::connect(cfg).await.expect("connect over TLS");
+    let m = vault.read_kv("secret", "app/db", None).await.unwrap();
+    assert_eq!(m["user"].expose_secret(), "app");
+    vault.health().await.expect("healthy");
+    assert!(vault.is_ready());
+}
+
+/// A static token is renewed while it can be; once it reaches its max TTL
+/// the handle is not ready and says Login, until the token file holds a
+/// working token again.
+#[tokio::test]
+async fn static_token_is_renewed_then_not_ready_at_max_ttl_then_reloaded() {
+    let bao = OpenBao::start();
+    put_fixtures(&bao);
+    let short = bao.bao(&[
+        "token",
+        "create",
+        "-policy=root",
+        "-ttl=2s",
+        "-explicit-max-ttl=4s",
+        "-field=token",
+    ]);
+    let file = bao.write_file("rotating-token", &short);
+    let t0 = Instant::now();
+    let vault = Vault::connect(config(&bao, VaultAuth::TokenFile(file.clone())))
+        .await
+        .expect("connect");
+
+    // Past the first TTL: renewed.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    vault
+        .read_kv("secret", "app/db", None)
+        .await
+        .expect("read after the first TTL");
+
+    // Past the max TTL: dead, and the handle knows it.
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(t0.elapsed())).await;
+    let e = vault.read_kv("secret", "app/db", None).await.unwrap_err();
+    assert!(matches!(e, VaultError::Login { .. }), "{e:?}");
+    assert!(!vault.is_ready());
+
+    // A sidecar rotates the file: the background task picks it up.
+    let fresh = bao.bao(&["token", "create", "-policy=root", "-ttl=1h", "-field=token"]);
+    std::fs::write(&file, &fresh).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !vault.is_ready() {
+        assert!(Instant::now() < deadline, "token file not reloaded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(vault.read_kv("secret", "app/db", None).await.is_ok());
+}

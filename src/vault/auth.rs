@@ -263,6 +263,13 @@ pub(crate) async fn login(p: &ClientParams, auth: &VaultAuth) -> Result<Session,
                 .await
                 .map_err(|e| as_login(from_client(e, "auth/token/lookup-self")))?;
             info.id.zeroize();
+            // TTL 0 means "never expires" only for tokens without an expiry
+            // time (root tokens); otherwise the token is about to expire.
+            if info.ttl == 0 && info.expire_time.is_some() {
+                return Err(VaultError::Login {
+                    reason: "the token is about to expire".into(),
+                });
+            }
             let lease = Lease::new(info.ttl, info.renewable.unwrap_or(false));
             Ok(Session { client, lease })
         }
@@ -391,6 +398,19 @@ async fn token_step(inner: &Inner) {
     if st.logged_in && st.lease.renewable {
         let client = inner.client.load_full();
         match renew(&client).await {
+            Ok((ttl, _)) if ttl.is_zero() => {
+                // Renewed to nothing: the token is at its max TTL. Log in
+                // again, or reload a static token when the current one ends.
+                if approle {
+                    relogin(inner).await;
+                } else {
+                    inner.update_state(|s| {
+                        s.lease.renewable = false;
+                        s.next = s.lease.expires_at();
+                    });
+                }
+                return;
+            }
             Ok((ttl, renewable)) => {
                 if approle && (ttl < st.lease.login_ttl || !renewable) {
                     // Capped by the max TTL: a fresh login gives a full TTL.

@@ -111,11 +111,22 @@ pub struct OpenBao {
     root_token: String,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    tls: bool,
 }
 
 impl OpenBao {
     /// Starts a dev server and waits until it answers `sys/health` with 200.
     pub fn start() -> OpenBao {
+        Self::start_with(false)
+    }
+
+    /// Like [`OpenBao::start`] but HTTPS (`-dev-tls`) with a generated CA
+    /// whose certificate is [`OpenBao::ca_file`].
+    pub fn start_tls() -> OpenBao {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> OpenBao {
         let bin = bao_binary().to_owned();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut bao = OpenBao {
@@ -124,6 +135,7 @@ impl OpenBao {
             root_token: format!("root-{}", random_hex()),
             dir,
             child: None,
+            tls,
         };
         // The port is free when picked but could be taken before bao binds
         // it: try a few ports.
@@ -144,14 +156,20 @@ impl OpenBao {
             .append(true)
             .open(self.log_path())
             .map_err(|e| format!("log file: {e}"))?;
+        let mut args = vec![
+            "server".to_owned(),
+            "-dev".to_owned(),
+            "-dev-no-store-token".to_owned(),
+            format!("-dev-root-token-id={}", self.root_token),
+            format!("-dev-listen-address=127.0.0.1:{}", self.port),
+        ];
+        if self.tls {
+            std::fs::create_dir_all(self.tls_dir()).map_err(|e| format!("tls dir: {e}"))?;
+            args.push("-dev-tls".to_owned());
+            args.push(format!("-dev-tls-cert-dir={}", self.tls_dir().display()));
+        }
         let child = Command::new(&self.bin)
-            .args([
-                "server",
-                "-dev",
-                "-dev-no-store-token",
-                &format!("-dev-root-token-id={}", self.root_token),
-                &format!("-dev-listen-address=127.0.0.1:{}", self.port),
-            ])
+            .args(&args)
             .env("HOME", self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -161,7 +179,7 @@ impl OpenBao {
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if health_status(self.port) == Some(200) {
+            if self.is_healthy() {
                 return Ok(());
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().ok().flatten() {
@@ -176,9 +194,33 @@ impl OpenBao {
         }
     }
 
-    /// `http://127.0.0.1:PORT`
+    fn is_healthy(&self) -> bool {
+        if !self.tls {
+            return health_status(self.port) == Some(200);
+        }
+        // Over TLS: once the listener answers (400 to plain HTTP), ask the
+        // CLI, which exits 0 when the server is unsealed.
+        health_status(self.port).is_some()
+            && self
+                .bao_as(&self.root_token, &["status"], None)
+                .status
+                .success()
+    }
+
+    fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// The generated CA certificate of a [`OpenBao::start_tls`] server.
+    pub fn ca_file(&self) -> PathBuf {
+        assert!(self.tls, "not a TLS server");
+        self.tls_dir().join("vault-ca.pem")
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://` for [`OpenBao::start_tls`]).
     pub fn addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn url(&self) -> url::Url {
@@ -238,6 +280,10 @@ impl OpenBao {
         ] {
             cmd.env_remove(format!("BAO_{var}"))
                 .env_remove(format!("VAULT_{var}"));
+        }
+        if self.tls {
+            let ca = self.ca_file();
+            cmd.env("BAO_CACERT", &ca).env("VAULT_CACERT", &ca);
         }
         cmd.stdin(if stdin.is_some() {
             Stdio::piped()
