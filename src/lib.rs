@@ -4,9 +4,13 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod devissuer;
+pub mod mask;
 pub mod policy;
 pub mod secret;
+pub mod server;
 pub mod tls;
 pub mod token;
+pub mod vault;

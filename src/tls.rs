@@ -1,6 +1,23 @@
-//! One crypto stack: rustls (for Vault and issuer fetches) runs on ring.
+//! Process-wide TLS set-up.
+//!
+//! jobkey builds reqwest and rustls with `rustls-no-provider`, so that ring is
+//! the only crypto stack in the binary (see `Cargo.toml`). rustls then needs a
+//! process-level default provider before the first TLS client is built, or
+//! building one panics. [`install_rustls_ring_provider`] installs ring's.
 
-/// Installs ring as rustls' process-wide provider. Idempotent.
+/// Installs rustls' ring provider as the process default. Idempotent and
+/// cheap: call it at start-up, before building any HTTP client, and in tests.
+/// If another provider was installed first, that one stays.
 pub fn install_rustls_ring_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn installing_twice_is_harmless() {
+        super::install_rustls_ring_provider();
+        super::install_rustls_ring_provider();
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
 }

