@@ -77,7 +77,10 @@ pub enum AuditCommand {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     init_logging(cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -96,7 +99,12 @@ pub fn run(cli: Cli) -> ExitCode {
                 command: AuditCommand::Verify { file },
             } => {
                 let r = crate::audit::verify_file(&file).map_err(|e| e.to_string())?;
-                println!("{}: {} records, chain intact (last hash {})", file.display(), r.lines, r.last_hash);
+                println!(
+                    "{}: {} records, chain intact (last hash {})",
+                    file.display(),
+                    r.lines,
+                    r.last_hash
+                );
                 Ok(())
             }
         }
@@ -113,7 +121,8 @@ pub fn run(cli: Cli) -> ExitCode {
 fn check(config: &std::path::Path) -> Result<(), String> {
     let cfg = crate::config::Config::load(config).map_err(|e| e.to_string())?;
     let names: Vec<String> = cfg.issuers.iter().map(|i| i.name.clone()).collect();
-    let p = crate::policy::PolicySet::load_dir(&cfg.policy_dir, &names).map_err(|e| e.to_string())?;
+    let p =
+        crate::policy::PolicySet::load_dir(&cfg.policy_dir, &names).map_err(|e| e.to_string())?;
     let envs: Vec<&str> = p.environments().collect();
     println!(
         "{}: ok — {} issuer(s) ({}), {} environment(s) ({})",
@@ -133,17 +142,28 @@ async fn dev_issuer(listen: SocketAddr, key: &std::path::Path, kid: &str) -> Res
         ));
     }
     let pem = std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let key = crate::devissuer::SigningKey::rsa_from_pem(&pem, kid).map_err(|e| format!("{}: {e}", key.display()))?;
-    let issuer = crate::devissuer::spawn(listen, key).await.map_err(|e| format!("{listen}: {e}"))?;
-    eprintln!("dev issuer {} — discovery at {}/.well-known/openid-configuration; POST {}/mint {{\"shape\":\"github\",\"audience\":\"jobkey\"}}", issuer.url(), issuer.url(), issuer.url());
+    let key = crate::devissuer::SigningKey::rsa_from_pem(&pem, kid)
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    let issuer = crate::devissuer::spawn(listen, key)
+        .await
+        .map_err(|e| format!("{listen}: {e}"))?;
+    eprintln!(
+        "dev issuer {} — discovery at {}/.well-known/openid-configuration; POST {}/mint {{\"shape\":\"github\",\"audience\":\"jobkey\"}}",
+        issuer.url(),
+        issuer.url(),
+        issuer.url()
+    );
     let _ = tokio::signal::ctrl_c().await;
     Ok(())
 }
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,vaultrs=warn,rustify=warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => b.try_init(),
         LogFormat::Json => b.json().try_init(),

@@ -38,8 +38,14 @@ mod tests {
     use super::*;
 
     fn run(values: &[&str]) -> Vec<String> {
-        let v: Vec<SecretString> = values.iter().map(|s| SecretString::new((*s).to_owned())).collect();
-        masks(v.iter()).iter().map(|s| s.expose_secret().to_owned()).collect()
+        let v: Vec<SecretString> = values
+            .iter()
+            .map(|s| SecretString::new((*s).to_owned()))
+            .collect();
+        masks(v.iter())
+            .iter()
+            .map(|s| s.expose_secret().to_owned())
+            .collect()
     }
 
     #[test]
@@ -47,7 +53,13 @@ mod tests {
         let pem = "-----BEGIN KEY-----\r\nAAAABBBBCCCC\r\nDDDDEEEE\r\n-----END KEY-----\r\n";
         let m = run(&[pem, "hunter2hunter2"]);
         assert!(m.contains(&pem.to_owned()));
-        for line in ["-----BEGIN KEY-----", "AAAABBBBCCCC", "DDDDEEEE", "-----END KEY-----", "hunter2hunter2"] {
+        for line in [
+            "-----BEGIN KEY-----",
+            "AAAABBBBCCCC",
+            "DDDDEEEE",
+            "-----END KEY-----",
+            "hunter2hunter2",
+        ] {
             assert!(m.contains(&line.to_owned()), "{line} missing from {m:?}");
         }
         assert!(m.iter().all(|s| !s.contains('\r') || s == pem));

@@ -19,7 +19,9 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
     // GitHub: production deploy of acme/api from main.
     let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
     let body = json!({"environment": "production", "credentials": ["deploy-db"]}).to_string();
-    let (status, resp) = stack.exchange_raw(Some(format!("Bearer {gh}")), &body).await;
+    let (status, resp) = stack
+        .exchange_raw(Some(format!("Bearer {gh}")), &body)
+        .await;
     assert_eq!(status, 200, "{resp}");
     let cred = &resp["credentials"]["deploy-db"];
     assert_eq!(cred["values"]["username"], "deploy");
@@ -27,7 +29,12 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
     assert_eq!(cred["kind"], "kv");
     let ttl = cred["ttl_seconds"].as_u64().unwrap();
     assert!(ttl > 0 && ttl <= 600, "ttl {ttl}");
-    let mask: Vec<&str> = resp["mask"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let mask: Vec<&str> = resp["mask"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert!(mask.contains(&stack.db_password.as_str()), "{mask:?}");
     assert!(resp["request_id"].as_str().unwrap().len() >= 16);
 
@@ -35,16 +42,35 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
     let gl = stack.gitlab.mint(Shape::Gitlab, "jobkey", &Map::new());
     let (status, resp) = stack.exchange_status(&gl, "staging").await;
     assert_eq!(status, 200, "{resp}");
-    assert_eq!(resp["credentials"]["app-config"]["values"]["api_key"], stack.app_key.as_str());
-    assert_eq!(resp["credentials"]["app-config"]["values"]["region"], "eu-west-1");
+    assert_eq!(
+        resp["credentials"]["app-config"]["values"]["api_key"],
+        stack.app_key.as_str()
+    );
+    assert_eq!(
+        resp["credentials"]["app-config"]["values"]["region"],
+        "eu-west-1"
+    );
 
     // The GitHub workflow on a feature branch: 403 naming the claim, not
     // the expected value.
-    let feature = stack.github.mint(Shape::Github, "jobkey", &overrides(json!({"ref": "refs/heads/feature/x"})));
+    let feature = stack.github.mint(
+        Shape::Github,
+        "jobkey",
+        &overrides(json!({"ref": "refs/heads/feature/x"})),
+    );
     let (status, resp) = stack.exchange_status(&feature, "production").await;
     assert_eq!(status, 403, "{resp}");
-    assert!(resp["failed_claims"].as_array().unwrap().contains(&json!("ref")), "{resp}");
-    assert!(!resp.to_string().contains("refs/heads/main"), "the job is not told the expected value: {resp}");
+    assert!(
+        resp["failed_claims"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("ref")),
+        "{resp}"
+    );
+    assert!(
+        !resp.to_string().contains("refs/heads/main"),
+        "the job is not told the expected value: {resp}"
+    );
 
     // A GitHub token asking for the GitLab environment: denied (issuer).
     let (status, resp) = stack.exchange_status(&gh, "staging").await;
@@ -52,9 +78,14 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
 
     // Unknown environment and credential.
     let (status, resp) = stack.exchange_status(&gh, "nowhere").await;
-    assert_eq!((status, resp["error"].as_str()), (403, Some("unknown_environment")));
+    assert_eq!(
+        (status, resp["error"].as_str()),
+        (403, Some("unknown_environment"))
+    );
     let body = json!({"environment": "production", "credentials": ["root-ca"]}).to_string();
-    let (status, _) = stack.exchange_raw(Some(format!("Bearer {gh}")), &body).await;
+    let (status, _) = stack
+        .exchange_raw(Some(format!("Bearer {gh}")), &body)
+        .await;
     assert_eq!(status, 403);
 
     // The audit log: one line per decision, chained, with who/what/why.
@@ -67,14 +98,22 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
     assert_eq!(allow["identity"]["repository_id"], "892347");
     assert_eq!(allow["identity"]["run_id"], "9876543210");
     assert_eq!(allow["credentials"][0]["name"], "deploy-db");
-    assert!(allow["credentials"][0]["rule"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(
+        allow["credentials"][0]["rule"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    );
     assert_eq!(lines[1]["identity"]["project_id"], "4242");
     let deny = &lines[2];
     assert_eq!(deny["decision"], "deny");
     assert_eq!(deny["identity"]["ref"], "refs/heads/feature/x");
     let failures = deny["reason"]["failures"].as_array().unwrap();
     assert!(
-        failures.iter().any(|f| f["failed"]["claim"] == "ref" && f["failed"]["expected"].as_str().unwrap().contains("refs/heads/main")),
+        failures.iter().any(|f| f["failed"]["claim"] == "ref"
+            && f["failed"]["expected"]
+                .as_str()
+                .unwrap()
+                .contains("refs/heads/main")),
         "the audit line says which rule failed and why: {deny}"
     );
     let report = jobkey::audit::verify_file(&stack.audit_path).unwrap();
@@ -88,19 +127,53 @@ async fn bad_requests_get_clear_400s() {
     let auth = Some(format!("Bearer {gh}"));
     let cases = [
         ("not json", "{oops", 400, "bad_request"),
-        ("unknown field", r#"{"environment":"production","envirnoment":"x"}"#, 400, "bad_request"),
-        ("missing environment", r#"{"credentials":["deploy-db"]}"#, 400, "bad_request"),
-        ("empty environment", r#"{"environment":""}"#, 400, "bad_request"),
-        ("wrong type", r#"{"environment":"production","credentials":"deploy-db"}"#, 400, "bad_request"),
+        (
+            "unknown field",
+            r#"{"environment":"production","envirnoment":"x"}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "missing environment",
+            r#"{"credentials":["deploy-db"]}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "empty environment",
+            r#"{"environment":""}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "wrong type",
+            r#"{"environment":"production","credentials":"deploy-db"}"#,
+            400,
+            "bad_request",
+        ),
     ];
     for (name, body, status, code) in cases {
         let (s, resp) = stack.exchange_raw(auth.clone(), body).await;
-        assert_eq!((s, resp["error"].as_str()), (status, Some(code)), "{name}: {resp}");
-        assert!(resp["message"].as_str().unwrap().contains("environment"), "{name}: says what to send: {resp}");
+        assert_eq!(
+            (s, resp["error"].as_str()),
+            (status, Some(code)),
+            "{name}: {resp}"
+        );
+        assert!(
+            resp["message"].as_str().unwrap().contains("environment"),
+            "{name}: says what to send: {resp}"
+        );
     }
-    let huge = format!(r#"{{"environment":"production","credentials":["{}"]}}"#, "x".repeat(200_000));
+    let huge = format!(
+        r#"{{"environment":"production","credentials":["{}"]}}"#,
+        "x".repeat(200_000)
+    );
     let (s, resp) = stack.exchange_raw(auth.clone(), &huge).await;
-    assert_eq!((s, resp["error"].as_str()), (413, Some("body_too_large")), "{resp}");
+    assert_eq!(
+        (s, resp["error"].as_str()),
+        (413, Some("body_too_large")),
+        "{resp}"
+    );
     // Nothing was decided for these, so nothing was audited.
     assert!(stack.audit_lines().is_empty());
 }
@@ -129,14 +202,21 @@ async fn unwritable_audit_log_means_no_credential() {
     let (status, resp) = stack.exchange_status(&gh, "production").await;
     assert_eq!(status, 503, "{resp}");
     assert_eq!(resp["error"], "audit_unavailable");
-    assert!(!resp.to_string().contains(&stack.db_password), "no secret in the refusal");
+    assert!(
+        !resp.to_string().contains(&stack.db_password),
+        "no secret in the refusal"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_and_health() {
     let stack = Stack::start().await;
     let c = reqwest::Client::new();
-    let r = c.get(format!("{}/healthz", stack.url)).send().await.unwrap();
+    let r = c
+        .get(format!("{}/healthz", stack.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["cache-control"], "no-store");
     let r = c.get(format!("{}/readyz", stack.url)).send().await.unwrap();

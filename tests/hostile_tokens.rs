@@ -74,10 +74,19 @@ async fn hostile_tokens_are_refused_and_the_server_keeps_serving() {
 
     // An ES256 token from the ECDSA issuer, its signature re-encoded as DER.
     let es = &stack.ecdsa;
-    let es_token = es.signing_key().mint(&Value::Object(stack.claims_for(es.url(), "jobkey")));
+    let es_token = es
+        .signing_key()
+        .mint(&Value::Object(stack.claims_for(es.url(), "jobkey")));
     let (es_input, es_sig) = es_token.rsplit_once('.').unwrap();
-    let es_der = format!("{es_input}.{}", URL_SAFE_NO_PAD.encode(der_ecdsa(&URL_SAFE_NO_PAD.decode(es_sig).unwrap())));
-    assert_eq!(stack.exchange_status(&es_token, "production").await.0, 403, "the untampered ES256 token verifies (then no policy admits it)");
+    let es_der = format!(
+        "{es_input}.{}",
+        URL_SAFE_NO_PAD.encode(der_ecdsa(&URL_SAFE_NO_PAD.decode(es_sig).unwrap()))
+    );
+    assert_eq!(
+        stack.exchange_status(&es_token, "production").await.0,
+        403,
+        "the untampered ES256 token verifies (then no policy admits it)"
+    );
 
     let tampered = {
         let mut c = good_claims.clone();
@@ -88,45 +97,201 @@ async fn hostile_tokens_are_refused_and_the_server_keeps_serving() {
         // Signed by the GitHub stand-in's key but claiming the GitLab issuer.
         let mut c = good_claims.clone();
         c["iss"] = json!(stack.gitlab.url());
-        key.sign_parts(&json!({"alg":"RS256","kid": stack.gitlab.signing_key().kid()}), &c)
+        key.sign_parts(
+            &json!({"alg":"RS256","kid": stack.gitlab.signing_key().kid()}),
+            &c,
+        )
     };
 
     let cases: Vec<(&str, String, &str)> = vec![
-        ("alg none, signature stripped", format!("{}.{}.", b64(&json!({"alg":"none"})), good_payload), "malformed_token"),
-        ("alg none with a signature", format!("{}.{}.{}", b64(&json!({"alg":"none"})), good_payload, good_sig), "unsupported_algorithm"),
-        ("alg None (case games)", format!("{}.{}.{}", b64(&json!({"alg":"None","kid":kid})), good_payload, good_sig), "unsupported_algorithm"),
-        ("HS256 keyed with the RSA public key", hs256(rsa_public_pem.as_bytes(), &json!({"alg":"HS256","kid":kid}), &good_claims), "unsupported_algorithm"),
-        ("HS512", format!("{}.{}.{}", b64(&json!({"alg":"HS512","kid":kid})), good_payload, good_sig), "unsupported_algorithm"),
-        ("rogue key with the issuer's kid", rogue.sign_parts(&std_header, &good_claims), "bad_signature"),
-        ("jku header", with_header(json!({"jku": "http://127.0.0.1:1/evil-jwks"})), "forbidden_header"),
-        ("embedded jwk header", with_header(json!({"jwk": rogue.public_jwk()})), "forbidden_header"),
-        ("x5u header", with_header(json!({"x5u": "http://127.0.0.1:1/cert.pem"})), "forbidden_header"),
-        ("x5c header", with_header(json!({"x5c": [STANDARD.encode(b"not a cert")]})), "forbidden_header"),
-        ("crit header", with_header(json!({"crit": ["exp"], "exp": 1})), "unsupported_critical_header"),
-        ("wrong aud", signed(with(json!({"aud": "sts.amazonaws.com"}))), "audience_mismatch"),
-        ("missing aud", signed(with(json!({"aud": null}))), "audience_mismatch"),
-        ("aud array without jobkey", signed(with(json!({"aud": ["a", "b"]}))), "audience_mismatch"),
-        ("expired", signed(with(json!({"iat": now - 900, "nbf": now - 900, "exp": now - 300}))), "token_expired"),
-        ("not yet valid", signed(with(json!({"nbf": now + 600, "exp": now + 700}))), "token_not_yet_valid"),
-        ("issued in the future", signed(with(json!({"iat": now + 600, "nbf": null, "exp": now + 700}))), "token_issued_in_future"),
-        ("excessive lifetime", signed(with(json!({"exp": now + 86_400}))), "token_lifetime_too_long"),
-        ("missing exp", signed(with(json!({"exp": null}))), "missing_claim"),
-        ("exp as a string", signed(with(json!({"exp": "tomorrow"}))), "invalid_claim"),
+        (
+            "alg none, signature stripped",
+            format!("{}.{}.", b64(&json!({"alg":"none"})), good_payload),
+            "malformed_token",
+        ),
+        (
+            "alg none with a signature",
+            format!(
+                "{}.{}.{}",
+                b64(&json!({"alg":"none"})),
+                good_payload,
+                good_sig
+            ),
+            "unsupported_algorithm",
+        ),
+        (
+            "alg None (case games)",
+            format!(
+                "{}.{}.{}",
+                b64(&json!({"alg":"None","kid":kid})),
+                good_payload,
+                good_sig
+            ),
+            "unsupported_algorithm",
+        ),
+        (
+            "HS256 keyed with the RSA public key",
+            hs256(
+                rsa_public_pem.as_bytes(),
+                &json!({"alg":"HS256","kid":kid}),
+                &good_claims,
+            ),
+            "unsupported_algorithm",
+        ),
+        (
+            "HS512",
+            format!(
+                "{}.{}.{}",
+                b64(&json!({"alg":"HS512","kid":kid})),
+                good_payload,
+                good_sig
+            ),
+            "unsupported_algorithm",
+        ),
+        (
+            "rogue key with the issuer's kid",
+            rogue.sign_parts(&std_header, &good_claims),
+            "bad_signature",
+        ),
+        (
+            "jku header",
+            with_header(json!({"jku": "http://127.0.0.1:1/evil-jwks"})),
+            "forbidden_header",
+        ),
+        (
+            "embedded jwk header",
+            with_header(json!({"jwk": rogue.public_jwk()})),
+            "forbidden_header",
+        ),
+        (
+            "x5u header",
+            with_header(json!({"x5u": "http://127.0.0.1:1/cert.pem"})),
+            "forbidden_header",
+        ),
+        (
+            "x5c header",
+            with_header(json!({"x5c": [STANDARD.encode(b"not a cert")]})),
+            "forbidden_header",
+        ),
+        (
+            "crit header",
+            with_header(json!({"crit": ["exp"], "exp": 1})),
+            "unsupported_critical_header",
+        ),
+        (
+            "wrong aud",
+            signed(with(json!({"aud": "sts.amazonaws.com"}))),
+            "audience_mismatch",
+        ),
+        (
+            "missing aud",
+            signed(with(json!({"aud": null}))),
+            "audience_mismatch",
+        ),
+        (
+            "aud array without jobkey",
+            signed(with(json!({"aud": ["a", "b"]}))),
+            "audience_mismatch",
+        ),
+        (
+            "expired",
+            signed(with(
+                json!({"iat": now - 900, "nbf": now - 900, "exp": now - 300}),
+            )),
+            "token_expired",
+        ),
+        (
+            "not yet valid",
+            signed(with(json!({"nbf": now + 600, "exp": now + 700}))),
+            "token_not_yet_valid",
+        ),
+        (
+            "issued in the future",
+            signed(with(
+                json!({"iat": now + 600, "nbf": null, "exp": now + 700}),
+            )),
+            "token_issued_in_future",
+        ),
+        (
+            "excessive lifetime",
+            signed(with(json!({"exp": now + 86_400}))),
+            "token_lifetime_too_long",
+        ),
+        (
+            "missing exp",
+            signed(with(json!({"exp": null}))),
+            "missing_claim",
+        ),
+        (
+            "exp as a string",
+            signed(with(json!({"exp": "tomorrow"}))),
+            "invalid_claim",
+        ),
         ("tampered payload", tampered, "bad_signature"),
-        ("stripped signature", format!("{good_head}.{good_payload}."), "malformed_token"),
+        (
+            "stripped signature",
+            format!("{good_head}.{good_payload}."),
+            "malformed_token",
+        ),
         ("DER-encoded ECDSA signature", es_der, "bad_signature"),
-        ("RS256 where the issuer allows only ES256", support::rsa_key("issuer-a", "x").mint(&Value::Object(stack.claims_for(es.url(), "jobkey"))), "algorithm_not_allowed"),
-        ("unknown issuer", signed(with(json!({"iss": "https://token.actions.githubusercontent.com.evil.com"}))), "unknown_issuer"),
-        ("issuer with a trailing slash", signed(with(json!({"iss": format!("{}/", gh.url())}))), "unknown_issuer"),
-        ("missing iss", signed(with(json!({"iss": null}))), "unknown_issuer"),
-        ("another issuer's claim with this issuer's key", other_issuer, "bad_signature"),
-        ("unknown kid", key.sign_parts(&json!({"alg":"RS256","kid":"no-such-kid"}), &good_claims), "unknown_key"),
+        (
+            "RS256 where the issuer allows only ES256",
+            support::rsa_key("issuer-a", "x")
+                .mint(&Value::Object(stack.claims_for(es.url(), "jobkey"))),
+            "algorithm_not_allowed",
+        ),
+        (
+            "unknown issuer",
+            signed(with(
+                json!({"iss": "https://token.actions.githubusercontent.com.evil.com"}),
+            )),
+            "unknown_issuer",
+        ),
+        (
+            "issuer with a trailing slash",
+            signed(with(json!({"iss": format!("{}/", gh.url())}))),
+            "unknown_issuer",
+        ),
+        (
+            "missing iss",
+            signed(with(json!({"iss": null}))),
+            "unknown_issuer",
+        ),
+        (
+            "another issuer's claim with this issuer's key",
+            other_issuer,
+            "bad_signature",
+        ),
+        (
+            "unknown kid",
+            key.sign_parts(&json!({"alg":"RS256","kid":"no-such-kid"}), &good_claims),
+            "unknown_key",
+        ),
         ("garbage", "not-a-token".into(), "malformed_token"),
         ("four parts", format!("{good}.extra"), "malformed_token"),
-        ("padded base64", format!("{good_head}=.{good_payload}.{good_sig}"), "malformed_token"),
-        ("header is not JSON", format!("{}.{good_payload}.{good_sig}", URL_SAFE_NO_PAD.encode("{not json")), "malformed_token"),
-        ("payload is a JSON array", key.sign_parts(&std_header, &json!([1, 2])), "malformed_token"),
-        ("oversized", format!("{good_head}.{}.{good_sig}", "A".repeat(20_000)), "token_too_large"),
+        (
+            "padded base64",
+            format!("{good_head}=.{good_payload}.{good_sig}"),
+            "malformed_token",
+        ),
+        (
+            "header is not JSON",
+            format!(
+                "{}.{good_payload}.{good_sig}",
+                URL_SAFE_NO_PAD.encode("{not json")
+            ),
+            "malformed_token",
+        ),
+        (
+            "payload is a JSON array",
+            key.sign_parts(&std_header, &json!([1, 2])),
+            "malformed_token",
+        ),
+        (
+            "oversized",
+            format!("{good_head}.{}.{good_sig}", "A".repeat(20_000)),
+            "token_too_large",
+        ),
     ];
     assert!(cases.len() >= 25);
     let mut names = std::collections::HashSet::new();
@@ -135,14 +300,30 @@ async fn hostile_tokens_are_refused_and_the_server_keeps_serving() {
         let (status, body) = stack.exchange_status(token, "production").await;
         assert_eq!(status, 401, "{name}: {body}");
         assert_eq!(body["error"], *code, "{name}: {body}");
-        assert!(body["request_id"].as_str().is_some_and(|s| !s.is_empty()), "{name}");
+        assert!(
+            body["request_id"].as_str().is_some_and(|s| !s.is_empty()),
+            "{name}"
+        );
     }
 
     // Not a token at all.
-    let (status, body) = stack.exchange_raw(None, r#"{"environment":"production"}"#).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("token_missing")));
-    let (status, body) = stack.exchange_raw(Some(format!("Basic {}", STANDARD.encode("a:b"))), r#"{"environment":"production"}"#).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("token_missing")));
+    let (status, body) = stack
+        .exchange_raw(None, r#"{"environment":"production"}"#)
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("token_missing"))
+    );
+    let (status, body) = stack
+        .exchange_raw(
+            Some(format!("Basic {}", STANDARD.encode("a:b"))),
+            r#"{"environment":"production"}"#,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("token_missing"))
+    );
 
     // Still serving, and the good token still works.
     let (status, body) = stack.exchange_status(&good, "production").await;

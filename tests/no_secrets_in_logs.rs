@@ -17,21 +17,47 @@ async fn no_secret_and_no_token_in_logs_or_audit() {
     .await;
     let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
     let gl = stack.gitlab.mint(Shape::Gitlab, "jobkey", &Map::new());
-    let denied = stack.github.mint(Shape::Github, "jobkey", &json!({"ref": "refs/heads/dev"}).as_object().unwrap().clone());
-    let expired = stack.github.mint(Shape::Github, "jobkey", &json!({"iat": 1, "nbf": 1, "exp": 2}).as_object().unwrap().clone());
+    let denied = stack.github.mint(
+        Shape::Github,
+        "jobkey",
+        &json!({"ref": "refs/heads/dev"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    let expired = stack.github.mint(
+        Shape::Github,
+        "jobkey",
+        &json!({"iat": 1, "nbf": 1, "exp": 2})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
 
     let (s, resp) = stack.exchange_status(&gh, "production").await;
     assert_eq!(s, 200, "{resp}");
-    assert_eq!(resp["credentials"]["deploy-db"]["values"]["password"], stack.db_password.as_str());
+    assert_eq!(
+        resp["credentials"]["deploy-db"]["values"]["password"],
+        stack.db_password.as_str()
+    );
     let (s, _) = stack.exchange_status(&gl, "staging").await;
     assert_eq!(s, 200);
     assert_eq!(stack.exchange_status(&denied, "production").await.0, 403);
     assert_eq!(stack.exchange_status(&expired, "production").await.0, 401);
-    assert_eq!(stack.exchange_status(&format!("{gh}x"), "production").await.0, 401);
+    assert_eq!(
+        stack
+            .exchange_status(&format!("{gh}x"), "production")
+            .await
+            .0,
+        401
+    );
 
     let log = std::fs::read_to_string(&stack.log_path).unwrap();
     let audit = std::fs::read_to_string(&stack.audit_path).unwrap();
-    assert!(log.contains("exchange allowed"), "the log is the server's (trace level): {log}");
+    assert!(
+        log.contains("exchange allowed"),
+        "the log is the server's (trace level): {log}"
+    );
     assert_eq!(audit.lines().count(), 5);
     let needles = [
         ("the database password", stack.db_password.clone()),
@@ -42,11 +68,20 @@ async fn no_secret_and_no_token_in_logs_or_audit() {
         ("the denied token", denied.clone()),
         ("the expired token", expired.clone()),
         // A token's signature alone identifies it.
-        ("the GitHub token's signature", gh.rsplit('.').next().unwrap().to_owned()),
+        (
+            "the GitHub token's signature",
+            gh.rsplit('.').next().unwrap().to_owned(),
+        ),
     ];
     for (what, needle) in &needles {
         assert!(needle.len() >= 16, "{what} is a meaningful needle");
-        assert!(!log.contains(needle.as_str()), "{what} appears in the server log");
-        assert!(!audit.contains(needle.as_str()), "{what} appears in the audit log");
+        assert!(
+            !log.contains(needle.as_str()),
+            "{what} appears in the server log"
+        );
+        assert!(
+            !audit.contains(needle.as_str()),
+            "{what} appears in the audit log"
+        );
     }
 }

@@ -38,12 +38,16 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { code, .. } if *code == "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadRequest { code, .. } if *code == "body_too_large" => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Token(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Token(_) => StatusCode::UNAUTHORIZED,
             ApiError::Denied { .. } => StatusCode::FORBIDDEN,
-            ApiError::VaultUnavailable | ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::VaultUnavailable | ApiError::AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::VaultFailed => StatusCode::BAD_GATEWAY,
         }
     }
@@ -86,7 +90,8 @@ impl ApiError {
         }
         let mut resp = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
@@ -103,11 +108,37 @@ mod tests {
     #[test]
     fn statuses_and_codes() {
         let cases: Vec<(ApiError, u16, &str)> = vec![
-            (ApiError::BadRequest { code: "bad_request", message: "x".into() }, 400, "bad_request"),
-            (ApiError::BadRequest { code: "body_too_large", message: "x".into() }, 413, "body_too_large"),
+            (
+                ApiError::BadRequest {
+                    code: "bad_request",
+                    message: "x".into(),
+                },
+                400,
+                "bad_request",
+            ),
+            (
+                ApiError::BadRequest {
+                    code: "body_too_large",
+                    message: "x".into(),
+                },
+                413,
+                "body_too_large",
+            ),
             (ApiError::Token(TokenError::Expired), 401, "token_expired"),
-            (ApiError::Token(TokenError::IssuerUnavailable { issuer: "g".into() }), 503, "issuer_unavailable"),
-            (ApiError::Denied { code: "no_rule_matched", message: "x".into(), failed_claims: vec![] }, 403, "no_rule_matched"),
+            (
+                ApiError::Token(TokenError::IssuerUnavailable { issuer: "g".into() }),
+                503,
+                "issuer_unavailable",
+            ),
+            (
+                ApiError::Denied {
+                    code: "no_rule_matched",
+                    message: "x".into(),
+                    failed_claims: vec![],
+                },
+                403,
+                "no_rule_matched",
+            ),
             (ApiError::VaultUnavailable, 503, "vault_unavailable"),
             (ApiError::VaultFailed, 502, "vault_error"),
             (ApiError::AuditUnavailable, 503, "audit_unavailable"),
@@ -116,7 +147,11 @@ mod tests {
             assert_eq!(e.status().as_u16(), status, "{code}");
             assert_eq!(e.code(), code);
             let r = e.into_response_with("rid");
-            assert_eq!(r.headers().contains_key(header::RETRY_AFTER), status == 503, "{code}");
+            assert_eq!(
+                r.headers().contains_key(header::RETRY_AFTER),
+                status == 503,
+                "{code}"
+            );
         }
     }
 }

@@ -29,10 +29,33 @@ struct ExchangeRequest {
 
 /// Claims copied into the audit record (scalars only): who ran what, where.
 const AUDITED_CLAIMS: &[&str] = &[
-    "iss", "sub", "jti", "repository", "repository_id", "repository_owner", "repository_owner_id",
-    "project_path", "project_id", "namespace_path", "namespace_id", "ref", "ref_type", "ref_protected",
-    "sha", "environment", "event_name", "workflow_ref", "job_workflow_ref", "runner_environment", "actor",
-    "user_login", "run_id", "run_attempt", "pipeline_id", "pipeline_source", "job_id",
+    "iss",
+    "sub",
+    "jti",
+    "repository",
+    "repository_id",
+    "repository_owner",
+    "repository_owner_id",
+    "project_path",
+    "project_id",
+    "namespace_path",
+    "namespace_id",
+    "ref",
+    "ref_type",
+    "ref_protected",
+    "sha",
+    "environment",
+    "event_name",
+    "workflow_ref",
+    "job_workflow_ref",
+    "runner_environment",
+    "actor",
+    "user_login",
+    "run_id",
+    "run_attempt",
+    "pipeline_id",
+    "pipeline_source",
+    "job_id",
 ];
 
 pub async fn exchange(
@@ -69,7 +92,10 @@ async fn handle(
         Err(e) => {
             event.insert("decision".into(), json!("deny"));
             event.insert("stage".into(), json!("token"));
-            event.insert("reason".into(), json!({"code": e.code(), "message": e.to_string()}));
+            event.insert(
+                "reason".into(),
+                json!({"code": e.code(), "message": e.to_string()}),
+            );
             record(st, event).await?;
             return Err(ApiError::Token(e));
         }
@@ -89,11 +115,18 @@ async fn handle(
         Decision::Deny(reason) => {
             event.insert("decision".into(), json!("deny"));
             event.insert("stage".into(), json!("policy"));
-            event.insert("reason".into(), serde_json::to_value(&reason).unwrap_or(Value::Null));
+            event.insert(
+                "reason".into(),
+                serde_json::to_value(&reason).unwrap_or(Value::Null),
+            );
             record(st, event).await?;
             let failed_claims = reason.failed_claims();
             let message = if failed_claims.is_empty() {
-                format!("denied by the `{}` policy ({})", req.environment, reason.code())
+                format!(
+                    "denied by the `{}` policy ({})",
+                    req.environment,
+                    reason.code()
+                )
             } else {
                 format!(
                     "denied by the `{}` policy: these claims did not match: {}",
@@ -115,13 +148,23 @@ async fn handle(
             Ok(values) => issued.push((g, values)),
             Err(e) => {
                 // Nothing partial leaves: `issued` is dropped (and zeroized).
-                let unavailable = e.is_unavailable();
+                // Vault down, or jobkey's own login failing: the job may
+                // retry (503). Anything else is a broker misconfiguration.
+                let unavailable =
+                    e.is_unavailable() || matches!(e, crate::vault::VaultError::Login { .. });
                 tracing::warn!(%request_id, credential = %g.credential, error = %e, "reading a credential from Vault failed");
                 event.insert("decision".into(), json!("error"));
                 event.insert("stage".into(), json!("vault"));
-                event.insert("reason".into(), json!({"credential": g.credential, "message": e.to_string()}));
+                event.insert(
+                    "reason".into(),
+                    json!({"credential": g.credential, "message": e.to_string()}),
+                );
                 record(st, event).await?;
-                return Err(if unavailable { ApiError::VaultUnavailable } else { ApiError::VaultFailed });
+                return Err(if unavailable {
+                    ApiError::VaultUnavailable
+                } else {
+                    ApiError::VaultFailed
+                });
             }
         }
     }
@@ -149,7 +192,10 @@ async fn handle(
                         rule: &g.rule,
                         ttl_seconds: g.ttl.as_secs(),
                         expires_at: expires(now, g.ttl),
-                        values: values.iter().map(|(k, v)| (k.as_str(), Exposed(v))).collect(),
+                        values: values
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), Exposed(v)))
+                            .collect(),
                     },
                 )
             })
@@ -160,9 +206,16 @@ async fn handle(
     Ok(axum::Json(body).into_response())
 }
 
-async fn fetch(st: &AppState, g: &Grant) -> Result<BTreeMap<String, SecretString>, crate::vault::VaultError> {
+async fn fetch(
+    st: &AppState,
+    g: &Grant,
+) -> Result<BTreeMap<String, SecretString>, crate::vault::VaultError> {
     match &g.source {
-        CredentialSource::Kv { mount, path, fields } => st.vault.read_kv(mount, path, fields.as_deref()).await,
+        CredentialSource::Kv {
+            mount,
+            path,
+            fields,
+        } => st.vault.read_kv(mount, path, fields.as_deref()).await,
     }
 }
 
@@ -201,7 +254,11 @@ fn bearer(headers: &HeaderMap) -> Result<SecretString, ApiError> {
     let Some(h) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Err(ApiError::Token(crate::token::TokenError::Missing));
     };
-    let s = h.to_str().map_err(|_| ApiError::Token(crate::token::TokenError::Malformed("the Authorization header is not ASCII")))?;
+    let s = h.to_str().map_err(|_| {
+        ApiError::Token(crate::token::TokenError::Malformed(
+            "the Authorization header is not ASCII",
+        ))
+    })?;
     let (scheme, rest) = s.split_once(' ').unwrap_or((s, ""));
     if !scheme.eq_ignore_ascii_case("bearer") || rest.trim().is_empty() {
         return Err(ApiError::Token(crate::token::TokenError::Missing));
@@ -211,7 +268,11 @@ fn bearer(headers: &HeaderMap) -> Result<SecretString, ApiError> {
 
 fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<ExchangeRequest, ApiError> {
     let bytes = body.map_err(|e| ApiError::BadRequest {
-        code: if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_request" },
+        code: if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_request"
+        },
         message: format!("could not read the request body: {}", e.body_text()),
     })?;
     let req: ExchangeRequest = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {

@@ -124,7 +124,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn no_store(mut resp: axum::response::Response) -> axum::response::Response {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }
 
@@ -134,7 +137,11 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     let vault_ready = st.vault.is_ready();
-    let status = if vault_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if vault_ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         axum::Json(json!({

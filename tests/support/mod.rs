@@ -14,7 +14,9 @@ use serde_json::{Map, Value};
 pub use openbao::OpenBao;
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// An RSA test key from tests/fixtures/keys.
@@ -33,7 +35,13 @@ pub fn random(n: usize) -> String {
     use ring::rand::SecureRandom;
     let mut b = vec![0u8; n];
     ring::rand::SystemRandom::new().fill(&mut b).unwrap();
-    b.iter().map(|x| char::from(b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"[(*x as usize) % 57])).collect()
+    b.iter()
+        .map(|x| {
+            char::from(
+                b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"[(*x as usize) % 57],
+            )
+        })
+        .collect()
 }
 
 /// The whole stack, in process.
@@ -72,21 +80,45 @@ impl Stack {
     }
 
     pub async fn start_with(opts: Options) -> Stack {
+        jobkey::tls::install_rustls_ring_provider();
         let bao = OpenBao::start();
         let db_password = format!("pw-{}", random(24));
         let app_key = format!("key-{}", random(24));
-        bao.bao(&["kv", "put", "-mount=secret", "production/deploy-db", "username=deploy", &format!("password={db_password}")]);
-        bao.bao(&["kv", "put", "-mount=secret", "staging/app-config", &format!("api_key={app_key}"), "region=eu-west-1"]);
+        bao.bao(&[
+            "kv",
+            "put",
+            "-mount=secret",
+            "production/deploy-db",
+            "username=deploy",
+            &format!("password={db_password}"),
+        ]);
+        bao.bao(&[
+            "kv",
+            "put",
+            "-mount=secret",
+            "staging/app-config",
+            &format!("api_key={app_key}"),
+            "region=eu-west-1",
+        ]);
 
         let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let github = devissuer::spawn(any, rsa_key("issuer-a", "gh-1")).await.unwrap();
-        let gitlab = devissuer::spawn(any, rsa_key("issuer-b", "gl-1")).await.unwrap();
-        let ecdsa = devissuer::spawn(any, SigningKey::generate_es256("ec-1").unwrap()).await.unwrap();
+        let github = devissuer::spawn(any, rsa_key("issuer-a", "gh-1"))
+            .await
+            .unwrap();
+        let gitlab = devissuer::spawn(any, rsa_key("issuer-b", "gl-1"))
+            .await
+            .unwrap();
+        let ecdsa = devissuer::spawn(any, SigningKey::generate_es256("ec-1").unwrap())
+            .await
+            .unwrap();
 
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("vault-token");
         std::fs::write(&token_file, bao.root_token()).unwrap();
-        let audit_path = opts.audit_path.clone().unwrap_or_else(|| dir.path().join("audit/audit.jsonl"));
+        let audit_path = opts
+            .audit_path
+            .clone()
+            .unwrap_or_else(|| dir.path().join("audit/audit.jsonl"));
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -116,7 +148,9 @@ max_lifetime = "2h"
 issuer = "{ec}"
 algorithms = ["ES256"]
 "#,
-            policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies").display(),
+            policies = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("policies")
+                .display(),
             audit = audit_path.display(),
             vault = bao.addr(),
             token_file = token_file.display(),
@@ -147,8 +181,26 @@ algorithms = ["ES256"]
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            assert!(up, "jobkey did not start: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
-            return Stack { bao, github, gitlab, ecdsa, url, dir, audit_path, db_password, app_key, log_path, client, shutdown: None, child: Some(child) };
+            assert!(
+                up,
+                "jobkey did not start: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            return Stack {
+                bao,
+                github,
+                gitlab,
+                ecdsa,
+                url,
+                dir,
+                audit_path,
+                db_password,
+                app_key,
+                log_path,
+                client,
+                shutdown: None,
+                child: Some(child),
+            };
         }
         let cfg = jobkey::config::Config::load(&config_path).unwrap();
         let state = jobkey::server::AppState::build(&cfg).await.unwrap();
@@ -191,7 +243,8 @@ algorithms = ["ES256"]
     /// POSTs an exchange for `environment` with `token`.
     pub async fn exchange_status(&self, token: &str, environment: &str) -> (u16, Value) {
         let body = serde_json::json!({ "environment": environment }).to_string();
-        self.exchange_raw(Some(format!("Bearer {token}")), &body).await
+        self.exchange_raw(Some(format!("Bearer {token}")), &body)
+            .await
     }
 
     /// POSTs `body` with an optional raw Authorization header.
@@ -207,12 +260,17 @@ algorithms = ["ES256"]
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         assert_eq!(
-            resp.headers().get("cache-control").and_then(|v| v.to_str().ok()),
+            resp.headers()
+                .get("cache-control")
+                .and_then(|v| v.to_str().ok()),
             Some("no-store"),
             "every response carries Cache-Control: no-store"
         );
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// The audit log's lines as JSON.
