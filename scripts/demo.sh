@@ -82,8 +82,12 @@ mint() { # issuer-port shape overrides-json
         -d "{\"shape\":\"$2\",\"audience\":\"jobkey\",\"claims\":$3}" | jq -r .token
 }
 exchange() { # token body
-    curl -sS -X POST http://127.0.0.1:8400/v1/exchange -H "authorization: Bearer $1" \
-        -H 'content-type: application/json' -d "$2" -w '\nHTTP %{http_code}\n'
+    local code
+    code=$(curl -sS -o "$DEMO/response.json" -w '%{http_code}' -X POST http://127.0.0.1:8400/v1/exchange \
+        -H "authorization: Bearer $1" -H 'content-type: application/json' -d "$2")
+    echo "HTTP $code"
+    jq . "$DEMO/response.json"
+    rm -f "$DEMO/response.json"
 }
 
 say "1. A GitHub Actions deploy of acme/api from main to production asks for deploy-db"
@@ -99,7 +103,7 @@ exchange "$(mint 8401 github '{"ref":"refs/heads/feature/x","sub":"repo:acme/api
     '{"environment":"production","credentials":["deploy-db"]}'
 
 say "The audit log ($DEMO/audit.jsonl): one hash-chained line per decision"
-jq -c '{seq, decision, environment, who: .identity.repository // .identity.project_path, ref: .identity.ref, credentials: [.credentials[]?.name], why: (.credentials[0].rule // .reason.kind // .reason.code)}' "$DEMO/audit.jsonl"
+jq -c '{seq, decision, environment, who: (.identity.repository // .identity.project_path), ref: .identity.ref, credentials: [.credentials[]?.name], why: (.credentials[0].rule // .reason.kind // .reason.code)}' "$DEMO/audit.jsonl"
 "$JOBKEY" audit verify "$DEMO/audit.jsonl"
 
 if [ "${DEMO_EXIT:-0}" = "1" ]; then
