@@ -20,23 +20,34 @@ async fn setup(fetch: FetchSettings) -> (std::sync::Arc<DevIssuer>, Verifier) {
     let issuer = devissuer::spawn("127.0.0.1:0".parse().unwrap(), key("issuer-a", "k1"))
         .await
         .unwrap();
+    let v = verifier("github", issuer.url(), KeySource::Discovery, 900, fetch);
+    (issuer, v)
+}
+
+/// An RS256 issuer with a 30 s leeway and a verifier trusting only it.
+fn verifier(
+    name: &str,
+    issuer: &str,
+    keys: KeySource,
+    max_lifetime_s: u64,
+    fetch: FetchSettings,
+) -> Verifier {
     let settings = IssuerSettings {
-        name: "github".into(),
-        issuer: issuer.url().to_owned(),
-        keys: KeySource::Discovery,
+        name: name.into(),
+        issuer: issuer.into(),
+        keys,
         algorithms: vec![Algorithm::RS256],
         leeway: Duration::from_secs(30),
-        max_lifetime: Duration::from_secs(900),
+        max_lifetime: Duration::from_secs(max_lifetime_s),
         ca_file: None,
     };
-    let v = Verifier::new(
+    Verifier::new(
         vec![settings],
         vec!["jobkey".into()],
         fetch,
         DEFAULT_MAX_TOKEN_BYTES,
     )
-    .unwrap();
-    (issuer, v)
+    .unwrap()
 }
 
 fn no_overrides() -> Map<String, Value> {
@@ -119,25 +130,16 @@ async fn rotation_is_picked_up_and_failed_refetch_keeps_keys() {
 
 #[tokio::test]
 async fn issuer_down_at_first_use_is_unavailable_not_unauthorized() {
-    let settings = IssuerSettings {
-        name: "gitlab".into(),
-        issuer: "http://127.0.0.1:9".into(),
-        keys: KeySource::Discovery,
-        algorithms: vec![Algorithm::RS256],
-        leeway: Duration::from_secs(30),
-        max_lifetime: Duration::from_secs(900),
-        ca_file: None,
-    };
-    let v = Verifier::new(
-        vec![settings],
-        vec!["jobkey".into()],
+    let v = verifier(
+        "gitlab",
+        "http://127.0.0.1:9",
+        KeySource::Discovery,
+        900,
         FetchSettings {
             timeout: Duration::from_secs(2),
             ..FetchSettings::default()
         },
-        DEFAULT_MAX_TOKEN_BYTES,
-    )
-    .unwrap();
+    );
     let k = key("issuer-a", "k1");
     let mut claims = Shape::Gitlab.claims("http://127.0.0.1:9", "jobkey", devissuer::now());
     claims.insert("x".into(), json!(1));
@@ -153,22 +155,13 @@ async fn pinned_jwks_file_verifies_offline_at_a_given_instant() {
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, json!({"keys":[k.public_jwk()]}).to_string()).unwrap();
     let iss = "https://gitlab.example.com";
-    let settings = IssuerSettings {
-        name: "gitlab".into(),
-        issuer: iss.into(),
-        keys: KeySource::JwksFile(path),
-        algorithms: vec![Algorithm::RS256],
-        leeway: Duration::from_secs(30),
-        max_lifetime: Duration::from_secs(7200),
-        ca_file: None,
-    };
-    let v = Verifier::new(
-        vec![settings],
-        vec!["jobkey".into()],
+    let v = verifier(
+        "gitlab",
+        iss,
+        KeySource::JwksFile(path),
+        7200,
         FetchSettings::default(),
-        DEFAULT_MAX_TOKEN_BYTES,
-    )
-    .unwrap();
+    );
     let then = 1_700_000_000;
     let t = k.mint(&Value::Object(Shape::Gitlab.claims(iss, "jobkey", then)));
     assert_eq!(v.verify_at(&t, then + 60).await.unwrap().issuer, "gitlab");
