@@ -167,3 +167,115 @@ async fn pinned_jwks_file_verifies_offline_at_a_given_instant() {
     assert_eq!(v.verify_at(&t, then + 60).await.unwrap().issuer, "gitlab");
     assert_eq!(v.verify(&t).await.unwrap_err(), TokenError::Expired);
 }
+
+/// A loopback HTTP server answering every request with `app`'s routes.
+async fn serve(app: axum::Router) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn jwks_fetches_are_capped_timed_out_and_never_redirected() {
+    use axum::routing::get;
+    let k = key("issuer-a", "k1");
+    let jwks = json!({"keys": [k.public_jwk()]}).to_string();
+    let padded = format!(
+        "{{\"keys\": [{}], \"pad\": \"{}\"}}",
+        k.public_jwk(),
+        "x".repeat(300_000)
+    );
+    let good = jwks.clone();
+    let app = axum::Router::new()
+        .route("/jwks", get(move || async move { good }))
+        .route("/huge", get(move || async move { padded }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                "{}"
+            }),
+        )
+        .route(
+            "/redirect",
+            get(|| async { axum::response::Redirect::temporary("/jwks") }),
+        );
+    let base = serve(app).await;
+    let iss = "https://ci.example.com";
+    let token = k.mint(&Value::Object(Shape::Github.claims(
+        iss,
+        "jobkey",
+        devissuer::now(),
+    )));
+    let fetch = FetchSettings {
+        timeout: Duration::from_millis(500),
+        max_bytes: 64 * 1024,
+        ..FetchSettings::default()
+    };
+    let cases = [
+        ("/jwks", true),
+        ("/huge", false),
+        ("/slow", false),
+        ("/redirect", false),
+    ];
+    for (path, ok) in cases {
+        let url = url::Url::parse(&format!("{base}{path}")).unwrap();
+        let v = verifier("ci", iss, KeySource::JwksUrl(url), 900, fetch.clone());
+        let started = std::time::Instant::now();
+        let got = v.verify(&token).await;
+        assert_eq!(got.is_ok(), ok, "{path}: {got:?}");
+        if !ok {
+            assert_eq!(got.unwrap_err().code(), "issuer_unavailable", "{path}");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{path} took {:?}",
+                started.elapsed()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn discovery_naming_another_issuer_or_a_non_http_jwks_is_refused() {
+    use axum::routing::get;
+    let k = key("issuer-a", "k1");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    let jwks = json!({"keys": [k.public_jwk()]}).to_string();
+    let b = base.clone();
+    let app = axum::Router::new()
+        .route("/liar/.well-known/openid-configuration", get(move || {
+            let b = b.clone();
+            async move { axum::Json(json!({"issuer": "https://evil.example.com", "jwks_uri": format!("{b}/jwks")})) }
+        }))
+        .route("/remote/.well-known/openid-configuration", {
+            let b = base.clone();
+            get(move || {
+                let b = b.clone();
+                async move { axum::Json(json!({"issuer": format!("{b}/remote"), "jwks_uri": "ftp://127.0.0.1:1/jwks"})) }
+            })
+        })
+        .route("/jwks", get(move || async move { jwks }));
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    for sub in ["liar", "remote"] {
+        let iss = format!("{base}/{sub}");
+        let v = verifier(
+            "ci",
+            &iss,
+            KeySource::Discovery,
+            900,
+            FetchSettings::default(),
+        );
+        let token = k.mint(&Value::Object(Shape::Github.claims(
+            &iss,
+            "jobkey",
+            devissuer::now(),
+        )));
+        assert_eq!(
+            v.verify(&token).await.unwrap_err().code(),
+            "issuer_unavailable",
+            "{sub}"
+        );
+    }
+}
