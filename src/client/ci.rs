@@ -264,7 +264,8 @@ mod tests {
     #[test]
     fn token_sources_by_ci_and_flags() {
         let f = Path::new("/tmp/t");
-        let cases: &[(Ci, Option<&Path>, Option<&str>, Option<TokenSource>)] = &[
+        type Case<'a> = (Ci, Option<&'a Path>, Option<&'a str>, Option<TokenSource>);
+        let cases: &[Case] = &[
             (Ci::Github, None, None, Some(TokenSource::GithubRequest)),
             (
                 Ci::Gitlab,

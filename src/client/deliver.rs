@@ -403,7 +403,7 @@ mod tests {
                 true,
             ),
             (format!("x\n{delim}\nLD_PRELOAD=/tmp/e.so"), false),
-            (format!("{delim}"), false),
+            (delim.clone(), false),
         ];
         for (value, ok) in cases {
             let r = github_file_entry("JOBKEY_X_Y", &value, &delim);

@@ -123,12 +123,13 @@ mod tests {
     fn default_paths() {
         let gh = |k: &str| (k == "RUNNER_TEMP").then(|| "/rt".to_owned());
         let none = |_: &str| None;
-        let cases: [(
-            Option<&Path>,
-            &dyn Fn(&str) -> Option<String>,
-            Option<&Path>,
-            Option<&str>,
-        ); 4] = [
+        type Case<'a> = (
+            Option<&'a Path>,
+            &'a dyn Fn(&str) -> Option<String>,
+            Option<&'a Path>,
+            Option<&'a str>,
+        );
+        let cases: [Case; 4] = [
             (Some(Path::new("/s.json")), &gh, None, Some("/s.json")),
             (
                 None,
