@@ -2,7 +2,7 @@
 # `make demo`: the whole local stack and a sample job exchange.
 #
 #   OpenBao (dev mode, in memory) on 127.0.0.1:8200, seeded with two secrets
-#   and a least-privilege policy for jobkey; two stand-in CI issuers
+#   and a least-privilege policy for jobkey; three stand-in CI issuers
 #   (`jobkey dev-issuer`: GitHub-shaped on :8401, GitLab-shaped on :8402,
 #   Buildkite-shaped on :8403);
 #   jobkey on :8400 with examples/jobkey.toml and policies/.
