@@ -206,6 +206,10 @@ pub async fn fetch(
                 "jobkey: warning: no place for the revocation state; pass --state FILE to be able to revoke early"
             ),
         }
+    } else {
+        eprintln!(
+            "jobkey: the broker issued no revocation handle; the credentials expire at their TTL"
+        );
     }
     Ok(0)
 }
