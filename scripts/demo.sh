@@ -2,8 +2,9 @@
 # `make demo`: the whole local stack and a sample job exchange.
 #
 #   OpenBao (dev mode, in memory) on 127.0.0.1:8200, seeded with two secrets
-#   and a least-privilege policy for jobkey; two stand-in CI issuers
-#   (`jobkey dev-issuer`: GitHub-shaped on :8401, GitLab-shaped on :8402);
+#   and a least-privilege policy for jobkey; three stand-in CI issuers
+#   (`jobkey dev-issuer`: GitHub-shaped on :8401, GitLab-shaped on :8402,
+#   Buildkite-shaped on :8403);
 #   jobkey on :8400 with examples/jobkey.toml and policies/.
 #
 # Then: an allowed GitHub deploy, an allowed GitLab staging job, and a denied
@@ -38,7 +39,7 @@ wait_http() { # url, what
     echo "$2 did not come up; see $DEMO/*.log" >&2
     exit 1
 }
-for p in 8200 8400 8401 8402; do need_port_free "$p"; done
+for p in 8200 8400 8401 8402 8403; do need_port_free "$p"; done
 
 say "OpenBao (dev mode) on 127.0.0.1:8200"
 ROOT_TOKEN="demo-root-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -59,16 +60,19 @@ JOBKEY_TOKEN="$(bao token create -policy=jobkey -period=1h -field=token)"
 echo "seeded secret/production/deploy-db and secret/staging/app-config; jobkey logs in with a token limited to them"
 
 say "Stand-in CI issuers (jobkey dev-issuer)"
-for k in github gitlab; do
+for k in github gitlab buildkite; do
     [ -s "$DEMO/$k-key.pem" ] || openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$DEMO/$k-key.pem" 2>/dev/null
 done
 "$JOBKEY" dev-issuer --listen 127.0.0.1:8401 --key "$DEMO/github-key.pem" --kid github-demo >"$DEMO/github-issuer.log" 2>&1 &
 PIDS+=($!)
 "$JOBKEY" dev-issuer --listen 127.0.0.1:8402 --key "$DEMO/gitlab-key.pem" --kid gitlab-demo >"$DEMO/gitlab-issuer.log" 2>&1 &
 PIDS+=($!)
+"$JOBKEY" dev-issuer --listen 127.0.0.1:8403 --key "$DEMO/buildkite-key.pem" --kid buildkite-demo >"$DEMO/buildkite-issuer.log" 2>&1 &
+PIDS+=($!)
 wait_http http://127.0.0.1:8401/.well-known/openid-configuration "the GitHub stand-in"
 wait_http http://127.0.0.1:8402/.well-known/openid-configuration "the GitLab stand-in"
-echo "GitHub-shaped issuer http://127.0.0.1:8401, GitLab-shaped issuer http://127.0.0.1:8402"
+wait_http http://127.0.0.1:8403/.well-known/openid-configuration "the Buildkite stand-in"
+echo "GitHub-shaped issuer http://127.0.0.1:8401, GitLab-shaped :8402, Buildkite-shaped :8403"
 
 say "jobkey on 127.0.0.1:8400 (examples/jobkey.toml, policies/)"
 rm -f "$DEMO/audit.jsonl"

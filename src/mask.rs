@@ -1,74 +1,223 @@
-//! Log-masking hints: every string a job's log must hide.
+//! Log-masking hints: every string a job's log must hide, and what was
+//! deliberately left out.
 //!
-//! For each secret value: the value itself and each of its lines (without
-//! `\r`), because CI runners mask line by line and a multi-line value masked
-//! as one string leaks line by line (CVE-2021-32074). Empty and
-//! whitespace-only lines are left out: masking them would blank the log.
+//! For every secret value the hints carry (GUIDE §8):
+//! - the value itself;
+//! - each line of a multi-line value, without `\r`: runners mask line by line,
+//!   and a multi-line value masked as one string leaks line by line
+//!   (CVE-2021-32074);
+//! - its JSON-string-escaped form (what `{"key": "<value>"}` prints);
+//! - its standard and URL-safe base64 forms at the three byte offsets, the
+//!   way GitHub's runner derives them (`ValueEncoders.Base64StringEscape`,
+//!   `…Shift1`, `…Shift2`, and ADR 0297 for the trailing edge): a value
+//!   encoded after a prefix of `p` bytes starts on a 3-byte boundary after
+//!   dropping its first `(3 - p) % 3` bytes, so `base64(value[s..])` for
+//!   `s = 0, 1, 2` covers every prefix length. Each is listed padded (the
+//!   value encoded on its own), unpadded, and with its last character also
+//!   removed when padding was needed: that character mixes in the bits of
+//!   whatever follows the value (`base64(value + "\n")`), so only the part
+//!   before it is stable;
+//! - its URL-encoded forms (percent-encoding of everything but RFC 3986's
+//!   unreserved characters, and the form variant with `+` for space).
+//!
+//! CIs that derive no encodings themselves (GitLab, Buildkite, Forgejo) are
+//! covered by these hints; GitHub derives most of them itself as well.
+//!
+//! Left out, and reported in `warnings` (which name the credential, the
+//! field and the line number, never the value): pieces under
+//! [`MIN_MASK_CHARS`] characters, whose masking would blank unrelated text
+//! all over a log, and PEM armor lines (`-----BEGIN … KEY-----`), which are
+//! public and identical in every key. Blank lines are left out silently.
 
 use std::collections::BTreeSet;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
 use crate::secret::SecretString;
 
-/// The masks for a set of secret values, deduplicated, longest first (so a
-/// CI that applies masks in order hides the longest match).
-pub fn masks<'a>(values: impl IntoIterator<Item = &'a SecretString>) -> Vec<SecretString> {
+/// Pieces shorter than this (in characters) are not masked.
+pub const MIN_MASK_CHARS: usize = 8;
+
+/// RFC 3986 unreserved characters stay; everything else is escaped (as
+/// `encodeURIComponent` and .NET's `Uri.EscapeDataString` do).
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The masks for a set of labelled secret values, and the warnings for what
+/// was left out.
+#[derive(Debug, Default)]
+pub struct MaskHints {
+    /// Deduplicated, longest first (so a CI that applies masks in order hides
+    /// the longest match).
+    pub mask: Vec<SecretString>,
+    /// What was left out and why; never contains a secret.
+    pub warnings: Vec<String>,
+}
+
+/// The hints for `values`, each labelled for the warnings (for instance
+/// `deploy-db.password`; a label must not be secret).
+pub fn hints<'a, L: AsRef<str>>(
+    values: impl IntoIterator<Item = (L, &'a SecretString)>,
+) -> MaskHints {
     let mut set = BTreeSet::new();
-    for v in values {
+    let mut warnings = Vec::new();
+    for (label, v) in values {
         let v = v.expose_secret();
         if v.trim().is_empty() {
             continue;
         }
-        set.insert(v.to_owned());
+        let mut left_out = LeftOut::default();
+        if long_enough(v) {
+            set.insert(v.to_owned());
+            for form in encodings(v) {
+                if long_enough(&form) {
+                    set.insert(form);
+                }
+            }
+        } else {
+            left_out.short_value = true;
+        }
         if v.contains('\n') || v.contains('\r') {
-            for line in v.split('\n') {
+            for (i, line) in v.split('\n').enumerate() {
                 let line = line.trim_end_matches('\r');
-                if !line.trim().is_empty() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                if is_pem_armor(line) {
+                    left_out.armor.push(i + 1);
+                } else if !long_enough(line) {
+                    left_out.short_lines.push(i + 1);
+                } else {
                     set.insert(line.to_owned());
                 }
             }
         }
+        if let Some(w) = left_out.warning(label.as_ref()) {
+            warnings.push(w);
+        }
     }
-    let mut out: Vec<String> = set.into_iter().collect();
-    out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-    out.into_iter().map(SecretString::new).collect()
+    let mut mask: Vec<String> = set.into_iter().collect();
+    mask.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    MaskHints {
+        mask: mask.into_iter().map(SecretString::new).collect(),
+        warnings,
+    }
+}
+
+/// The masks for unlabelled values (see [`hints`]; the warnings are dropped).
+pub fn masks<'a>(values: impl IntoIterator<Item = &'a SecretString>) -> Vec<SecretString> {
+    hints(values.into_iter().map(|v| ("value", v))).mask
+}
+
+fn long_enough(s: &str) -> bool {
+    s.chars().count() >= MIN_MASK_CHARS
+}
+
+/// `-----BEGIN RSA PRIVATE KEY-----`, `-----END CERTIFICATE-----`, …
+fn is_pem_armor(line: &str) -> bool {
+    let t = line.trim();
+    let Some(inner) = t
+        .strip_prefix("-----")
+        .and_then(|r| r.strip_suffix("-----"))
+    else {
+        return false;
+    };
+    (inner.starts_with("BEGIN ") || inner.starts_with("END "))
+        && inner
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == ' ')
+}
+
+/// The encoded forms of `v` (see the module docs). May contain `v` itself.
+fn encodings(v: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    out.push(json_escaped(v));
+    let bytes = v.as_bytes();
+    for shift in 0..3 {
+        if bytes.len() <= shift {
+            break;
+        }
+        for engine in [&STANDARD, &URL_SAFE] {
+            let padded = engine.encode(&bytes[shift..]);
+            let unpadded = padded.trim_end_matches('=').to_owned();
+            if unpadded.len() != padded.len() {
+                // The last character before the padding depends on the bytes
+                // that follow the value; only what precedes it is stable.
+                let mut stable = unpadded.clone();
+                stable.pop();
+                out.push(stable);
+            }
+            out.push(unpadded);
+            out.push(padded);
+        }
+    }
+    out.push(utf8_percent_encode(v, URI_COMPONENT).to_string());
+    out.push(
+        v.split(' ')
+            .map(|p| utf8_percent_encode(p, URI_COMPONENT).to_string())
+            .collect::<Vec<_>>()
+            .join("+"),
+    );
+    out
+}
+
+/// The JSON string form without its quotes (`"` → `\"`, newline → `\n`, …).
+fn json_escaped(v: &str) -> String {
+    let quoted = serde_json::Value::String(v.to_owned()).to_string();
+    quoted[1..quoted.len() - 1].to_owned()
+}
+
+#[derive(Default)]
+struct LeftOut {
+    short_value: bool,
+    armor: Vec<usize>,
+    short_lines: Vec<usize>,
+}
+
+impl LeftOut {
+    fn warning(&self, label: &str) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.short_value {
+            parts.push(format!(
+                "the value is shorter than {MIN_MASK_CHARS} characters (masking it would blank unrelated log text); do not print it"
+            ));
+        }
+        if !self.armor.is_empty() {
+            parts.push(format!(
+                "{} {} PEM armor (public, the same in every key)",
+                lines_word(&self.armor),
+                list(&self.armor)
+            ));
+        }
+        if !self.short_lines.is_empty() {
+            parts.push(format!(
+                "{} {} shorter than {MIN_MASK_CHARS} characters",
+                lines_word(&self.short_lines),
+                list(&self.short_lines)
+            ));
+        }
+        if parts.is_empty() {
+            None
+        } else {
+            Some(format!("{label}: not masked: {}", parts.join("; ")))
+        }
+    }
+}
+
+fn lines_word(v: &[usize]) -> &'static str {
+    if v.len() == 1 { "line" } else { "lines" }
+}
+
+fn list(v: &[usize]) -> String {
+    let s: Vec<String> = v.iter().map(|n| n.to_string()).collect();
+    let verb = if v.len() == 1 { "is" } else { "are" };
+    format!("{} {verb}", s.join(", "))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(values: &[&str]) -> Vec<String> {
-        let v: Vec<SecretString> = values
-            .iter()
-            .map(|s| SecretString::new((*s).to_owned()))
-            .collect();
-        masks(v.iter())
-            .iter()
-            .map(|s| s.expose_secret().to_owned())
-            .collect()
-    }
-
-    #[test]
-    fn every_line_of_a_multiline_value_is_masked() {
-        let pem = "-----BEGIN KEY-----\r\nAAAABBBBCCCC\r\nDDDDEEEE\r\n-----END KEY-----\r\n";
-        let m = run(&[pem, "hunter2hunter2"]);
-        assert!(m.contains(&pem.to_owned()));
-        for line in [
-            "-----BEGIN KEY-----",
-            "AAAABBBBCCCC",
-            "DDDDEEEE",
-            "-----END KEY-----",
-            "hunter2hunter2",
-        ] {
-            assert!(m.contains(&line.to_owned()), "{line} missing from {m:?}");
-        }
-        assert!(m.iter().all(|s| !s.contains('\r') || s == pem));
-        assert!(!m.iter().any(|s| s.trim().is_empty()));
-    }
-
-    #[test]
-    fn duplicates_and_blank_values_are_dropped_longest_first() {
-        let m = run(&["abc", "abc", "  ", "", "abcdef"]);
-        assert_eq!(m, vec!["abcdef".to_owned(), "abc".to_owned()]);
-    }
-}
+mod tests;

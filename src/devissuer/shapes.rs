@@ -1,4 +1,5 @@
-//! Claims shaped like each CI provider's ID tokens (GUIDE §3), for tests and
+//! Claims shaped like each CI provider's ID tokens (GUIDE §3: GitHub, GitLab,
+//! Buildkite), for tests and
 //! the demo. Values are the example organisation's (`acme/api`), matching the
 //! example policies in `policies/`.
 
@@ -10,6 +11,7 @@ use serde_json::{Map, Value, json};
 pub enum Shape {
     Github,
     Gitlab,
+    Buildkite,
 }
 
 impl Shape {
@@ -18,6 +20,7 @@ impl Shape {
         match self {
             Shape::Github => 300,
             Shape::Gitlab => 3600,
+            Shape::Buildkite => 600,
         }
     }
 
@@ -26,6 +29,7 @@ impl Shape {
         let v = match self {
             Shape::Github => github(iss, aud, now),
             Shape::Gitlab => gitlab(iss, aud, now),
+            Shape::Buildkite => buildkite(iss, aud, now),
         };
         match v {
             Value::Object(m) => m,
@@ -95,5 +99,33 @@ fn gitlab(iss: &str, aud: &str, now: u64) -> Value {
         "runner_id": "12",
         "runner_environment": "gitlab-hosted",
         "sha": "5e4c7a1d2b3f4e5a6b7c8d9e0f1a2b3c4d5e6f70",
+    })
+}
+
+/// Buildkite's issuer (`https://agent.buildkite.com`) is shared by every
+/// organization: a policy must bind `organization_slug` or
+/// `organization_id` (GUIDE §3).
+fn buildkite(iss: &str, aud: &str, now: u64) -> Value {
+    let sha = "5e4c7a1d2b3f4e5a6b7c8d9e0f1a2b3c4d5e6f70";
+    json!({
+        "iss": iss,
+        "aud": aud,
+        "sub": format!("organization:acme:pipeline:api:ref:refs/heads/main:commit:{sha}:step:deploy"),
+        "jti": format!("bk-{now}"),
+        "iat": now,
+        "nbf": now,
+        "exp": now + Shape::Buildkite.lifetime(),
+        "organization_slug": "acme",
+        "organization_id": "0189a3c2-7d51-4e3b-9f0a-5b6c7d8e9f01",
+        "pipeline_slug": "api",
+        "pipeline_id": "0189a3c2-8e62-4f4c-a01b-6c7d8e9f0a12",
+        "build_number": 1234,
+        "build_branch": "main",
+        "build_commit": sha,
+        "build_source": "webhook",
+        "step_key": "deploy",
+        "job_id": "0189a3c3-0a73-4b5d-b12c-7d8e9f0a1b23",
+        "agent_id": "0189a3c3-1b84-4c6e-c23d-8e9f0a1b2c34",
+        "runner_environment": "buildkite-hosted",
     })
 }

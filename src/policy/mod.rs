@@ -323,7 +323,11 @@ mod tests {
     use super::*;
 
     fn issuers() -> Vec<String> {
-        vec!["github".to_owned(), "gitlab".to_owned()]
+        vec![
+            "github".to_owned(),
+            "gitlab".to_owned(),
+            "buildkite".to_owned(),
+        ]
     }
 
     fn shipped() -> PolicySet {

@@ -178,7 +178,10 @@ async fn handle(
     event.insert("credentials".into(), Value::Array(audited));
     record(st, event).await?;
 
-    let masks = crate::mask::masks(issued.iter().flat_map(|(_, v)| v.values()));
+    let hints = crate::mask::hints(issued.iter().flat_map(|(g, v)| {
+        v.iter()
+            .map(move |(field, s)| (format!("{}.{field}", g.credential), s))
+    }));
     let body = ExchangeResponse {
         request_id,
         environment: &req.environment,
@@ -200,7 +203,8 @@ async fn handle(
                 )
             })
             .collect(),
-        mask: masks.iter().map(Exposed).collect(),
+        mask: hints.mask.iter().map(Exposed).collect(),
+        mask_warnings: &hints.warnings,
     };
     tracing::info!(%request_id, environment = %req.environment, issuer = %verified.issuer, credentials = grants.len(), "exchange allowed");
     Ok(axum::Json(body).into_response())
@@ -302,6 +306,7 @@ struct ExchangeResponse<'a> {
     environment: &'a str,
     credentials: BTreeMap<&'a str, CredentialOut<'a>>,
     mask: Vec<Exposed<'a>>,
+    mask_warnings: &'a [String],
 }
 
 #[derive(Serialize)]

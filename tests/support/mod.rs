@@ -50,6 +50,7 @@ pub struct Stack {
     pub github: Arc<DevIssuer>,
     pub gitlab: Arc<DevIssuer>,
     pub ecdsa: Arc<DevIssuer>,
+    pub buildkite: Arc<DevIssuer>,
     pub url: String,
     pub dir: tempfile::TempDir,
     pub audit_path: PathBuf,
@@ -111,6 +112,9 @@ impl Stack {
         let ecdsa = devissuer::spawn(any, SigningKey::generate_es256("ec-1").unwrap())
             .await
             .unwrap();
+        let buildkite = devissuer::spawn(any, SigningKey::generate_es256("bk-1").unwrap())
+            .await
+            .unwrap();
 
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("vault-token");
@@ -147,6 +151,9 @@ max_lifetime = "2h"
 [issuers.ecdsa]
 issuer = "{ec}"
 algorithms = ["ES256"]
+[issuers.buildkite]
+issuer = "{bk}"
+algorithms = ["ES256"]
 "#,
             policies = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("policies")
@@ -157,6 +164,7 @@ algorithms = ["ES256"]
             gh = github.url(),
             gl = gitlab.url(),
             ec = ecdsa.url(),
+            bk = buildkite.url(),
         );
         let config_path = dir.path().join("jobkey.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -191,6 +199,7 @@ algorithms = ["ES256"]
                 github,
                 gitlab,
                 ecdsa,
+                buildkite,
                 url,
                 dir,
                 audit_path,
@@ -218,6 +227,7 @@ algorithms = ["ES256"]
             github,
             gitlab,
             ecdsa,
+            buildkite,
             url,
             dir,
             audit_path,

@@ -1,0 +1,505 @@
+//! Delivering credentials without printing them: files (mode 0600 in a
+//! directory of mode 0700), environment variables for `--exec`, and
+//! GitHub's `$GITHUB_ENV` / `$GITHUB_OUTPUT` files.
+//!
+//! File layout (shared contract): `DIR/<credential>/<field>`, except that
+//! certificate fields are `tls.crt` (certificate), `tls.key` (private_key)
+//! and `ca.crt` (ca_chain), and a kubeconfig is `kubeconfig`.
+//!
+//! Environment names: `JOBKEY_<CREDENTIAL>_<FIELD>`, upper snake case
+//! (`deploy-db` / `password` → `JOBKEY_DEPLOY_DB_PASSWORD`), plus
+//! `KUBECONFIG` when a kubeconfig file is written. Two fields that map to
+//! the same name are refused.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::ClientError;
+use super::broker::ExchangeResponse;
+use crate::secret::SecretString;
+
+/// One field of one credential, secret or not.
+pub struct Field<'a> {
+    pub credential: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub value: &'a str,
+}
+
+/// Every field of the response, secret values and non-secret info alike,
+/// after checking that every name is usable as a path component.
+pub fn fields(resp: &ExchangeResponse) -> Result<Vec<Field<'_>>, ClientError> {
+    let mut out = Vec::new();
+    for (cred, c) in &resp.credentials {
+        check_name("credential", cred)?;
+        for (name, v) in &c.values {
+            check_name("field", name)?;
+            out.push(Field {
+                credential: cred,
+                kind: &c.kind,
+                name,
+                value: v.0.expose_secret(),
+            });
+        }
+        for (name, v) in &c.info {
+            check_name("field", name)?;
+            if c.values.contains_key(name) {
+                return Err(ClientError::Deliver(format!(
+                    "credential `{cred}` has `{name}` both as a value and as info"
+                )));
+            }
+            out.push(Field {
+                credential: cred,
+                kind: &c.kind,
+                name,
+                value: v,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Names from the broker become file and variable names: letters, digits,
+/// `-`, `_`, `.`; not starting with `.`; at most 100 characters.
+fn check_name(what: &str, name: &str) -> Result<(), ClientError> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ClientError::Deliver(format!(
+            "the broker sent a {what} name that cannot be a file name: {:?}",
+            name.chars().take(100).collect::<String>()
+        )))
+    }
+}
+
+/// The file a field is written to, inside its credential's directory.
+pub fn file_name<'a>(kind: &str, field: &'a str) -> &'a str {
+    match (kind, field) {
+        ("certificate", "certificate") => "tls.crt",
+        ("certificate", "private_key") => "tls.key",
+        ("certificate", "ca_chain") => "ca.crt",
+        _ => field,
+    }
+}
+
+fn upper_snake(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// `JOBKEY_<CREDENTIAL>_<FIELD>`.
+pub fn env_name(credential: &str, field: &str) -> String {
+    format!("JOBKEY_{}_{}", upper_snake(credential), upper_snake(field))
+}
+
+/// The step-output name: `<credential>_<field>`, lower snake case.
+pub fn output_name(credential: &str, field: &str) -> String {
+    format!("{credential}_{field}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The environment for the fields, refusing two fields with one name.
+pub fn env_vars(
+    fields: &[Field<'_>],
+    name: fn(&str, &str) -> String,
+) -> Result<Vec<(String, SecretString)>, ClientError> {
+    let mut seen: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for f in fields {
+        let n = name(f.credential, f.name);
+        if let Some((c, fl)) = seen.insert(n.clone(), (f.credential.into(), f.name.into())) {
+            return Err(ClientError::Deliver(format!(
+                "`{c}.{fl}` and `{}.{}` would both be {n}",
+                f.credential, f.name
+            )));
+        }
+        out.push((n, SecretString::new(f.value.to_owned())));
+    }
+    Ok(out)
+}
+
+/// Creates `dir` with mode 0700 (its parents as usual), or accepts an
+/// existing directory that is not a symlink and that no one else can read.
+pub fn private_dir(dir: &Path) -> Result<(), ClientError> {
+    let err = |e: std::io::Error| ClientError::Deliver(format!("{}: {e}", dir.display()));
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) => {
+            if !m.is_dir() {
+                return Err(ClientError::Deliver(format!(
+                    "{} exists and is not a directory (a symlink is not followed)",
+                    dir.display()
+                )));
+            }
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(ClientError::Deliver(format!(
+                    "{} exists with mode {mode:o}, open to other users; remove it or choose another directory",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(err)?;
+            }
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .map_err(err)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Writes `bytes` to `path` with mode 0600: into a new file next to it
+/// (created exclusively, so a planted symlink is not followed), then renamed
+/// over `path`.
+pub fn private_file(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
+    let err = |e: std::io::Error| ClientError::Deliver(format!("{}: {e}", path.display()));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", random_hex(8)));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    let written = f
+        .write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    Ok(())
+}
+
+/// What `write_files` wrote.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// The kubeconfig files, for `KUBECONFIG`.
+    pub kubeconfigs: Vec<PathBuf>,
+    pub files: usize,
+}
+
+/// Writes every field to `dir` (see the module docs).
+pub fn write_files(dir: &Path, fields: &[Field<'_>]) -> Result<Written, ClientError> {
+    private_dir(dir)?;
+    let mut w = Written::default();
+    for f in fields {
+        let cdir = dir.join(f.credential);
+        private_dir(&cdir)?;
+        let path = cdir.join(file_name(f.kind, f.name));
+        private_file(&path, f.value.as_bytes())?;
+        w.files += 1;
+        if f.kind == "kubeconfig" && f.name == "kubeconfig" {
+            w.kubeconfigs.push(path);
+        }
+    }
+    Ok(w)
+}
+
+/// `KUBECONFIG` for the kubeconfig files written, if any.
+pub fn kubeconfig_var(w: &Written) -> Option<String> {
+    if w.kubeconfigs.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = w
+        .kubeconfigs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    Some(parts.join(":"))
+}
+
+/// One `$GITHUB_ENV` / `$GITHUB_OUTPUT` entry in the heredoc form, with a
+/// delimiter chosen at random for this entry. A value (or name) that
+/// contains the delimiter is refused: it could end the entry early and
+/// inject other variables.
+pub fn github_file_entry(
+    name: &str,
+    value: &str,
+    delimiter: &str,
+) -> Result<SecretString, ClientError> {
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if !name_ok {
+        return Err(ClientError::Deliver(format!(
+            "`{name}` is not a usable variable name"
+        )));
+    }
+    if value.contains(delimiter) {
+        return Err(ClientError::Deliver(format!(
+            "the value of {name} contains the heredoc delimiter; refusing to write it"
+        )));
+    }
+    Ok(SecretString::new(format!(
+        "{name}<<{delimiter}\n{value}\n{delimiter}\n"
+    )))
+}
+
+/// A fresh delimiter: `ghadelimiter_` and 128 random bits, as GitHub's own
+/// toolkit does.
+pub fn github_delimiter() -> String {
+    format!("ghadelimiter_{}", random_hex(16))
+}
+
+/// Appends entries to the file GitHub names in `$GITHUB_ENV` or
+/// `$GITHUB_OUTPUT`. All entries are checked before anything is written.
+pub fn append_github_file(path: &Path, vars: &[(String, SecretString)]) -> Result<(), ClientError> {
+    let mut blocks = Vec::new();
+    for (name, value) in vars {
+        blocks.push(github_file_entry(
+            name,
+            value.expose_secret(),
+            &github_delimiter(),
+        )?);
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| ClientError::Deliver(format!("{}: {e}", path.display())))?;
+    for b in &blocks {
+        f.write_all(b.expose_secret().as_bytes())
+            .map_err(|e| ClientError::Deliver(format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// `n` random bytes as hex (ring's system random).
+pub fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_files_and_variables() {
+        // (kind, field, file, env)
+        let cases = [
+            (
+                "certificate",
+                "certificate",
+                "tls.crt",
+                "JOBKEY_WEB_TLS_CERTIFICATE",
+            ),
+            (
+                "certificate",
+                "private_key",
+                "tls.key",
+                "JOBKEY_WEB_TLS_PRIVATE_KEY",
+            ),
+            (
+                "certificate",
+                "ca_chain",
+                "ca.crt",
+                "JOBKEY_WEB_TLS_CA_CHAIN",
+            ),
+            (
+                "certificate",
+                "serial_number",
+                "serial_number",
+                "JOBKEY_WEB_TLS_SERIAL_NUMBER",
+            ),
+            (
+                "kubeconfig",
+                "kubeconfig",
+                "kubeconfig",
+                "JOBKEY_WEB_TLS_KUBECONFIG",
+            ),
+            ("kv", "api.key", "api.key", "JOBKEY_WEB_TLS_API_KEY"),
+        ];
+        for (kind, field, file, env) in cases {
+            assert_eq!(file_name(kind, field), file);
+            assert_eq!(env_name("web-tls", field), env);
+        }
+        assert_eq!(output_name("deploy-db", "password"), "deploy_db_password");
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        for bad in [
+            "",
+            "..",
+            ".hidden",
+            "a/b",
+            "a\\b",
+            "a\nb",
+            "é",
+            &"x".repeat(101),
+        ] {
+            assert!(check_name("field", bad).is_err(), "{bad:?}");
+        }
+        for good in ["password", "tls.crt", "deploy-db", "API_KEY"] {
+            assert!(check_name("field", good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn colliding_variable_names_are_refused() {
+        let f = |c: &'static str, n: &'static str| Field {
+            credential: c,
+            kind: "kv",
+            name: n,
+            value: "v",
+        };
+        let e = env_vars(
+            &[f("deploy-db", "password"), f("deploy_db", "password")],
+            env_name,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("JOBKEY_DEPLOY_DB_PASSWORD"), "{e}");
+        assert_eq!(
+            env_vars(&[f("a", "x"), f("b", "x")], env_name)
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_hostile_value_cannot_inject_github_variables() {
+        let delim = github_delimiter();
+        // (value, accepted)
+        let cases = [
+            ("plain".to_owned(), true),
+            ("x\nEVIL=1\nPATH=/tmp".to_owned(), true),
+            // A guessed delimiter that is not ours stays inside the value.
+            (
+                "x\nghadelimiter_00000000000000000000000000000000\nLD_PRELOAD=/tmp/e.so".to_owned(),
+                true,
+            ),
+            (format!("x\n{delim}\nLD_PRELOAD=/tmp/e.so"), false),
+            (delim.clone(), false),
+        ];
+        for (value, ok) in cases {
+            let r = github_file_entry("JOBKEY_X_Y", &value, &delim);
+            assert_eq!(r.is_ok(), ok, "{value:?}");
+            if let Ok(entry) = r {
+                let parsed = parse_github_file(entry.expose_secret());
+                assert_eq!(parsed, vec![("JOBKEY_X_Y".to_owned(), value.clone())]);
+            } else {
+                assert!(
+                    !r.unwrap_err().to_string().contains("LD_PRELOAD"),
+                    "the error hides the value"
+                );
+            }
+        }
+        assert_ne!(github_delimiter(), github_delimiter(), "random per entry");
+        assert!(github_file_entry("A=B", "v", &delim).is_err());
+        assert!(github_file_entry("A\nB", "v", &delim).is_err());
+    }
+
+    /// How GitHub's runner reads `$GITHUB_ENV`: `NAME=VALUE` lines, or
+    /// `NAME<<DELIM`, lines up to a line equal to DELIM.
+    pub(crate) fn parse_github_file(s: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut lines = s.split('\n');
+        while let Some(line) = lines.next() {
+            if line.is_empty() {
+                continue;
+            }
+            if let Some((name, delim)) = line.split_once("<<") {
+                let mut v = Vec::new();
+                for l in lines.by_ref() {
+                    if l == delim {
+                        break;
+                    }
+                    v.push(l);
+                }
+                out.push((name.to_owned(), v.join("\n")));
+            } else if let Some((n, v)) = line.split_once('=') {
+                out.push((n.to_owned(), v.to_owned()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn files_are_0600_in_a_0700_directory_and_symlinks_are_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("creds");
+        let fields = [
+            Field {
+                credential: "web",
+                kind: "certificate",
+                name: "private_key",
+                value: "KEY",
+            },
+            Field {
+                credential: "k8s",
+                kind: "kubeconfig",
+                name: "kubeconfig",
+                value: "apiVersion: v1",
+            },
+        ];
+        let w = write_files(&dir, &fields).unwrap();
+        assert_eq!(w.files, 2);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("web")), 0o700);
+        assert_eq!(mode(&dir.join("web/tls.key")), 0o600);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("web/tls.key")).unwrap(),
+            "KEY"
+        );
+        assert_eq!(
+            kubeconfig_var(&w).unwrap(),
+            dir.join("k8s/kubeconfig").display().to_string()
+        );
+
+        // A planted symlink is replaced, its target untouched.
+        let target = tmp.path().join("target");
+        std::fs::write(&target, "untouched").unwrap();
+        std::fs::remove_file(dir.join("web/tls.key")).unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("web/tls.key")).unwrap();
+        write_files(&dir, &fields).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("web/tls.key")).unwrap(),
+            "KEY"
+        );
+
+        // An existing directory open to others is refused; a symlinked one too.
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(write_files(&open, &fields).is_err());
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(write_files(&link, &fields).is_err());
+    }
+}

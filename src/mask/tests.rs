@@ -1,0 +1,322 @@
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+
+use super::*;
+
+fn run(values: &[(&str, &str)]) -> (Vec<String>, Vec<String>) {
+    let v: Vec<(String, SecretString)> = values
+        .iter()
+        .map(|(l, s)| ((*l).to_owned(), SecretString::new((*s).to_owned())))
+        .collect();
+    let h = hints(v.iter().map(|(l, s)| (l.as_str(), s)));
+    (
+        h.mask
+            .iter()
+            .map(|s| s.expose_secret().to_owned())
+            .collect(),
+        h.warnings,
+    )
+}
+
+/// A real RSA private key (PKCS#8 PEM) from the test fixtures.
+fn pem_key() -> String {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys/issuer-a.pem");
+    std::fs::read_to_string(path).unwrap()
+}
+
+const JSON_DOC: &str = r#"{"client_id": "svc-deploy", "client_secret": "s3cr3t\"quoted\"\\back/slash", "scopes": ["a", "b"]}"#;
+const PASSWORD: &str = r#"p@ss w0rd/+%&"<>\:é!"#;
+
+#[test]
+fn each_value_brings_its_lines_and_encodings() {
+    let pem = "-----BEGIN KEY-----\r\nAAAABBBBCCCC\r\nDDDDEEEE\r\nFF==\r\n-----END KEY-----\r\n";
+    let (m, _) = run(&[("k.pem", pem), ("k.pw", "hunter2hunter2")]);
+    let has = |s: &str| m.iter().any(|x| x == s);
+    // (what, expected present)
+    let cases: Vec<(&str, String)> = vec![
+        ("the whole value", pem.to_owned()),
+        ("line 2", "AAAABBBBCCCC".into()),
+        ("line 3", "DDDDEEEE".into()),
+        ("single-line value", "hunter2hunter2".into()),
+        ("json escaped", json_escaped(pem)),
+        ("base64 std padded", STANDARD.encode(pem)),
+        ("base64 std unpadded", STANDARD_NO_PAD.encode(pem)),
+        (
+            "base64 url shift 1",
+            URL_SAFE_NO_PAD.encode(&pem.as_bytes()[1..]),
+        ),
+        ("base64 std shift 2", STANDARD.encode(&pem.as_bytes()[2..])),
+        ("base64 of pw", STANDARD.encode("hunter2hunter2")),
+        (
+            "url-encoded",
+            "-----BEGIN%20KEY-----%0D%0AAAAABBBBCCCC".into(),
+        ),
+    ];
+    for (what, s) in &cases {
+        if *what == "url-encoded" {
+            assert!(m.iter().any(|x| x.starts_with(s.as_str())), "{what}");
+        } else {
+            assert!(has(s), "{what} missing");
+        }
+    }
+    assert!(m.iter().all(|s| s == pem || !s.contains('\r')));
+    assert!(!m.iter().any(|s| s.trim().is_empty()));
+    assert!(
+        !m.iter()
+            .any(|s| s == "-----BEGIN KEY-----" || s == "-----END KEY-----"),
+        "armor is not masked"
+    );
+    assert!(!has("FF=="), "a 4-character line is not masked");
+}
+
+#[test]
+fn base64_trailing_edge_is_trimmed_as_the_runner_does() {
+    // (value, shift, engine is url-safe, expected stable form)
+    let cases: &[(&str, usize, bool, &str)] = &[
+        // 10 bytes: "dmFsdWUtMTIzNA==" -> trimmed "dmFsdWUtMTIzN"
+        ("value-1234", 0, false, "dmFsdWUtMTIzN"),
+        // 9 bytes from shift 1: a multiple of 3, no padding, nothing trimmed
+        ("value-1234", 1, false, "YWx1ZS0xMjM0"),
+        // 8 bytes from shift 2: one '=' -> drop it and one more character
+        ("value-1234", 2, false, "bHVlLTEyMz"),
+        // URL-safe differs where the standard alphabet has + and /
+        ("\u{fb}\u{ff}\u{fe}-secret", 0, true, "w7vDv8O-LXNlY3Jld"),
+    ];
+    for (value, shift, url, expected) in cases {
+        let (m, _) = run(&[("x", value)]);
+        assert!(
+            m.iter().any(|s| s == expected),
+            "shift {shift} url {url}: {expected} missing from {m:?}"
+        );
+        // And the stable form really is a prefix of the encoding of the
+        // value followed by anything.
+        let engine = if *url { &URL_SAFE } else { &STANDARD };
+        for suffix in ["", "\n", "zzzz", " "] {
+            let enc = engine.encode(&format!("{value}{suffix}").as_bytes()[*shift..]);
+            assert!(enc.starts_with(expected), "{value}+{suffix:?}: {enc}");
+        }
+    }
+}
+
+#[test]
+fn short_pieces_and_armor_are_left_out_with_a_warning_that_hides_the_value() {
+    // (label, value, masked?, warning fragment or "")
+    let cases: &[(&str, &str, bool, &str)] = &[
+        (
+            "db.username",
+            "deploy",
+            false,
+            "db.username: not masked: the value is shorter than 8",
+        ),
+        ("db.password", "abcdefgh", true, ""),
+        ("api.key", "1234567", false, "shorter than 8"),
+        ("multi.byte", "ééééééé", false, "shorter than 8"), // 14 bytes, 7 chars
+        ("blank", "   ", false, ""),
+    ];
+    for (label, value, masked, warning) in cases {
+        let (m, w) = run(&[(label, value)]);
+        assert_eq!(m.iter().any(|s| s == value), *masked, "{label}");
+        if warning.is_empty() {
+            assert!(w.is_empty(), "{label}: {w:?}");
+        } else {
+            assert_eq!(w.len(), 1, "{label}: {w:?}");
+            assert!(w[0].contains(warning), "{label}: {w:?}");
+            assert!(!w[0].contains(value), "a warning never shows the value");
+        }
+        if !masked {
+            assert!(
+                m.is_empty(),
+                "{label}: no encoding of a short value either: {m:?}"
+            );
+        }
+    }
+    let (_, w) = run(&[("tls.key", &pem_key())]);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with("tls.key: not masked: lines 1, 28 are PEM armor"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn duplicates_are_dropped_and_the_list_is_longest_first() {
+    let (m, _) = run(&[("a", "abcdefghij"), ("b", "abcdefghij"), ("c", "  ")]);
+    let mut sorted = m.clone();
+    sorted.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    assert_eq!(m, sorted);
+    let mut dedup = m.clone();
+    dedup.dedup();
+    assert_eq!(m, dedup);
+    assert_eq!(m.iter().filter(|s| *s == "abcdefghij").count(), 1);
+}
+
+#[test]
+fn masks_keeps_its_unlabelled_signature() {
+    let v = [SecretString::new("hunter2hunter2".into())];
+    let m = masks(v.iter());
+    assert!(m.iter().any(|s| s.expose_secret() == "hunter2hunter2"));
+}
+
+/// A small simulation of GitHub's runner masker: `::add-mask::` commands
+/// are read from the step's output (with `%25`, `%0D`, `%0A` unescaped), a
+/// value with line breaks also registers each line (newer runners), and
+/// every later log line has every registered value, longest first, replaced
+/// by `***`. It derives no encodings itself, like GitLab or Buildkite: only
+/// the hints protect the log.
+struct SimulatedRunner {
+    secrets: Vec<String>,
+}
+
+impl SimulatedRunner {
+    fn new() -> Self {
+        SimulatedRunner { secrets: vec![] }
+    }
+
+    /// Processes one line of step output; returns what the log shows.
+    fn line(&mut self, line: &str) -> Option<String> {
+        if let Some(v) = line.strip_prefix("::add-mask::") {
+            let v = v
+                .replace("%0D", "\r")
+                .replace("%0A", "\n")
+                .replace("%25", "%");
+            if v.contains('\n') || v.contains('\r') {
+                for l in v.split(['\r', '\n']) {
+                    if !l.is_empty() {
+                        self.secrets.push(l.to_owned());
+                    }
+                }
+            }
+            self.secrets.push(v);
+            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+            return None;
+        }
+        let mut out = line.to_owned();
+        for s in &self.secrets {
+            out = out.replace(s.as_str(), "***");
+        }
+        Some(out)
+    }
+}
+
+fn add_mask_command(v: &str) -> String {
+    format!(
+        "::add-mask::{}",
+        v.replace('%', "%25")
+            .replace('\r', "%0D")
+            .replace('\n', "%0A")
+    )
+}
+
+#[test]
+fn a_simulated_github_log_shows_none_of_the_forms() {
+    let pem = pem_key();
+    let values = [
+        ("tls.key", pem.as_str()),
+        ("app.json", JSON_DOC),
+        ("db.password", PASSWORD),
+    ];
+    let (m, _) = run(&values);
+
+    // What a careless job prints after registering the hints.
+    let mut printed: Vec<(String, String, usize)> = Vec::new(); // (what, line, base64 chars allowed to survive)
+    for (label, v) in values {
+        for (i, line) in v.lines().enumerate() {
+            printed.push((format!("{label} line {i}"), format!("cat: {line}"), 0));
+        }
+        printed.push((
+            format!("{label} json"),
+            format!("{{\"secret\": \"{}\"}}", json_escaped(v)),
+            0,
+        ));
+        printed.push((
+            format!("{label} url"),
+            format!(
+                "GET https://x.example/?p={}&q=1",
+                utf8_percent_encode(v, URI_COMPONENT)
+            ),
+            0,
+        ));
+        for prefix in ["", "u", "us", "usr:"] {
+            for suffix in ["", "\n", "!?"] {
+                for (name, engine) in [
+                    ("std", &STANDARD),
+                    ("url", &URL_SAFE),
+                    ("raw", &STANDARD_NO_PAD),
+                ] {
+                    let enc = engine.encode(format!("{prefix}{v}{suffix}"));
+                    // What may survive: the characters that encode the prefix
+                    // and the first bytes of the value up to the next 3-byte
+                    // boundary, and the last group (the value's last bytes
+                    // mixed with the suffix) plus the suffix's own groups.
+                    let lead = (prefix.len() + (3 - prefix.len() % 3) % 3) / 3 * 4;
+                    let tail = 4 + suffix.len().div_ceil(3) * 4;
+                    printed.push((
+                        format!("{label} base64 {name} prefix {prefix:?} suffix {suffix:?}"),
+                        format!("auth: {enc}"),
+                        lead + tail,
+                    ));
+                }
+            }
+        }
+    }
+
+    let mut runner = SimulatedRunner::new();
+    let mut log = Vec::new();
+    for cmd in m.iter().map(|s| add_mask_command(s)) {
+        assert!(
+            !cmd.contains('\n') && !cmd.contains('\r'),
+            "one command per line"
+        );
+        assert_eq!(runner.line(&cmd), None);
+    }
+    for (what, line, allowed) in &printed {
+        log.push((what, runner.line(line).unwrap(), *allowed));
+    }
+
+    for (what, shown, allowed) in &log {
+        // The value, each secret line, the JSON-escaped and URL-encoded forms.
+        for (label, v) in values {
+            let mut forbidden = vec![
+                json_escaped(v),
+                utf8_percent_encode(v, URI_COMPONENT).to_string(),
+            ];
+            forbidden.push(v.to_owned());
+            for line in v
+                .lines()
+                .filter(|l| !is_pem_armor(l) && l.chars().count() >= MIN_MASK_CHARS)
+            {
+                forbidden.push(line.to_owned());
+            }
+            for f in &forbidden {
+                assert!(
+                    !shown.contains(f.as_str()),
+                    "{label}: {what} shows a secret form: {shown}"
+                );
+            }
+        }
+        // Base64 at any offset: at most the prefix's characters and the
+        // unstable edge survive (a handful), never the body.
+        if what.contains("base64") {
+            let visible = shown
+                .trim_start_matches("auth: ")
+                .replace("***", "")
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || "+/-_".contains(*c))
+                .count();
+            assert!(
+                visible <= *allowed,
+                "{what}: {visible} characters survive (at most {allowed}): {shown}"
+            );
+        }
+    }
+    // The armor lines are all that is left of the key printed line by line.
+    let key_lines: Vec<&String> = log
+        .iter()
+        .filter(|(w, _, _)| w.starts_with("tls.key line"))
+        .map(|(_, s, _)| s)
+        .collect();
+    for s in key_lines {
+        assert!(s == "cat: ***" || s.starts_with("cat: -----"), "{s}");
+    }
+}

@@ -1,0 +1,98 @@
+//! Revocation from the job's side, written against the shared contract
+//! (`revocation` in the exchange response, `POST /v1/revoke`). It needs the
+//! broker's revocation endpoint (issue 4); on a branch without it these
+//! tests fail, by design: nothing here is ignored.
+
+mod fetch_support;
+mod support;
+
+use fetch_support::{REQUEST_TOKEN, github_token_endpoint, jobkey};
+use serde_json::Map;
+use support::Stack;
+
+async fn github_env(stack: &Stack, tmp: &std::path::Path) -> Vec<(&'static str, String)> {
+    let url = github_token_endpoint(stack.github.clone(), Map::new()).await;
+    std::fs::create_dir_all(tmp.join("runner_temp")).unwrap();
+    vec![
+        ("GITHUB_ACTIONS", "true".into()),
+        ("ACTIONS_ID_TOKEN_REQUEST_URL", url),
+        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN.into()),
+        ("RUNNER_TEMP", tmp.join("runner_temp").display().to_string()),
+        ("JOBKEY_URL", stack.url.clone()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_revokes_the_exchange_when_the_command_exits() {
+    let stack = Stack::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let env = github_env(&stack, tmp.path()).await;
+    let run = jobkey(
+        &[
+            "fetch",
+            "-e",
+            "production",
+            "--exec",
+            "--",
+            "/bin/sh",
+            "-c",
+            "exit 3",
+        ],
+        &env,
+    )
+    .await;
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("jobkey: revoked "),
+        "revoked after the command exited: {}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("no revocation handle"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_uses_the_saved_handle_once() {
+    let stack = Stack::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let env = github_env(&stack, tmp.path()).await;
+    let run = jobkey(&["fetch", "-e", "production"], &env).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let state = tmp.path().join("runner_temp/jobkey/revocation.json");
+    assert!(
+        state.exists(),
+        "fetch saved the revocation state: {}",
+        run.stderr
+    );
+    assert_eq!(fetch_support::mode(&state), 0o600);
+    let handle =
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&state).unwrap())
+            .unwrap()["handle"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    assert!(
+        run.stdout.contains(&format!("::add-mask::{handle}")),
+        "the handle is masked"
+    );
+    let copy = tmp.path().join("copy.json");
+    std::fs::copy(&state, &copy).unwrap();
+
+    let run = jobkey(&["revoke"], &env).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(!state.exists(), "the state is removed once used");
+    assert!(!run.stderr.contains(&handle));
+
+    // Twice: the broker no longer knows the exchange.
+    let run = jobkey(&["revoke", "--state", &copy.display().to_string()], &env).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("404 unknown_exchange"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(&handle));
+}

@@ -1,0 +1,160 @@
+//! Stand-ins for the CI side of `jobkey fetch` tests: GitHub's token
+//! request endpoint (a tiny axum server on loopback), a stub
+//! `buildkite-agent` on PATH that records its argv and stdin, and a runner
+//! for the real `jobkey` binary with a clean environment.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use jobkey::devissuer::{DevIssuer, Shape};
+use serde_json::{Map, Value, json};
+
+/// The bearer the stand-in expects (ACTIONS_ID_TOKEN_REQUEST_TOKEN).
+pub const REQUEST_TOKEN: &str = "gh-request-token-7f3a9c";
+
+/// GitHub's token endpoint: `GET /token?api-version=2.0&audience=AUD` with
+/// `Authorization: bearer REQUEST_TOKEN` answers `{"value": <token>}`, a
+/// token minted by `issuer` for AUD with `overrides` applied.
+pub async fn github_token_endpoint(
+    issuer: Arc<DevIssuer>,
+    overrides: Map<String, Value>,
+) -> String {
+    #[derive(Clone)]
+    struct St(Arc<DevIssuer>, Map<String, Value>);
+    async fn token(
+        State(St(issuer, overrides)): State<St>,
+        headers: HeaderMap,
+        Query(q): Query<BTreeMap<String, String>>,
+    ) -> Result<axum::Json<Value>, StatusCode> {
+        let auth = headers.get("authorization").and_then(|v| v.to_str().ok());
+        if auth != Some(&format!("bearer {REQUEST_TOKEN}")) {
+            return Err(StatusCode::UNAUTHORIZED);
+        }
+        if q.get("api-version").map(String::as_str) != Some("2.0") {
+            return Err(StatusCode::BAD_REQUEST);
+        }
+        let aud = q.get("audience").ok_or(StatusCode::BAD_REQUEST)?;
+        Ok(axum::Json(
+            json!({ "value": issuer.mint(Shape::Github, aud, &overrides) }),
+        ))
+    }
+    let app = axum::Router::new()
+        .route("/token", get(token))
+        .with_state(St(issuer, overrides));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token?api-version=2.0", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    url
+}
+
+/// A stub `buildkite-agent` in `dir/bin`: every call appends its argv to
+/// `dir/argv.log` and saves its stdin to `dir/stdin-<n>`; `oidc
+/// request-token` prints the contents of `dir/token`.
+pub fn buildkite_stub(dir: &Path, token: &str) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(dir.join("token"), token).unwrap();
+    let script = format!(
+        r#"#!/bin/sh
+d='{d}'
+echo "$*" >> "$d/argv.log"
+n=$(wc -l < "$d/argv.log" | tr -d ' ')
+if [ "$1" = oidc ] && [ "$2" = request-token ]; then
+  cat "$d/token"
+  exit 0
+fi
+if [ "$1" = redactor ] && [ "$2" = add ]; then
+  cat > "$d/stdin-$n"
+  exit 0
+fi
+echo "stub: unknown command $*" >&2
+exit 2
+"#,
+        d = dir.display()
+    );
+    let path = bin.join("buildkite-agent");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// What a `jobkey` run printed.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real binary with only `env` (plus a PATH) in its environment.
+pub async fn jobkey(args: &[&str], env: &[(&str, String)]) -> Run {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobkey"));
+    cmd.args(args).env_clear();
+    let mut path = std::env::var("PATH").unwrap_or_default();
+    for (k, v) in env {
+        if *k == "PATH" {
+            path = format!("{v}:{path}");
+        } else {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env("PATH", path);
+    let out = cmd.output().await.unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Asserts that no secret appears in the run's output outside
+/// `::add-mask::` lines of stdout.
+pub fn assert_no_secret_outside_masks(run: &Run, secrets: &[&str]) {
+    let outside: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with("::add-mask::"))
+        .chain(run.stderr.lines())
+        .collect();
+    for s in secrets {
+        for line in &outside {
+            assert!(!line.contains(s), "a secret leaked on this line: {line}");
+        }
+    }
+}
+
+/// How GitHub's runner reads `$GITHUB_ENV`/`$GITHUB_OUTPUT`: `NAME=VALUE`,
+/// or `NAME<<DELIM` and lines up to one equal to DELIM.
+pub fn parse_github_file(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut lines = s.split('\n');
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some((name, delim)) = line.split_once("<<") {
+            let mut v = Vec::new();
+            for l in lines.by_ref() {
+                if l == delim {
+                    break;
+                }
+                v.push(l);
+            }
+            out.push((name.to_owned(), v.join("\n")));
+        } else if let Some((n, v)) = line.split_once('=') {
+            out.push((n.to_owned(), v.to_owned()));
+        }
+    }
+    out
+}
+
+pub fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
