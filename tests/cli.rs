@@ -23,6 +23,8 @@ fn every_command_has_help() {
         vec!["dev-issuer"],
         vec!["audit"],
         vec!["audit", "verify"],
+        vec!["fetch"],
+        vec!["revoke"],
     ] {
         let mut args = cmd.clone();
         args.push("--help");
