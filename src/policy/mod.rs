@@ -67,16 +67,20 @@
 //! granting rule's `ttl` and the environment's `max_ttl` (when given).
 
 mod compile;
+mod credential;
 mod error;
 mod eval;
 mod glob;
 mod parse;
+mod template;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+pub use credential::{KubeCluster, KubeUser};
 pub use error::PolicyError;
+pub use template::{NameKind, Template, TemplateError};
 
 use compile::CompiledEnv;
 
@@ -121,7 +125,8 @@ pub struct Grant {
     pub source: CredentialSource,
 }
 
-/// Where a credential comes from.
+/// Where a credential comes from (the `credentials:` kinds; see
+/// `credential.rs` and the README for the policy syntax).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialSource {
@@ -131,6 +136,56 @@ pub enum CredentialSource {
         path: String,
         fields: Option<Vec<String>>,
     },
+    /// A fresh database user (database secrets engine `creds/<role>`).
+    Database { mount: String, role: String },
+    /// A PKI certificate (`issue/<role>`), names filled from claims.
+    Certificate {
+        mount: String,
+        role: String,
+        common_name: Template,
+        alt_names: Vec<Template>,
+    },
+    /// A complete kubeconfig: the cluster (absent for `KubeUser::Kv`) and a
+    /// user credential.
+    Kubeconfig {
+        cluster: Option<KubeCluster>,
+        user: KubeUser,
+    },
+    /// An orphan Vault token with these policies.
+    VaultToken {
+        policies: Vec<String>,
+        num_uses: Option<u32>,
+    },
+    /// The job's SSH public key signed by the SSH engine (`sign/<role>`).
+    SshCertificate {
+        mount: String,
+        role: String,
+        valid_principals: Vec<Template>,
+    },
+    /// A fresh RabbitMQ user (rabbitmq secrets engine `creds/<role>`).
+    Rabbitmq { mount: String, role: String },
+    /// `source`, delivered response-wrapped: the job gets a single-use
+    /// wrapping token valid for `wrap_ttl` (at most the credential's TTL).
+    Wrapped {
+        wrap_ttl: Duration,
+        source: Box<CredentialSource>,
+    },
+}
+
+impl CredentialSource {
+    /// The kind's name in responses and audit lines.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CredentialSource::Kv { .. } => "kv",
+            CredentialSource::Database { .. } => "database",
+            CredentialSource::Certificate { .. } => "certificate",
+            CredentialSource::Kubeconfig { .. } => "kubeconfig",
+            CredentialSource::VaultToken { .. } => "vault_token",
+            CredentialSource::SshCertificate { .. } => "ssh_certificate",
+            CredentialSource::Rabbitmq { .. } => "rabbitmq",
+            CredentialSource::Wrapped { source, .. } => source.kind(),
+        }
+    }
 }
 
 /// Why a request was denied. The detail (expected values) is for logs and

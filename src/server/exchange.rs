@@ -216,13 +216,14 @@ async fn fetch(
             path,
             fields,
         } => st.vault.read_kv(mount, path, fields.as_deref()).await,
+        _ => Err(crate::vault::VaultError::Config {
+            reason: "not yet".into(),
+        }),
     }
 }
 
 fn kind(source: &CredentialSource) -> &'static str {
-    match source {
-        CredentialSource::Kv { .. } => "kv",
-    }
+    source.kind()
 }
 
 fn expires(now: SystemTime, ttl: Duration) -> String {
