@@ -7,6 +7,8 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod devissuer;
+pub mod issue;
+pub mod leases;
 pub mod mask;
 pub mod policy;
 pub mod secret;
