@@ -213,7 +213,10 @@ impl Checker {
                     ));
                 }
                 let key_prefix = st.key_prefix.clone().unwrap_or_else(|| "jobkey:".into());
-                if key_prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                if key_prefix
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+                {
                     return Err(self.err("state.key_prefix", "must not contain whitespace"));
                 }
                 Some(StateSettings {

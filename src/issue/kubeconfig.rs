@@ -61,7 +61,8 @@ mod tests {
         KubeCluster {
             name: "prod".into(),
             server: "https://k8s.internal:6443".into(),
-            certificate_authority: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+            certificate_authority: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+                .into(),
             namespace: Some("apps".into()),
         }
     }
@@ -72,27 +73,54 @@ mod tests {
         let text = kc.expose_secret();
         // It parses as YAML into the expected structure (serde-saphyr).
         let v: serde_json::Value = serde_saphyr::from_str(text).unwrap();
-        assert_eq!(v["clusters"][0]["cluster"]["server"], "https://k8s.internal:6443");
-        assert_eq!(v["users"][0]["user"]["token"], "tok\"en\nx", "quoted, not injected");
+        assert_eq!(
+            v["clusters"][0]["cluster"]["server"],
+            "https://k8s.internal:6443"
+        );
+        assert_eq!(
+            v["users"][0]["user"]["token"], "tok\"en\nx",
+            "quoted, not injected"
+        );
         assert_eq!(v["contexts"][0]["context"]["namespace"], "apps");
         assert_eq!(v["current-context"], "jobkey");
         let ca = STANDARD
-            .decode(v["clusters"][0]["cluster"]["certificate-authority-data"].as_str().unwrap())
+            .decode(
+                v["clusters"][0]["cluster"]["certificate-authority-data"]
+                    .as_str()
+                    .unwrap(),
+            )
             .unwrap();
-        assert!(String::from_utf8(ca).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(
+            String::from_utf8(ca)
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
     }
 
     #[test]
     fn client_certificate_kubeconfig_carries_cert_and_key() {
         let kc = with_client_certificate(
-            &KubeCluster { namespace: None, ..cluster() },
+            &KubeCluster {
+                namespace: None,
+                ..cluster()
+            },
             "CERT-PEM",
             &SecretString::new("KEY-PEM".into()),
         );
         let v: serde_json::Value = serde_saphyr::from_str(kc.expose_secret()).unwrap();
         let user = &v["users"][0]["user"];
-        assert_eq!(STANDARD.decode(user["client-certificate-data"].as_str().unwrap()).unwrap(), b"CERT-PEM");
-        assert_eq!(STANDARD.decode(user["client-key-data"].as_str().unwrap()).unwrap(), b"KEY-PEM");
+        assert_eq!(
+            STANDARD
+                .decode(user["client-certificate-data"].as_str().unwrap())
+                .unwrap(),
+            b"CERT-PEM"
+        );
+        assert_eq!(
+            STANDARD
+                .decode(user["client-key-data"].as_str().unwrap())
+                .unwrap(),
+            b"KEY-PEM"
+        );
         assert!(v["contexts"][0]["context"].get("namespace").is_none());
     }
 }

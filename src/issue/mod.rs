@@ -75,7 +75,8 @@ pub async fn issue_all(
         match issue(vault, &g.source, ttl, ctx).await {
             Ok(i) => issued.push(i),
             Err(e) => {
-                let all: Vec<Revocable> = issued.iter().flat_map(|i| i.revocables.clone()).collect();
+                let all: Vec<Revocable> =
+                    issued.iter().flat_map(|i| i.revocables.clone()).collect();
                 let (_, failed) = revoke_all(vault, &all).await;
                 if !failed.is_empty() {
                     tracing::error!(
@@ -179,13 +180,23 @@ pub async fn issue(
         }
         CredentialSource::VaultToken { policies, num_uses } => {
             let t = vault
-                .create_token(policies, ttl, *num_uses, &format!("jobkey-{}", ctx.request_id))
+                .create_token(
+                    policies,
+                    ttl,
+                    *num_uses,
+                    &format!("jobkey-{}", ctx.request_id),
+                )
                 .await?;
             let revocables = vec![Revocable::Token {
                 accessor: t.accessor.clone(),
             }];
             let info = BTreeMap::from([("accessor".to_owned(), t.accessor)]);
-            Ok(plain(secret_map(vec![("token", t.token)]), info, t.ttl, revocables))
+            Ok(plain(
+                secret_map(vec![("token", t.token)]),
+                info,
+                t.ttl,
+                revocables,
+            ))
         }
         CredentialSource::SshCertificate {
             mount,
@@ -203,8 +214,7 @@ pub async fn issue(
                 .iter()
                 .map(|t| t.render(ctx.claims))
                 .collect::<Result<Vec<_>, _>>()?;
-            let key_id = format!("jobkey-{}", ctx.request_id);
-            let s = vault.ssh_sign(mount, role, key, &principals, ttl, &key_id).await?;
+            let s = vault.ssh_sign(mount, role, key, &principals, ttl).await?;
             let actual = ssh::valid_before(&s.signed_key).map_or(ttl, until);
             let info = BTreeMap::from([
                 ("signed_key".to_owned(), s.signed_key),
@@ -279,7 +289,12 @@ pub async fn issue(
                     ("server".to_owned(), cluster.server.clone()),
                     ("service_account".to_owned(), t.service_account_name),
                 ]);
-                Ok(plain(secret_map(vec![("kubeconfig", kc)]), info, t.ttl, revocables))
+                Ok(plain(
+                    secret_map(vec![("kubeconfig", kc)]),
+                    info,
+                    t.ttl,
+                    revocables,
+                ))
             }
             (None, _) => Err(IssueError::Vault(VaultError::Config {
                 reason: "a composed kubeconfig needs its cluster".into(),
@@ -311,7 +326,10 @@ pub async fn issue(
                 accessor: w.accessor.clone(),
             });
             let info = BTreeMap::from([
-                ("vault_address".to_owned(), vault.address().as_str().trim_end_matches('/').to_owned()),
+                (
+                    "vault_address".to_owned(),
+                    vault.address().as_str().trim_end_matches('/').to_owned(),
+                ),
                 ("wrapping_accessor".to_owned(), w.accessor),
                 ("wrap_ttl_seconds".to_owned(), w.ttl.as_secs().to_string()),
             ]);

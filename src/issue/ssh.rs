@@ -10,7 +10,11 @@ const MAX_KEY: usize = 16 * 1024;
 /// `TYPE BASE64 [comment]` on one line, a known key type whose blob
 /// starts with that type.
 pub(crate) fn check_public_key(key: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("`ssh_public_key` {why}; send one line like `ssh-ed25519 AAAA… comment`"));
+    let bad = |why: &str| {
+        Err(format!(
+            "`ssh_public_key` {why}; send one line like `ssh-ed25519 AAAA… comment`"
+        ))
+    };
     if key.len() > MAX_KEY {
         return bad("is too long");
     }
@@ -98,7 +102,10 @@ mod tests {
     #[test]
     fn public_keys_are_checked() {
         let blob = STANDARD.encode([string(b"ssh-ed25519"), string(&[7u8; 32])].concat());
-        assert_eq!(check_public_key(&format!("ssh-ed25519 {blob} me@host")), Ok(()));
+        assert_eq!(
+            check_public_key(&format!("ssh-ed25519 {blob} me@host")),
+            Ok(())
+        );
         for bad in [
             String::new(),
             "ssh-ed25519".into(),

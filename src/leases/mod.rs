@@ -73,7 +73,8 @@ pub enum LeaseStoreError {
 /// The operations every store offers.
 pub trait Store: Send + Sync {
     /// Stores (or replaces) a record until its expiry.
-    fn put(&self, rec: &ExchangeRecord) -> impl Future<Output = Result<(), LeaseStoreError>> + Send;
+    fn put(&self, rec: &ExchangeRecord)
+    -> impl Future<Output = Result<(), LeaseStoreError>> + Send;
     /// Reads a record without removing it.
     fn get(
         &self,

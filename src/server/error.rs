@@ -175,7 +175,11 @@ mod tests {
                 403,
                 "claim_not_usable",
             ),
-            (ApiError::LeaseStoreUnavailable, 503, "lease_store_unavailable"),
+            (
+                ApiError::LeaseStoreUnavailable,
+                503,
+                "lease_store_unavailable",
+            ),
             (ApiError::UnknownExchange, 404, "unknown_exchange"),
             (ApiError::RevokeIncomplete, 503, "revoke_incomplete"),
         ];

@@ -17,9 +17,9 @@ use crate::audit;
 use crate::issue::{self, IssueError};
 use crate::leases::{ExchangeRecord, Owner, sha256_hex};
 use crate::policy::{Decision, Request};
-use crate::vault::VaultError;
 use crate::secret::SecretString;
 use crate::token::VerifiedToken;
+use crate::vault::VaultError;
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -258,7 +258,11 @@ async fn handle(
                             .iter()
                             .map(|(k, v)| (k.as_str(), Exposed(v)))
                             .collect(),
-                        info: i.info.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                        info: i
+                            .info
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect(),
                         wrapped: i.wrapped,
                     },
                 )

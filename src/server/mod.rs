@@ -80,7 +80,9 @@ impl AppState {
                 RedisStore::connect(&st.redis_url, &st.key_prefix, st.timeout).await?,
             ),
             None => {
-                tracing::warn!("no [state] section: exchange records are kept in memory; run a single replica");
+                tracing::warn!(
+                    "no [state] section: exchange records are kept in memory; run a single replica"
+                );
                 LeaseStore::Memory(MemoryStore::default())
             }
         };

@@ -12,10 +12,10 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::Vault;
 use super::error::VaultError;
 use super::http::{self, Nothing, ttl_param};
 use super::kv::check_path;
-use super::Vault;
 use crate::secret::SecretString;
 
 /// Something jobkey must revoke when the job is done. Not secret (none of
@@ -142,18 +142,18 @@ pub(crate) fn kubernetes_creds_body(namespace: &str, ttl: Duration) -> serde_jso
 }
 
 /// The request body of `<ssh>/sign/<role>`.
+/// No `key_id`: roles refuse one unless `allow_user_key_ids` is set, and
+/// Vault's default key id names jobkey's token.
 pub(crate) fn ssh_sign_body(
     public_key: &str,
     principals: &[String],
     ttl: Duration,
-    key_id: &str,
 ) -> serde_json::Value {
     json!({
         "public_key": public_key,
         "valid_principals": principals.join(","),
         "ttl": ttl_param(ttl),
         "cert_type": "user",
-        "key_id": key_id,
     })
 }
 
@@ -168,10 +168,16 @@ impl Vault {
         role: &str,
         ttl: Duration,
     ) -> Result<UserCreds, VaultError> {
-        let path = format!("{}/creds/{}", segment("mount", mount)?, segment("role", role)?);
+        let path = format!(
+            "{}/creds/{}",
+            segment("mount", mount)?,
+            segment("role", role)?
+        );
         let what = path.clone();
-        let env = self
-            .run(|c| async move { http::call::<UserData>(&c, Method::GET, &path, None, &what).await })
+        let env =
+            self.run(|c| async move {
+                http::call::<UserData>(&c, Method::GET, &path, None, &what).await
+            })
             .await?;
         let data = env.data.ok_or_else(|| missing(mount))?;
         let UserData { username, password } = data;
@@ -200,7 +206,14 @@ impl Vault {
         let body = json!({"lease_id": lease_id, "increment": want.as_secs().max(1)});
         let res = self
             .run(|c| async move {
-                http::call::<Nothing>(&c, Method::PUT, "sys/leases/renew", Some(&body), "sys/leases/renew").await
+                http::call::<Nothing>(
+                    &c,
+                    Method::PUT,
+                    "sys/leases/renew",
+                    Some(&body),
+                    "sys/leases/renew",
+                )
+                .await
             })
             .await;
         match res {
@@ -226,7 +239,11 @@ impl Vault {
         exclude_cn_from_sans: bool,
         ttl: Duration,
     ) -> Result<IssuedCert, VaultError> {
-        let path = format!("{}/issue/{}", segment("mount", mount)?, segment("role", role)?);
+        let path = format!(
+            "{}/issue/{}",
+            segment("mount", mount)?,
+            segment("role", role)?
+        );
         let body = json!({
             "common_name": common_name,
             "alt_names": alt_names.join(","),
@@ -237,7 +254,9 @@ impl Vault {
         });
         let what = path.clone();
         let env = self
-            .run(|c| async move { http::call::<PkiData>(&c, Method::POST, &path, Some(&body), &what).await })
+            .run(|c| async move {
+                http::call::<PkiData>(&c, Method::POST, &path, Some(&body), &what).await
+            })
             .await?;
         let d = env.data.ok_or_else(|| missing(mount))?;
         let mut ca_chain = d.ca_chain;
@@ -274,10 +293,19 @@ impl Vault {
         });
         let env = self
             .run(|c| async move {
-                http::call::<Nothing>(&c, Method::POST, "auth/token/create-orphan", Some(&body), "auth/token/create-orphan").await
+                http::call::<Nothing>(
+                    &c,
+                    Method::POST,
+                    "auth/token/create-orphan",
+                    Some(&body),
+                    "auth/token/create-orphan",
+                )
+                .await
             })
             .await?;
-        let mut auth = env.auth.ok_or_else(|| missing("auth/token/create-orphan"))?;
+        let mut auth = env
+            .auth
+            .ok_or_else(|| missing("auth/token/create-orphan"))?;
         Ok(NewToken {
             token: SecretString::new(std::mem::take(&mut auth.client_token)),
             accessor: std::mem::take(&mut auth.accessor),
@@ -294,13 +322,18 @@ impl Vault {
         public_key: &str,
         principals: &[String],
         ttl: Duration,
-        key_id: &str,
     ) -> Result<SignedSshKey, VaultError> {
-        let path = format!("{}/sign/{}", segment("mount", mount)?, segment("role", role)?);
-        let body = ssh_sign_body(public_key, principals, ttl, key_id);
+        let path = format!(
+            "{}/sign/{}",
+            segment("mount", mount)?,
+            segment("role", role)?
+        );
+        let body = ssh_sign_body(public_key, principals, ttl);
         let what = path.clone();
         let env = self
-            .run(|c| async move { http::call::<SshData>(&c, Method::POST, &path, Some(&body), &what).await })
+            .run(|c| async move {
+                http::call::<SshData>(&c, Method::POST, &path, Some(&body), &what).await
+            })
             .await?;
         let d = env.data.ok_or_else(|| missing(mount))?;
         Ok(SignedSshKey {
@@ -318,11 +351,17 @@ impl Vault {
         namespace: &str,
         ttl: Duration,
     ) -> Result<ServiceAccountToken, VaultError> {
-        let path = format!("{}/creds/{}", segment("mount", mount)?, segment("role", role)?);
+        let path = format!(
+            "{}/creds/{}",
+            segment("mount", mount)?,
+            segment("role", role)?
+        );
         let body = kubernetes_creds_body(namespace, ttl);
         let what = path.clone();
         let env = self
-            .run(|c| async move { http::call::<K8sData>(&c, Method::POST, &path, Some(&body), &what).await })
+            .run(|c| async move {
+                http::call::<K8sData>(&c, Method::POST, &path, Some(&body), &what).await
+            })
             .await?;
         let d = env.data.ok_or_else(|| missing(mount))?;
         let K8sData {
@@ -347,14 +386,27 @@ impl Vault {
         let mut body = serde_json::Value::Object(
             values
                 .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.expose_secret().to_owned())))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        serde_json::Value::String(v.expose_secret().to_owned()),
+                    )
+                })
                 .collect(),
         );
         let info = self
             .run(|c| {
                 let body = &body;
                 async move {
-                    http::call_wrapped(&c, Method::POST, "sys/wrapping/wrap", Some(body), ttl, "sys/wrapping/wrap").await
+                    http::call_wrapped(
+                        &c,
+                        Method::POST,
+                        "sys/wrapping/wrap",
+                        Some(body),
+                        ttl,
+                        "sys/wrapping/wrap",
+                    )
+                    .await
                 }
             })
             .await;
@@ -388,7 +440,9 @@ impl Vault {
             ),
         };
         let res = self
-            .run(|c| async move { http::call::<Nothing>(&c, Method::PUT, &path, Some(&body), what).await })
+            .run(|c| async move {
+                http::call::<Nothing>(&c, Method::PUT, &path, Some(&body), what).await
+            })
             .await;
         match res {
             Ok(_) => Ok(()),
@@ -455,22 +509,30 @@ mod tests {
             "ssh-ed25519 AAAA",
             &["deploy".into(), "ci-acme".into()],
             Duration::from_secs(90),
-            "jobkey-rid",
         );
         assert_eq!(
             b,
             json!({"public_key": "ssh-ed25519 AAAA", "valid_principals": "deploy,ci-acme",
-                   "ttl": "90s", "cert_type": "user", "key_id": "jobkey-rid"})
+                   "ttl": "90s", "cert_type": "user"})
         );
     }
 
     #[test]
     fn revocables_round_trip_as_tagged_json() {
         let all = vec![
-            Revocable::Lease { lease_id: "database/creds/app/x".into() },
-            Revocable::Token { accessor: "a".into() },
-            Revocable::Certificate { mount: "pki".into(), serial: "1a:2b".into() },
-            Revocable::Wrapping { accessor: "w".into() },
+            Revocable::Lease {
+                lease_id: "database/creds/app/x".into(),
+            },
+            Revocable::Token {
+                accessor: "a".into(),
+            },
+            Revocable::Certificate {
+                mount: "pki".into(),
+                serial: "1a:2b".into(),
+            },
+            Revocable::Wrapping {
+                accessor: "w".into(),
+            },
         ];
         let text = serde_json::to_string(&all).unwrap();
         assert!(text.contains(r#""kind":"certificate""#), "{text}");
@@ -480,7 +542,9 @@ mod tests {
 
     #[test]
     fn gone_is_recognised() {
-        assert!(already_gone(&["1 error occurred:\n\t* invalid accessor\n\n".into()]));
+        assert!(already_gone(&[
+            "1 error occurred:\n\t* invalid accessor\n\n".into()
+        ]));
         assert!(!already_gone(&["permission denied".into()]));
     }
 }

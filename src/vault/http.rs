@@ -157,12 +157,8 @@ async fn call_with(
     }
     let resp = req.send().await.map_err(|e| from_transport(&e))?;
     let status = resp.status().as_u16();
-    let bytes = zeroize::Zeroizing::new(
-        resp.bytes()
-            .await
-            .map_err(|e| from_transport(&e))?
-            .to_vec(),
-    );
+    let bytes =
+        zeroize::Zeroizing::new(resp.bytes().await.map_err(|e| from_transport(&e))?.to_vec());
     if (200..300).contains(&status) {
         return Ok(bytes);
     }
@@ -203,10 +199,14 @@ mod tests {
 
     #[test]
     fn auth_info_debug_hides_the_token() {
-        let a: AuthInfo =
-            serde_json::from_str(r#"{"client_token":"s.topsecret","accessor":"acc","lease_duration":5}"#)
-                .unwrap();
+        let a: AuthInfo = serde_json::from_str(
+            r#"{"client_token":"s.topsecret","accessor":"acc","lease_duration":5}"#,
+        )
+        .unwrap();
         let shown = format!("{a:?}");
-        assert!(!shown.contains("topsecret") && shown.contains("acc"), "{shown}");
+        assert!(
+            !shown.contains("topsecret") && shown.contains("acc"),
+            "{shown}"
+        );
     }
 }
