@@ -482,6 +482,41 @@ mod tests {
     }
 
     #[test]
+    fn production_release_workflow_gets_a_database_user_and_a_kubeconfig() {
+        let set = shipped();
+        let mut c = github_deploy();
+        c.insert(
+            "job_workflow_ref".into(),
+            json!("acme/api/.github/workflows/release.yml@refs/heads/main"),
+        );
+        match decide(&set, "production", "github", &c) {
+            Decision::Allow(grants) => {
+                let kinds: Vec<(&str, &str)> = grants
+                    .iter()
+                    .map(|g| (g.credential.as_str(), g.source.kind()))
+                    .collect();
+                assert!(kinds.contains(&("app-db-user", "database")), "{kinds:?}");
+                assert!(
+                    kinds.contains(&("prod-kubeconfig", "kubeconfig")),
+                    "{kinds:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another workflow file of the same repository does not.
+        c.insert(
+            "job_workflow_ref".into(),
+            json!("acme/api/.github/workflows/lint.yml@refs/heads/main"),
+        );
+        if let Decision::Allow(grants) = decide(&set, "production", "github", &c) {
+            assert!(
+                grants.iter().all(|g| g.credential == "deploy-db"),
+                "{grants:?}"
+            );
+        }
+    }
+
+    #[test]
     fn production_refuses_lookalikes() {
         let set = shipped();
         // (claim, value or None to remove it, claim named in failed_claims)

@@ -64,6 +64,9 @@ pub struct Stack {
     child: Option<std::process::Child>,
 }
 
+/// Seeds OpenBao before jobkey starts; returns the policy directory.
+pub type Setup = Box<dyn FnOnce(&OpenBao) -> PathBuf>;
+
 /// How to run the stack.
 #[derive(Default)]
 pub struct Options {
@@ -74,7 +77,7 @@ pub struct Options {
     pub subprocess: bool,
     /// Seeds the OpenBao (engines, secrets) before jobkey starts and returns
     /// the policy directory to use instead of the shipped `policies/`.
-    pub setup: Option<Box<dyn FnOnce(&OpenBao) -> PathBuf>>,
+    pub setup: Option<Setup>,
     /// Keep exchange records in the local Redis (127.0.0.1:6379) under
     /// this key prefix instead of in memory.
     pub redis_prefix: Option<String>,
