@@ -8,6 +8,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod devissuer;
+pub mod issue;
+pub mod leases;
 pub mod mask;
 pub mod policy;
 pub mod secret;

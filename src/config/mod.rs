@@ -65,7 +65,26 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub vault: VaultSettings,
     pub fetch: FetchSettings,
+    /// `None`: the in-memory lease store (one replica only).
+    pub state: Option<StateSettings>,
     pub issuers: Vec<IssuerSettings>,
+}
+
+/// The shared lease store. `Debug` omits the URL (it may hold a password).
+#[derive(Clone)]
+pub struct StateSettings {
+    pub redis_url: String,
+    pub key_prefix: String,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for StateSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateSettings")
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
@@ -181,6 +200,32 @@ impl Checker {
             issuers.push(settings);
         }
         let vault = self.vault(&raw.vault)?;
+        let state = match &raw.state {
+            None => None,
+            Some(st) => {
+                let scheme_ok = Url::parse(&st.redis_url)
+                    .map(|u| u.scheme() == "redis" && u.host().is_some())
+                    .unwrap_or(false);
+                if !scheme_ok {
+                    return Err(self.err(
+                        "state.redis_url",
+                        "must be a redis:// URL, e.g. \"redis://127.0.0.1:6379\"",
+                    ));
+                }
+                let key_prefix = st.key_prefix.clone().unwrap_or_else(|| "jobkey:".into());
+                if key_prefix
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(self.err("state.key_prefix", "must not contain whitespace"));
+                }
+                Some(StateSettings {
+                    redis_url: st.redis_url.clone(),
+                    key_prefix,
+                    timeout: st.timeout.unwrap_or(Duration::from_secs(3)),
+                })
+            }
+        };
         Ok(Config {
             file: PathBuf::from(&self.file),
             listen,
@@ -193,6 +238,7 @@ impl Checker {
             max_body_bytes: raw.max_body_bytes.unwrap_or(64 * 1024),
             vault,
             fetch,
+            state,
             issuers,
         })
     }

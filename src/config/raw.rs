@@ -20,6 +20,8 @@ pub struct RawConfig {
     pub vault: RawVault,
     #[serde(default)]
     pub fetch: RawFetch,
+    #[serde(default)]
+    pub state: Option<RawState>,
     pub issuers: BTreeMap<String, RawIssuer>,
 }
 
@@ -55,6 +57,17 @@ pub enum RawVaultAuth {
         role_id_file: PathBuf,
         secret_id_file: PathBuf,
     },
+}
+
+/// `[state]`: where exchange records (leases to revoke) are kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    pub redis_url: String,
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use super::CredentialSource;
+use super::credential;
 use super::error::PolicyError;
 use super::glob::{Glob, GlobError};
 use super::parse::{Effect, RawCredential, RawFile, RawMatcher, RawPattern, RawRule, position};
@@ -166,41 +167,58 @@ fn compile_credential(
     if name.value.trim().is_empty() {
         return Err(err(name.referenced, "the credential name is empty"));
     }
-    let RawCredential { kv, ttl, .. } = credential.value;
+    let RawCredential {
+        kv,
+        database,
+        certificate,
+        kubeconfig,
+        vault_token,
+        ssh_certificate,
+        rabbitmq,
+        wrap,
+        wrap_ttl,
+        ttl,
+        ..
+    } = credential.value;
     if ttl.value.0.is_zero() {
         return Err(err(
             ttl.referenced,
             "ttl is zero; give a positive duration such as `10m`",
         ));
     }
-    // Exactly one kind. Only `kv` exists today; later kinds join this match.
-    let source = match kv {
-        Some(kv) => {
-            if kv.mount.trim().is_empty() || kv.path.trim().is_empty() {
-                return Err(err(
-                    credential.referenced,
-                    "kv `mount` and `path` must not be empty",
-                ));
-            }
-            if kv.fields.as_ref().is_some_and(Vec::is_empty) {
-                return Err(err(
-                    credential.referenced,
-                    "kv `fields: []` reads nothing; omit `fields` to read every field",
-                ));
-            }
-            CredentialSource::Kv {
-                mount: kv.mount,
-                path: kv.path,
-                fields: kv.fields,
-            }
-        }
-        None => {
+    let kinds = credential::RawKinds {
+        kv,
+        database,
+        certificate,
+        kubeconfig,
+        vault_token,
+        ssh_certificate,
+        rabbitmq,
+    };
+    let mut source = credential::compile_kind(kinds).map_err(|m| err(credential.referenced, &m))?;
+    let wrap_ttl = match (wrap, wrap_ttl) {
+        (Some(false), Some(t)) => {
             return Err(err(
-                credential.referenced,
-                "no credential kind; add exactly one of: kv",
+                t.referenced,
+                "`wrap: false` with `wrap_ttl`; remove one of them",
             ));
         }
+        (_, Some(t)) if t.value.0.is_zero() => {
+            return Err(err(
+                t.referenced,
+                "wrap_ttl is zero; give a positive duration",
+            ));
+        }
+        (_, Some(t)) => Some(t.value.0),
+        (Some(true), None) => Some(credential::DEFAULT_WRAP_TTL),
+        _ => None,
     };
+    if let Some(wrap_ttl) = wrap_ttl {
+        source = CredentialSource::Wrapped {
+            wrap_ttl,
+            source: Box::new(source),
+        };
+    }
     Ok(Credential {
         ttl: ttl.value.0,
         source,

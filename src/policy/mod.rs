@@ -67,16 +67,20 @@
 //! granting rule's `ttl` and the environment's `max_ttl` (when given).
 
 mod compile;
+mod credential;
 mod error;
 mod eval;
 mod glob;
 mod parse;
+mod template;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+pub use credential::{KubeCluster, KubeUser};
 pub use error::PolicyError;
+pub use template::{NameKind, Template, TemplateError};
 
 use compile::CompiledEnv;
 
@@ -121,7 +125,8 @@ pub struct Grant {
     pub source: CredentialSource,
 }
 
-/// Where a credential comes from.
+/// Where a credential comes from (the `credentials:` kinds; see
+/// `credential.rs` and the README for the policy syntax).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialSource {
@@ -131,6 +136,56 @@ pub enum CredentialSource {
         path: String,
         fields: Option<Vec<String>>,
     },
+    /// A fresh database user (database secrets engine `creds/<role>`).
+    Database { mount: String, role: String },
+    /// A PKI certificate (`issue/<role>`), names filled from claims.
+    Certificate {
+        mount: String,
+        role: String,
+        common_name: Template,
+        alt_names: Vec<Template>,
+    },
+    /// A complete kubeconfig: the cluster (absent for `KubeUser::Kv`) and a
+    /// user credential.
+    Kubeconfig {
+        cluster: Option<KubeCluster>,
+        user: KubeUser,
+    },
+    /// An orphan Vault token with these policies.
+    VaultToken {
+        policies: Vec<String>,
+        num_uses: Option<u32>,
+    },
+    /// The job's SSH public key signed by the SSH engine (`sign/<role>`).
+    SshCertificate {
+        mount: String,
+        role: String,
+        valid_principals: Vec<Template>,
+    },
+    /// A fresh RabbitMQ user (rabbitmq secrets engine `creds/<role>`).
+    Rabbitmq { mount: String, role: String },
+    /// `source`, delivered response-wrapped: the job gets a single-use
+    /// wrapping token valid for `wrap_ttl` (at most the credential's TTL).
+    Wrapped {
+        wrap_ttl: Duration,
+        source: Box<CredentialSource>,
+    },
+}
+
+impl CredentialSource {
+    /// The kind's name in responses and audit lines.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CredentialSource::Kv { .. } => "kv",
+            CredentialSource::Database { .. } => "database",
+            CredentialSource::Certificate { .. } => "certificate",
+            CredentialSource::Kubeconfig { .. } => "kubeconfig",
+            CredentialSource::VaultToken { .. } => "vault_token",
+            CredentialSource::SshCertificate { .. } => "ssh_certificate",
+            CredentialSource::Rabbitmq { .. } => "rabbitmq",
+            CredentialSource::Wrapped { source, .. } => source.kind(),
+        }
+    }
 }
 
 /// Why a request was denied. The detail (expected values) is for logs and
@@ -428,6 +483,41 @@ mod tests {
             decide(&set, "production", "github", &dispatch),
             Decision::Allow(_)
         ));
+    }
+
+    #[test]
+    fn production_release_workflow_gets_a_database_user_and_a_kubeconfig() {
+        let set = shipped();
+        let mut c = github_deploy();
+        c.insert(
+            "job_workflow_ref".into(),
+            json!("acme/api/.github/workflows/release.yml@refs/heads/main"),
+        );
+        match decide(&set, "production", "github", &c) {
+            Decision::Allow(grants) => {
+                let kinds: Vec<(&str, &str)> = grants
+                    .iter()
+                    .map(|g| (g.credential.as_str(), g.source.kind()))
+                    .collect();
+                assert!(kinds.contains(&("app-db-user", "database")), "{kinds:?}");
+                assert!(
+                    kinds.contains(&("prod-kubeconfig", "kubeconfig")),
+                    "{kinds:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another workflow file of the same repository does not.
+        c.insert(
+            "job_workflow_ref".into(),
+            json!("acme/api/.github/workflows/lint.yml@refs/heads/main"),
+        );
+        if let Decision::Allow(grants) = decide(&set, "production", "github", &c) {
+            assert!(
+                grants.iter().all(|g| g.credential == "deploy-db"),
+                "{grants:?}"
+            );
+        }
     }
 
     #[test]

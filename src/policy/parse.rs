@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Location, Spanned};
 
+use super::credential;
 use super::error::PolicyError;
 
 /// One environment's file.
@@ -29,8 +30,8 @@ pub(crate) struct RawFile {
     pub rules: Option<Vec<Spanned<RawRule>>>,
 }
 
-/// A credential the environment offers. Exactly one kind field (`kv`, later
-/// `database`, `pki`, ...) must be present; `compile.rs` checks that.
+/// A credential the environment offers. Exactly one kind field must be
+/// present (the kinds are in `credential.rs`); `compile.rs` checks that.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCredential {
@@ -39,6 +40,24 @@ pub(crate) struct RawCredential {
     pub description: Option<String>,
     #[serde(default)]
     pub kv: Option<RawKv>,
+    #[serde(default)]
+    pub database: Option<credential::RawDatabase>,
+    #[serde(default)]
+    pub certificate: Option<credential::RawCertificate>,
+    #[serde(default)]
+    pub kubeconfig: Option<credential::RawKubeconfig>,
+    #[serde(default)]
+    pub vault_token: Option<credential::RawVaultToken>,
+    #[serde(default)]
+    pub ssh_certificate: Option<credential::RawSsh>,
+    #[serde(default)]
+    pub rabbitmq: Option<credential::RawRabbitmq>,
+    /// Deliver response-wrapped (single-use token), default wrap TTL.
+    #[serde(default)]
+    pub wrap: Option<bool>,
+    /// Deliver response-wrapped with this wrap TTL.
+    #[serde(default)]
+    pub wrap_ttl: Option<Spanned<Ttl>>,
     pub ttl: Spanned<Ttl>,
 }
 

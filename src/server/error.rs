@@ -33,6 +33,18 @@ pub enum ApiError {
     VaultFailed,
     /// The audit record could not be written: no credential leaves (503).
     AuditUnavailable,
+    /// A credential's name template needs a claim the token lacks or holds
+    /// an unusable value (403); nothing was issued.
+    ClaimNotUsable { message: String },
+    /// The lease store could not record the exchange (503); what was
+    /// issued has been revoked.
+    LeaseStoreUnavailable,
+    /// Revocation: the exchange is unknown, already revoked, expired or not
+    /// the caller's (404, one answer for all).
+    UnknownExchange,
+    /// Revocation: some credentials could not be revoked yet (503); the
+    /// rest was, and the same request can be retried.
+    RevokeIncomplete,
 }
 
 impl ApiError {
@@ -49,6 +61,11 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::VaultFailed => StatusCode::BAD_GATEWAY,
+            ApiError::ClaimNotUsable { .. } => StatusCode::FORBIDDEN,
+            ApiError::LeaseStoreUnavailable | ApiError::RevokeIncomplete => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::UnknownExchange => StatusCode::NOT_FOUND,
         }
     }
 
@@ -60,12 +77,21 @@ impl ApiError {
             ApiError::VaultUnavailable => "vault_unavailable",
             ApiError::VaultFailed => "vault_error",
             ApiError::AuditUnavailable => "audit_unavailable",
+            ApiError::ClaimNotUsable { .. } => "claim_not_usable",
+            ApiError::LeaseStoreUnavailable => "lease_store_unavailable",
+            ApiError::UnknownExchange => "unknown_exchange",
+            ApiError::RevokeIncomplete => "revoke_incomplete",
         }
     }
 
     pub fn message(&self) -> String {
         match self {
-            ApiError::BadRequest { message, .. } | ApiError::Denied { message, .. } => message.clone(),
+            ApiError::BadRequest { message, .. }
+            | ApiError::Denied { message, .. }
+            | ApiError::ClaimNotUsable { message } => message.clone(),
+            ApiError::LeaseStoreUnavailable => "the exchange could not be recorded for revocation, so nothing was issued. Retry later.".into(),
+            ApiError::UnknownExchange => "no such exchange to revoke: unknown, already revoked, expired, or not yours".into(),
+            ApiError::RevokeIncomplete => "some credentials could not be revoked yet; retry the same request".into(),
             ApiError::Token(e) => e.to_string(),
             ApiError::VaultUnavailable => "Vault is unavailable; nothing was issued. Retry later.".into(),
             ApiError::VaultFailed => {
@@ -142,6 +168,20 @@ mod tests {
             (ApiError::VaultUnavailable, 503, "vault_unavailable"),
             (ApiError::VaultFailed, 502, "vault_error"),
             (ApiError::AuditUnavailable, 503, "audit_unavailable"),
+            (
+                ApiError::ClaimNotUsable {
+                    message: "x".into(),
+                },
+                403,
+                "claim_not_usable",
+            ),
+            (
+                ApiError::LeaseStoreUnavailable,
+                503,
+                "lease_store_unavailable",
+            ),
+            (ApiError::UnknownExchange, 404, "unknown_exchange"),
+            (ApiError::RevokeIncomplete, 503, "revoke_incomplete"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status, "{code}");

@@ -14,9 +14,12 @@ use serde_json::{Map, Value, json};
 
 use super::{ApiError, AppState};
 use crate::audit;
-use crate::policy::{CredentialSource, Decision, Grant, Request};
+use crate::issue::{self, IssueError};
+use crate::leases::{ExchangeRecord, Owner, sha256_hex};
+use crate::policy::{Decision, Request};
 use crate::secret::SecretString;
 use crate::token::VerifiedToken;
+use crate::vault::VaultError;
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -25,6 +28,12 @@ struct ExchangeRequest {
     environment: String,
     #[serde(default)]
     credentials: Vec<String>,
+    /// The job's requested TTL (humantime); only ever lowers a TTL.
+    #[serde(default)]
+    ttl: Option<String>,
+    /// For SSH-certificate credentials: the key to sign.
+    #[serde(default)]
+    ssh_public_key: Option<String>,
 }
 
 /// Claims copied into the audit record (scalars only): who ran what, where.
@@ -142,91 +151,174 @@ async fn handle(
         }
     };
 
-    let mut issued = Vec::with_capacity(grants.len());
-    for g in &grants {
-        match fetch(st, g).await {
-            Ok(values) => issued.push((g, values)),
-            Err(e) => {
-                // Nothing partial leaves: `issued` is dropped (and zeroized).
-                // Vault down, or jobkey's own login failing: the job may
-                // retry (503). Anything else is a broker misconfiguration.
-                let unavailable =
-                    e.is_unavailable() || matches!(e, crate::vault::VaultError::Login { .. });
-                tracing::warn!(%request_id, credential = %g.credential, error = %e, "reading a credential from Vault failed");
-                event.insert("decision".into(), json!("error"));
-                event.insert("stage".into(), json!("vault"));
-                event.insert(
-                    "reason".into(),
-                    json!({"credential": g.credential, "message": e.to_string()}),
-                );
-                record(st, event).await?;
-                return Err(if unavailable {
-                    ApiError::VaultUnavailable
-                } else {
-                    ApiError::VaultFailed
-                });
-            }
+    let ctx = issue::Context {
+        claims: &verified.claims,
+        request_id,
+        requested_ttl: req.ttl,
+        ssh_public_key: req.ssh_public_key.as_deref(),
+    };
+    let issued = match issue::issue_all(&st.vault, &grants, &ctx).await {
+        Ok(issued) => issued,
+        Err((credential, e)) => {
+            // Nothing partial leaves: what was issued has been revoked.
+            tracing::warn!(%request_id, %credential, error = %e, "issuing a credential failed");
+            let (stage, api) = match &e {
+                IssueError::Vault(v) => (
+                    "vault",
+                    if v.is_unavailable() || matches!(v, VaultError::Login { .. }) {
+                        ApiError::VaultUnavailable
+                    } else {
+                        ApiError::VaultFailed
+                    },
+                ),
+                IssueError::Claim(t) => (
+                    "credential",
+                    ApiError::ClaimNotUsable {
+                        message: format!("credential `{credential}`: {t}"),
+                    },
+                ),
+                IssueError::Request(m) => (
+                    "credential",
+                    ApiError::BadRequest {
+                        code: "bad_request",
+                        message: format!("credential `{credential}`: {m}"),
+                    },
+                ),
+            };
+            event.insert("decision".into(), json!("error"));
+            event.insert("stage".into(), json!(stage));
+            event.insert(
+                "reason".into(),
+                json!({"credential": credential, "message": e.to_string()}),
+            );
+            record(st, event).await?;
+            return Err(api);
         }
+    };
+
+    // Remember what can be revoked, then audit, then answer. If either
+    // step fails, everything issued is revoked again.
+    let now = SystemTime::now();
+    let handle = revocation_handle();
+    let longest = issued.iter().map(|i| i.ttl).max().unwrap_or_default();
+    let rec = ExchangeRecord {
+        request_id: request_id.to_owned(),
+        environment: req.environment.clone(),
+        handle_sha256: sha256_hex(handle.expose_secret().as_bytes()),
+        owner: owner(&verified),
+        revocables: issued.iter().flat_map(|i| i.revocables.clone()).collect(),
+        expires_at: unix(now + longest),
+    };
+    if let Err(e) = st.leases.put(&rec).await {
+        tracing::error!(%request_id, error = %e, "recording the exchange's leases failed; revoking what was issued");
+        issue::revoke_all(&st.vault, &rec.revocables).await;
+        event.insert("decision".into(), json!("error"));
+        event.insert("stage".into(), json!("lease_store"));
+        event.insert("reason".into(), json!({"message": e.to_string()}));
+        record(st, event).await?;
+        return Err(ApiError::LeaseStoreUnavailable);
     }
 
-    let now = SystemTime::now();
     let audited: Vec<Value> = grants
         .iter()
-        .map(|g| json!({"name": g.credential, "rule": g.rule, "ttl_s": g.ttl.as_secs(), "kind": kind(&g.source)}))
+        .zip(&issued)
+        .map(|(g, i)| json!({"name": g.credential, "rule": g.rule, "ttl_s": i.ttl.as_secs(), "kind": i.kind, "wrapped": i.wrapped}))
         .collect();
     event.insert("decision".into(), json!("allow"));
     event.insert("credentials".into(), Value::Array(audited));
-    record(st, event).await?;
+    event.insert("revocable".into(), json!(rec.revocables.len()));
+    if let Err(e) = record(st, event).await {
+        issue::revoke_all(&st.vault, &rec.revocables).await;
+        let _ = st.leases.take(request_id).await;
+        return Err(e);
+    }
 
-    let hints = crate::mask::hints(issued.iter().flat_map(|(g, v)| {
-        v.iter()
-            .map(move |(field, s)| (format!("{}.{field}", g.credential), s))
-    }));
+    let hints = crate::mask::hints(
+        grants
+            .iter()
+            .zip(&issued)
+            .flat_map(|(g, i)| {
+                i.values
+                    .iter()
+                    .map(move |(field, s)| (format!("{}.{field}", g.credential), s))
+            })
+            .chain(std::iter::once(("revocation.handle".to_owned(), &handle))),
+    );
     let body = ExchangeResponse {
         request_id,
         environment: &req.environment,
-        credentials: issued
+        credentials: grants
             .iter()
-            .map(|(g, values)| {
+            .zip(&issued)
+            .map(|(g, i)| {
                 (
                     g.credential.as_str(),
                     CredentialOut {
-                        kind: kind(&g.source),
+                        kind: i.kind,
                         rule: &g.rule,
-                        ttl_seconds: g.ttl.as_secs(),
-                        expires_at: expires(now, g.ttl),
-                        values: values
+                        ttl_seconds: i.ttl.as_secs(),
+                        expires_at: expires(now, i.ttl),
+                        values: i
+                            .values
                             .iter()
                             .map(|(k, v)| (k.as_str(), Exposed(v)))
                             .collect(),
+                        info: i
+                            .info
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect(),
+                        wrapped: i.wrapped,
                     },
                 )
             })
             .collect(),
         mask: hints.mask.iter().map(Exposed).collect(),
         mask_warnings: &hints.warnings,
+        revocation: RevocationOut {
+            handle: Exposed(&handle),
+            expires_at: expires(now, longest),
+        },
     };
     tracing::info!(%request_id, environment = %req.environment, issuer = %verified.issuer, credentials = grants.len(), "exchange allowed");
     Ok(axum::Json(body).into_response())
 }
 
-async fn fetch(
-    st: &AppState,
-    g: &Grant,
-) -> Result<BTreeMap<String, SecretString>, crate::vault::VaultError> {
-    match &g.source {
-        CredentialSource::Kv {
-            mount,
-            path,
-            fields,
-        } => st.vault.read_kv(mount, path, fields.as_deref()).await,
-    }
+/// The job's identity for revocation by ID token: issuer name, `sub` and
+/// the run (GitHub `run_id`, GitLab `pipeline_id`). `None` when any is
+/// missing; then only the handle can revoke.
+pub(super) fn owner(v: &VerifiedToken) -> Option<Owner> {
+    let text = |name: &str| match v.claims.get(name) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(n @ Value::Number(_)) => Some(n.to_string()),
+        _ => None,
+    };
+    Some(Owner {
+        issuer: v.issuer.clone(),
+        sub: text("sub")?,
+        run: text("run_id").or_else(|| text("pipeline_id"))?,
+    })
 }
 
-fn kind(source: &CredentialSource) -> &'static str {
-    match source {
-        CredentialSource::Kv { .. } => "kv",
-    }
+/// Prefix of every revocation handle; an ID token never starts with it.
+pub(super) const HANDLE_PREFIX: &str = "jkr_";
+
+fn revocation_handle() -> SecretString {
+    use base64::Engine;
+    let mut b = [0u8; 32];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    let s = SecretString::new(format!(
+        "{HANDLE_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    ));
+    zeroize::Zeroize::zeroize(&mut b);
+    s
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
 }
 
 fn expires(now: SystemTime, ttl: Duration) -> String {
@@ -234,14 +326,14 @@ fn expires(now: SystemTime, ttl: Duration) -> String {
 }
 
 /// Writes the audit record; failure means no credential may leave.
-async fn record(st: &AppState, event: Map<String, Value>) -> Result<(), ApiError> {
+pub(super) async fn record(st: &AppState, event: Map<String, Value>) -> Result<(), ApiError> {
     st.audit.append(event).await.map_err(|e| {
         tracing::error!(error = %e, "writing the audit log failed; refusing the exchange");
         ApiError::AuditUnavailable
     })
 }
 
-fn identity(v: &VerifiedToken) -> Value {
+pub(super) fn identity(v: &VerifiedToken) -> Value {
     let mut m = Map::new();
     m.insert("issuer".into(), json!(v.issuer));
     for name in AUDITED_CLAIMS {
@@ -254,7 +346,7 @@ fn identity(v: &VerifiedToken) -> Value {
     Value::Object(m)
 }
 
-fn bearer(headers: &HeaderMap) -> Result<SecretString, ApiError> {
+pub(super) fn bearer(headers: &HeaderMap) -> Result<SecretString, ApiError> {
     let Some(h) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Err(ApiError::Token(crate::token::TokenError::Missing));
     };
@@ -270,7 +362,15 @@ fn bearer(headers: &HeaderMap) -> Result<SecretString, ApiError> {
     Ok(SecretString::new(rest.trim().to_owned()))
 }
 
-fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<ExchangeRequest, ApiError> {
+/// The checked request.
+struct Parsed {
+    environment: String,
+    credentials: Vec<String>,
+    ttl: Option<Duration>,
+    ssh_public_key: Option<String>,
+}
+
+fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Parsed, ApiError> {
     let bytes = body.map_err(|e| ApiError::BadRequest {
         code: if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             "body_too_large"
@@ -279,22 +379,39 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<ExchangeRequest, Ap
         },
         message: format!("could not read the request body: {}", e.body_text()),
     })?;
-    let req: ExchangeRequest = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
+    let raw: ExchangeRequest = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
         code: "bad_request",
         message: format!(
             "the body must be JSON like {{\"environment\": \"production\", \"credentials\": [\"deploy-db\"]}}: {e}"
         ),
     })?;
-    if req.environment.is_empty() {
+    if raw.environment.is_empty() {
         return Err(ApiError::BadRequest {
             code: "bad_request",
             message: "`environment` must name an environment, e.g. \"production\"".into(),
         });
     }
-    Ok(req)
+    let ttl = match raw.ttl.as_deref() {
+        None => None,
+        Some(t) => match humantime::parse_duration(t) {
+            Ok(d) if !d.is_zero() => Some(d),
+            _ => {
+                return Err(ApiError::BadRequest {
+                    code: "bad_request",
+                    message: "`ttl` must be a positive duration such as \"10m\"".into(),
+                });
+            }
+        },
+    };
+    Ok(Parsed {
+        environment: raw.environment,
+        credentials: raw.credentials,
+        ttl,
+        ssh_public_key: raw.ssh_public_key,
+    })
 }
 
-fn request_id() -> String {
+pub(super) fn request_id() -> String {
     let mut b = [0u8; 12];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -307,6 +424,13 @@ struct ExchangeResponse<'a> {
     credentials: BTreeMap<&'a str, CredentialOut<'a>>,
     mask: Vec<Exposed<'a>>,
     mask_warnings: &'a [String],
+    revocation: RevocationOut<'a>,
+}
+
+#[derive(Serialize)]
+struct RevocationOut<'a> {
+    handle: Exposed<'a>,
+    expires_at: String,
 }
 
 #[derive(Serialize)]
@@ -316,11 +440,13 @@ struct CredentialOut<'a> {
     ttl_seconds: u64,
     expires_at: String,
     values: BTreeMap<&'a str, Exposed<'a>>,
+    info: BTreeMap<&'a str, &'a str>,
+    wrapped: bool,
 }
 
 /// Serializes a secret into the response body — the only place secrets are
 /// serialized.
-struct Exposed<'a>(&'a SecretString);
+pub(super) struct Exposed<'a>(pub(super) &'a SecretString);
 
 impl Serialize for Exposed<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

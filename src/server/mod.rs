@@ -6,6 +6,7 @@
 
 mod error;
 mod exchange;
+mod revoke;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use error::ApiError;
 
 use crate::audit::{AuditError, AuditLog};
 use crate::config::{Config, VaultAuthSettings};
+use crate::leases::{LeaseStore, LeaseStoreError, MemoryStore, RedisStore};
 use crate::policy::{PolicyError, PolicySet};
 use crate::token::{FetchError, Verifier};
 use crate::vault::{Vault, VaultAuth, VaultConfig, VaultError};
@@ -41,6 +43,8 @@ pub enum ServeError {
     Audit(#[from] AuditError),
     #[error("listening: {0}")]
     Io(#[from] std::io::Error),
+    #[error("lease store: {0}")]
+    Leases(#[from] LeaseStoreError),
 }
 
 /// Everything a request handler needs.
@@ -49,6 +53,8 @@ pub struct AppState {
     pub policies: ArcSwap<PolicySet>,
     pub vault: Vault,
     pub audit: AuditLog,
+    /// Each exchange's revocable credentials (Redis, or in-memory).
+    pub leases: LeaseStore,
     pub max_body_bytes: usize,
 }
 
@@ -69,6 +75,17 @@ impl AppState {
             tracing::warn!(%issuer, error = %err, "could not fetch the issuer's keys at start-up; will retry on first use");
         }
         let vault = Vault::connect(vault_config(cfg)).await?;
+        let leases = match &cfg.state {
+            Some(st) => LeaseStore::Redis(
+                RedisStore::connect(&st.redis_url, &st.key_prefix, st.timeout).await?,
+            ),
+            None => {
+                tracing::warn!(
+                    "no [state] section: exchange records are kept in memory; run a single replica"
+                );
+                LeaseStore::Memory(MemoryStore::default())
+            }
+        };
         tracing::info!(
             environments = policies.environments().count(),
             issuers = names.len(),
@@ -80,6 +97,7 @@ impl AppState {
             policies: ArcSwap::from_pointee(policies),
             vault,
             audit,
+            leases,
             max_body_bytes: cfg.max_body_bytes,
         }))
     }
@@ -112,6 +130,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
         .route("/v1/exchange", post(exchange::exchange))
+        .route("/v1/revoke", post(revoke::revoke))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(limit))

@@ -21,8 +21,10 @@
 //! are not wiped.
 
 mod auth;
+mod engines;
 mod error;
 mod health;
+mod http;
 mod kv;
 
 use std::collections::BTreeMap;
@@ -35,6 +37,9 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+pub use engines::{
+    IssuedCert, NewToken, Revocable, ServiceAccountToken, SignedSshKey, UserCreds, WrappingToken,
+};
 pub use error::VaultError;
 
 use crate::secret::SecretString;
@@ -253,12 +258,27 @@ impl Vault {
         path: &str,
         fields: Option<&[String]>,
     ) -> Result<BTreeMap<String, SecretString>, VaultError> {
+        self.run(|client| async move { kv::read(&client.0, mount, path, fields).await })
+            .await
+    }
+
+    /// Runs one request with the current client, with the bookkeeping every
+    /// call shares: refused at once while jobkey's own token is not live;
+    /// a success marks Vault healthy and an unavailable answer unhealthy; a
+    /// 403 is [`VaultError::PermissionDenied`] only after checking that
+    /// jobkey's token is still valid (if not: [`VaultError::Login`], and a
+    /// new login is started).
+    pub(crate) async fn run<T, F, Fut>(&self, f: F) -> Result<T, VaultError>
+    where
+        F: FnOnce(Arc<ClientHandle>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, VaultError>>,
+    {
         let inner = &self.inner;
         if let Some(e) = inner.token_error() {
             return Err(e);
         }
         let client = inner.client.load_full();
-        match kv::read(&client.0, mount, path, fields).await {
+        match f(client.clone()).await {
             Ok(v) => {
                 inner.mark_healthy();
                 Ok(v)

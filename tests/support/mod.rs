@@ -3,6 +3,7 @@
 //! and a jobkey server built from a real config file, all torn down on drop.
 #![allow(dead_code)]
 
+pub mod engines;
 pub mod openbao;
 
 use std::path::{Path, PathBuf};
@@ -58,10 +59,14 @@ pub struct Stack {
     pub app_key: String,
     /// The server's own log (subprocess mode only).
     pub log_path: PathBuf,
+    pub config_path: PathBuf,
     client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     child: Option<std::process::Child>,
 }
+
+/// Seeds OpenBao before jobkey starts; returns the policy directory.
+pub type Setup = Box<dyn FnOnce(&OpenBao) -> PathBuf>;
 
 /// How to run the stack.
 #[derive(Default)]
@@ -71,6 +76,12 @@ pub struct Options {
     /// Run the real `jobkey serve` binary (logs at trace level to a file)
     /// instead of serving in process.
     pub subprocess: bool,
+    /// Seeds the OpenBao (engines, secrets) before jobkey starts and returns
+    /// the policy directory to use instead of the shipped `policies/`.
+    pub setup: Option<Setup>,
+    /// Keep exchange records in the local Redis (127.0.0.1:6379) under
+    /// this key prefix instead of in memory.
+    pub redis_prefix: Option<String>,
 }
 
 impl Stack {
@@ -80,9 +91,10 @@ impl Stack {
         Self::start_with(Options::default()).await
     }
 
-    pub async fn start_with(opts: Options) -> Stack {
+    pub async fn start_with(mut opts: Options) -> Stack {
         jobkey::tls::install_rustls_ring_provider();
         let bao = OpenBao::start();
+        let policy_dir = opts.setup.take().map(|f| f(&bao));
         let db_password = format!("pw-{}", random(24));
         let app_key = format!("key-{}", random(24));
         bao.bao(&[
@@ -155,8 +167,9 @@ algorithms = ["ES256"]
 issuer = "{bk}"
 algorithms = ["ES256"]
 "#,
-            policies = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("policies")
+            policies = policy_dir
+                .clone()
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
                 .display(),
             audit = audit_path.display(),
             vault = bao.addr(),
@@ -166,6 +179,12 @@ algorithms = ["ES256"]
             ec = ecdsa.url(),
             bk = buildkite.url(),
         );
+        let config = match &opts.redis_prefix {
+            Some(prefix) => format!(
+                "{config}[state]\nredis_url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"{prefix}\"\n"
+            ),
+            None => config,
+        };
         let config_path = dir.path().join("jobkey.toml");
         std::fs::write(&config_path, config).unwrap();
         let log_path = dir.path().join("jobkey.log");
@@ -206,6 +225,7 @@ algorithms = ["ES256"]
                 db_password,
                 app_key,
                 log_path,
+                config_path,
                 client,
                 shutdown: None,
                 child: Some(child),
@@ -234,6 +254,7 @@ algorithms = ["ES256"]
             db_password,
             app_key,
             log_path,
+            config_path,
             client,
             shutdown: Some(tx),
             child: None,
@@ -281,6 +302,55 @@ algorithms = ["ES256"]
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// Starts a second jobkey (in process) from the same config: another
+    /// replica. Returns its URL; it stops when the runtime ends.
+    pub async fn replica(&self) -> String {
+        let mut cfg = jobkey::config::Config::load(&self.config_path).unwrap();
+        cfg.audit_path = self.dir.path().join("audit/replica.jsonl");
+        let state = jobkey::server::AppState::build(&cfg).await.unwrap();
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let listener = tokio::net::TcpListener::bind(any).await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let _ = jobkey::server::serve(listener, state, std::future::pending()).await;
+        });
+        url
+    }
+
+    /// POSTs `body` as JSON to `url` + `path` with a bearer; status and JSON.
+    pub async fn post(&self, url: &str, path: &str, bearer: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(format!("{url}{path}"))
+            .header("authorization", format!("Bearer {bearer}"))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Exchanges with `body` on this stack.
+    pub async fn exchange(&self, token: &str, body: Value) -> (u16, Value) {
+        self.post(&self.url, "/v1/exchange", token, &body).await
+    }
+
+    /// Revokes `request_id` with `bearer` (handle or ID token).
+    pub async fn revoke(&self, bearer: &str, request_id: &str) -> (u16, Value) {
+        self.post(
+            &self.url,
+            "/v1/revoke",
+            bearer,
+            &serde_json::json!({ "request_id": request_id }),
+        )
+        .await
     }
 
     /// The audit log's lines as JSON.

@@ -1,0 +1,188 @@
+//! What each exchange issued that can be revoked, remembered so that
+//! `POST /v1/revoke` can undo it (from any replica).
+//!
+//! An [`ExchangeRecord`] holds the exchange's request id, the SHA-256 of its
+//! revocation handle (never the handle), the job's identity (issuer name,
+//! `sub`, run id) and the [`Revocable`]s: lease ids, token accessors, PKI
+//! serials, wrapping-token accessors. It expires with the longest-lived
+//! credential of the exchange: after that there is nothing left to revoke.
+//!
+//! Two stores:
+//! - [`RedisStore`] (`[state] redis_url`): shared by every replica; one key
+//!   per exchange, `SET … EX`, taken with `GETDEL` so that two concurrent
+//!   revocations cannot both proceed;
+//! - [`MemoryStore`] (no `[state]` section): this process only. **Single
+//!   replica only**: with several replicas, a revocation that reaches a
+//!   replica other than the one that served the exchange finds nothing, and
+//!   a restart forgets every record (the credentials then simply expire).
+
+mod memory;
+mod redis;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+use crate::vault::Revocable;
+
+/// Who ran the exchange: a later request with an ID token of the same
+/// issuer, `sub` and run (GitHub `run_id`, GitLab `pipeline_id`) may revoke.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub issuer: String,
+    pub sub: String,
+    pub run: String,
+}
+
+/// One exchange's revocable credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeRecord {
+    pub request_id: String,
+    pub environment: String,
+    /// Lowercase hex SHA-256 of the revocation handle.
+    pub handle_sha256: String,
+    /// `None` when the token had no `sub` or no run id: only the handle
+    /// can revoke then.
+    pub owner: Option<Owner>,
+    pub revocables: Vec<Revocable>,
+    /// Unix seconds: the latest expiry among the exchange's credentials.
+    pub expires_at: u64,
+}
+
+impl ExchangeRecord {
+    /// Seconds until the record may be forgotten (at least 1).
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        Duration::from_secs(self.expires_at.saturating_sub(now).max(1))
+    }
+}
+
+/// The lease store could not be used. Never carries the Redis URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseStoreError {
+    #[error("the lease store is unavailable: {reason}")]
+    Unavailable { reason: String },
+    #[error("the lease store holds an unreadable record: {reason}")]
+    Corrupt { reason: String },
+}
+
+/// The operations every store offers.
+pub trait Store: Send + Sync {
+    /// Stores (or replaces) a record until its expiry.
+    fn put(&self, rec: &ExchangeRecord)
+    -> impl Future<Output = Result<(), LeaseStoreError>> + Send;
+    /// Reads a record without removing it.
+    fn get(
+        &self,
+        request_id: &str,
+    ) -> impl Future<Output = Result<Option<ExchangeRecord>, LeaseStoreError>> + Send;
+    /// Removes and returns a record, atomically: of two concurrent calls,
+    /// one gets it.
+    fn take(
+        &self,
+        request_id: &str,
+    ) -> impl Future<Output = Result<Option<ExchangeRecord>, LeaseStoreError>> + Send;
+}
+
+/// The configured store.
+pub enum LeaseStore {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+}
+
+impl LeaseStore {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LeaseStore::Memory(_) => "memory",
+            LeaseStore::Redis(_) => "redis",
+        }
+    }
+
+    pub async fn put(&self, rec: &ExchangeRecord) -> Result<(), LeaseStoreError> {
+        match self {
+            LeaseStore::Memory(s) => s.put(rec).await,
+            LeaseStore::Redis(s) => s.put(rec).await,
+        }
+    }
+
+    pub async fn get(&self, request_id: &str) -> Result<Option<ExchangeRecord>, LeaseStoreError> {
+        match self {
+            LeaseStore::Memory(s) => s.get(request_id).await,
+            LeaseStore::Redis(s) => s.get(request_id).await,
+        }
+    }
+
+    pub async fn take(&self, request_id: &str) -> Result<Option<ExchangeRecord>, LeaseStoreError> {
+        match self {
+            LeaseStore::Memory(s) => s.take(request_id).await,
+            LeaseStore::Redis(s) => s.take(request_id).await,
+        }
+    }
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn record(id: &str, secs_from_now: u64) -> ExchangeRecord {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        ExchangeRecord {
+            request_id: id.into(),
+            environment: "production".into(),
+            handle_sha256: sha256_hex(b"h"),
+            owner: Some(Owner {
+                issuer: "github".into(),
+                sub: "repo:acme/api".into(),
+                run: "1".into(),
+            }),
+            revocables: vec![Revocable::Lease {
+                lease_id: "database/creds/app/x".into(),
+            }],
+            expires_at: now + secs_from_now,
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_store_put_get_take_once() {
+        let s = LeaseStore::Memory(MemoryStore::default());
+        let r = record("r1", 60);
+        s.put(&r).await.unwrap();
+        assert_eq!(s.get("r1").await.unwrap(), Some(r.clone()));
+        assert_eq!(s.take("r1").await.unwrap(), Some(r));
+        assert_eq!(s.take("r1").await.unwrap(), None, "taken only once");
+        assert_eq!(s.get("nope").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn memory_store_forgets_expired_records() {
+        let s = MemoryStore::default();
+        let mut r = record("old", 0);
+        r.expires_at -= 10;
+        s.put(&r).await.unwrap();
+        assert_eq!(s.get("old").await.unwrap(), None);
+    }
+
+    #[test]
+    fn sha256_is_hex() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! Real secrets engines in an OpenBao dev server, wired to the real local
+//! services: PostgreSQL 127.0.0.1:5432 (trust auth), RabbitMQ 127.0.0.1:5672
+//! with its management API on :15672. Plus a policy directory for them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use super::OpenBao;
+
+/// The database engine at `database/` with role `app` (and `broken`, whose
+/// creation statement fails) against the local PostgreSQL. Trust auth: the
+/// engine connects without a password; the users it creates get one (with
+/// trust auth PostgreSQL does not check it, so tests check that the user
+/// exists and can log in, and that it is gone after revocation).
+pub fn database(bao: &OpenBao) {
+    bao.bao(&["secrets", "enable", "database"]);
+    bao.bao(&[
+        "write",
+        "database/config/pg",
+        "plugin_name=postgresql-database-plugin",
+        "connection_url=postgresql://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+        "allowed_roles=*",
+        "verify_connection=true",
+    ]);
+    bao.bao(&[
+        "write",
+        "database/roles/app",
+        "db_name=pg",
+        "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT CONNECT ON DATABASE postgres TO \"{{name}}\";",
+        "default_ttl=1h",
+        "max_ttl=2h",
+    ]);
+    bao.bao(&[
+        "write",
+        "database/roles/broken",
+        "db_name=pg",
+        "creation_statements=THIS IS NOT SQL \"{{name}}\";",
+        "default_ttl=1h",
+    ]);
+}
+
+/// PKI at `pki/` with a root CA and roles `deploy` (names under
+/// deploy.internal), `k8s-client` (any name, client auth, O=deployers) and
+/// `server` (127.0.0.1 server certificates for test servers).
+pub fn pki(bao: &OpenBao) -> String {
+    bao.bao(&["secrets", "enable", "pki"]);
+    bao.bao(&["secrets", "tune", "-max-lease-ttl=87600h", "pki"]);
+    let ca = bao.bao(&[
+        "write",
+        "-field=certificate",
+        "pki/root/generate/internal",
+        "common_name=jobkey test CA",
+        "ttl=87600h",
+    ]);
+    bao.bao(&[
+        "write",
+        "pki/config/urls",
+        &format!("crl_distribution_points={}/v1/pki/crl", bao.addr()),
+    ]);
+    bao.bao(&[
+        "write",
+        "pki/roles/deploy",
+        "allowed_domains=deploy.internal",
+        "allow_subdomains=true",
+        "max_ttl=1h",
+    ]);
+    bao.bao(&[
+        "write",
+        "pki/roles/k8s-client",
+        "allow_any_name=true",
+        "enforce_hostnames=false",
+        "server_flag=false",
+        "client_flag=true",
+        "organization=deployers",
+        "key_type=ec",
+        "key_bits=256",
+        "max_ttl=1h",
+    ]);
+    bao.bao(&[
+        "write",
+        "pki/roles/server",
+        "allow_any_name=true",
+        "allow_ip_sans=true",
+        "key_type=ec",
+        "key_bits=256",
+        "max_ttl=24h",
+    ]);
+    ca
+}
+
+/// SSH CA at `ssh/` with role `deploy` for user certificates.
+pub fn ssh(bao: &OpenBao) {
+    bao.bao(&["secrets", "enable", "ssh"]);
+    bao.bao(&["write", "ssh/config/ca", "generate_signing_key=true"]);
+    bao.bao(&[
+        "write",
+        "ssh/roles/deploy",
+        "key_type=ca",
+        "allow_user_certificates=true",
+        "allowed_users=*",
+        "ttl=1h",
+        "max_ttl=2h",
+    ]);
+}
+
+/// The rabbitmq engine at `rabbitmq/` with role `app`, against the local
+/// broker's management API.
+pub fn rabbitmq(bao: &OpenBao) {
+    bao.bao(&["secrets", "enable", "rabbitmq"]);
+    bao.bao(&[
+        "write",
+        "rabbitmq/config/connection",
+        "connection_uri=http://127.0.0.1:15672",
+        "username=guest",
+        "password=guest",
+    ]);
+    bao.bao(&[
+        "write",
+        "rabbitmq/roles/app",
+        r#"vhosts={"/":{"write":".*","read":".*","configure":".*"}}"#,
+    ]);
+}
+
+/// A Vault policy `job-read` that reads `secret/data/job/*`.
+pub fn job_policy(bao: &OpenBao) {
+    bao.bao_stdin(
+        &["policy", "write", "job-read", "-"],
+        Some("path \"secret/data/job/*\" { capabilities = [\"read\"] }\n"),
+    );
+    bao.bao(&["kv", "put", "-mount=secret", "job/config", "greeting=hello"]);
+}
+
+/// Writes `production.yaml` with `credentials` (YAML, indented by two)
+/// granted to the acme/api GitHub deploy, into a fresh directory under
+/// `base`.
+pub fn policy_dir(base: &Path, credentials: &str, names: &[&str]) -> PathBuf {
+    let dir = base.join(format!("policies-{}", super::random(6)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(
+        "max_ttl: 1h\ncredentials:\n{credentials}rules:\n  - name: deploy\n    issuer: github\n    claims:\n      repository: acme/api\n      ref: refs/heads/main\n    grant: [{}]\n",
+        names.join(", ")
+    );
+    std::fs::write(dir.join("production.yaml"), text).unwrap();
+    dir
+}
+
+/// Indents a PEM block for a YAML literal under a key at `indent` spaces.
+pub fn yaml_block(pem: &str, indent: usize) -> String {
+    pem.lines()
+        .map(|l| format!("{}{l}\n", " ".repeat(indent)))
+        .collect()
+}
