@@ -51,10 +51,35 @@ bao() { BAO_TOKEN="$ROOT_TOKEN" VAULT_TOKEN="$ROOT_TOKEN" "$BAO" "$@"; }
 DB_PASSWORD="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
 bao kv put -mount=secret production/deploy-db username=deploy password="$DB_PASSWORD" >/dev/null
 bao kv put -mount=secret staging/app-config api_key="stg-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" >/dev/null
+# Dynamic credentials for the release workflow: a PostgreSQL user per
+# exchange (the local PostgreSQL, trust auth) and a Kubernetes client
+# certificate from a PKI mount whose CA the (imaginary) cluster trusts.
+DYNAMIC=0
+if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; then
+    bao secrets enable database >/dev/null
+    bao write database/config/pg plugin_name=postgresql-database-plugin \
+        "connection_url=postgresql://postgres@127.0.0.1:5432/postgres?sslmode=disable" \
+        allowed_roles=deploy verify_connection=true >/dev/null
+    bao write database/roles/deploy db_name=pg default_ttl=1h max_ttl=2h \
+        "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; GRANT CONNECT ON DATABASE postgres TO \"{{name}}\";" >/dev/null
+    bao secrets enable -path=pki-k8s pki >/dev/null
+    bao secrets tune -max-lease-ttl=87600h pki-k8s >/dev/null
+    bao write -field=certificate pki-k8s/root/generate/internal common_name="demo cluster client CA" ttl=87600h >/dev/null
+    bao write pki-k8s/roles/k8s-deploy allow_any_name=true enforce_hostnames=false server_flag=false \
+        client_flag=true organization=deployers key_type=ec key_bits=256 max_ttl=1h >/dev/null
+    DYNAMIC=1
+else
+    echo "PostgreSQL is not answering on 127.0.0.1:5432: the dynamic-credential step is skipped"
+fi
 bao policy write jobkey - >/dev/null <<'POLICY'
-# jobkey may read exactly what the example policies hand out.
-path "secret/data/production/*" { capabilities = ["read"] }
-path "secret/data/staging/*"    { capabilities = ["read"] }
+# jobkey may read exactly what the example policies hand out, and revoke it.
+path "secret/data/production/*"  { capabilities = ["read"] }
+path "secret/data/staging/*"     { capabilities = ["read"] }
+path "database/creds/deploy"     { capabilities = ["read"] }
+path "pki-k8s/issue/k8s-deploy"  { capabilities = ["update"] }
+path "pki-k8s/revoke"            { capabilities = ["update"] }
+path "sys/leases/renew"          { capabilities = ["update"] }
+path "sys/leases/revoke"         { capabilities = ["update"] }
 POLICY
 JOBKEY_TOKEN="$(bao token create -policy=jobkey -period=1h -field=token)"
 echo "seeded secret/production/deploy-db and secret/staging/app-config; jobkey logs in with a token limited to them"
@@ -90,7 +115,11 @@ exchange() { # token body
     code=$(curl -sS -o "$DEMO/response.json" -w '%{http_code}' -X POST http://127.0.0.1:8400/v1/exchange \
         -H "authorization: Bearer $1" -H 'content-type: application/json' -d "$2")
     echo "HTTP $code"
-    jq . "$DEMO/response.json"
+    # The mask list is long (every value, each line, and its JSON, base64 and
+    # URL-encoded forms): show its size, not its contents.
+    jq 'if .mask then .mask = "<\(.mask | length) strings for the CI to mask>" else . end' "$DEMO/response.json"
+    jq -r '.revocation.handle // empty' "$DEMO/response.json" > "$DEMO/last-handle"
+    jq -r '.request_id // empty' "$DEMO/response.json" > "$DEMO/last-request-id"
     rm -f "$DEMO/response.json"
 }
 
@@ -98,6 +127,8 @@ say "1. A GitHub Actions deploy of acme/api from main to production asks for dep
 TOKEN="$(mint 8401 github '{}')"
 echo "token claims: $(echo "$TOKEN" | cut -d. -f2 | tr '_-' '/+' | base64 -d 2>/dev/null | jq -c '{repository,repository_id,ref,environment,event_name}' 2>/dev/null || true)"
 exchange "$TOKEN" '{"environment":"production","credentials":["deploy-db"]}'
+GH_HANDLE="$(cat "$DEMO/last-handle")"
+GH_REQUEST="$(cat "$DEMO/last-request-id")"
 
 say "2. A GitLab job of acme/api on protected main deploys to staging (all it is granted)"
 exchange "$(mint 8402 gitlab '{}')" '{"environment":"staging"}'
@@ -106,8 +137,32 @@ say "3. The same GitHub workflow on a feature branch asks for deploy-db: denied"
 exchange "$(mint 8401 github '{"ref":"refs/heads/feature/x","sub":"repo:acme/api:ref:refs/heads/feature/x"}')" \
     '{"environment":"production","credentials":["deploy-db"]}'
 
+say "4. The GitHub job ends and revokes its exchange with the revocation handle"
+curl -sS -X POST http://127.0.0.1:8400/v1/revoke -H "authorization: Bearer $GH_HANDLE" \
+    -H 'content-type: application/json' -d "{\"request_id\":\"$GH_REQUEST\"}" -w '\nHTTP %{http_code}\n'
+rm -f "$DEMO/last-handle" "$DEMO/last-request-id"
+
+if [ "$DYNAMIC" = 1 ]; then
+    say "5. The release workflow of acme/api gets a fresh PostgreSQL user and a kubeconfig"
+    RELEASE='"acme/api/.github/workflows/release.yml@refs/heads/main"'
+    code=$(curl -sS -o "$DEMO/release.json" -w '%{http_code}' -X POST http://127.0.0.1:8400/v1/exchange \
+        -H "authorization: Bearer $(mint 8401 github "{\"job_workflow_ref\":$RELEASE,\"workflow_ref\":$RELEASE}")" \
+        -H 'content-type: application/json' -d '{"environment":"production","credentials":["app-db-user","prod-kubeconfig"]}')
+    echo "HTTP $code"
+    jq '.mask = "<\(.mask | length) strings>" | .credentials["prod-kubeconfig"].values.kubeconfig |= ((split("\n")[0:6] | join("\n")) + "\n…")' "$DEMO/release.json"
+    DB_USER="$(jq -r '.credentials["app-db-user"].values.username' "$DEMO/release.json")"
+    echo "-- the job logs in to PostgreSQL as that user:"
+    psql -h 127.0.0.1 -U "$DB_USER" -d postgres -tAc 'select current_user' || true
+    echo "-- the job ends and revokes:"
+    curl -sS -X POST http://127.0.0.1:8400/v1/revoke -H "authorization: Bearer $(jq -r .revocation.handle "$DEMO/release.json")" \
+        -H 'content-type: application/json' -d "{\"request_id\":$(jq .request_id "$DEMO/release.json")}" -w '\nHTTP %{http_code}\n'
+    echo "-- the same login now fails:"
+    psql -h 127.0.0.1 -U "$DB_USER" -d postgres -tAc 'select current_user' 2>&1 | sed 's/^/   /' || true
+    rm -f "$DEMO/release.json"
+fi
+
 say "The audit log ($DEMO/audit.jsonl): one hash-chained line per decision"
-jq -c '{seq, decision, environment, who: (.identity.repository // .identity.project_path), ref: .identity.ref, credentials: [.credentials[]?.name], why: (.credentials[0].rule // .reason.kind // .reason.code)}' "$DEMO/audit.jsonl"
+jq -c '{seq, decision: (.action // .decision), environment, who: (.identity.repository // .identity.project_path), ref: .identity.ref, credentials: [.credentials[]?.name], why: (.credentials[0].rule // .reason.kind // .reason.code // (if .action then "exchange \(.exchange): \(.revoked) revoked" else null end))}' "$DEMO/audit.jsonl"
 "$JOBKEY" audit verify "$DEMO/audit.jsonl"
 
 if [ "${DEMO_EXIT:-0}" = "1" ]; then
