@@ -9,8 +9,10 @@ use serde_saphyr::{Location, Spanned};
 
 use super::CredentialSource;
 use super::error::PolicyError;
-use super::glob::{Glob, GlobError};
-use super::parse::{Effect, RawCredential, RawFile, RawMatcher, RawPattern, RawRule, position};
+use super::index::Index;
+use super::issuers::PolicyIssuer;
+use super::matcher::{ClaimPath, Matcher};
+use super::parse::{Effect, RawCredential, RawFile, RawMatcher, RawRule, position};
 
 /// One environment, ready for decisions.
 #[derive(Debug)]
@@ -18,8 +20,14 @@ pub(crate) struct CompiledEnv {
     pub file: String,
     pub max_ttl: Option<Duration>,
     pub credentials: HashMap<String, Credential>,
+    /// Credential names in file order.
+    pub credential_order: Vec<String>,
+    /// The file's `require:` conditions (already copied into allow rules).
+    pub requirements: Vec<Condition>,
     /// In file order: "first rule that grants" means the first here.
     pub rules: Vec<Rule>,
+    /// Which rules can apply to a request, without scanning them all.
+    pub index: Index,
 }
 
 #[derive(Debug)]
@@ -31,33 +39,28 @@ pub(crate) struct Credential {
 #[derive(Debug)]
 pub(crate) struct Rule {
     pub name: String,
+    pub description: Option<String>,
     pub effect: Effect,
     pub issuer: String,
-    /// In file order; all must hold.
+    /// All must hold. For allow rules the file's `require` conditions come
+    /// first (marked `inherited`), then the rule's own, in file order.
     pub conditions: Vec<Condition>,
     /// Empty for deny rules; non-empty for allow rules.
     pub grant: Vec<String>,
     pub ttl: Option<Duration>,
+    /// Where the rule starts (its `name:`), for lint and explain.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Condition {
-    pub claim: String,
+    pub claim: ClaimPath,
     pub matcher: Matcher,
-}
-
-#[derive(Debug)]
-pub(crate) enum Pattern {
-    /// Compared with the claim's textual form.
-    Exact(String),
-    Glob(Glob),
-}
-
-#[derive(Debug)]
-pub(crate) enum Matcher {
-    One(Pattern),
-    /// Non-empty.
-    AnyOf(Vec<Pattern>),
+    /// From the file's `require:` rather than the rule itself.
+    pub inherited: bool,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
 }
 
 /// Checks the environment name taken from a file stem.
@@ -70,11 +73,11 @@ pub(crate) fn valid_environment_name(name: &str) -> bool {
     chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
-/// Compiles one parsed file. `issuers` are the configured issuer names.
+/// Compiles one parsed file against the configured issuers.
 pub(crate) fn compile(
     file: &str,
     raw: RawFile,
-    issuers: &[String],
+    issuers: &[PolicyIssuer],
 ) -> Result<CompiledEnv, PolicyError> {
     let env_err = |location: Option<Location>, message: String| {
         let (line, column) = location.map(position).unwrap_or((None, None));
@@ -115,6 +118,8 @@ pub(crate) fn compile(
         credentials.insert(name.value, compiled);
     }
 
+    let requirements = compile_requirements(file, raw.require)?;
+
     let raw_rules = raw.rules.unwrap_or_default();
     if raw_rules.is_empty() {
         return Err(env_err(
@@ -137,14 +142,18 @@ pub(crate) fn compile(
             });
         }
         seen.insert(name, line.unwrap_or(0));
-        rules.push(compile_rule(file, rule, issuers, &order)?);
+        rules.push(compile_rule(file, rule, issuers, &order, &requirements)?);
     }
 
+    let index = Index::build(&rules);
     Ok(CompiledEnv {
         file: file.to_owned(),
         max_ttl,
         credentials,
+        credential_order: order,
+        requirements,
         rules,
+        index,
     })
 }
 
@@ -207,20 +216,114 @@ fn compile_credential(
     })
 }
 
+/// Compiles one `claim: condition` entry.
+fn compile_condition(
+    claim: Spanned<String>,
+    matcher: Spanned<RawMatcher>,
+    inherited: bool,
+) -> Result<Condition, (Location, String)> {
+    let path = ClaimPath::parse(&claim.value).map_err(|m| (claim.referenced, m))?;
+    let compiled = Matcher::compile(matcher.value)
+        .map_err(|m| (matcher.referenced, format!("claim `{}`: {m}", claim.value)))?;
+    let (line, column) = position(matcher.referenced);
+    Ok(Condition {
+        claim: path,
+        matcher: compiled,
+        inherited,
+        line,
+        column,
+    })
+}
+
+/// The file's `require:` section.
+fn compile_requirements(
+    file: &str,
+    raw: Option<super::parse::OrderedMap<Spanned<RawMatcher>>>,
+) -> Result<Vec<Condition>, PolicyError> {
+    let mut out = Vec::new();
+    for (claim, matcher) in raw.map(|m| m.0).unwrap_or_default() {
+        let condition = compile_condition(claim, matcher, true).map_err(|(location, message)| {
+            let (line, column) = position(location);
+            PolicyError::InvalidEnvironment {
+                file: file.to_owned(),
+                line,
+                column,
+                message: format!("require: {message}"),
+            }
+        })?;
+        out.push(condition);
+    }
+    if let Some((a, b)) = contradiction(&out) {
+        return Err(PolicyError::InvalidEnvironment {
+            file: file.to_owned(),
+            line: b.line,
+            column: b.column,
+            message: format!(
+                "require: claim `{}` can never match: {} (line {}) and {} admit no common value",
+                b.claim.written,
+                a.matcher.describe(),
+                a.line.unwrap_or(0),
+                b.matcher.describe()
+            ),
+        });
+    }
+    Ok(out)
+}
+
+/// Two conditions on the same claim that no value satisfies together, when
+/// that is decidable: `absent` with anything else, or a finite set of exact
+/// values none of which the other conditions accept.
+fn contradiction(conditions: &[Condition]) -> Option<(&Condition, &Condition)> {
+    for (i, a) in conditions.iter().enumerate() {
+        for b in conditions.iter().skip(i + 1) {
+            if a.claim.segments != b.claim.segments {
+                continue;
+            }
+            let absent = |m: &Matcher| matches!(m, Matcher::Present(false));
+            if absent(&a.matcher) != absent(&b.matcher) {
+                return Some((a, b));
+            }
+        }
+        if let Some(values) = a.matcher.exact_values() {
+            let others: Vec<&Condition> = conditions
+                .iter()
+                .enumerate()
+                .filter(|(j, c)| *j != i && c.claim.segments == a.claim.segments)
+                .map(|(_, c)| c)
+                .collect();
+            if others.is_empty() {
+                continue;
+            }
+            let survives = values
+                .iter()
+                .any(|v| others.iter().all(|c| c.matcher.matches_text(v)));
+            if !survives {
+                // Report at the later of the two, naming the earlier.
+                let other = others.first().copied()?;
+                let later_other = other.line.unwrap_or(0) > a.line.unwrap_or(0)
+                    || (other.line == a.line && other.column > a.column);
+                return Some(if later_other { (a, other) } else { (other, a) });
+            }
+        }
+    }
+    None
+}
+
 fn compile_rule(
     file: &str,
     rule: Spanned<RawRule>,
-    issuers: &[String],
+    issuers: &[PolicyIssuer],
     credentials: &[String],
+    requirements: &[Condition],
 ) -> Result<Rule, PolicyError> {
     let RawRule {
         name,
+        description,
         effect,
         issuer,
         claims,
         grant,
         ttl,
-        ..
     } = rule.value;
     let err = |location: Location, message: String| {
         let (line, column) = position(location);
@@ -237,7 +340,7 @@ fn compile_rule(
     }
     let effect = effect.unwrap_or(Effect::Allow);
 
-    if !issuers.contains(&issuer.value) {
+    let Some(issuer_info) = issuers.iter().find(|i| i.name == issuer.value) else {
         let (line, column) = position(issuer.referenced);
         return Err(PolicyError::UnknownIssuer {
             file: file.to_owned(),
@@ -245,9 +348,9 @@ fn compile_rule(
             column,
             rule: name.value.clone(),
             issuer: issuer.value,
-            configured: issuers.into(),
+            configured: issuers.iter().map(|i| i.name.clone()).collect(),
         });
-    }
+    };
 
     let claims = claims.map(|m| m.0).unwrap_or_default();
     if claims.is_empty() {
@@ -256,21 +359,89 @@ fn compile_rule(
             "no claim conditions; a rule must bind at least one claim (bind repository_id / project_id and ref, not only the audience)".into(),
         ));
     }
-    let mut conditions = Vec::with_capacity(claims.len());
+    let mut own = Vec::with_capacity(claims.len());
     for (claim, matcher) in claims {
-        if claim.value.is_empty() {
-            return Err(err(claim.referenced, "a claim name is empty".into()));
-        }
-        let compiled = compile_matcher(matcher.value).map_err(|message| {
-            err(
-                matcher.referenced,
-                format!("claim `{}`: {message}", claim.value),
-            )
-        })?;
-        conditions.push(Condition {
-            claim: claim.value,
-            matcher: compiled,
+        own.push(
+            compile_condition(claim, matcher, false)
+                .map_err(|(location, message)| err(location, message))?,
+        );
+    }
+    if let Some(dup) = own.iter().enumerate().find_map(|(i, a)| {
+        own.iter()
+            .skip(i + 1)
+            .find(|b| b.claim.segments == a.claim.segments)
+            .map(|b| (a, b))
+    }) {
+        let (a, b) = dup;
+        let (line, column) = (b.line, b.column);
+        return Err(PolicyError::InvalidRule {
+            file: file.to_owned(),
+            line,
+            column,
+            rule: name.value.clone(),
+            message: format!(
+                "claim `{}` is the same claim as `{}` (line {}); write one condition (a list is any-of)",
+                b.claim.written,
+                a.claim.written,
+                a.line.unwrap_or(0)
+            ),
         });
+    }
+    // Allow rules inherit the file's requirements; deny rules are never
+    // narrowed by them (narrowing a deny rule would only weaken it).
+    let conditions: Vec<Condition> = match effect {
+        Effect::Allow => requirements.iter().cloned().chain(own).collect(),
+        Effect::Deny => own,
+    };
+    if let Some((a, b)) = contradiction(&conditions) {
+        let origin = |c: &Condition| {
+            if c.inherited {
+                format!("require, line {}", c.line.unwrap_or(0))
+            } else {
+                format!("line {}", c.line.unwrap_or(0))
+            }
+        };
+        return Err(PolicyError::InvalidRule {
+            file: file.to_owned(),
+            line: b.line,
+            column: b.column,
+            rule: name.value.clone(),
+            message: format!(
+                "can never match: claim `{}` must be {} ({}) and {} ({}); no value is both",
+                b.claim.written,
+                a.matcher.describe(),
+                origin(a),
+                b.matcher.describe(),
+                origin(b)
+            ),
+        });
+    }
+
+    // A shared issuer (Buildkite, CircleCI) signs tokens for every
+    // organisation: an allow rule that does not pin the tenant admits them all.
+    if effect == Effect::Allow && !issuer_info.tenant_claims.is_empty() {
+        let binds_tenant = conditions.iter().any(|c| {
+            c.claim
+                .top_level()
+                .is_some_and(|n| issuer_info.tenant_claims.iter().any(|t| t == n))
+                && c.matcher.exact_values().is_some()
+        });
+        if !binds_tenant {
+            return Err(err(
+                issuer.referenced,
+                format!(
+                    "issuer `{}` is shared by every organisation on it; bind {} to your organisation's exact value (for example `{}: \"acme\"`), in the rule or in the file's `require:`",
+                    issuer_info.name,
+                    issuer_info
+                        .tenant_claims
+                        .iter()
+                        .map(|t| format!("`{t}`"))
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                    issuer_info.tenant_claims.first().map(String::as_str).unwrap_or("tenant"),
+                ),
+            ));
+        }
     }
 
     let grant = match (effect, grant) {
@@ -336,39 +507,18 @@ fn compile_rule(
         None => None,
     };
 
+    let (line, column) = position(name.referenced);
     Ok(Rule {
         name: name.value,
+        description,
         effect,
         issuer: issuer.value,
         conditions,
         grant,
         ttl,
+        line,
+        column,
     })
-}
-
-fn compile_pattern(pattern: RawPattern) -> Result<Pattern, String> {
-    match pattern {
-        RawPattern::Text(text) => Ok(Pattern::Exact(text)),
-        RawPattern::Glob(glob) => Glob::new(&glob).map(Pattern::Glob).map_err(|e| match e {
-            GlobError::Empty => {
-                "the glob pattern is empty; write `{glob: \"*\"}` to accept any value, or a scalar for an exact match".to_owned()
-            }
-        }),
-    }
-}
-
-fn compile_matcher(matcher: RawMatcher) -> Result<Matcher, String> {
-    match matcher {
-        RawMatcher::One(pattern) => compile_pattern(pattern).map(Matcher::One),
-        RawMatcher::AnyOf(items) if items.is_empty() => {
-            Err("the list is empty and would never match; list at least one value".to_owned())
-        }
-        RawMatcher::AnyOf(items) => items
-            .into_iter()
-            .map(compile_pattern)
-            .collect::<Result<Vec<_>, _>>()
-            .map(Matcher::AnyOf),
-    }
 }
 
 #[cfg(test)]
@@ -378,8 +528,8 @@ mod tests {
 
     const CREDS: &str = "credentials:\n  db:\n    kv: {mount: secret, path: p}\n    ttl: 10m\n  cfg:\n    kv: {mount: secret, path: q}\n    ttl: 5m\n";
 
-    fn issuers() -> Vec<String> {
-        vec!["github".to_owned(), "gitlab".to_owned()]
+    fn issuers() -> Vec<PolicyIssuer> {
+        vec!["github".into(), "gitlab".into()]
     }
 
     fn load(files: &[(&str, &str)]) -> Result<PolicySet, PolicyError> {
@@ -562,14 +712,8 @@ mod tests {
     }
 
     #[test]
-    fn scalars_compile_to_their_text() {
+    fn environment_name_rules() {
         assert!(valid_environment_name("a"));
         assert!(!valid_environment_name(""));
-        let m = compile_matcher(RawMatcher::AnyOf(vec![
-            RawPattern::Text("push".into()),
-            RawPattern::Glob("refs/tags/v*".into()),
-        ]))
-        .expect("compiles");
-        assert_eq!(m.describe(), r#"any of ["push", glob "refs/tags/v*"]"#);
     }
 }

@@ -1,27 +1,16 @@
 //! Decisions: pure functions of a compiled environment and a request.
 
-use std::borrow::Cow;
+use serde_json::{Map, Value};
 
-use serde_json::Value;
-
-use super::compile::{CompiledEnv, Condition, Matcher, Pattern, Rule};
+use super::compile::{CompiledEnv, Condition, Rule};
+use super::matcher::claim_text;
 use super::parse::Effect;
-use super::{Decision, DenyReason, FailedCondition, Grant, Request, RuleFailure};
+use super::{
+    Decision, DenyReason, FailedCondition, Grant, Request, RuleExplanation, RuleFailure,
+};
 
 /// Longest rendering of an actual claim value kept in a [`FailedCondition`].
 const MAX_ACTUAL_CHARS: usize = 200;
-
-/// The textual form a scalar pattern is compared with: strings as they
-/// are, numbers and booleans as their JSON text. Objects, arrays and null
-/// have none and never match.
-fn claim_text(value: &Value) -> Option<Cow<'_, str>> {
-    match value {
-        Value::String(s) => Some(Cow::Borrowed(s)),
-        Value::Number(n) => Some(Cow::Owned(n.to_string())),
-        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-        Value::Null | Value::Array(_) | Value::Object(_) => None,
-    }
-}
 
 /// How an actual claim value is shown in a denial: its text, or its JSON
 /// for values without one, cut to [`MAX_ACTUAL_CHARS`].
@@ -39,62 +28,25 @@ fn render_actual(value: &Value) -> String {
     }
 }
 
-impl Pattern {
-    fn matches(&self, text: &str) -> bool {
-        match self {
-            Pattern::Exact(expected) => expected == text,
-            Pattern::Glob(glob) => glob.matches(text),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Pattern::Exact(expected) => format!("{expected:?}"),
-            Pattern::Glob(glob) => format!("glob {:?}", glob.as_str()),
-        }
-    }
-}
-
-impl Matcher {
-    fn matches(&self, value: &Value) -> bool {
-        let Some(text) = claim_text(value) else {
-            return false;
-        };
-        match self {
-            Matcher::One(pattern) => pattern.matches(&text),
-            Matcher::AnyOf(patterns) => patterns.iter().any(|p| p.matches(&text)),
-        }
-    }
-
-    /// The expected value, readably: `"main"`, `glob "acme/*"`, `any of [...]`.
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Matcher::One(pattern) => pattern.describe(),
-            Matcher::AnyOf(patterns) => {
-                let items: Vec<String> = patterns.iter().map(Pattern::describe).collect();
-                format!("any of [{}]", items.join(", "))
-            }
-        }
-    }
-}
-
 impl Condition {
-    fn check(&self, req: &Request<'_>) -> Result<(), FailedCondition> {
-        let actual = req.claims.get(&self.claim);
-        match actual {
-            Some(value) if self.matcher.matches(value) => Ok(()),
-            _ => Err(FailedCondition::Claim {
-                claim: self.claim.clone(),
+    fn check(&self, claims: &Map<String, Value>) -> Result<(), FailedCondition> {
+        let actual = self.claim.lookup(claims);
+        if self.matcher.holds(actual) {
+            Ok(())
+        } else {
+            Err(FailedCondition::Claim {
+                claim: self.claim.written.clone(),
                 expected: self.matcher.describe(),
                 actual: actual.map(render_actual),
-            }),
+            })
         }
     }
 }
 
 impl Rule {
     /// `Ok` when the rule applies to the request; otherwise the first
-    /// condition (issuer first, then claims in file order) that failed.
+    /// condition (issuer first, then the file's requirements for allow
+    /// rules, then the rule's claims in file order) that failed.
     fn check(&self, req: &Request<'_>) -> Result<(), FailedCondition> {
         if self.issuer != req.issuer {
             return Err(FailedCondition::Issuer {
@@ -102,40 +54,53 @@ impl Rule {
                 actual: req.issuer.to_owned(),
             });
         }
-        self.conditions.iter().try_for_each(|c| c.check(req))
+        self.conditions.iter().try_for_each(|c| c.check(req.claims))
     }
 }
 
+/// Why each allow rule (for which `keep` holds) does not apply; only
+/// computed on the way to a denial.
+fn failures_of(
+    env: &CompiledEnv,
+    req: &Request<'_>,
+    keep: impl Fn(&Rule) -> bool,
+) -> Vec<RuleFailure> {
+    env.rules
+        .iter()
+        .filter(|r| r.effect == Effect::Allow && keep(r))
+        .filter_map(|rule| {
+            rule.check(req).err().map(|failed| RuleFailure {
+                rule: rule.name.clone(),
+                failed,
+            })
+        })
+        .collect()
+}
+
 /// The decision for one environment. See the module docs of `policy` for
-/// the semantics.
+/// the semantics. Only the rules the index names as candidates are checked
+/// on the way to an allow; every other rule certainly does not apply.
 pub(crate) fn decide(env: &CompiledEnv, req: &Request<'_>) -> Decision {
-    // One pass: which rules apply, and why the others do not.
     let mut matched: Vec<&Rule> = Vec::new();
-    let mut failures: Vec<(&Rule, FailedCondition)> = Vec::new();
-    for rule in &env.rules {
-        match rule.check(req) {
-            Ok(()) if rule.effect == Effect::Deny => {
+    for i in env.index.candidates(req.issuer, req.claims) {
+        let Some(rule) = env.rules.get(i) else {
+            continue;
+        };
+        if rule.check(req).is_ok() {
+            if rule.effect == Effect::Deny {
                 return Decision::Deny(DenyReason::DeniedByRule {
                     rule: rule.name.clone(),
                 });
             }
-            Ok(()) => matched.push(rule),
-            // A deny rule that does not apply is the good outcome, not a
-            // reason for a denial: only allow rules are reported.
-            Err(failed) if rule.effect == Effect::Allow => failures.push((rule, failed)),
-            Err(_) => {}
+            matched.push(rule);
         }
     }
 
     if matched.is_empty() {
+        // A deny rule that does not apply is the good outcome, not a
+        // reason for a denial: only allow rules are reported.
         return Decision::Deny(DenyReason::NoRuleMatched {
-            failures: failures
-                .into_iter()
-                .map(|(rule, failed)| RuleFailure {
-                    rule: rule.name.clone(),
-                    failed,
-                })
-                .collect(),
+            failures: failures_of(env, req, |_| true),
         });
     }
 
@@ -166,14 +131,7 @@ pub(crate) fn decide(env: &CompiledEnv, req: &Request<'_>) -> Decision {
                 None => {
                     return Decision::Deny(DenyReason::CredentialNotGranted {
                         credential: wanted.clone(),
-                        failures: failures
-                            .iter()
-                            .filter(|(rule, _)| rule.grant.contains(wanted))
-                            .map(|(rule, failed)| RuleFailure {
-                                rule: rule.name.clone(),
-                                failed: failed.clone(),
-                            })
-                            .collect(),
+                        failures: failures_of(env, req, |r| r.grant.contains(wanted)),
                     });
                 }
             }
@@ -203,6 +161,27 @@ pub(crate) fn decide(env: &CompiledEnv, req: &Request<'_>) -> Decision {
     Decision::Allow(grants)
 }
 
+/// Every rule of the environment, in file order, with whether it applies
+/// and, if not, the first condition that failed. Scans every rule (this is
+/// for humans, not the request path).
+pub(crate) fn explain_rules(env: &CompiledEnv, req: &Request<'_>) -> Vec<RuleExplanation> {
+    env.rules
+        .iter()
+        .map(|rule| {
+            let failed = rule.check(req).err();
+            RuleExplanation {
+                rule: rule.name.clone(),
+                effect: rule.effect,
+                description: rule.description.clone(),
+                line: rule.line,
+                applies: failed.is_none(),
+                failed,
+                grant: rule.grant.clone(),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -214,7 +193,7 @@ mod tests {
 
     fn set(src: &str) -> PolicySet {
         let sources = vec![("env.yaml".to_owned(), src.to_owned())];
-        let issuers = vec!["github".to_owned(), "gitlab".to_owned()];
+        let issuers: Vec<super::super::PolicyIssuer> = vec!["github".into(), "gitlab".into()];
         match PolicySet::from_sources(&sources, &issuers) {
             Ok(set) => set,
             Err(err) => panic!("{err}"),

@@ -24,7 +24,7 @@ pub use error::ApiError;
 
 use crate::audit::{AuditError, AuditLog};
 use crate::config::{Config, VaultAuthSettings};
-use crate::policy::{PolicyError, PolicySet};
+use crate::policy::{PolicyError, PolicyIssuer, PolicySet};
 use crate::token::{FetchError, Verifier};
 use crate::vault::{Vault, VaultAuth, VaultConfig, VaultError};
 
@@ -56,8 +56,8 @@ impl AppState {
     /// Builds the state from the configuration: policies compiled, audit log
     /// opened (and verified), Vault logged in, issuer keys fetched once.
     pub async fn build(cfg: &Config) -> Result<Arc<AppState>, ServeError> {
-        let names: Vec<String> = cfg.issuers.iter().map(|i| i.name.clone()).collect();
-        let policies = PolicySet::load_dir(&cfg.policy_dir, &names)?;
+        let issuers = PolicyIssuer::from_settings(&cfg.issuers);
+        let policies = PolicySet::load_dir(&cfg.policy_dir, &issuers)?;
         let audit = AuditLog::open(&cfg.audit_path)?;
         let verifier = Verifier::new(
             cfg.issuers.clone(),
@@ -71,7 +71,7 @@ impl AppState {
         let vault = Vault::connect(vault_config(cfg)).await?;
         tracing::info!(
             environments = policies.environments().count(),
-            issuers = names.len(),
+            issuers = issuers.len(),
             audit = %cfg.audit_path.display(),
             "jobkey is ready"
         );
