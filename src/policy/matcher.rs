@@ -442,7 +442,7 @@ mod tests {
                 Ok(m) => panic!("{yaml}: accepted as {m:?}"),
             }
         }
-        for bad in ["{glob: a, regex: b}", "{}", "{glib: x}", "{present: yes}"] {
+        for bad in ["{glob: a, regex: b}", "{}", "{glib: x}", "{present: [true]}"] {
             assert!(m(bad).is_err(), "{bad}");
         }
     }

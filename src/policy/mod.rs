@@ -639,7 +639,7 @@ mod tests {
 
     #[test]
     fn shipped_policies_need_their_issuers_configured() {
-        let err = PolicySet::load_dir(Path::new("policies"), &["github".to_owned()])
+        let err = PolicySet::load_dir(Path::new("policies"), &["github".into()])
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
