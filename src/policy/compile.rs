@@ -716,4 +716,83 @@ mod tests {
         assert!(valid_environment_name("a"));
         assert!(!valid_environment_name(""));
     }
+
+    /// The new language's compile errors, with their positions.
+    #[test]
+    fn language_compile_errors() {
+        let shared = vec![
+            PolicyIssuer::from_url("buildkite", "https://agent.buildkite.com"),
+            PolicyIssuer::from_url("circleci", "https://oidc.circleci.com/org/1f4e"),
+            PolicyIssuer::named("github"),
+        ];
+        let load = |src: &str| PolicySet::from_sources(&[("e.yaml".to_owned(), src.to_owned())], &shared);
+        // Lines: credentials 1..=7, `rules:` is 8, the rule's name is 9.
+        let r = |claims: &str| rules(&format!("  - name: r\n    issuer: github\n    claims:\n      {claims}\n    grant: [db]\n"));
+        let table: Vec<(String, &str, &str)> = vec![
+            (r("ref: {regex: \"(\"}"), "e.yaml:12:12: ", "claim `ref`: invalid regex"),
+            (r("ref: {not: {glob: \"*\"}}"), "e.yaml:12:12: ", "can never match"),
+            (r("\"/a~x\": b"), "e.yaml:12:7: ", "JSON pointer"),
+            (r("ref: main\n      /ref: dev"), "e.yaml:13:13: ", "is the same claim as `ref`"),
+            (r("ref: {present: false}\n      /a/ref: {present: false}\n      x: [a, b]"), "", ""),
+            (
+                format!("require: {{ref_protected: \"true\"}}\n{}", r("ref_protected: \"false\"")),
+                "e.yaml:13:22: ",
+                "can never match: claim `ref_protected` must be \"true\" (require, line 1) and \"false\" (line 13)",
+            ),
+            (
+                format!("require: {{environment: {{present: false}}}}\n{}", r("environment: production")),
+                "e.yaml:13:20: ",
+                "must be absent (require, line 1) and \"production\"",
+            ),
+            (
+                format!("require: {{ref: [main, dev]}}\n{}", r("ref: {glob: \"release/*\"}")),
+                "e.yaml:13:12: ",
+                "any of [\"main\", \"dev\"] (require, line 1) and glob \"release/*\"",
+            ),
+            (
+                "require: {a: x, /a: {not: x}}\n".to_owned() + &r("b: c"),
+                "e.yaml:1:21: ",
+                "require: claim `/a` can never match",
+            ),
+            ("require: {a: {glob: \"\"}}\n".to_owned() + &r("b: c"), "e.yaml:1:15: ", "require: claim `a`: the glob pattern is empty"),
+            (
+                rules("  - name: r\n    issuer: buildkite\n    claims: {pipeline_slug: deploy}\n    grant: [db]\n"),
+                "e.yaml:10:13: ",
+                "issuer `buildkite` is shared by every organisation on it; bind `organization_slug` or `organization_id`",
+            ),
+            (
+                rules("  - name: r\n    issuer: buildkite\n    claims: {organization_slug: {glob: \"acme*\"}}\n    grant: [db]\n"),
+                "e.yaml:10:13: ",
+                "is shared by every organisation",
+            ),
+            (
+                rules("  - name: r\n    issuer: circleci\n    claims: {oidc.circleci.com/project-id: p}\n    grant: [db]\n"),
+                "e.yaml:10:13: ",
+                "bind `oidc.circleci.com/org-id`",
+            ),
+        ];
+        for (src, position, fragment) in &table {
+            match load(src) {
+                Ok(_) if position.is_empty() => {}
+                Ok(_) => panic!("expected an error for:\n{src}"),
+                Err(err) => {
+                    let text = err.to_string();
+                    assert!(!position.is_empty(), "unexpected error {text}\n{src}");
+                    assert!(text.starts_with(position), "want {position:?}, got {text:?}\n{src}");
+                    assert!(text.contains(fragment), "want {fragment:?} in {text:?}");
+                }
+            }
+        }
+        // Tenant bound exactly (in the rule or by require:) compiles; deny
+        // rules on a shared issuer need no tenant.
+        for ok in [
+            rules("  - name: r\n    issuer: buildkite\n    claims: {organization_slug: acme}\n    grant: [db]\n"),
+            format!("require: {{organization_id: [\"1\", \"2\"]}}\n{}", rules("  - name: r\n    issuer: buildkite\n    claims: {pipeline_slug: x}\n    grant: [db]\n")),
+            rules("  - name: r\n    issuer: circleci\n    claims: {oidc.circleci.com/org-id: o1}\n    grant: [db]\n  - name: d\n    effect: deny\n    issuer: circleci\n    claims: {x: y}\n"),
+        ] {
+            if let Err(e) = load(&ok) {
+                panic!("{e}\n{ok}");
+            }
+        }
+    }
 }

@@ -622,4 +622,92 @@ mod tests {
             ]}))
         );
     }
+
+    /// `require:` is inherited by allow rules (checked first and reported
+    /// as the first failure), not by deny rules.
+    #[test]
+    fn inherited_requirements() {
+        let s = set(&format!(
+            "{CREDS}require:\n  ref_protected: \"true\"\n  repository_id: {{present: true}}\nrules:\n  - name: a\n    issuer: github\n    claims: {{ref: main}}\n    grant: [db]\n  - name: d\n    effect: deny\n    issuer: github\n    claims: {{actor: mallory}}\n"
+        ));
+        let table: Vec<(Value, Result<&str, (&str, &str, Option<&str>)>)> = vec![
+            (json!({"ref": "main", "ref_protected": "true", "repository_id": "1"}), Ok("a")),
+            (json!({"ref": "main", "ref_protected": true, "repository_id": 1}), Ok("a")),
+            (json!({"ref": "main", "ref_protected": "false", "repository_id": "1"}), Err(("ref_protected", "\"true\"", Some("false")))),
+            (json!({"ref": "main", "repository_id": "1"}), Err(("ref_protected", "\"true\"", None))),
+            (json!({"ref": "main", "ref_protected": "true"}), Err(("repository_id", "present", None))),
+            (json!({"ref": "main", "ref_protected": "true", "repository_id": null}), Err(("repository_id", "present", Some("null")))),
+            (json!({"ref": "dev", "ref_protected": "true", "repository_id": "1"}), Err(("ref", "\"main\"", Some("dev")))),
+        ];
+        for (c, want) in &table {
+            let d = decide_with(&s, "github", &claims(c.clone()), &[]);
+            match want {
+                Ok(rule) => assert_eq!(granted(&d).first().map(|g| g.1.as_str()), Some(*rule), "{c}"),
+                Err((claim, expected, actual)) => assert_eq!(
+                    denied(&d),
+                    &DenyReason::NoRuleMatched {
+                        failures: vec![RuleFailure {
+                            rule: "a".into(),
+                            failed: FailedCondition::Claim {
+                                claim: (*claim).into(),
+                                expected: (*expected).into(),
+                                actual: actual.map(str::to_owned),
+                            }
+                        }]
+                    },
+                    "{c}"
+                ),
+            }
+        }
+        // The deny rule applies without the requirements.
+        let d = decide_with(&s, "github", &claims(json!({"actor": "mallory"})), &[]);
+        assert_eq!(denied(&d).code(), "denied_by_rule");
+    }
+
+    /// The index never changes a decision: many rules on the indexed claim,
+    /// rules without it, deny rules, lists, pointers; every request is
+    /// decided as a full scan would.
+    #[test]
+    fn index_agrees_with_a_full_scan() {
+        let mut src = format!("{CREDS}rules:\n");
+        for i in 0..30 {
+            src.push_str(&format!("  - name: r{i}\n    issuer: github\n    claims: {{repository_id: \"{i}\", ref: refs/heads/main}}\n    grant: [db]\n"));
+        }
+        src.push_str("  - name: list\n    issuer: github\n    claims: {repository_id: [\"40\", \"41\"]}\n    grant: [cfg]\n");
+        src.push_str("  - name: glob\n    issuer: github\n    claims: {repository_id: {glob: \"5*\"}}\n    grant: [other]\n");
+        src.push_str("  - name: deny7\n    effect: deny\n    issuer: github\n    claims: {repository_id: \"7\"}\n");
+        src.push_str("  - name: deny-actor\n    effect: deny\n    issuer: github\n    claims: {/actor: mallory}\n");
+        src.push_str("  - name: gl\n    issuer: gitlab\n    claims: {project_id: \"3\"}\n    grant: [db]\n");
+        let s = set(&src);
+        let env = s.env("env").expect("env");
+        for issuer in ["github", "gitlab", "other"] {
+            for id in [json!("3"), json!(3), json!("7"), json!("41"), json!("55"), json!("99"), json!(null), json!(true)] {
+                for actor in ["alice", "mallory"] {
+                    for r in ["refs/heads/main", "refs/heads/dev"] {
+                        let c = claims(json!({"repository_id": id, "project_id": id, "actor": actor, "ref": r}));
+                        let req = Request { environment: "env", issuer, claims: &c, credentials: &[] };
+                        let fast = decide(env, &req);
+                        let explained = s.explain(&req);
+                        let applies: Vec<&str> = explained.rules.iter().filter(|r| r.applies).map(|r| r.rule.as_str()).collect();
+                        let candidates: Vec<&str> = env.index.candidates(issuer, &c).iter().map(|i| env.rules[*i].name.as_str()).collect();
+                        for a in &applies {
+                            assert!(candidates.contains(a), "{a} applies but is no candidate: {c:?}");
+                        }
+                        // The decision is the one the rule outcomes imply.
+                        let deny = explained.rules.iter().find(|r| r.applies && r.effect == Effect::Deny);
+                        match (&fast, deny) {
+                            (Decision::Deny(DenyReason::DeniedByRule { rule }), Some(d)) => assert_eq!(rule, &d.rule),
+                            (Decision::Deny(DenyReason::DeniedByRule { .. }), None) => panic!("{c:?}"),
+                            (_, Some(_)) => panic!("deny rule ignored {c:?}"),
+                            (Decision::Allow(g), None) => assert_eq!(g.first().map(|g| g.rule.as_str()), applies.first().copied()),
+                            (Decision::Deny(reason), None) => {
+                                assert!(applies.is_empty(), "{c:?}");
+                                assert_eq!(reason.code(), "no_rule_matched");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
