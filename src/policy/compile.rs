@@ -754,7 +754,7 @@ mod tests {
                 "e.yaml:1:21: ",
                 "require: claim `/a` can never match",
             ),
-            ("require: {a: {glob: \"\"}}\n".to_owned() + &r("b: c"), "e.yaml:1:15: ", "require: claim `a`: the glob pattern is empty"),
+            ("require: {a: {glob: \"\"}}\n".to_owned() + &r("b: c"), "e.yaml:1:14: ", "require: claim `a`: the glob pattern is empty"),
             (
                 rules("  - name: r\n    issuer: buildkite\n    claims: {pipeline_slug: deploy}\n    grant: [db]\n"),
                 "e.yaml:10:13: ",
