@@ -7,6 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod policy;
+pub use policy::PolicyCommand;
+
 /// jobkey: a secrets broker for CI/CD jobs.
 ///
 /// A CI job presents its OIDC ID token; jobkey verifies it, decides from the
@@ -58,6 +61,11 @@ pub enum Command {
         #[arg(long, default_value = "dev-key-1")]
         kid: String,
     },
+    /// Policy tools: lint, schema, test, explain, who-can.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -95,6 +103,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Command::Check { config } => check(&config),
             Command::DevIssuer { listen, key, kid } => dev_issuer(listen, &key, &kid).await,
+            Command::Policy { command } => policy::run(command).await,
             Command::Audit {
                 command: AuditCommand::Verify { file },
             } => {

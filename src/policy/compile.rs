@@ -22,8 +22,6 @@ pub(crate) struct CompiledEnv {
     pub credentials: HashMap<String, Credential>,
     /// Credential names in file order.
     pub credential_order: Vec<String>,
-    /// The file's `require:` conditions (already copied into allow rules).
-    pub requirements: Vec<Condition>,
     /// In file order: "first rule that grants" means the first here.
     pub rules: Vec<Rule>,
     /// Which rules can apply to a request, without scanning them all.
@@ -151,7 +149,6 @@ pub(crate) fn compile(
         max_ttl,
         credentials,
         credential_order: order,
-        requirements,
         rules,
         index,
     })
