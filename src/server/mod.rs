@@ -6,6 +6,7 @@
 
 mod error;
 mod exchange;
+pub mod reload;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +48,11 @@ pub enum ServeError {
 pub struct AppState {
     pub verifier: Verifier,
     pub policies: ArcSwap<PolicySet>,
+    /// Where `policies` is reloaded from, and against which issuers.
+    pub policy_dir: std::path::PathBuf,
+    pub policy_issuers: Vec<PolicyIssuer>,
+    /// Whether the last reload succeeded (`/readyz`).
+    pub policy_status: ArcSwap<reload::PolicyStatus>,
     pub vault: Vault,
     pub audit: AuditLog,
     pub max_body_bytes: usize,
@@ -78,6 +84,9 @@ impl AppState {
         Ok(Arc::new(AppState {
             verifier,
             policies: ArcSwap::from_pointee(policies),
+            policy_dir: cfg.policy_dir.clone(),
+            policy_issuers: issuers,
+            policy_status: ArcSwap::from_pointee(reload::PolicyStatus::current()),
             vault,
             audit,
             max_body_bytes: cfg.max_body_bytes,
@@ -148,6 +157,7 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
             "status": if vault_ready { "ready" } else { "not_ready" },
             "vault": if vault_ready { "ready" } else { "not_ready" },
             "environments": st.policies.load().environments().count(),
+            "policies": st.policy_status.load().to_json(),
         })),
     )
 }
@@ -159,6 +169,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
+    // Policies reload on SIGHUP and file change while serving.
+    let _reloader = reload::spawn(state.clone());
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -70,6 +70,9 @@ pub struct Options {
     /// Run the real `jobkey serve` binary (logs at trace level to a file)
     /// instead of serving in process.
     pub subprocess: bool,
+    /// Serve the policies of this directory instead of the shipped
+    /// `policies/` (e.g. a temp copy a test edits).
+    pub policy_dir: Option<PathBuf>,
 }
 
 impl Stack {
@@ -148,8 +151,10 @@ max_lifetime = "2h"
 issuer = "{ec}"
 algorithms = ["ES256"]
 "#,
-            policies = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("policies")
+            policies = opts
+                .policy_dir
+                .clone()
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
                 .display(),
             audit = audit_path.display(),
             vault = bao.addr(),
@@ -228,6 +233,23 @@ algorithms = ["ES256"]
             shutdown: Some(tx),
             child: None,
         }
+    }
+
+    /// The server's process id (subprocess mode only).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
+    /// GET `path` on the server: (status, JSON body).
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     /// GitHub-shaped claims of the production deploy the policies admit.
