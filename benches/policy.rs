@@ -66,7 +66,9 @@ fn bench(c: &mut Criterion) {
     let sources = sources();
     let issuers = issuers();
     c.bench_function("compile 10,000 rules (100 files)", |b| {
-        b.iter(|| PolicySet::from_sources(black_box(&sources), &issuers).map(|s| s.environments().count()))
+        b.iter(|| {
+            PolicySet::from_sources(black_box(&sources), &issuers).map(|s| s.environments().count())
+        })
     });
     let set = match PolicySet::from_sources(&sources, &issuers) {
         Ok(set) => set,
@@ -74,23 +76,35 @@ fn bench(c: &mut Criterion) {
     };
     let allowed = claims(57, 80);
     let env = "env57";
-    let req = Request { environment: env, issuer: "github", claims: &allowed, credentials: &[] };
+    let req = Request {
+        environment: env,
+        issuer: "github",
+        claims: &allowed,
+        credentials: &[],
+    };
     assert!(matches!(set.decide(&req), Decision::Allow(_)));
     c.bench_function("decide: allow (1 of 100 rules matches)", |b| {
         b.iter(|| set.decide(black_box(&req)))
     });
     let wanted = vec!["db".to_owned()];
-    let req_named = Request { credentials: &wanted, ..req };
+    let req_named = Request {
+        credentials: &wanted,
+        ..req
+    };
     c.bench_function("decide: allow, credential named", |b| {
         b.iter(|| set.decide(black_box(&req_named)))
     });
     let mut feature = allowed.clone();
     feature.insert("ref".into(), json!("refs/heads/feature"));
-    let denied = Request { claims: &feature, ..req };
+    let denied = Request {
+        claims: &feature,
+        ..req
+    };
     assert!(matches!(set.decide(&denied), Decision::Deny(_)));
-    c.bench_function("decide: deny (no rule matches; every failure reported)", |b| {
-        b.iter(|| set.decide(black_box(&denied)))
-    });
+    c.bench_function(
+        "decide: deny (no rule matches; every failure reported)",
+        |b| b.iter(|| set.decide(black_box(&denied))),
+    );
 }
 
 criterion_group!(benches, bench);

@@ -39,8 +39,14 @@ fn key(name: &str, kid: &str) -> SigningKey {
 fn shipped_fixtures_pass() {
     let (code, out, err) = jobkey(&["policy", "test", "--config", &example_config()]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("PASS  a fork with a lookalike name is refused"), "{out}");
-    assert!(out.contains("PASS  an unprotected ref named main is refused"), "{out}");
+    assert!(
+        out.contains("PASS  a fork with a lookalike name is refused"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PASS  an unprotected ref named main is refused"),
+        "{out}"
+    );
     assert!(out.contains(" 0 failed"), "{out}");
 }
 
@@ -92,19 +98,36 @@ cases:
     assert!(err.contains("1 policy test(s) failed"), "{err}");
 
     // A malformed fixture is an error naming the file, not a silent pass.
-    std::fs::write(dir.path().join("wrong.yaml"), "cases:\n  - name: x\n    expekt: allow\n")
-        .expect("write");
-    let (code, _, err) = jobkey(&["policy", "test", "--config", &example_config(), &dir.path().display().to_string()]);
+    std::fs::write(
+        dir.path().join("wrong.yaml"),
+        "cases:\n  - name: x\n    expekt: allow\n",
+    )
+    .expect("write");
+    let (code, _, err) = jobkey(&[
+        "policy",
+        "test",
+        "--config",
+        &example_config(),
+        &dir.path().display().to_string(),
+    ]);
     assert_eq!(code, 1);
-    assert!(err.contains("wrong.yaml") && err.contains("expekt"), "{err}");
+    assert!(
+        err.contains("wrong.yaml") && err.contains("expekt"),
+        "{err}"
+    );
 }
 
 #[test]
 fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
     let (code, out, err) = jobkey(&[
-        "policy", "lint", "--policies", "policies",
-        "--issuer", "github=https://token.actions.githubusercontent.com",
-        "--issuer", "gitlab=https://gitlab.com",
+        "policy",
+        "lint",
+        "--policies",
+        "policies",
+        "--issuer",
+        "github=https://token.actions.githubusercontent.com",
+        "--issuer",
+        "gitlab=https://gitlab.com",
         "--deny-warnings",
     ]);
     assert_eq!(code, 0, "{out}{err}");
@@ -120,22 +143,52 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
     let gh = "github=https://token.actions.githubusercontent.com";
     let (code, out, _) = jobkey(&["policy", "lint", "--policies", &d, "--issuer", gh]);
     assert_eq!(code, 0, "warnings alone do not fail: {out}");
-    assert!(out.contains("production.yaml:6:11: warning[JK003 wildcard-crosses-repositories] rule `wide`"), "{out}");
+    assert!(
+        out.contains(
+            "production.yaml:6:11: warning[JK003 wildcard-crosses-repositories] rule `wide`"
+        ),
+        "{out}"
+    );
     assert!(out.contains("warning[JK006 self-hosted-runners]"), "{out}");
-    let (code, _, err) = jobkey(&["policy", "lint", "--policies", &d, "--issuer", gh, "--deny-warnings"]);
+    let (code, _, err) = jobkey(&[
+        "policy",
+        "lint",
+        "--policies",
+        &d,
+        "--issuer",
+        gh,
+        "--deny-warnings",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("2 warning(s) and --deny-warnings"), "{err}");
-    let (code, out, _) = jobkey(&["policy", "lint", "--policies", &d, "--issuer", gh, "--format", "json"]);
+    let (code, out, _) = jobkey(&[
+        "policy",
+        "lint",
+        "--policies",
+        &d,
+        "--issuer",
+        gh,
+        "--format",
+        "json",
+    ]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).expect("json");
-    let codes: Vec<&str> = v["warnings"].as_array().expect("list").iter().filter_map(|w| w["code"].as_str()).collect();
+    let codes: Vec<&str> = v["warnings"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|w| w["code"].as_str())
+        .collect();
     assert_eq!(codes, vec!["JK003", "JK006"]);
 
     // A compile error is a failure with file:line:column.
     std::fs::write(dir.path().join("production.yaml"), "credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 10m\nrules:\n  - name: r\n    issuer: github\n    claims: {ref: {regex: \"(\"}}\n    grant: [db]\n").expect("write");
     let (code, _, err) = jobkey(&["policy", "lint", "--policies", &d, "--issuer", gh]);
     assert_eq!(code, 1);
-    assert!(err.contains("production.yaml:8:19: rule `r`: claim `ref`: invalid regex"), "{err}");
+    assert!(
+        err.contains("production.yaml:8:19: rule `r`: claim `ref`: invalid regex"),
+        "{err}"
+    );
 }
 
 /// The shipped schema is the generated one. To regenerate:
@@ -144,7 +197,8 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
 fn shipped_schema_is_current() {
     let (code, out, _) = jobkey(&["policy", "schema"]);
     assert_eq!(code, 0);
-    let shipped = std::fs::read_to_string(root().join("schema/policy.schema.json")).expect("shipped");
+    let shipped =
+        std::fs::read_to_string(root().join("schema/policy.schema.json")).expect("shipped");
     assert!(
         shipped == out,
         "schema/policy.schema.json is stale; regenerate it with `cargo run -- policy schema > schema/policy.schema.json`"
@@ -192,27 +246,58 @@ fn explain_verifies_real_shaped_tokens_offline() {
     let gh_key = key("issuer-a", "gh-1");
     let gl_key = key("issuer-b", "gl-1");
     let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, json!({"keys": [gh_key.public_jwk(), gl_key.public_jwk()]}).to_string()).expect("jwks");
+    std::fs::write(
+        &jwks,
+        json!({"keys": [gh_key.public_jwk(), gl_key.public_jwk()]}).to_string(),
+    )
+    .expect("jwks");
     let at = 1_764_279_612u64; // 2025-11-27T21:40:12Z
-    let gh_claims = Shape::Github.claims("https://token.actions.githubusercontent.com", "jobkey", at - 60);
+    let gh_claims = Shape::Github.claims(
+        "https://token.actions.githubusercontent.com",
+        "jobkey",
+        at - 60,
+    );
     let gh = dir.path().join("github.jwt");
     std::fs::write(&gh, gh_key.mint(&Value::Object(gh_claims.clone()))).expect("token");
     let jwks_s = jwks.display().to_string();
     let gh_s = gh.display().to_string();
 
     let (code, out, err) = jobkey(&[
-        "policy", "explain", "--config", &config, "--env", "production",
-        "--token", &gh_s, "--jwks", &jwks_s, "--at", "2025-11-27T21:40:12Z",
+        "policy",
+        "explain",
+        "--config",
+        &config,
+        "--env",
+        "production",
+        "--token",
+        &gh_s,
+        "--jwks",
+        &jwks_s,
+        "--at",
+        "2025-11-27T21:40:12Z",
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("decision: allow (deploy-db by github-api-deploy)"), "{out}");
+    assert!(
+        out.contains("decision: allow (deploy-db by github-api-deploy)"),
+        "{out}"
+    );
     assert!(out.contains("matching rule: github-api-deploy"), "{out}");
     assert!(out.contains("rule `no-self-hosted-runners` (deny, line 32): claim `runner_environment`: expected \"self-hosted\", got \"github-hosted\""), "{out}");
 
     // The same token much later: expired, refused before any decision.
     let (code, _, err) = jobkey(&[
-        "policy", "explain", "--config", &config, "--env", "production",
-        "--token", &gh_s, "--jwks", &jwks_s, "--at", &(at + 3600).to_string(),
+        "policy",
+        "explain",
+        "--config",
+        &config,
+        "--env",
+        "production",
+        "--token",
+        &gh_s,
+        "--jwks",
+        &jwks_s,
+        "--at",
+        &(at + 3600).to_string(),
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("token_expired"), "{err}");
@@ -222,8 +307,18 @@ fn explain_verifies_real_shaped_tokens_offline() {
     let forged = dir.path().join("forged.jwt");
     std::fs::write(&forged, rogue.mint(&Value::Object(gh_claims))).expect("token");
     let (code, _, err) = jobkey(&[
-        "policy", "explain", "--config", &config, "--env", "production",
-        "--token", &forged.display().to_string(), "--jwks", &jwks_s, "--at", &at.to_string(),
+        "policy",
+        "explain",
+        "--config",
+        &config,
+        "--env",
+        "production",
+        "--token",
+        &forged.display().to_string(),
+        "--jwks",
+        &jwks_s,
+        "--at",
+        &at.to_string(),
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("bad_signature"), "{err}");
@@ -234,8 +329,18 @@ fn explain_verifies_real_shaped_tokens_offline() {
     let gl = dir.path().join("gitlab.jwt");
     std::fs::write(&gl, gl_key.mint(&Value::Object(gl_claims))).expect("token");
     let (code, out, err) = jobkey(&[
-        "policy", "explain", "--config", &config, "--env", "staging",
-        "--token", &gl.display().to_string(), "--jwks", &jwks_s, "--at", &at.to_string(),
+        "policy",
+        "explain",
+        "--config",
+        &config,
+        "--env",
+        "staging",
+        "--token",
+        &gl.display().to_string(),
+        "--jwks",
+        &jwks_s,
+        "--at",
+        &at.to_string(),
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("issuer `gitlab`"), "{out}");
@@ -245,10 +350,22 @@ fn explain_verifies_real_shaped_tokens_offline() {
 
     // --claims: no verification; the issuer comes from `iss`.
     let claims = dir.path().join("claims.json");
-    std::fs::write(&claims, Value::Object(Shape::Gitlab.claims("https://gitlab.com", "jobkey", at)).to_string()).expect("claims");
+    std::fs::write(
+        &claims,
+        Value::Object(Shape::Gitlab.claims("https://gitlab.com", "jobkey", at)).to_string(),
+    )
+    .expect("claims");
     let (code, out, err) = jobkey(&[
-        "policy", "explain", "--config", &config, "--env", "staging",
-        "--claims", &claims.display().to_string(), "--format", "json",
+        "policy",
+        "explain",
+        "--config",
+        &config,
+        "--env",
+        "staging",
+        "--claims",
+        &claims.display().to_string(),
+        "--format",
+        "json",
     ]);
     assert_eq!(code, 0, "{out}{err}");
     let v: Value = serde_json::from_str(&out).expect("json");
@@ -259,23 +376,52 @@ fn explain_verifies_real_shaped_tokens_offline() {
 #[test]
 fn who_can_lists_the_identities_of_a_production_credential() {
     let (code, out, err) = jobkey(&[
-        "policy", "who-can", "--config", &example_config(), "--env", "production", "--credential", "deploy-db",
+        "policy",
+        "who-can",
+        "--config",
+        &example_config(),
+        "--env",
+        "production",
+        "--credential",
+        "deploy-db",
     ]);
     assert_eq!(code, 0, "{out}{err}");
     let header = out.lines().next().unwrap_or("");
-    for col in ["CREDENTIAL", "RULE", "ISSUER", "REPOSITORY", "REF", "ENVIRONMENT", "WORKFLOW", "UNLESS DENIED BY"] {
+    for col in [
+        "CREDENTIAL",
+        "RULE",
+        "ISSUER",
+        "REPOSITORY",
+        "REF",
+        "ENVIRONMENT",
+        "WORKFLOW",
+        "UNLESS DENIED BY",
+    ] {
         assert!(header.contains(col), "{header}");
     }
     for cell in [
-        "deploy-db", "github-api-deploy", "repository_id = \"892347\"", "repository = \"acme/api\"",
-        "ref = \"refs/heads/main\"", "environment = \"production\"",
+        "deploy-db",
+        "github-api-deploy",
+        "repository_id = \"892347\"",
+        "repository = \"acme/api\"",
+        "ref = \"refs/heads/main\"",
+        "environment = \"production\"",
         "event_name is any of [\"push\", \"workflow_dispatch\"]",
         "no-self-hosted-runners: runner_environment = \"self-hosted\"",
     ] {
         assert!(out.contains(cell), "missing {cell} in\n{out}");
     }
 
-    let (code, out, _) = jobkey(&["policy", "who-can", "--config", &example_config(), "--env", "production", "--format", "json"]);
+    let (code, out, _) = jobkey(&[
+        "policy",
+        "who-can",
+        "--config",
+        &example_config(),
+        "--env",
+        "production",
+        "--format",
+        "json",
+    ]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).expect("json");
     let rule = &v["credentials"][0]["rules"][0];
@@ -283,10 +429,25 @@ fn who_can_lists_the_identities_of_a_production_credential() {
     assert_eq!(rule["rule"], json!("github-api-deploy"));
     assert_eq!(rule["issuer"], json!("github"));
     assert_eq!(rule["ttl"], json!("5m"));
-    assert_eq!(rule["identity"]["repositories"], json!(["repository_id = \"892347\"", "repository = \"acme/api\""]));
-    assert_eq!(rule["identity"]["refs"], json!(["ref = \"refs/heads/main\""]));
+    assert_eq!(
+        rule["identity"]["repositories"],
+        json!(["repository_id = \"892347\"", "repository = \"acme/api\""])
+    );
+    assert_eq!(
+        rule["identity"]["refs"],
+        json!(["ref = \"refs/heads/main\""])
+    );
 
-    let (code, _, err) = jobkey(&["policy", "who-can", "--config", &example_config(), "--env", "production", "--credential", "nope"]);
+    let (code, _, err) = jobkey(&[
+        "policy",
+        "who-can",
+        "--config",
+        &example_config(),
+        "--env",
+        "production",
+        "--credential",
+        "nope",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("has no credential `nope`"), "{err}");
 }

@@ -80,18 +80,28 @@ async fn a_valid_change_takes_effect_and_an_invalid_one_is_refused() {
         let (status, ready) = stack.get_json("/readyz").await;
         let p = &ready["policies"];
         match (status, p["status"].as_str(), p["error"].as_str()) {
-            (200, Some("stale"), Some(e)) if e.contains("production.yaml:") && e.contains("invalid regex") => Ok(()),
+            (200, Some("stale"), Some(e))
+                if e.contains("production.yaml:") && e.contains("invalid regex") =>
+            {
+                Ok(())
+            }
             _ => Err(format!("{status} {ready}")),
         }
     })
     .await;
     let (status, body) = stack.exchange_status(&token, "production").await;
     assert_eq!(status, 403, "{body}");
-    assert_eq!(body["error"], "no_rule_matched", "the old policy serves: {body}");
+    assert_eq!(
+        body["error"], "no_rule_matched",
+        "the old policy serves: {body}"
+    );
 
     // Restoring the original makes it current again and admits main.
     std::fs::write(&file, &original).unwrap();
-    eventually("the restored policy", || expect_exchange(&stack, &token, 200)).await;
+    eventually("the restored policy", || {
+        expect_exchange(&stack, &token, 200)
+    })
+    .await;
     let (_, ready) = stack.get_json("/readyz").await;
     assert_eq!(ready["policies"]["status"], "current", "{ready}");
     assert!(ready["policies"].get("error").is_none(), "{ready}");

@@ -131,8 +131,8 @@ fn check(config: &std::path::Path) -> Result<(), String> {
     let cfg = crate::config::Config::load(config).map_err(|e| e.to_string())?;
     let names: Vec<String> = cfg.issuers.iter().map(|i| i.name.clone()).collect();
     let issuers = crate::policy::PolicyIssuer::from_settings(&cfg.issuers);
-    let p = crate::policy::PolicySet::load_dir(&cfg.policy_dir, &issuers)
-        .map_err(|e| e.to_string())?;
+    let p =
+        crate::policy::PolicySet::load_dir(&cfg.policy_dir, &issuers).map_err(|e| e.to_string())?;
     let envs: Vec<&str> = p.environments().collect();
     println!(
         "{}: ok — {} issuer(s) ({}), {} environment(s) ({})",

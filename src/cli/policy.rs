@@ -137,12 +137,16 @@ impl Source {
             issuers.push(PolicyIssuer::from_url(name, url));
         }
         if issuers.is_empty() {
-            return Err("no issuers: give --config FILE (or $JOBKEY_CONFIG), or --issuer NAME=URL".into());
+            return Err(
+                "no issuers: give --config FILE (or $JOBKEY_CONFIG), or --issuer NAME=URL".into(),
+            );
         }
         let dir = match (&self.policies, &config) {
             (Some(dir), _) => dir.clone(),
             (None, Some(c)) => c.policy_dir.clone(),
-            (None, None) => return Err("no policy directory: give --policies DIR or --config FILE".into()),
+            (None, None) => {
+                return Err("no policy directory: give --policies DIR or --config FILE".into());
+            }
         };
         let set = PolicySet::load_dir(&dir, &issuers).map_err(|e| e.to_string())?;
         Ok(Loaded {
@@ -208,8 +212,10 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
             match format {
                 TableOrJson::Json => println!(
                     "{}",
-                    serde_json::to_string_pretty(&json!({"environment": environment, "credentials": review}))
-                        .map_err(|e| e.to_string())?
+                    serde_json::to_string_pretty(
+                        &json!({"environment": environment, "credentials": review})
+                    )
+                    .map_err(|e| e.to_string())?
                 ),
                 TableOrJson::Table => print!("{}", policy::review::render_table(&review)),
             }
@@ -266,7 +272,10 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
                     if e.file.is_empty() {
                         println!("environment `{environment}`: no such policy file");
                     } else {
-                        println!("environment `{environment}` ({}), issuer `{issuer}`", e.file);
+                        println!(
+                            "environment `{environment}` ({}), issuer `{issuer}`",
+                            e.file
+                        );
                     }
                     println!("decision: {decision}");
                     match matching.as_slice() {
@@ -305,7 +314,11 @@ fn issuer_of(l: &Loaded, claims: &Map<String, Value>) -> Result<String, String> 
         .ok_or_else(|| {
             format!(
                 "no configured issuer has `iss` {iss:?}; give --as-issuer NAME (one of: {})",
-                l.issuers.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+                l.issuers
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
 }
@@ -315,8 +328,9 @@ pub fn parse_instant(text: &str) -> Result<u64, String> {
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(secs);
     }
-    let t = humantime::parse_rfc3339_weak(text)
-        .map_err(|e| format!("--at {text:?}: {e}; write RFC 3339 (2025-11-27T21:40:12Z) or epoch seconds"))?;
+    let t = humantime::parse_rfc3339_weak(text).map_err(|e| {
+        format!("--at {text:?}: {e}; write RFC 3339 (2025-11-27T21:40:12Z) or epoch seconds")
+    })?;
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .map_err(|_| format!("--at {text:?}: before 1970"))
@@ -350,9 +364,12 @@ async fn verify(
         Some(at) => parse_instant(at)?,
         None => crate::devissuer::now(),
     };
-    let verified = verifier
-        .verify_at(text.trim(), now)
-        .await
-        .map_err(|e| format!("{}: the token does not verify: {e} ({})", token.display(), e.code()))?;
+    let verified = verifier.verify_at(text.trim(), now).await.map_err(|e| {
+        format!(
+            "{}: the token does not verify: {e} ({})",
+            token.display(),
+            e.code()
+        )
+    })?;
     Ok((verified.issuer, verified.claims))
 }

@@ -239,15 +239,16 @@ fn compile_requirements(
 ) -> Result<Vec<Condition>, PolicyError> {
     let mut out = Vec::new();
     for (claim, matcher) in raw.map(|m| m.0).unwrap_or_default() {
-        let condition = compile_condition(claim, matcher, true).map_err(|(location, message)| {
-            let (line, column) = position(location);
-            PolicyError::InvalidEnvironment {
-                file: file.to_owned(),
-                line,
-                column,
-                message: format!("require: {message}"),
-            }
-        })?;
+        let condition =
+            compile_condition(claim, matcher, true).map_err(|(location, message)| {
+                let (line, column) = position(location);
+                PolicyError::InvalidEnvironment {
+                    file: file.to_owned(),
+                    line,
+                    column,
+                    message: format!("require: {message}"),
+                }
+            })?;
         out.push(condition);
     }
     if let Some((a, b)) = contradiction(&out) {
@@ -435,7 +436,11 @@ fn compile_rule(
                         .map(|t| format!("`{t}`"))
                         .collect::<Vec<_>>()
                         .join(" or "),
-                    issuer_info.tenant_claims.first().map(String::as_str).unwrap_or("tenant"),
+                    issuer_info
+                        .tenant_claims
+                        .first()
+                        .map(String::as_str)
+                        .unwrap_or("tenant"),
                 ),
             ));
         }
@@ -722,27 +727,57 @@ mod tests {
             PolicyIssuer::from_url("circleci", "https://oidc.circleci.com/org/1f4e"),
             PolicyIssuer::named("github"),
         ];
-        let load = |src: &str| PolicySet::from_sources(&[("e.yaml".to_owned(), src.to_owned())], &shared);
+        let load =
+            |src: &str| PolicySet::from_sources(&[("e.yaml".to_owned(), src.to_owned())], &shared);
         // Lines: credentials 1..=7, `rules:` is 8, the rule's name is 9.
-        let r = |claims: &str| rules(&format!("  - name: r\n    issuer: github\n    claims:\n      {claims}\n    grant: [db]\n"));
+        let r = |claims: &str| {
+            rules(&format!(
+                "  - name: r\n    issuer: github\n    claims:\n      {claims}\n    grant: [db]\n"
+            ))
+        };
         let table: Vec<(String, &str, &str)> = vec![
-            (r("ref: {regex: \"(\"}"), "e.yaml:12:12: ", "claim `ref`: invalid regex"),
-            (r("ref: {not: {glob: \"*\"}}"), "e.yaml:12:12: ", "can never match"),
-            (r("\"/a~x\": b"), "e.yaml:12:7: ", "JSON pointer"),
-            (r("ref: main\n      /ref: dev"), "e.yaml:13:13: ", "is the same claim as `ref`"),
-            (r("ref: {present: false}\n      /a/ref: {present: false}\n      x: [a, b]"), "", ""),
             (
-                format!("require: {{ref_protected: \"true\"}}\n{}", r("ref_protected: \"false\"")),
+                r("ref: {regex: \"(\"}"),
+                "e.yaml:12:12: ",
+                "claim `ref`: invalid regex",
+            ),
+            (
+                r("ref: {not: {glob: \"*\"}}"),
+                "e.yaml:12:12: ",
+                "can never match",
+            ),
+            (r("\"/a~x\": b"), "e.yaml:12:7: ", "JSON pointer"),
+            (
+                r("ref: main\n      /ref: dev"),
+                "e.yaml:13:13: ",
+                "is the same claim as `ref`",
+            ),
+            (
+                r("ref: {present: false}\n      /a/ref: {present: false}\n      x: [a, b]"),
+                "",
+                "",
+            ),
+            (
+                format!(
+                    "require: {{ref_protected: \"true\"}}\n{}",
+                    r("ref_protected: \"false\"")
+                ),
                 "e.yaml:13:22: ",
                 "can never match: claim `ref_protected` must be \"true\" (require, line 1) and \"false\" (line 13)",
             ),
             (
-                format!("require: {{environment: {{present: false}}}}\n{}", r("environment: production")),
+                format!(
+                    "require: {{environment: {{present: false}}}}\n{}",
+                    r("environment: production")
+                ),
                 "e.yaml:13:20: ",
                 "must be absent (require, line 1) and \"production\"",
             ),
             (
-                format!("require: {{ref: [main, dev]}}\n{}", r("ref: {glob: \"release/*\"}")),
+                format!(
+                    "require: {{ref: [main, dev]}}\n{}",
+                    r("ref: {glob: \"release/*\"}")
+                ),
                 "e.yaml:13:12: ",
                 "any of [\"main\", \"dev\"] (require, line 1) and glob \"release/*\"",
             ),
@@ -751,19 +786,29 @@ mod tests {
                 "e.yaml:1:21: ",
                 "require: claim `/a` can never match",
             ),
-            ("require: {a: {glob: \"\"}}\n".to_owned() + &r("b: c"), "e.yaml:1:14: ", "require: claim `a`: the glob pattern is empty"),
             (
-                rules("  - name: r\n    issuer: buildkite\n    claims: {pipeline_slug: deploy}\n    grant: [db]\n"),
+                "require: {a: {glob: \"\"}}\n".to_owned() + &r("b: c"),
+                "e.yaml:1:14: ",
+                "require: claim `a`: the glob pattern is empty",
+            ),
+            (
+                rules(
+                    "  - name: r\n    issuer: buildkite\n    claims: {pipeline_slug: deploy}\n    grant: [db]\n",
+                ),
                 "e.yaml:10:13: ",
                 "issuer `buildkite` is shared by every organisation on it; bind `organization_slug` or `organization_id`",
             ),
             (
-                rules("  - name: r\n    issuer: buildkite\n    claims: {organization_slug: {glob: \"acme*\"}}\n    grant: [db]\n"),
+                rules(
+                    "  - name: r\n    issuer: buildkite\n    claims: {organization_slug: {glob: \"acme*\"}}\n    grant: [db]\n",
+                ),
                 "e.yaml:10:13: ",
                 "is shared by every organisation",
             ),
             (
-                rules("  - name: r\n    issuer: circleci\n    claims: {oidc.circleci.com/project-id: p}\n    grant: [db]\n"),
+                rules(
+                    "  - name: r\n    issuer: circleci\n    claims: {oidc.circleci.com/project-id: p}\n    grant: [db]\n",
+                ),
                 "e.yaml:10:13: ",
                 "bind `oidc.circleci.com/org-id`",
             ),
@@ -775,7 +820,10 @@ mod tests {
                 Err(err) => {
                     let text = err.to_string();
                     assert!(!position.is_empty(), "unexpected error {text}\n{src}");
-                    assert!(text.starts_with(position), "want {position:?}, got {text:?}\n{src}");
+                    assert!(
+                        text.starts_with(position),
+                        "want {position:?}, got {text:?}\n{src}"
+                    );
                     assert!(text.contains(fragment), "want {fragment:?} in {text:?}");
                 }
             }
@@ -783,9 +831,18 @@ mod tests {
         // Tenant bound exactly (in the rule or by require:) compiles; deny
         // rules on a shared issuer need no tenant.
         for ok in [
-            rules("  - name: r\n    issuer: buildkite\n    claims: {organization_slug: acme}\n    grant: [db]\n"),
-            format!("require: {{organization_id: [\"1\", \"2\"]}}\n{}", rules("  - name: r\n    issuer: buildkite\n    claims: {pipeline_slug: x}\n    grant: [db]\n")),
-            rules("  - name: r\n    issuer: circleci\n    claims: {oidc.circleci.com/org-id: o1}\n    grant: [db]\n  - name: d\n    effect: deny\n    issuer: circleci\n    claims: {x: y}\n"),
+            rules(
+                "  - name: r\n    issuer: buildkite\n    claims: {organization_slug: acme}\n    grant: [db]\n",
+            ),
+            format!(
+                "require: {{organization_id: [\"1\", \"2\"]}}\n{}",
+                rules(
+                    "  - name: r\n    issuer: buildkite\n    claims: {pipeline_slug: x}\n    grant: [db]\n"
+                )
+            ),
+            rules(
+                "  - name: r\n    issuer: circleci\n    claims: {oidc.circleci.com/org-id: o1}\n    grant: [db]\n  - name: d\n    effect: deny\n    issuer: circleci\n    claims: {x: y}\n",
+            ),
         ] {
             if let Err(e) = load(&ok) {
                 panic!("{e}\n{ok}");

@@ -5,9 +5,7 @@ use serde_json::{Map, Value};
 use super::compile::{CompiledEnv, Condition, Rule};
 use super::matcher::claim_text;
 use super::parse::Effect;
-use super::{
-    Decision, DenyReason, FailedCondition, Grant, Request, RuleExplanation, RuleFailure,
-};
+use super::{Decision, DenyReason, FailedCondition, Grant, Request, RuleExplanation, RuleFailure};
 
 /// Longest rendering of an actual claim value kept in a [`FailedCondition`].
 const MAX_ACTUAL_CHARS: usize = 200;
@@ -631,18 +629,43 @@ mod tests {
             "{CREDS}require:\n  ref_protected: \"true\"\n  repository_id: {{present: true}}\nrules:\n  - name: a\n    issuer: github\n    claims: {{ref: main}}\n    grant: [db]\n  - name: d\n    effect: deny\n    issuer: github\n    claims: {{actor: mallory}}\n"
         ));
         let table: Vec<(Value, Result<&str, (&str, &str, Option<&str>)>)> = vec![
-            (json!({"ref": "main", "ref_protected": "true", "repository_id": "1"}), Ok("a")),
-            (json!({"ref": "main", "ref_protected": true, "repository_id": 1}), Ok("a")),
-            (json!({"ref": "main", "ref_protected": "false", "repository_id": "1"}), Err(("ref_protected", "\"true\"", Some("false")))),
-            (json!({"ref": "main", "repository_id": "1"}), Err(("ref_protected", "\"true\"", None))),
-            (json!({"ref": "main", "ref_protected": "true"}), Err(("repository_id", "present", None))),
-            (json!({"ref": "main", "ref_protected": "true", "repository_id": null}), Err(("repository_id", "present", Some("null")))),
-            (json!({"ref": "dev", "ref_protected": "true", "repository_id": "1"}), Err(("ref", "\"main\"", Some("dev")))),
+            (
+                json!({"ref": "main", "ref_protected": "true", "repository_id": "1"}),
+                Ok("a"),
+            ),
+            (
+                json!({"ref": "main", "ref_protected": true, "repository_id": 1}),
+                Ok("a"),
+            ),
+            (
+                json!({"ref": "main", "ref_protected": "false", "repository_id": "1"}),
+                Err(("ref_protected", "\"true\"", Some("false"))),
+            ),
+            (
+                json!({"ref": "main", "repository_id": "1"}),
+                Err(("ref_protected", "\"true\"", None)),
+            ),
+            (
+                json!({"ref": "main", "ref_protected": "true"}),
+                Err(("repository_id", "present", None)),
+            ),
+            (
+                json!({"ref": "main", "ref_protected": "true", "repository_id": null}),
+                Err(("repository_id", "present", Some("null"))),
+            ),
+            (
+                json!({"ref": "dev", "ref_protected": "true", "repository_id": "1"}),
+                Err(("ref", "\"main\"", Some("dev"))),
+            ),
         ];
         for (c, want) in &table {
             let d = decide_with(&s, "github", &claims(c.clone()), &[]);
             match want {
-                Ok(rule) => assert_eq!(granted(&d).first().map(|g| g.1.as_str()), Some(*rule), "{c}"),
+                Ok(rule) => assert_eq!(
+                    granted(&d).first().map(|g| g.1.as_str()),
+                    Some(*rule),
+                    "{c}"
+                ),
                 Err((claim, expected, actual)) => assert_eq!(
                     denied(&d),
                     &DenyReason::NoRuleMatched {
@@ -677,29 +700,70 @@ mod tests {
         src.push_str("  - name: glob\n    issuer: github\n    claims: {repository_id: {glob: \"5*\"}}\n    grant: [other]\n");
         src.push_str("  - name: deny7\n    effect: deny\n    issuer: github\n    claims: {repository_id: \"7\"}\n");
         src.push_str("  - name: deny-actor\n    effect: deny\n    issuer: github\n    claims: {/actor: mallory}\n");
-        src.push_str("  - name: gl\n    issuer: gitlab\n    claims: {project_id: \"3\"}\n    grant: [db]\n");
+        src.push_str(
+            "  - name: gl\n    issuer: gitlab\n    claims: {project_id: \"3\"}\n    grant: [db]\n",
+        );
         let s = set(&src);
         let env = s.env("env").expect("env");
         for issuer in ["github", "gitlab", "other"] {
-            for id in [json!("3"), json!(3), json!("7"), json!("41"), json!("55"), json!("99"), json!(null), json!(true)] {
+            for id in [
+                json!("3"),
+                json!(3),
+                json!("7"),
+                json!("41"),
+                json!("55"),
+                json!("99"),
+                json!(null),
+                json!(true),
+            ] {
                 for actor in ["alice", "mallory"] {
                     for r in ["refs/heads/main", "refs/heads/dev"] {
-                        let c = claims(json!({"repository_id": id, "project_id": id, "actor": actor, "ref": r}));
-                        let req = Request { environment: "env", issuer, claims: &c, credentials: &[] };
+                        let c = claims(
+                            json!({"repository_id": id, "project_id": id, "actor": actor, "ref": r}),
+                        );
+                        let req = Request {
+                            environment: "env",
+                            issuer,
+                            claims: &c,
+                            credentials: &[],
+                        };
                         let fast = decide(env, &req);
                         let explained = s.explain(&req);
-                        let applies: Vec<&str> = explained.rules.iter().filter(|r| r.applies).map(|r| r.rule.as_str()).collect();
-                        let candidates: Vec<&str> = env.index.candidates(issuer, &c).iter().map(|i| env.rules[*i].name.as_str()).collect();
+                        let applies: Vec<&str> = explained
+                            .rules
+                            .iter()
+                            .filter(|r| r.applies)
+                            .map(|r| r.rule.as_str())
+                            .collect();
+                        let candidates: Vec<&str> = env
+                            .index
+                            .candidates(issuer, &c)
+                            .iter()
+                            .map(|i| env.rules[*i].name.as_str())
+                            .collect();
                         for a in &applies {
-                            assert!(candidates.contains(a), "{a} applies but is no candidate: {c:?}");
+                            assert!(
+                                candidates.contains(a),
+                                "{a} applies but is no candidate: {c:?}"
+                            );
                         }
                         // The decision is the one the rule outcomes imply.
-                        let deny = explained.rules.iter().find(|r| r.applies && r.effect == Effect::Deny);
+                        let deny = explained
+                            .rules
+                            .iter()
+                            .find(|r| r.applies && r.effect == Effect::Deny);
                         match (&fast, deny) {
-                            (Decision::Deny(DenyReason::DeniedByRule { rule }), Some(d)) => assert_eq!(rule, &d.rule),
-                            (Decision::Deny(DenyReason::DeniedByRule { .. }), None) => panic!("{c:?}"),
+                            (Decision::Deny(DenyReason::DeniedByRule { rule }), Some(d)) => {
+                                assert_eq!(rule, &d.rule)
+                            }
+                            (Decision::Deny(DenyReason::DeniedByRule { .. }), None) => {
+                                panic!("{c:?}")
+                            }
                             (_, Some(_)) => panic!("deny rule ignored {c:?}"),
-                            (Decision::Allow(g), None) => assert_eq!(g.first().map(|g| g.rule.as_str()), applies.first().copied()),
+                            (Decision::Allow(g), None) => assert_eq!(
+                                g.first().map(|g| g.rule.as_str()),
+                                applies.first().copied()
+                            ),
                             (Decision::Deny(reason), None) => {
                                 assert!(applies.is_empty(), "{c:?}");
                                 assert_eq!(reason.code(), "no_rule_matched");

@@ -161,7 +161,9 @@ pub fn describe_failure(f: &FailedCondition) -> String {
             actual,
         } => match actual {
             Some(a) => format!("claim `{claim}`: expected {expected}, got {a:?}"),
-            None => format!("claim `{claim}`: expected {expected}, but the token has no such claim"),
+            None => {
+                format!("claim `{claim}`: expected {expected}, but the token has no such claim")
+            }
         },
     }
 }
@@ -205,10 +207,7 @@ pub fn run_dir(set: &PolicySet, dir: &Path) -> Result<Report, String> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|x| x == "yaml" || x == "yml")
-        })
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
     paths.sort();
     if paths.is_empty() {
@@ -227,9 +226,8 @@ pub fn run_file(set: &PolicySet, path: &Path, report: &mut Report) -> Result<(),
     let text = std::fs::read_to_string(path).map_err(|e| format!("{file}: {e}"))?;
     let raw: RawFixtures = serde_saphyr::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
     for case in raw.cases {
-        let claims = case_claims(path, &raw.templates, &case).map_err(|e| {
-            format!("{file}: case `{}`: {e}", case.name)
-        })?;
+        let claims = case_claims(path, &raw.templates, &case)
+            .map_err(|e| format!("{file}: case `{}`: {e}", case.name))?;
         let req = Request {
             environment: &case.environment,
             issuer: &case.issuer,
@@ -310,15 +308,14 @@ fn check(case: &RawCase, decision: &Decision) -> (bool, String) {
             if let Some(rule) = &case.rule {
                 expected.push_str(&format!(" by deny rule `{rule}`"));
             }
-            let ok = match decision {
-                Decision::Allow(_) => false,
-                Decision::Deny(reason) => {
-                    case.code.as_ref().is_none_or(|c| c == reason.code())
-                        && case.rule.as_ref().is_none_or(|r| {
-                            matches!(reason, DenyReason::DeniedByRule { rule } if rule == r)
-                        })
-                }
-            };
+            let ok =
+                match decision {
+                    Decision::Allow(_) => false,
+                    Decision::Deny(reason) => case.code.as_ref().is_none_or(|c| c == reason.code())
+                        && case.rule.as_ref().is_none_or(
+                            |r| matches!(reason, DenyReason::DeniedByRule { rule } if rule == r),
+                        ),
+                };
             (ok, expected)
         }
     }

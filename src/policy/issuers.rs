@@ -89,15 +89,43 @@ mod tests {
     #[test]
     fn kinds_and_tenants_from_urls() {
         let table: &[(&str, IssuerKind, &[&str])] = &[
-            ("https://agent.buildkite.com", IssuerKind::Buildkite, &["organization_slug", "organization_id"]),
-            ("https://agent.buildkite.com/", IssuerKind::Buildkite, &["organization_slug", "organization_id"]),
-            ("https://oidc.circleci.com/org/1f4e", IssuerKind::Circleci, &["oidc.circleci.com/org-id"]),
-            ("https://token.actions.githubusercontent.com", IssuerKind::Github, &[]),
-            ("https://token.actions.githubusercontent.com/acme", IssuerKind::Github, &[]),
-            ("https://ghe.example.com/_services/token", IssuerKind::Github, &[]),
+            (
+                "https://agent.buildkite.com",
+                IssuerKind::Buildkite,
+                &["organization_slug", "organization_id"],
+            ),
+            (
+                "https://agent.buildkite.com/",
+                IssuerKind::Buildkite,
+                &["organization_slug", "organization_id"],
+            ),
+            (
+                "https://oidc.circleci.com/org/1f4e",
+                IssuerKind::Circleci,
+                &["oidc.circleci.com/org-id"],
+            ),
+            (
+                "https://token.actions.githubusercontent.com",
+                IssuerKind::Github,
+                &[],
+            ),
+            (
+                "https://token.actions.githubusercontent.com/acme",
+                IssuerKind::Github,
+                &[],
+            ),
+            (
+                "https://ghe.example.com/_services/token",
+                IssuerKind::Github,
+                &[],
+            ),
             ("https://gitlab.com", IssuerKind::Gitlab, &[]),
             ("http://127.0.0.1:8401", IssuerKind::Other, &[]),
-            ("https://agent.buildkite.com.evil.example", IssuerKind::Other, &[]),
+            (
+                "https://agent.buildkite.com.evil.example",
+                IssuerKind::Other,
+                &[],
+            ),
         ];
         for (url, kind, tenants) in table {
             let i = PolicyIssuer::from_url("x", url);

@@ -15,11 +15,11 @@
 //! Deny rules are only checked by JK007 (they have no TTL) — the others are
 //! about what allow rules admit.
 
+use super::PolicySet;
 use super::compile::{CompiledEnv, Condition, Rule};
 use super::issuers::{IssuerKind, PolicyIssuer};
 use super::matcher::Matcher;
 use super::parse::Effect;
-use super::PolicySet;
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -112,28 +112,47 @@ fn binds_exactly(rule: &Rule, claim: &str) -> bool {
     conditions_on(rule, claim).any(|c| c.matcher.exact_values().is_some())
 }
 
-fn lint_env(environment: &str, env: &CompiledEnv, issuers: &[PolicyIssuer], out: &mut Vec<Warning>) {
-    let warn = |out: &mut Vec<Warning>, rule: Option<&Rule>, code, name, message: String, fix: String| {
-        out.push(Warning {
-            code,
-            name,
-            file: env.file.clone(),
-            line: rule.and_then(|r| r.line),
-            column: rule.and_then(|r| r.column),
-            environment: environment.to_owned(),
-            rule: rule.map(|r| r.name.clone()),
-            message,
-            fix,
-        });
-    };
+fn lint_env(
+    environment: &str,
+    env: &CompiledEnv,
+    issuers: &[PolicyIssuer],
+    out: &mut Vec<Warning>,
+) {
+    let warn =
+        |out: &mut Vec<Warning>, rule: Option<&Rule>, code, name, message: String, fix: String| {
+            out.push(Warning {
+                code,
+                name,
+                file: env.file.clone(),
+                line: rule.and_then(|r| r.line),
+                column: rule.and_then(|r| r.column),
+                environment: environment.to_owned(),
+                rule: rule.map(|r| r.name.clone()),
+                message,
+                fix,
+            });
+        };
     let production = environment.starts_with("prod");
 
     for rule in &env.rules {
         if let (Some(ttl), Some(max)) = (rule.ttl, env.max_ttl) {
             if ttl > max {
-                warn(out, Some(rule), "JK007", "ttl-above-limit",
-                    format!("ttl {} is above the environment's max_ttl {}; grants are clamped to {}", human(ttl), human(max), human(max)),
-                    format!("lower the rule's ttl to at most {} (or raise max_ttl if that is what you meant)", human(max)));
+                warn(
+                    out,
+                    Some(rule),
+                    "JK007",
+                    "ttl-above-limit",
+                    format!(
+                        "ttl {} is above the environment's max_ttl {}; grants are clamped to {}",
+                        human(ttl),
+                        human(max),
+                        human(max)
+                    ),
+                    format!(
+                        "lower the rule's ttl to at most {} (or raise max_ttl if that is what you meant)",
+                        human(max)
+                    ),
+                );
             }
         }
         if rule.effect == Effect::Deny {
@@ -155,9 +174,16 @@ fn lint_env(environment: &str, env: &CompiledEnv, issuers: &[PolicyIssuer], out:
         // JK002
         for (name, id) in NAME_ID_PAIRS {
             if binds_exactly(rule, name) && !binds_exactly(rule, id) {
-                warn(out, Some(rule), "JK002", "name-without-id",
-                    format!("binds `{name}` without `{id}`: names can be renamed and re-registered by someone else"),
-                    format!("add `{id}: \"<the numeric id>\"` next to `{name}`"));
+                warn(
+                    out,
+                    Some(rule),
+                    "JK002",
+                    "name-without-id",
+                    format!(
+                        "binds `{name}` without `{id}`: names can be renamed and re-registered by someone else"
+                    ),
+                    format!("add `{id}: \"<the numeric id>\"` next to `{name}`"),
+                );
             }
         }
 
@@ -178,7 +204,8 @@ fn lint_env(environment: &str, env: &CompiledEnv, issuers: &[PolicyIssuer], out:
         // JK004
         let github_shaped = kind == IssuerKind::Github
             || conditions_on(rule, "ref").any(|c| mentions(&c.matcher, "refs/heads/"));
-        if github_shaped && kind != IssuerKind::Gitlab && binds_branch(rule) && !event_pinned(rule) {
+        if github_shaped && kind != IssuerKind::Gitlab && binds_branch(rule) && !event_pinned(rule)
+        {
             warn(out, Some(rule), "JK004", "branch-without-event",
                 "binds a branch `ref` but not `event_name`: `pull_request_target` runs carry the default branch as `ref` while running a fork's code".into(),
                 "add `event_name: [push, workflow_dispatch]` (the events that run trusted code only)".into());
@@ -199,9 +226,19 @@ fn lint_env(environment: &str, env: &CompiledEnv, issuers: &[PolicyIssuer], out:
         for name in &env.credential_order {
             if let Some(credential) = env.credentials.get(name) {
                 if credential.ttl > max {
-                    warn(out, None, "JK007", "ttl-above-limit",
-                        format!("credential `{name}` has ttl {} above the environment's max_ttl {}; it is clamped to {}", human(credential.ttl), human(max), human(max)),
-                        format!("lower `{name}`'s ttl to at most {}", human(max)));
+                    warn(
+                        out,
+                        None,
+                        "JK007",
+                        "ttl-above-limit",
+                        format!(
+                            "credential `{name}` has ttl {} above the environment's max_ttl {}; it is clamped to {}",
+                            human(credential.ttl),
+                            human(max),
+                            human(max)
+                        ),
+                        format!("lower `{name}`'s ttl to at most {}", human(max)),
+                    );
                 }
             }
         }
@@ -249,8 +286,9 @@ fn event_pinned(rule: &Rule) -> bool {
 /// condition rejects it, or a deny rule of the file for the same issuer
 /// whose only condition is on `runner_environment` denies it.
 fn excludes_self_hosted(rule: &Rule, env: &CompiledEnv) -> bool {
-    let own = conditions_on(rule, "runner_environment")
-        .any(|c| !matches!(c.matcher, Matcher::Present(false)) && !c.matcher.matches_text("self-hosted"));
+    let own = conditions_on(rule, "runner_environment").any(|c| {
+        !matches!(c.matcher, Matcher::Present(false)) && !c.matcher.matches_text("self-hosted")
+    });
     own || env.rules.iter().any(|d| {
         d.effect == Effect::Deny
             && d.issuer == rule.issuer
@@ -317,7 +355,9 @@ mod tests {
     }
 
     fn rule(claims: &str) -> String {
-        format!("rules:\n  - name: r\n    issuer: ci\n    claims:\n      {claims}\n    grant: [db]\n")
+        format!(
+            "rules:\n  - name: r\n    issuer: ci\n    claims:\n      {claims}\n    grant: [db]\n"
+        )
     }
 
     const GH: &str = "https://token.actions.githubusercontent.com";
@@ -328,37 +368,185 @@ mod tests {
     fn each_lint() {
         let table: Vec<(&str, &str, String, Vec<&str>)> = vec![
             ("production", GH, rule(GOOD), vec![]),
-            ("staging", GH, rule("ref: refs/heads/main\n      event_name: push"), vec!["JK001"]),
+            (
+                "staging",
+                GH,
+                rule("ref: refs/heads/main\n      event_name: push"),
+                vec!["JK001"],
+            ),
             ("staging", GH, rule("aud: jobkey"), vec!["JK001"]),
-            ("staging", GH, rule("repository: acme/api\n      ref: refs/tags/v1"), vec!["JK002"]),
-            ("staging", GH, rule("repository_owner: acme\n      ref: refs/tags/v1"), vec!["JK002"]),
-            ("staging", GL, rule("project_path: acme/api\n      ref: main"), vec!["JK002"]),
-            ("staging", GL, rule("namespace_path: acme\n      namespace_id: \"7\"\n      ref: main"), vec![]),
-            ("staging", GL, rule("project_id: \"4242\"\n      project_path: acme/api"), vec![]),
-            ("staging", GH, rule("sub: {glob: \"repo:acme/*\"}"), vec!["JK003"]),
-            ("staging", GH, rule("sub: {regex: \"repo:acme/.*\"}"), vec!["JK003"]),
-            ("staging", GH, rule("sub: [x, {glob: \"repo:*:ref:refs/tags/*\"}]"), vec!["JK003"]),
-            ("staging", GH, rule("sub: {glob: \"repo:acme/api:*\"}"), vec![]),
-            ("staging", GH, rule("sub: {glob: \"repo:acme/*\"}\n      repository_id: \"1\""), vec![]),
-            ("staging", GH, rule("repository: {glob: \"acme/*\"}\n      ref: refs/tags/v1"), vec!["JK003"]),
-            ("staging", GH, rule("repository_id: \"1\"\n      ref: refs/heads/main"), vec!["JK004"]),
-            ("staging", GH, rule("repository_id: \"1\"\n      ref: refs/heads/main\n      event_name: {glob: \"*\"}"), vec!["JK004"]),
-            ("staging", GH, rule("repository_id: \"1\"\n      ref: refs/heads/main\n      event_name: [push, pull_request_target]"), vec!["JK004"]),
-            ("staging", GH, rule("repository_id: \"1\"\n      sub: \"repo:acme/api:ref:refs/heads/main\""), vec!["JK004"]),
-            ("staging", GH, rule("repository_id: \"1\"\n      ref: refs/tags/v1"), vec![]),
+            (
+                "staging",
+                GH,
+                rule("repository: acme/api\n      ref: refs/tags/v1"),
+                vec!["JK002"],
+            ),
+            (
+                "staging",
+                GH,
+                rule("repository_owner: acme\n      ref: refs/tags/v1"),
+                vec!["JK002"],
+            ),
+            (
+                "staging",
+                GL,
+                rule("project_path: acme/api\n      ref: main"),
+                vec!["JK002"],
+            ),
+            (
+                "staging",
+                GL,
+                rule("namespace_path: acme\n      namespace_id: \"7\"\n      ref: main"),
+                vec![],
+            ),
+            (
+                "staging",
+                GL,
+                rule("project_id: \"4242\"\n      project_path: acme/api"),
+                vec![],
+            ),
+            (
+                "staging",
+                GH,
+                rule("sub: {glob: \"repo:acme/*\"}"),
+                vec!["JK003"],
+            ),
+            (
+                "staging",
+                GH,
+                rule("sub: {regex: \"repo:acme/.*\"}"),
+                vec!["JK003"],
+            ),
+            (
+                "staging",
+                GH,
+                rule("sub: [x, {glob: \"repo:*:ref:refs/tags/*\"}]"),
+                vec!["JK003"],
+            ),
+            (
+                "staging",
+                GH,
+                rule("sub: {glob: \"repo:acme/api:*\"}"),
+                vec![],
+            ),
+            (
+                "staging",
+                GH,
+                rule("sub: {glob: \"repo:acme/*\"}\n      repository_id: \"1\""),
+                vec![],
+            ),
+            (
+                "staging",
+                GH,
+                rule("repository: {glob: \"acme/*\"}\n      ref: refs/tags/v1"),
+                vec!["JK003"],
+            ),
+            (
+                "staging",
+                GH,
+                rule("repository_id: \"1\"\n      ref: refs/heads/main"),
+                vec!["JK004"],
+            ),
+            (
+                "staging",
+                GH,
+                rule(
+                    "repository_id: \"1\"\n      ref: refs/heads/main\n      event_name: {glob: \"*\"}",
+                ),
+                vec!["JK004"],
+            ),
+            (
+                "staging",
+                GH,
+                rule(
+                    "repository_id: \"1\"\n      ref: refs/heads/main\n      event_name: [push, pull_request_target]",
+                ),
+                vec!["JK004"],
+            ),
+            (
+                "staging",
+                GH,
+                rule("repository_id: \"1\"\n      sub: \"repo:acme/api:ref:refs/heads/main\""),
+                vec!["JK004"],
+            ),
+            (
+                "staging",
+                GH,
+                rule("repository_id: \"1\"\n      ref: refs/tags/v1"),
+                vec![],
+            ),
             // A dev issuer (unknown kind) with GitHub-shaped refs is linted as GitHub.
-            ("staging", "http://127.0.0.1:1", rule("repository_id: \"1\"\n      ref: refs/heads/main"), vec!["JK004"]),
-            ("staging", GL, rule("project_id: \"1\"\n      ref: main\n      ref_protected: \"true\""), vec![]),
-            ("production", GL, rule("project_id: \"1\"\n      ref: main"), vec!["JK006"]),
-            ("production", GL, rule("project_id: \"1\"\n      runner_environment: {not: self-hosted}"), vec![]),
-            ("production", GL, rule("project_id: \"1\"\n      runner_environment: {present: true}"), vec!["JK006"]),
-            ("prod-eu", GL, format!("{}  - name: d\n    issuer: ci\n    effect: deny\n    claims: {{runner_environment: self-hosted}}\n", rule("project_id: \"1\"")), vec![]),
+            (
+                "staging",
+                "http://127.0.0.1:1",
+                rule("repository_id: \"1\"\n      ref: refs/heads/main"),
+                vec!["JK004"],
+            ),
+            (
+                "staging",
+                GL,
+                rule("project_id: \"1\"\n      ref: main\n      ref_protected: \"true\""),
+                vec![],
+            ),
+            (
+                "production",
+                GL,
+                rule("project_id: \"1\"\n      ref: main"),
+                vec!["JK006"],
+            ),
+            (
+                "production",
+                GL,
+                rule("project_id: \"1\"\n      runner_environment: {not: self-hosted}"),
+                vec![],
+            ),
+            (
+                "production",
+                GL,
+                rule("project_id: \"1\"\n      runner_environment: {present: true}"),
+                vec!["JK006"],
+            ),
+            (
+                "prod-eu",
+                GL,
+                format!(
+                    "{}  - name: d\n    issuer: ci\n    effect: deny\n    claims: {{runner_environment: self-hosted}}\n",
+                    rule("project_id: \"1\"")
+                ),
+                vec![],
+            ),
             // A deny rule narrowed by another condition does not cover everything.
-            ("production", GL, format!("{}  - name: d\n    issuer: ci\n    effect: deny\n    claims: {{runner_environment: self-hosted, ref: main}}\n", rule("project_id: \"1\"")), vec!["JK006"]),
-            ("staging", GL, format!("max_ttl: 5m\n{}    ttl: 10m\n", rule("project_id: \"1\"")), vec!["JK007", "JK007"]),
-            ("staging", GL, format!("max_ttl: 20m\n{}    ttl: 10m\n", rule("project_id: \"1\"")), vec![]),
+            (
+                "production",
+                GL,
+                format!(
+                    "{}  - name: d\n    issuer: ci\n    effect: deny\n    claims: {{runner_environment: self-hosted, ref: main}}\n",
+                    rule("project_id: \"1\"")
+                ),
+                vec!["JK006"],
+            ),
+            (
+                "staging",
+                GL,
+                format!("max_ttl: 5m\n{}    ttl: 10m\n", rule("project_id: \"1\"")),
+                vec!["JK007", "JK007"],
+            ),
+            (
+                "staging",
+                GL,
+                format!("max_ttl: 20m\n{}    ttl: 10m\n", rule("project_id: \"1\"")),
+                vec![],
+            ),
             // require: is inherited, so it satisfies the lints too.
-            ("production", GH, format!("require: {{runner_environment: github-hosted, repository_id: \"1\"}}\n{}", rule("ref: refs/tags/v1")), vec![]),
+            (
+                "production",
+                GH,
+                format!(
+                    "require: {{runner_environment: github-hosted, repository_id: \"1\"}}\n{}",
+                    rule("ref: refs/tags/v1")
+                ),
+                vec![],
+            ),
         ];
         for (env, url, body, want) in &table {
             assert_eq!(codes(env, url, body), *want, "{env} {url}\n{body}");
@@ -372,7 +560,17 @@ mod tests {
         let set = PolicySet::from_sources(&[("p/staging.yaml".into(), src)], &issuers).expect("ok");
         let text: Vec<String> = lint(&set, &issuers).iter().map(|w| w.to_string()).collect();
         assert_eq!(text.len(), 1);
-        assert!(text[0].starts_with("p/staging.yaml:6:11: warning[JK001 unbound-identity] rule `r`: binds no repository"), "{}", text[0]);
-        assert!(text[0].contains("\n  fix: bind the repository"), "{}", text[0]);
+        assert!(
+            text[0].starts_with(
+                "p/staging.yaml:6:11: warning[JK001 unbound-identity] rule `r`: binds no repository"
+            ),
+            "{}",
+            text[0]
+        );
+        assert!(
+            text[0].contains("\n  fix: bind the repository"),
+            "{}",
+            text[0]
+        );
     }
 }

@@ -107,7 +107,10 @@ pub(crate) enum Matcher {
     Exact(String),
     Glob(Glob),
     /// Anchored: the source as written, and `^(?:source)$` compiled.
-    Regex { source: String, regex: Regex },
+    Regex {
+        source: String,
+        regex: Regex,
+    },
     /// Non-empty; items are value matchers (no `present`, no nested list).
     AnyOf(Vec<Matcher>),
     /// The claim is present, scalar, and the inner matcher does not match.
@@ -319,8 +322,16 @@ mod tests {
         let table: &[(&str, &[&str], Option<Value>)] = &[
             ("ref", &["ref"], Some(json!("main"))),
             ("/ref", &["ref"], Some(json!("main"))),
-            ("oidc.circleci.com/project-id", &["oidc.circleci.com/project-id"], Some(json!("p1"))),
-            ("/oidc.circleci.com~1project-id", &["oidc.circleci.com/project-id"], Some(json!("p1"))),
+            (
+                "oidc.circleci.com/project-id",
+                &["oidc.circleci.com/project-id"],
+                Some(json!("p1")),
+            ),
+            (
+                "/oidc.circleci.com~1project-id",
+                &["oidc.circleci.com/project-id"],
+                Some(json!("p1")),
+            ),
             ("/a/b~1c/d~0e", &["a", "b/c", "d~e"], Some(json!("deep"))),
             ("/a/list/1", &["a", "list", "1"], Some(json!("y"))),
             ("/a/list/01", &["a", "list", "01"], None),
@@ -335,7 +346,12 @@ mod tests {
             assert_eq!(p.segments, *segments, "{written}");
             assert_eq!(p.lookup(&claims).cloned(), *want, "{written}");
         }
-        assert_eq!(ClaimPath::parse("/ref").ok().and_then(|p| p.top_level().map(str::to_owned)), Some("ref".into()));
+        assert_eq!(
+            ClaimPath::parse("/ref")
+                .ok()
+                .and_then(|p| p.top_level().map(str::to_owned)),
+            Some("ref".into())
+        );
         assert!(ClaimPath::parse("/a~2").is_err());
         assert!(ClaimPath::parse("/a~").is_err());
         assert!(ClaimPath::parse("").is_err());
@@ -390,8 +406,16 @@ mod tests {
             ("{regex: \"(?i)main\"}", Some(json!("MAIN")), true),
             // any of
             ("[push, workflow_dispatch]", Some(json!("push")), true),
-            ("[push, workflow_dispatch]", Some(json!("pull_request_target")), false),
-            ("[1, {glob: \"9*\"}, {regex: \"x+\"}]", Some(json!("xxx")), true),
+            (
+                "[push, workflow_dispatch]",
+                Some(json!("pull_request_target")),
+                false,
+            ),
+            (
+                "[1, {glob: \"9*\"}, {regex: \"x+\"}]",
+                Some(json!("xxx")),
+                true,
+            ),
             ("[1, {glob: \"9*\"}]", Some(json!(93)), true),
             ("[1, {glob: \"9*\"}]", absent.clone(), false),
             // not: the claim must be present and scalar
@@ -401,7 +425,11 @@ mod tests {
             ("{not: self-hosted}", Some(json!(null)), false),
             ("{not: [a, b]}", Some(json!("c")), true),
             ("{not: [a, b]}", Some(json!("b")), false),
-            ("{not: {glob: \"refs/heads/*\"}}", Some(json!("refs/tags/v1")), true),
+            (
+                "{not: {glob: \"refs/heads/*\"}}",
+                Some(json!("refs/tags/v1")),
+                true,
+            ),
             ("{not: {not: x}}", Some(json!("x")), true),
             // present
             ("{present: true}", Some(json!("")), true),
@@ -415,7 +443,11 @@ mod tests {
         ];
         for (yaml, value, want) in &table {
             let matcher = m(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
-            assert_eq!(matcher.holds(value.as_ref()), *want, "{yaml} against {value:?}");
+            assert_eq!(
+                matcher.holds(value.as_ref()),
+                *want,
+                "{yaml} against {value:?}"
+            );
         }
     }
 
@@ -434,7 +466,10 @@ mod tests {
             ("[{present: false}]", "cannot be inside"),
             ("{not: {glob: \"*\"}}", "can never match"),
             ("{not: [a, {glob: \"**\"}]}", "can never match"),
-            ("{not: {not: {not: {not: {not: {not: x}}}}}}", "nest at most"),
+            (
+                "{not: {not: {not: {not: {not: {not: x}}}}}}",
+                "nest at most",
+            ),
         ];
         for (yaml, fragment) in table {
             match m(yaml) {
@@ -442,7 +477,12 @@ mod tests {
                 Ok(m) => panic!("{yaml}: accepted as {m:?}"),
             }
         }
-        for bad in ["{glob: a, regex: b}", "{}", "{glib: x}", "{present: [true]}"] {
+        for bad in [
+            "{glob: a, regex: b}",
+            "{}",
+            "{glib: x}",
+            "{present: [true]}",
+        ] {
             assert!(m(bad).is_err(), "{bad}");
         }
     }

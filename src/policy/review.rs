@@ -62,18 +62,24 @@ impl Identity {
         for c in &rule.conditions {
             let name = c.claim.segments.last().map(String::as_str).unwrap_or("");
             let bucket = match name {
-                "sub" | "repository" | "repository_id" | "project_path" | "project_id"
-                | "pipeline_slug" | "oidc.circleci.com/project-id" => &mut id.repositories,
-                "repository_owner" | "repository_owner_id" | "namespace_path" | "namespace_id"
-                | "organization_slug" | "organization_id" | "oidc.circleci.com/org-id" => {
-                    &mut id.owners
-                }
+                "sub"
+                | "repository"
+                | "repository_id"
+                | "project_path"
+                | "project_id"
+                | "pipeline_slug"
+                | "oidc.circleci.com/project-id" => &mut id.repositories,
+                "repository_owner"
+                | "repository_owner_id"
+                | "namespace_path"
+                | "namespace_id"
+                | "organization_slug"
+                | "organization_id"
+                | "oidc.circleci.com/org-id" => &mut id.owners,
                 "ref" | "ref_type" | "ref_protected" | "ref_path" | "base_ref" | "head_ref" => {
                     &mut id.refs
                 }
-                "environment" | "environment_protected" | "deployment_tier" => {
-                    &mut id.environments
-                }
+                "environment" | "environment_protected" | "deployment_tier" => &mut id.environments,
                 "workflow" | "workflow_ref" | "job_workflow_ref" | "ci_config_ref_uri" => {
                     &mut id.workflows
                 }
