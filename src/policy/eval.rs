@@ -628,7 +628,9 @@ mod tests {
         let s = set(&format!(
             "{CREDS}require:\n  ref_protected: \"true\"\n  repository_id: {{present: true}}\nrules:\n  - name: a\n    issuer: github\n    claims: {{ref: main}}\n    grant: [db]\n  - name: d\n    effect: deny\n    issuer: github\n    claims: {{actor: mallory}}\n"
         ));
-        let table: Vec<(Value, Result<&str, (&str, &str, Option<&str>)>)> = vec![
+        // Ok(granting rule) or Err((failed claim, expected, actual)).
+        type Want<'a> = Result<&'a str, (&'a str, &'a str, Option<&'a str>)>;
+        let table: Vec<(Value, Want)> = vec![
             (
                 json!({"ref": "main", "ref_protected": "true", "repository_id": "1"}),
                 Ok("a"),

@@ -82,11 +82,12 @@ impl IssuerIndex {
             };
             let mut seen: Vec<&str> = Vec::new();
             for c in &rule.conditions {
-                if let Some(name) = c.claim.top_level() {
-                    if c.matcher.exact_values().is_some() && !seen.contains(&name) {
-                        seen.push(name);
-                        *counts.entry(name).or_default() += 1;
-                    }
+                if let Some(name) = c.claim.top_level()
+                    && c.matcher.exact_values().is_some()
+                    && !seen.contains(&name)
+                {
+                    seen.push(name);
+                    *counts.entry(name).or_default() += 1;
                 }
             }
         }

@@ -135,25 +135,25 @@ fn lint_env(
     let production = environment.starts_with("prod");
 
     for rule in &env.rules {
-        if let (Some(ttl), Some(max)) = (rule.ttl, env.max_ttl) {
-            if ttl > max {
-                warn(
-                    out,
-                    Some(rule),
-                    "JK007",
-                    "ttl-above-limit",
-                    format!(
-                        "ttl {} is above the environment's max_ttl {}; grants are clamped to {}",
-                        human(ttl),
-                        human(max),
-                        human(max)
-                    ),
-                    format!(
-                        "lower the rule's ttl to at most {} (or raise max_ttl if that is what you meant)",
-                        human(max)
-                    ),
-                );
-            }
+        if let (Some(ttl), Some(max)) = (rule.ttl, env.max_ttl)
+            && ttl > max
+        {
+            warn(
+                out,
+                Some(rule),
+                "JK007",
+                "ttl-above-limit",
+                format!(
+                    "ttl {} is above the environment's max_ttl {}; grants are clamped to {}",
+                    human(ttl),
+                    human(max),
+                    human(max)
+                ),
+                format!(
+                    "lower the rule's ttl to at most {} (or raise max_ttl if that is what you meant)",
+                    human(max)
+                ),
+            );
         }
         if rule.effect == Effect::Deny {
             continue;
@@ -224,22 +224,22 @@ fn lint_env(
 
     if let Some(max) = env.max_ttl {
         for name in &env.credential_order {
-            if let Some(credential) = env.credentials.get(name) {
-                if credential.ttl > max {
-                    warn(
-                        out,
-                        None,
-                        "JK007",
-                        "ttl-above-limit",
-                        format!(
-                            "credential `{name}` has ttl {} above the environment's max_ttl {}; it is clamped to {}",
-                            human(credential.ttl),
-                            human(max),
-                            human(max)
-                        ),
-                        format!("lower `{name}`'s ttl to at most {}", human(max)),
-                    );
-                }
+            if let Some(credential) = env.credentials.get(name)
+                && credential.ttl > max
+            {
+                warn(
+                    out,
+                    None,
+                    "JK007",
+                    "ttl-above-limit",
+                    format!(
+                        "credential `{name}` has ttl {} above the environment's max_ttl {}; it is clamped to {}",
+                        human(credential.ttl),
+                        human(max),
+                        human(max)
+                    ),
+                    format!("lower `{name}`'s ttl to at most {}", human(max)),
+                );
             }
         }
     }

@@ -105,13 +105,13 @@ pub fn who_can(
             set.environments().collect::<Vec<_>>().join(", ")
         )
     })?;
-    if let Some(name) = credential {
-        if !env.credentials.contains_key(name) {
-            return Err(format!(
-                "environment `{environment}` has no credential `{name}` (it has: {})",
-                env.credential_order.join(", ")
-            ));
-        }
+    if let Some(name) = credential
+        && !env.credentials.contains_key(name)
+    {
+        return Err(format!(
+            "environment `{environment}` has no credential `{name}` (it has: {})",
+            env.credential_order.join(", ")
+        ));
     }
     let human = |d: std::time::Duration| humantime::format_duration(d).to_string();
     let mut out = Vec::new();

@@ -126,10 +126,10 @@ fn hangup_signal() -> Hangup {
 /// Completes on the next SIGHUP; never when there is no handler.
 async fn next_hangup(hup: &mut Hangup) {
     #[cfg(unix)]
-    if let Some(s) = hup {
-        if s.recv().await.is_some() {
-            return;
-        }
+    if let Some(s) = hup
+        && s.recv().await.is_some()
+    {
+        return;
     }
     let _ = hup;
     std::future::pending::<()>().await
@@ -141,10 +141,10 @@ pub fn spawn(state: Arc<AppState>) -> Reloader {
     let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
     let file_tx = tx.clone();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(event) = res {
-            if !event.kind.is_access() {
-                let _ = file_tx.send(Trigger::File);
-            }
+        if let Ok(event) = res
+            && !event.kind.is_access()
+        {
+            let _ = file_tx.send(Trigger::File);
         }
     })
     .and_then(|mut w| {
