@@ -2,8 +2,10 @@
 //! request, so a decision does not check every rule of a large file.
 //!
 //! Rules are grouped by issuer. Within an issuer, one top-level claim is
-//! chosen: the one most rules of that issuer bind to exact values (a
-//! scalar, or a list of scalars), ties broken by name. Each such rule is
+//! chosen among those rules bind to exact values (a scalar, or a list of
+//! scalars): the one that leaves the fewest candidates on average (rules
+//! not binding it, plus the average number of rules per value), ties
+//! broken by name. Each such rule is
 //! filed under each of its values; the other rules of the issuer are
 //! "unindexed" and always candidates. A rule that is not a candidate
 //! certainly does not apply: its issuer differs, or its exact condition on
@@ -75,26 +77,47 @@ fn exact_values<'r>(rule: &'r Rule, claim: &str) -> Option<Vec<&'r str>> {
 
 impl IssuerIndex {
     fn build(rules: &[Rule], members: &[u32]) -> IssuerIndex {
-        let mut counts: HashMap<&str, usize> = HashMap::new();
+        // Per top-level claim: how many rules bind it exactly, and how many
+        // (rule, value) entries that makes per distinct value.
+        let mut stats: HashMap<&str, (usize, HashMap<&str, usize>)> = HashMap::new();
         for &i in members {
             let Some(rule) = rules.get(i as usize) else {
                 continue;
             };
             let mut seen: Vec<&str> = Vec::new();
             for c in &rule.conditions {
-                if let Some(name) = c.claim.top_level()
-                    && c.matcher.exact_values().is_some()
-                    && !seen.contains(&name)
-                {
+                let Some(name) = c.claim.top_level() else {
+                    continue;
+                };
+                if seen.contains(&name) {
+                    continue;
+                }
+                if let Some(values) = c.matcher.exact_values() {
                     seen.push(name);
-                    *counts.entry(name).or_default() += 1;
+                    let entry = stats.entry(name).or_default();
+                    entry.0 += 1;
+                    for v in values {
+                        *entry.1.entry(v).or_default() += 1;
+                    }
                 }
             }
         }
-        let claim = counts
-            .into_iter()
-            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
-            .map(|(name, _)| name.to_owned());
+        // The claim that leaves the fewest candidates on average: the rules
+        // that do not bind it, plus the average bucket size. Ties: by name.
+        let cost = |(count, buckets): &(usize, HashMap<&str, usize>)| {
+            let entries: usize = buckets.values().sum();
+            let avg = entries as f64 / buckets.len().max(1) as f64;
+            (members.len() - count) as f64 + avg
+        };
+        let claim = stats
+            .iter()
+            .min_by(|a, b| {
+                cost(a.1)
+                    .partial_cmp(&cost(b.1))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+                    .then_with(|| a.0.cmp(b.0))
+            })
+            .map(|(name, _)| (*name).to_owned());
         let mut index = IssuerIndex {
             claim: claim.clone(),
             ..IssuerIndex::default()
@@ -150,6 +173,24 @@ fn merge(a: &[u32], b: &[u32]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_most_selective_claim_is_indexed() {
+        let mut src = String::from("credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 1m\nrules:\n");
+        for i in 0..20 {
+            src.push_str(&format!("  - name: r{i}\n    issuer: gh\n    claims: {{environment: prod, ref: main, repository_id: \"{i}\"}}\n    grant: [db]\n"));
+        }
+        src.push_str("  - name: any\n    issuer: gh\n    claims: {ref: {glob: \"*\"}}\n    grant: [db]\n");
+        let set = crate::policy::PolicySet::from_sources(&[("e.yaml".into(), src)], &["gh".into()]).expect("ok");
+        let env = set.env("e").expect("env");
+        let claims = match serde_json::json!({"environment": "prod", "ref": "main", "repository_id": "7"}) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        // r7 (by repository_id) and the unindexed glob rule; not all 20.
+        assert_eq!(env.index.candidates("gh", &claims), vec![7, 20]);
+        assert!(env.index.candidates("other", &claims).is_empty());
+    }
 
     #[test]
     fn merge_keeps_order_without_duplicates() {
