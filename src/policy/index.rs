@@ -176,14 +176,19 @@ mod tests {
 
     #[test]
     fn the_most_selective_claim_is_indexed() {
-        let mut src = String::from("credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 1m\nrules:\n");
+        let mut src =
+            String::from("credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 1m\nrules:\n");
         for i in 0..20 {
             src.push_str(&format!("  - name: r{i}\n    issuer: gh\n    claims: {{environment: prod, ref: main, repository_id: \"{i}\"}}\n    grant: [db]\n"));
         }
-        src.push_str("  - name: any\n    issuer: gh\n    claims: {ref: {glob: \"*\"}}\n    grant: [db]\n");
-        let set = crate::policy::PolicySet::from_sources(&[("e.yaml".into(), src)], &["gh".into()]).expect("ok");
+        src.push_str(
+            "  - name: any\n    issuer: gh\n    claims: {ref: {glob: \"*\"}}\n    grant: [db]\n",
+        );
+        let set = crate::policy::PolicySet::from_sources(&[("e.yaml".into(), src)], &["gh".into()])
+            .expect("ok");
         let env = set.env("e").expect("env");
-        let claims = match serde_json::json!({"environment": "prod", "ref": "main", "repository_id": "7"}) {
+        let claims = match serde_json::json!({"environment": "prod", "ref": "main", "repository_id": "7"})
+        {
             Value::Object(m) => m,
             _ => Map::new(),
         };
