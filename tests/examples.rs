@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use jobkey::devissuer::Shape;
-use jobkey::policy::{Decision, PolicySet, Request};
+use jobkey::policy::{PolicyIssuer, Decision, PolicySet, Request};
 use serde_json::{Map, Value, json};
 
 fn read(rel: &str) -> (String, Value) {
@@ -39,7 +39,12 @@ fn fetched_environment(rel: &str, text: &str) -> String {
 }
 
 fn policies() -> PolicySet {
-    let issuers = ["github", "gitlab", "buildkite"].map(String::from);
+    // Buildkite by its real URL, so the shared-issuer tenant check applies.
+    let issuers = [
+        PolicyIssuer::from_url("github", "https://token.actions.githubusercontent.com"),
+        PolicyIssuer::from_url("gitlab", "https://gitlab.com"),
+        PolicyIssuer::from_url("buildkite", "https://agent.buildkite.com"),
+    ];
     PolicySet::load_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
         &issuers,

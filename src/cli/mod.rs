@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod fetch;
+mod policy;
+pub use policy::PolicyCommand;
 
 /// jobkey: a secrets broker for CI/CD jobs.
 ///
@@ -64,6 +66,11 @@ pub enum Command {
     Fetch(Box<fetch::FetchArgs>),
     /// Revoke the leases of an earlier `jobkey fetch` in this job.
     Revoke(fetch::RevokeArgs),
+    /// Policy tools: lint, schema, test, explain, who-can.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -106,6 +113,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Command::Check { config } => check(&config),
             Command::DevIssuer { listen, key, kid } => dev_issuer(listen, &key, &kid).await,
+            Command::Policy { command } => policy::run(command).await,
             Command::Audit {
                 command: AuditCommand::Verify { file },
             } => {
@@ -133,8 +141,9 @@ pub fn run(cli: Cli) -> ExitCode {
 fn check(config: &std::path::Path) -> Result<(), String> {
     let cfg = crate::config::Config::load(config).map_err(|e| e.to_string())?;
     let names: Vec<String> = cfg.issuers.iter().map(|i| i.name.clone()).collect();
+    let issuers = crate::policy::PolicyIssuer::from_settings(&cfg.issuers);
     let p =
-        crate::policy::PolicySet::load_dir(&cfg.policy_dir, &names).map_err(|e| e.to_string())?;
+        crate::policy::PolicySet::load_dir(&cfg.policy_dir, &issuers).map_err(|e| e.to_string())?;
     let envs: Vec<&str> = p.environments().collect();
     println!(
         "{}: ok — {} issuer(s) ({}), {} environment(s) ({})",

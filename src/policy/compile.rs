@@ -10,8 +10,10 @@ use serde_saphyr::{Location, Spanned};
 use super::CredentialSource;
 use super::credential;
 use super::error::PolicyError;
-use super::glob::{Glob, GlobError};
-use super::parse::{Effect, RawCredential, RawFile, RawMatcher, RawPattern, RawRule, position};
+use super::index::Index;
+use super::issuers::PolicyIssuer;
+use super::matcher::{ClaimPath, Matcher};
+use super::parse::{Effect, RawCredential, RawFile, RawMatcher, RawRule, position};
 
 /// One environment, ready for decisions.
 #[derive(Debug)]
@@ -19,8 +21,12 @@ pub(crate) struct CompiledEnv {
     pub file: String,
     pub max_ttl: Option<Duration>,
     pub credentials: HashMap<String, Credential>,
+    /// Credential names in file order.
+    pub credential_order: Vec<String>,
     /// In file order: "first rule that grants" means the first here.
     pub rules: Vec<Rule>,
+    /// Which rules can apply to a request, without scanning them all.
+    pub index: Index,
 }
 
 #[derive(Debug)]
@@ -32,33 +38,28 @@ pub(crate) struct Credential {
 #[derive(Debug)]
 pub(crate) struct Rule {
     pub name: String,
+    pub description: Option<String>,
     pub effect: Effect,
     pub issuer: String,
-    /// In file order; all must hold.
+    /// All must hold. For allow rules the file's `require` conditions come
+    /// first (marked `inherited`), then the rule's own, in file order.
     pub conditions: Vec<Condition>,
     /// Empty for deny rules; non-empty for allow rules.
     pub grant: Vec<String>,
     pub ttl: Option<Duration>,
+    /// Where the rule starts (its `name:`), for lint and explain.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Condition {
-    pub claim: String,
+    pub claim: ClaimPath,
     pub matcher: Matcher,
-}
-
-#[derive(Debug)]
-pub(crate) enum Pattern {
-    /// Compared with the claim's textual form.
-    Exact(String),
-    Glob(Glob),
-}
-
-#[derive(Debug)]
-pub(crate) enum Matcher {
-    One(Pattern),
-    /// Non-empty.
-    AnyOf(Vec<Pattern>),
+    /// From the file's `require:` rather than the rule itself.
+    pub inherited: bool,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
 }
 
 /// Checks the environment name taken from a file stem.
@@ -71,11 +72,11 @@ pub(crate) fn valid_environment_name(name: &str) -> bool {
     chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
-/// Compiles one parsed file. `issuers` are the configured issuer names.
+/// Compiles one parsed file against the configured issuers.
 pub(crate) fn compile(
     file: &str,
     raw: RawFile,
-    issuers: &[String],
+    issuers: &[PolicyIssuer],
 ) -> Result<CompiledEnv, PolicyError> {
     let env_err = |location: Option<Location>, message: String| {
         let (line, column) = location.map(position).unwrap_or((None, None));
@@ -116,6 +117,8 @@ pub(crate) fn compile(
         credentials.insert(name.value, compiled);
     }
 
+    let requirements = compile_requirements(file, raw.require)?;
+
     let raw_rules = raw.rules.unwrap_or_default();
     if raw_rules.is_empty() {
         return Err(env_err(
@@ -138,14 +141,17 @@ pub(crate) fn compile(
             });
         }
         seen.insert(name, line.unwrap_or(0));
-        rules.push(compile_rule(file, rule, issuers, &order)?);
+        rules.push(compile_rule(file, rule, issuers, &order, &requirements)?);
     }
 
+    let index = Index::build(&rules);
     Ok(CompiledEnv {
         file: file.to_owned(),
         max_ttl,
         credentials,
+        credential_order: order,
         rules,
+        index,
     })
 }
 
@@ -225,20 +231,115 @@ fn compile_credential(
     })
 }
 
+/// Compiles one `claim: condition` entry.
+fn compile_condition(
+    claim: Spanned<String>,
+    matcher: Spanned<RawMatcher>,
+    inherited: bool,
+) -> Result<Condition, (Location, String)> {
+    let path = ClaimPath::parse(&claim.value).map_err(|m| (claim.referenced, m))?;
+    let compiled = Matcher::compile(matcher.value)
+        .map_err(|m| (matcher.referenced, format!("claim `{}`: {m}", claim.value)))?;
+    let (line, column) = position(matcher.referenced);
+    Ok(Condition {
+        claim: path,
+        matcher: compiled,
+        inherited,
+        line,
+        column,
+    })
+}
+
+/// The file's `require:` section.
+fn compile_requirements(
+    file: &str,
+    raw: Option<super::parse::OrderedMap<Spanned<RawMatcher>>>,
+) -> Result<Vec<Condition>, PolicyError> {
+    let mut out = Vec::new();
+    for (claim, matcher) in raw.map(|m| m.0).unwrap_or_default() {
+        let condition =
+            compile_condition(claim, matcher, true).map_err(|(location, message)| {
+                let (line, column) = position(location);
+                PolicyError::InvalidEnvironment {
+                    file: file.to_owned(),
+                    line,
+                    column,
+                    message: format!("require: {message}"),
+                }
+            })?;
+        out.push(condition);
+    }
+    if let Some((a, b)) = contradiction(&out) {
+        return Err(PolicyError::InvalidEnvironment {
+            file: file.to_owned(),
+            line: b.line,
+            column: b.column,
+            message: format!(
+                "require: claim `{}` can never match: {} (line {}) and {} admit no common value",
+                b.claim.written,
+                a.matcher.describe(),
+                a.line.unwrap_or(0),
+                b.matcher.describe()
+            ),
+        });
+    }
+    Ok(out)
+}
+
+/// Two conditions on the same claim that no value satisfies together, when
+/// that is decidable: `absent` with anything else, or a finite set of exact
+/// values none of which the other conditions accept.
+fn contradiction(conditions: &[Condition]) -> Option<(&Condition, &Condition)> {
+    for (i, a) in conditions.iter().enumerate() {
+        for b in conditions.iter().skip(i + 1) {
+            if a.claim.segments != b.claim.segments {
+                continue;
+            }
+            let absent = |m: &Matcher| matches!(m, Matcher::Present(false));
+            if absent(&a.matcher) != absent(&b.matcher) {
+                return Some((a, b));
+            }
+        }
+        if let Some(values) = a.matcher.exact_values() {
+            let others: Vec<&Condition> = conditions
+                .iter()
+                .enumerate()
+                .filter(|(j, c)| *j != i && c.claim.segments == a.claim.segments)
+                .map(|(_, c)| c)
+                .collect();
+            if others.is_empty() {
+                continue;
+            }
+            let survives = values
+                .iter()
+                .any(|v| others.iter().all(|c| c.matcher.matches_text(v)));
+            if !survives {
+                // Report at the later of the two, naming the earlier.
+                let other = others.first().copied()?;
+                let later_other = other.line.unwrap_or(0) > a.line.unwrap_or(0)
+                    || (other.line == a.line && other.column > a.column);
+                return Some(if later_other { (a, other) } else { (other, a) });
+            }
+        }
+    }
+    None
+}
+
 fn compile_rule(
     file: &str,
     rule: Spanned<RawRule>,
-    issuers: &[String],
+    issuers: &[PolicyIssuer],
     credentials: &[String],
+    requirements: &[Condition],
 ) -> Result<Rule, PolicyError> {
     let RawRule {
         name,
+        description,
         effect,
         issuer,
         claims,
         grant,
         ttl,
-        ..
     } = rule.value;
     let err = |location: Location, message: String| {
         let (line, column) = position(location);
@@ -255,7 +356,7 @@ fn compile_rule(
     }
     let effect = effect.unwrap_or(Effect::Allow);
 
-    if !issuers.contains(&issuer.value) {
+    let Some(issuer_info) = issuers.iter().find(|i| i.name == issuer.value) else {
         let (line, column) = position(issuer.referenced);
         return Err(PolicyError::UnknownIssuer {
             file: file.to_owned(),
@@ -263,9 +364,9 @@ fn compile_rule(
             column,
             rule: name.value.clone(),
             issuer: issuer.value,
-            configured: issuers.into(),
+            configured: issuers.iter().map(|i| i.name.clone()).collect(),
         });
-    }
+    };
 
     let claims = claims.map(|m| m.0).unwrap_or_default();
     if claims.is_empty() {
@@ -274,21 +375,93 @@ fn compile_rule(
             "no claim conditions; a rule must bind at least one claim (bind repository_id / project_id and ref, not only the audience)".into(),
         ));
     }
-    let mut conditions = Vec::with_capacity(claims.len());
+    let mut own = Vec::with_capacity(claims.len());
     for (claim, matcher) in claims {
-        if claim.value.is_empty() {
-            return Err(err(claim.referenced, "a claim name is empty".into()));
-        }
-        let compiled = compile_matcher(matcher.value).map_err(|message| {
-            err(
-                matcher.referenced,
-                format!("claim `{}`: {message}", claim.value),
-            )
-        })?;
-        conditions.push(Condition {
-            claim: claim.value,
-            matcher: compiled,
+        own.push(
+            compile_condition(claim, matcher, false)
+                .map_err(|(location, message)| err(location, message))?,
+        );
+    }
+    if let Some(dup) = own.iter().enumerate().find_map(|(i, a)| {
+        own.iter()
+            .skip(i + 1)
+            .find(|b| b.claim.segments == a.claim.segments)
+            .map(|b| (a, b))
+    }) {
+        let (a, b) = dup;
+        let (line, column) = (b.line, b.column);
+        return Err(PolicyError::InvalidRule {
+            file: file.to_owned(),
+            line,
+            column,
+            rule: name.value.clone(),
+            message: format!(
+                "claim `{}` is the same claim as `{}` (line {}); write one condition (a list is any-of)",
+                b.claim.written,
+                a.claim.written,
+                a.line.unwrap_or(0)
+            ),
         });
+    }
+    // Allow rules inherit the file's requirements; deny rules are never
+    // narrowed by them (narrowing a deny rule would only weaken it).
+    let conditions: Vec<Condition> = match effect {
+        Effect::Allow => requirements.iter().cloned().chain(own).collect(),
+        Effect::Deny => own,
+    };
+    if let Some((a, b)) = contradiction(&conditions) {
+        let origin = |c: &Condition| {
+            if c.inherited {
+                format!("require, line {}", c.line.unwrap_or(0))
+            } else {
+                format!("line {}", c.line.unwrap_or(0))
+            }
+        };
+        return Err(PolicyError::InvalidRule {
+            file: file.to_owned(),
+            line: b.line,
+            column: b.column,
+            rule: name.value.clone(),
+            message: format!(
+                "can never match: claim `{}` must be {} ({}) and {} ({}); no value is both",
+                b.claim.written,
+                a.matcher.describe(),
+                origin(a),
+                b.matcher.describe(),
+                origin(b)
+            ),
+        });
+    }
+
+    // A shared issuer (Buildkite, CircleCI) signs tokens for every
+    // organisation: an allow rule that does not pin the tenant admits them all.
+    if effect == Effect::Allow && !issuer_info.tenant_claims.is_empty() {
+        let binds_tenant = conditions.iter().any(|c| {
+            c.claim
+                .top_level()
+                .is_some_and(|n| issuer_info.tenant_claims.iter().any(|t| t == n))
+                && c.matcher.exact_values().is_some()
+        });
+        if !binds_tenant {
+            return Err(err(
+                issuer.referenced,
+                format!(
+                    "issuer `{}` is shared by every organisation on it; bind {} to your organisation's exact value (for example `{}: \"acme\"`), in the rule or in the file's `require:`",
+                    issuer_info.name,
+                    issuer_info
+                        .tenant_claims
+                        .iter()
+                        .map(|t| format!("`{t}`"))
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                    issuer_info
+                        .tenant_claims
+                        .first()
+                        .map(String::as_str)
+                        .unwrap_or("tenant"),
+                ),
+            ));
+        }
     }
 
     let grant = match (effect, grant) {
@@ -354,39 +527,18 @@ fn compile_rule(
         None => None,
     };
 
+    let (line, column) = position(name.referenced);
     Ok(Rule {
         name: name.value,
+        description,
         effect,
         issuer: issuer.value,
         conditions,
         grant,
         ttl,
+        line,
+        column,
     })
-}
-
-fn compile_pattern(pattern: RawPattern) -> Result<Pattern, String> {
-    match pattern {
-        RawPattern::Text(text) => Ok(Pattern::Exact(text)),
-        RawPattern::Glob(glob) => Glob::new(&glob).map(Pattern::Glob).map_err(|e| match e {
-            GlobError::Empty => {
-                "the glob pattern is empty; write `{glob: \"*\"}` to accept any value, or a scalar for an exact match".to_owned()
-            }
-        }),
-    }
-}
-
-fn compile_matcher(matcher: RawMatcher) -> Result<Matcher, String> {
-    match matcher {
-        RawMatcher::One(pattern) => compile_pattern(pattern).map(Matcher::One),
-        RawMatcher::AnyOf(items) if items.is_empty() => {
-            Err("the list is empty and would never match; list at least one value".to_owned())
-        }
-        RawMatcher::AnyOf(items) => items
-            .into_iter()
-            .map(compile_pattern)
-            .collect::<Result<Vec<_>, _>>()
-            .map(Matcher::AnyOf),
-    }
 }
 
 #[cfg(test)]
@@ -396,8 +548,8 @@ mod tests {
 
     const CREDS: &str = "credentials:\n  db:\n    kv: {mount: secret, path: p}\n    ttl: 10m\n  cfg:\n    kv: {mount: secret, path: q}\n    ttl: 5m\n";
 
-    fn issuers() -> Vec<String> {
-        vec!["github".to_owned(), "gitlab".to_owned()]
+    fn issuers() -> Vec<PolicyIssuer> {
+        vec!["github".into(), "gitlab".into()]
     }
 
     fn load(files: &[(&str, &str)]) -> Result<PolicySet, PolicyError> {
@@ -580,14 +732,139 @@ mod tests {
     }
 
     #[test]
-    fn scalars_compile_to_their_text() {
+    fn environment_name_rules() {
         assert!(valid_environment_name("a"));
         assert!(!valid_environment_name(""));
-        let m = compile_matcher(RawMatcher::AnyOf(vec![
-            RawPattern::Text("push".into()),
-            RawPattern::Glob("refs/tags/v*".into()),
-        ]))
-        .expect("compiles");
-        assert_eq!(m.describe(), r#"any of ["push", glob "refs/tags/v*"]"#);
+    }
+
+    /// The new language's compile errors, with their positions.
+    #[test]
+    fn language_compile_errors() {
+        let shared = vec![
+            PolicyIssuer::from_url("buildkite", "https://agent.buildkite.com"),
+            PolicyIssuer::from_url("circleci", "https://oidc.circleci.com/org/1f4e"),
+            PolicyIssuer::named("github"),
+        ];
+        let load =
+            |src: &str| PolicySet::from_sources(&[("e.yaml".to_owned(), src.to_owned())], &shared);
+        // Lines: credentials 1..=7, `rules:` is 8, the rule's name is 9.
+        let r = |claims: &str| {
+            rules(&format!(
+                "  - name: r\n    issuer: github\n    claims:\n      {claims}\n    grant: [db]\n"
+            ))
+        };
+        let table: Vec<(String, &str, &str)> = vec![
+            (
+                r("ref: {regex: \"(\"}"),
+                "e.yaml:12:12: ",
+                "claim `ref`: invalid regex",
+            ),
+            (
+                r("ref: {not: {glob: \"*\"}}"),
+                "e.yaml:12:12: ",
+                "can never match",
+            ),
+            (r("\"/a~x\": b"), "e.yaml:12:7: ", "JSON pointer"),
+            (
+                r("ref: main\n      /ref: dev"),
+                "e.yaml:13:13: ",
+                "is the same claim as `ref`",
+            ),
+            (
+                r("ref: {present: false}\n      /a/ref: {present: false}\n      x: [a, b]"),
+                "",
+                "",
+            ),
+            (
+                format!(
+                    "require: {{ref_protected: \"true\"}}\n{}",
+                    r("ref_protected: \"false\"")
+                ),
+                "e.yaml:13:22: ",
+                "can never match: claim `ref_protected` must be \"true\" (require, line 1) and \"false\" (line 13)",
+            ),
+            (
+                format!(
+                    "require: {{environment: {{present: false}}}}\n{}",
+                    r("environment: production")
+                ),
+                "e.yaml:13:20: ",
+                "must be absent (require, line 1) and \"production\"",
+            ),
+            (
+                format!(
+                    "require: {{ref: [main, dev]}}\n{}",
+                    r("ref: {glob: \"release/*\"}")
+                ),
+                "e.yaml:13:12: ",
+                "any of [\"main\", \"dev\"] (require, line 1) and glob \"release/*\"",
+            ),
+            (
+                "require: {a: x, /a: {not: x}}\n".to_owned() + &r("b: c"),
+                "e.yaml:1:21: ",
+                "require: claim `/a` can never match",
+            ),
+            (
+                "require: {a: {glob: \"\"}}\n".to_owned() + &r("b: c"),
+                "e.yaml:1:14: ",
+                "require: claim `a`: the glob pattern is empty",
+            ),
+            (
+                rules(
+                    "  - name: r\n    issuer: buildkite\n    claims: {pipeline_slug: deploy}\n    grant: [db]\n",
+                ),
+                "e.yaml:10:13: ",
+                "issuer `buildkite` is shared by every organisation on it; bind `organization_slug` or `organization_id`",
+            ),
+            (
+                rules(
+                    "  - name: r\n    issuer: buildkite\n    claims: {organization_slug: {glob: \"acme*\"}}\n    grant: [db]\n",
+                ),
+                "e.yaml:10:13: ",
+                "is shared by every organisation",
+            ),
+            (
+                rules(
+                    "  - name: r\n    issuer: circleci\n    claims: {oidc.circleci.com/project-id: p}\n    grant: [db]\n",
+                ),
+                "e.yaml:10:13: ",
+                "bind `oidc.circleci.com/org-id`",
+            ),
+        ];
+        for (src, position, fragment) in &table {
+            match load(src) {
+                Ok(_) if position.is_empty() => {}
+                Ok(_) => panic!("expected an error for:\n{src}"),
+                Err(err) => {
+                    let text = err.to_string();
+                    assert!(!position.is_empty(), "unexpected error {text}\n{src}");
+                    assert!(
+                        text.starts_with(position),
+                        "want {position:?}, got {text:?}\n{src}"
+                    );
+                    assert!(text.contains(fragment), "want {fragment:?} in {text:?}");
+                }
+            }
+        }
+        // Tenant bound exactly (in the rule or by require:) compiles; deny
+        // rules on a shared issuer need no tenant.
+        for ok in [
+            rules(
+                "  - name: r\n    issuer: buildkite\n    claims: {organization_slug: acme}\n    grant: [db]\n",
+            ),
+            format!(
+                "require: {{organization_id: [\"1\", \"2\"]}}\n{}",
+                rules(
+                    "  - name: r\n    issuer: buildkite\n    claims: {pipeline_slug: x}\n    grant: [db]\n"
+                )
+            ),
+            rules(
+                "  - name: r\n    issuer: circleci\n    claims: {oidc.circleci.com/org-id: o1}\n    grant: [db]\n  - name: d\n    effect: deny\n    issuer: circleci\n    claims: {x: y}\n",
+            ),
+        ] {
+            if let Err(e) = load(&ok) {
+                panic!("{e}\n{ok}");
+            }
+        }
     }
 }

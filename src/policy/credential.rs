@@ -14,7 +14,7 @@ use super::template::{NameKind, Template};
 
 /// `database: {mount: database, role: app}`: a fresh database user per
 /// exchange from the database secrets engine.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDatabase {
     #[serde(default)]
@@ -23,7 +23,7 @@ pub(crate) struct RawDatabase {
 }
 
 /// `certificate: {mount: pki, role: deploy, common_name: "...", alt_names: [...]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCertificate {
     #[serde(default)]
@@ -36,7 +36,7 @@ pub(crate) struct RawCertificate {
 
 /// `kubeconfig:`: the cluster (server URL and CA) plus exactly one user
 /// credential source.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawKubeconfig {
     #[serde(default)]
@@ -56,7 +56,7 @@ pub(crate) struct RawKubeconfig {
     pub kv: Option<RawKubeKv>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawKubeClientCert {
     #[serde(default)]
@@ -66,7 +66,7 @@ pub(crate) struct RawKubeClientCert {
     pub common_name: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawKubeServiceAccount {
     #[serde(default)]
@@ -76,7 +76,7 @@ pub(crate) struct RawKubeServiceAccount {
     pub namespace: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawKubeKv {
     pub mount: String,
@@ -86,7 +86,7 @@ pub(crate) struct RawKubeKv {
 }
 
 /// `vault_token: {policies: [deploy], num_uses: 10}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawVaultToken {
     pub policies: Vec<String>,
@@ -95,7 +95,7 @@ pub(crate) struct RawVaultToken {
 }
 
 /// `ssh_certificate: {mount: ssh, role: deploy, valid_principals: [deploy]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawSsh {
     #[serde(default)]
@@ -105,7 +105,7 @@ pub(crate) struct RawSsh {
 }
 
 /// `rabbitmq: {mount: rabbitmq, role: app}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRabbitmq {
     #[serde(default)]
@@ -382,7 +382,7 @@ mod tests {
 
     fn compile(cred: &str) -> Result<CredentialSource, String> {
         let text = format!("credentials:\n  c:\n{cred}    ttl: 5m\n{RULES}");
-        let set = PolicySet::from_sources(&[("e.yaml".to_owned(), text)], &["github".to_owned()])
+        let set = PolicySet::from_sources(&[("e.yaml".to_owned(), text)], &["github".into()])
             .map_err(|e| e.to_string())?;
         let claims = serde_json::json!({"repository": "acme/api"});
         match set.decide(&crate::policy::Request {

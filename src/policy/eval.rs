@@ -1,27 +1,14 @@
 //! Decisions: pure functions of a compiled environment and a request.
 
-use std::borrow::Cow;
+use serde_json::{Map, Value};
 
-use serde_json::Value;
-
-use super::compile::{CompiledEnv, Condition, Matcher, Pattern, Rule};
+use super::compile::{CompiledEnv, Condition, Rule};
+use super::matcher::claim_text;
 use super::parse::Effect;
-use super::{Decision, DenyReason, FailedCondition, Grant, Request, RuleFailure};
+use super::{Decision, DenyReason, FailedCondition, Grant, Request, RuleExplanation, RuleFailure};
 
 /// Longest rendering of an actual claim value kept in a [`FailedCondition`].
 const MAX_ACTUAL_CHARS: usize = 200;
-
-/// The textual form a scalar pattern is compared with: strings as they
-/// are, numbers and booleans as their JSON text. Objects, arrays and null
-/// have none and never match.
-fn claim_text(value: &Value) -> Option<Cow<'_, str>> {
-    match value {
-        Value::String(s) => Some(Cow::Borrowed(s)),
-        Value::Number(n) => Some(Cow::Owned(n.to_string())),
-        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-        Value::Null | Value::Array(_) | Value::Object(_) => None,
-    }
-}
 
 /// How an actual claim value is shown in a denial: its text, or its JSON
 /// for values without one, cut to [`MAX_ACTUAL_CHARS`].
@@ -39,62 +26,25 @@ fn render_actual(value: &Value) -> String {
     }
 }
 
-impl Pattern {
-    fn matches(&self, text: &str) -> bool {
-        match self {
-            Pattern::Exact(expected) => expected == text,
-            Pattern::Glob(glob) => glob.matches(text),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Pattern::Exact(expected) => format!("{expected:?}"),
-            Pattern::Glob(glob) => format!("glob {:?}", glob.as_str()),
-        }
-    }
-}
-
-impl Matcher {
-    fn matches(&self, value: &Value) -> bool {
-        let Some(text) = claim_text(value) else {
-            return false;
-        };
-        match self {
-            Matcher::One(pattern) => pattern.matches(&text),
-            Matcher::AnyOf(patterns) => patterns.iter().any(|p| p.matches(&text)),
-        }
-    }
-
-    /// The expected value, readably: `"main"`, `glob "acme/*"`, `any of [...]`.
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Matcher::One(pattern) => pattern.describe(),
-            Matcher::AnyOf(patterns) => {
-                let items: Vec<String> = patterns.iter().map(Pattern::describe).collect();
-                format!("any of [{}]", items.join(", "))
-            }
-        }
-    }
-}
-
 impl Condition {
-    fn check(&self, req: &Request<'_>) -> Result<(), FailedCondition> {
-        let actual = req.claims.get(&self.claim);
-        match actual {
-            Some(value) if self.matcher.matches(value) => Ok(()),
-            _ => Err(FailedCondition::Claim {
-                claim: self.claim.clone(),
+    fn check(&self, claims: &Map<String, Value>) -> Result<(), FailedCondition> {
+        let actual = self.claim.lookup(claims);
+        if self.matcher.holds(actual) {
+            Ok(())
+        } else {
+            Err(FailedCondition::Claim {
+                claim: self.claim.written.clone(),
                 expected: self.matcher.describe(),
                 actual: actual.map(render_actual),
-            }),
+            })
         }
     }
 }
 
 impl Rule {
     /// `Ok` when the rule applies to the request; otherwise the first
-    /// condition (issuer first, then claims in file order) that failed.
+    /// condition (issuer first, then the file's requirements for allow
+    /// rules, then the rule's claims in file order) that failed.
     fn check(&self, req: &Request<'_>) -> Result<(), FailedCondition> {
         if self.issuer != req.issuer {
             return Err(FailedCondition::Issuer {
@@ -102,40 +52,53 @@ impl Rule {
                 actual: req.issuer.to_owned(),
             });
         }
-        self.conditions.iter().try_for_each(|c| c.check(req))
+        self.conditions.iter().try_for_each(|c| c.check(req.claims))
     }
 }
 
+/// Why each allow rule (for which `keep` holds) does not apply; only
+/// computed on the way to a denial.
+fn failures_of(
+    env: &CompiledEnv,
+    req: &Request<'_>,
+    keep: impl Fn(&Rule) -> bool,
+) -> Vec<RuleFailure> {
+    env.rules
+        .iter()
+        .filter(|r| r.effect == Effect::Allow && keep(r))
+        .filter_map(|rule| {
+            rule.check(req).err().map(|failed| RuleFailure {
+                rule: rule.name.clone(),
+                failed,
+            })
+        })
+        .collect()
+}
+
 /// The decision for one environment. See the module docs of `policy` for
-/// the semantics.
+/// the semantics. Only the rules the index names as candidates are checked
+/// on the way to an allow; every other rule certainly does not apply.
 pub(crate) fn decide(env: &CompiledEnv, req: &Request<'_>) -> Decision {
-    // One pass: which rules apply, and why the others do not.
     let mut matched: Vec<&Rule> = Vec::new();
-    let mut failures: Vec<(&Rule, FailedCondition)> = Vec::new();
-    for rule in &env.rules {
-        match rule.check(req) {
-            Ok(()) if rule.effect == Effect::Deny => {
+    for i in env.index.candidates(req.issuer, req.claims) {
+        let Some(rule) = env.rules.get(i) else {
+            continue;
+        };
+        if rule.check(req).is_ok() {
+            if rule.effect == Effect::Deny {
                 return Decision::Deny(DenyReason::DeniedByRule {
                     rule: rule.name.clone(),
                 });
             }
-            Ok(()) => matched.push(rule),
-            // A deny rule that does not apply is the good outcome, not a
-            // reason for a denial: only allow rules are reported.
-            Err(failed) if rule.effect == Effect::Allow => failures.push((rule, failed)),
-            Err(_) => {}
+            matched.push(rule);
         }
     }
 
     if matched.is_empty() {
+        // A deny rule that does not apply is the good outcome, not a
+        // reason for a denial: only allow rules are reported.
         return Decision::Deny(DenyReason::NoRuleMatched {
-            failures: failures
-                .into_iter()
-                .map(|(rule, failed)| RuleFailure {
-                    rule: rule.name.clone(),
-                    failed,
-                })
-                .collect(),
+            failures: failures_of(env, req, |_| true),
         });
     }
 
@@ -166,14 +129,7 @@ pub(crate) fn decide(env: &CompiledEnv, req: &Request<'_>) -> Decision {
                 None => {
                     return Decision::Deny(DenyReason::CredentialNotGranted {
                         credential: wanted.clone(),
-                        failures: failures
-                            .iter()
-                            .filter(|(rule, _)| rule.grant.contains(wanted))
-                            .map(|(rule, failed)| RuleFailure {
-                                rule: rule.name.clone(),
-                                failed: failed.clone(),
-                            })
-                            .collect(),
+                        failures: failures_of(env, req, |r| r.grant.contains(wanted)),
                     });
                 }
             }
@@ -203,6 +159,27 @@ pub(crate) fn decide(env: &CompiledEnv, req: &Request<'_>) -> Decision {
     Decision::Allow(grants)
 }
 
+/// Every rule of the environment, in file order, with whether it applies
+/// and, if not, the first condition that failed. Scans every rule (this is
+/// for humans, not the request path).
+pub(crate) fn explain_rules(env: &CompiledEnv, req: &Request<'_>) -> Vec<RuleExplanation> {
+    env.rules
+        .iter()
+        .map(|rule| {
+            let failed = rule.check(req).err();
+            RuleExplanation {
+                rule: rule.name.clone(),
+                effect: rule.effect,
+                description: rule.description.clone(),
+                line: rule.line,
+                applies: failed.is_none(),
+                failed,
+                grant: rule.grant.clone(),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -214,7 +191,7 @@ mod tests {
 
     fn set(src: &str) -> PolicySet {
         let sources = vec![("env.yaml".to_owned(), src.to_owned())];
-        let issuers = vec!["github".to_owned(), "gitlab".to_owned()];
+        let issuers: Vec<super::super::PolicyIssuer> = vec!["github".into(), "gitlab".into()];
         match PolicySet::from_sources(&sources, &issuers) {
             Ok(set) => set,
             Err(err) => panic!("{err}"),
@@ -642,5 +619,161 @@ mod tests {
                 {"rule": "r", "failed": {"kind": "claim", "claim": "ref", "expected": "\"main\"", "actual": null}}
             ]}))
         );
+    }
+
+    /// `require:` is inherited by allow rules (checked first and reported
+    /// as the first failure), not by deny rules.
+    #[test]
+    fn inherited_requirements() {
+        let s = set(&format!(
+            "{CREDS}require:\n  ref_protected: \"true\"\n  repository_id: {{present: true}}\nrules:\n  - name: a\n    issuer: github\n    claims: {{ref: main}}\n    grant: [db]\n  - name: d\n    effect: deny\n    issuer: github\n    claims: {{actor: mallory}}\n"
+        ));
+        // Ok(granting rule) or Err((failed claim, expected, actual)).
+        type Want<'a> = Result<&'a str, (&'a str, &'a str, Option<&'a str>)>;
+        let table: Vec<(Value, Want)> = vec![
+            (
+                json!({"ref": "main", "ref_protected": "true", "repository_id": "1"}),
+                Ok("a"),
+            ),
+            (
+                json!({"ref": "main", "ref_protected": true, "repository_id": 1}),
+                Ok("a"),
+            ),
+            (
+                json!({"ref": "main", "ref_protected": "false", "repository_id": "1"}),
+                Err(("ref_protected", "\"true\"", Some("false"))),
+            ),
+            (
+                json!({"ref": "main", "repository_id": "1"}),
+                Err(("ref_protected", "\"true\"", None)),
+            ),
+            (
+                json!({"ref": "main", "ref_protected": "true"}),
+                Err(("repository_id", "present", None)),
+            ),
+            (
+                json!({"ref": "main", "ref_protected": "true", "repository_id": null}),
+                Err(("repository_id", "present", Some("null"))),
+            ),
+            (
+                json!({"ref": "dev", "ref_protected": "true", "repository_id": "1"}),
+                Err(("ref", "\"main\"", Some("dev"))),
+            ),
+        ];
+        for (c, want) in &table {
+            let d = decide_with(&s, "github", &claims(c.clone()), &[]);
+            match want {
+                Ok(rule) => assert_eq!(
+                    granted(&d).first().map(|g| g.1.as_str()),
+                    Some(*rule),
+                    "{c}"
+                ),
+                Err((claim, expected, actual)) => assert_eq!(
+                    denied(&d),
+                    &DenyReason::NoRuleMatched {
+                        failures: vec![RuleFailure {
+                            rule: "a".into(),
+                            failed: FailedCondition::Claim {
+                                claim: (*claim).into(),
+                                expected: (*expected).into(),
+                                actual: actual.map(str::to_owned),
+                            }
+                        }]
+                    },
+                    "{c}"
+                ),
+            }
+        }
+        // The deny rule applies without the requirements.
+        let d = decide_with(&s, "github", &claims(json!({"actor": "mallory"})), &[]);
+        assert_eq!(denied(&d).code(), "denied_by_rule");
+    }
+
+    /// The index never changes a decision: many rules on the indexed claim,
+    /// rules without it, deny rules, lists, pointers; every request is
+    /// decided as a full scan would.
+    #[test]
+    fn index_agrees_with_a_full_scan() {
+        let mut src = format!("{CREDS}rules:\n");
+        for i in 0..30 {
+            src.push_str(&format!("  - name: r{i}\n    issuer: github\n    claims: {{repository_id: \"{i}\", ref: refs/heads/main}}\n    grant: [db]\n"));
+        }
+        src.push_str("  - name: list\n    issuer: github\n    claims: {repository_id: [\"40\", \"41\"]}\n    grant: [cfg]\n");
+        src.push_str("  - name: glob\n    issuer: github\n    claims: {repository_id: {glob: \"5*\"}}\n    grant: [other]\n");
+        src.push_str("  - name: deny7\n    effect: deny\n    issuer: github\n    claims: {repository_id: \"7\"}\n");
+        src.push_str("  - name: deny-actor\n    effect: deny\n    issuer: github\n    claims: {/actor: mallory}\n");
+        src.push_str(
+            "  - name: gl\n    issuer: gitlab\n    claims: {project_id: \"3\"}\n    grant: [db]\n",
+        );
+        let s = set(&src);
+        let env = s.env("env").expect("env");
+        for issuer in ["github", "gitlab", "other"] {
+            for id in [
+                json!("3"),
+                json!(3),
+                json!("7"),
+                json!("41"),
+                json!("55"),
+                json!("99"),
+                json!(null),
+                json!(true),
+            ] {
+                for actor in ["alice", "mallory"] {
+                    for r in ["refs/heads/main", "refs/heads/dev"] {
+                        let c = claims(
+                            json!({"repository_id": id, "project_id": id, "actor": actor, "ref": r}),
+                        );
+                        let req = Request {
+                            environment: "env",
+                            issuer,
+                            claims: &c,
+                            credentials: &[],
+                        };
+                        let fast = decide(env, &req);
+                        let explained = s.explain(&req);
+                        let applies: Vec<&str> = explained
+                            .rules
+                            .iter()
+                            .filter(|r| r.applies)
+                            .map(|r| r.rule.as_str())
+                            .collect();
+                        let candidates: Vec<&str> = env
+                            .index
+                            .candidates(issuer, &c)
+                            .iter()
+                            .map(|i| env.rules[*i].name.as_str())
+                            .collect();
+                        for a in &applies {
+                            assert!(
+                                candidates.contains(a),
+                                "{a} applies but is no candidate: {c:?}"
+                            );
+                        }
+                        // The decision is the one the rule outcomes imply.
+                        let deny = explained
+                            .rules
+                            .iter()
+                            .find(|r| r.applies && r.effect == Effect::Deny);
+                        match (&fast, deny) {
+                            (Decision::Deny(DenyReason::DeniedByRule { rule }), Some(d)) => {
+                                assert_eq!(rule, &d.rule)
+                            }
+                            (Decision::Deny(DenyReason::DeniedByRule { .. }), None) => {
+                                panic!("{c:?}")
+                            }
+                            (_, Some(_)) => panic!("deny rule ignored {c:?}"),
+                            (Decision::Allow(g), None) => assert_eq!(
+                                g.first().map(|g| g.rule.as_str()),
+                                applies.first().copied()
+                            ),
+                            (Decision::Deny(reason), None) => {
+                                assert!(applies.is_empty(), "{c:?}");
+                                assert_eq!(reason.code(), "no_rule_matched");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -24,23 +24,53 @@
 //!
 //! A rule applies when the request's issuer (the configured issuer *name*,
 //! not a URL) equals the rule's `issuer` and **every** claim condition
-//! holds (AND). A condition is one of:
+//! holds (AND). Allow rules also inherit every condition of the file's
+//! `require:` section (checked first); deny rules do not (narrowing a deny
+//! rule could only weaken it).
 //!
-//! - a scalar (string, integer or boolean in YAML): the claim's textual
-//!   form must equal it. A string claim is its own text; a number or a
-//!   boolean claim is its JSON text. So `ref_protected: true` and
-//!   `ref_protected: "true"` both match GitLab's string `"true"` and a JSON
-//!   boolean `true`, and `repository_id: 892347` matches `"892347"`.
-//!   Floats and null are refused in policy files (quote them);
+//! **Claim names.** A key is a top-level claim name, taken literally: dots
+//! and slashes are part of the name (`oidc.circleci.com/project-id` is
+//! CircleCI's top-level claim). A key that **starts with `/`** is a JSON
+//! pointer (RFC 6901) into nested claims: `/a/b~1c` is `claims["a"]["b/c"]`
+//! (`~1` is `/`, `~0` is `~`; array steps are decimal indexes). `/ref` is
+//! the same address as `ref`; a top-level name starting with `/` is
+//! written `/~1name`. One rule may not address the same claim twice.
+//!
+//! **Conditions** (the value of a key):
+//!
+//! - a scalar (string, integer or boolean in YAML): **exact** match on the
+//!   claim's *text*. A string claim is its own text; a number or boolean
+//!   claim is its JSON text. So `true`, `"true"` in a policy both match the
+//!   claims `true` and `"true"` (GitLab sends `ref_protected: "true"`), and
+//!   `1`, `"1"` both match the claims `1` and `"1"`; but `1` does not match
+//!   `true`, `"01"` or `1.0`, and `true` does not match `"True"`.
+//!   Comparison is case-sensitive. Floats and null are refused in policy
+//!   files (quote them);
 //! - `{glob: "pattern"}`: `*` matches any run of characters including `/`
 //!   and the empty run; there are no other metacharacters; the whole value
 //!   must match (see `glob.rs`);
-//! - a list: any of its items (each a scalar or a glob) may match.
+//! - `{regex: "pattern"}`: Rust `regex` syntax (linear time), always
+//!   anchored as `^(?:pattern)$`; size-limited at compile time;
+//! - a list: any of its items (scalars, globs, regexes, `not`) may match;
+//! - `{not: condition}`: the claim is **present**, has a text, and the
+//!   inner condition does not match it (`not` never admits a missing claim);
+//! - `{present: true}`: the claim exists and is not null;
+//!   `{present: false}`: it does not (the only condition a missing claim
+//!   satisfies).
 //!
-//! A claim that is **absent** from the token never matches, not even
-//! `{glob: "*"}`. A claim whose value is an object, an array or null never
-//! matches either: list claims such as an `aud` array are not supported by
-//! conditions yet.
+//! A claim that is **absent** from the token never matches any value
+//! condition, not even `{glob: "*"}` or `{not: x}`. A claim whose value is
+//! an object, an array or null never matches a value condition either:
+//! list claims such as an `aud` array are not supported by conditions.
+//!
+//! **Compile-time checks on conditions:** invalid or empty patterns, lists
+//! that are empty or nested, `present` inside `not`/lists, `not` of a
+//! condition that accepts everything, and rules that can never match where
+//! that is decidable: `{present: false}` together with another condition on
+//! the same claim, or a set of exact values (from the rule or inherited
+//! from `require:`) that another condition on the same claim rejects.
+//! A rule for a shared issuer (Buildkite, CircleCI: see
+//! [`PolicyIssuer`]) must bind the tenant claim to exact values.
 //!
 //! # Deciding
 //!
@@ -70,8 +100,14 @@ mod compile;
 mod credential;
 mod error;
 mod eval;
+pub mod fixtures;
 mod glob;
+mod index;
+mod issuers;
+pub mod lint;
+mod matcher;
 mod parse;
+pub mod review;
 mod template;
 
 use std::collections::HashMap;
@@ -80,6 +116,8 @@ use std::time::Duration;
 
 pub use credential::{KubeCluster, KubeUser};
 pub use error::PolicyError;
+pub use issuers::{IssuerKind, PolicyIssuer};
+pub use parse::Effect;
 pub use template::{NameKind, Template, TemplateError};
 
 use compile::CompiledEnv;
@@ -237,6 +275,29 @@ pub enum FailedCondition {
     },
 }
 
+/// One rule of an environment, as `explain` reports it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RuleExplanation {
+    pub rule: String,
+    pub effect: Effect,
+    pub description: Option<String>,
+    /// Line of the rule in its file.
+    pub line: Option<usize>,
+    pub applies: bool,
+    /// The first condition that failed (issuer, then claims in order).
+    pub failed: Option<FailedCondition>,
+    pub grant: Vec<String>,
+}
+
+/// The decision for a request, with every rule's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    /// The policy file (empty for an unknown environment).
+    pub file: String,
+    pub decision: Decision,
+    pub rules: Vec<RuleExplanation>,
+}
+
 impl DenyReason {
     /// The claim names that failed, for the job's 403 (never expected
     /// values). Sorted, deduplicated.
@@ -281,8 +342,9 @@ fn policy_stem(name: &str) -> Option<&str> {
 
 impl PolicySet {
     /// Reads every `*.yaml` / `*.yml` in `dir` (not recursively), parses
-    /// strictly, compiles. `issuers` = configured issuer names.
-    pub fn load_dir(dir: &Path, issuers: &[String]) -> Result<PolicySet, PolicyError> {
+    /// strictly, compiles. `issuers` = the configured issuers
+    /// ([`PolicyIssuer::from_settings`]).
+    pub fn load_dir(dir: &Path, issuers: &[PolicyIssuer]) -> Result<PolicySet, PolicyError> {
         let io_err = |file: &Path, source| PolicyError::Io {
             file: file.display().to_string(),
             source,
@@ -323,7 +385,7 @@ impl PolicySet {
     /// `.yaml` / `.yml` are ignored, as `load_dir` ignores such files.
     pub fn from_sources(
         sources: &[(String, String)],
-        issuers: &[String],
+        issuers: &[PolicyIssuer],
     ) -> Result<PolicySet, PolicyError> {
         let mut environments: HashMap<String, CompiledEnv> = HashMap::new();
         for (file, text) in sources {
@@ -360,6 +422,42 @@ impl PolicySet {
         self.names.iter().map(String::as_str)
     }
 
+    /// The compiled environment, for lint and review.
+    pub(crate) fn env(&self, name: &str) -> Option<&CompiledEnv> {
+        self.environments.get(name)
+    }
+
+    /// The policy file of an environment.
+    pub fn file_of(&self, environment: &str) -> Option<&str> {
+        self.environments.get(environment).map(|e| e.file.as_str())
+    }
+
+    /// The decision plus, for every rule of the environment in file order,
+    /// whether it applies and the first condition that failed. For humans
+    /// (`jobkey policy explain`, `policy test`); the request path uses
+    /// [`decide`](Self::decide).
+    pub fn explain(&self, req: &Request<'_>) -> Explanation {
+        let decision = self.decide(req);
+        match self.environments.get(req.environment) {
+            Some(env) => Explanation {
+                file: env.file.clone(),
+                decision,
+                rules: eval::explain_rules(env, req),
+            },
+            None => Explanation {
+                file: String::new(),
+                decision,
+                rules: Vec::new(),
+            },
+        }
+    }
+
+    /// The JSON Schema of a policy file (what `schema/policy.schema.json`
+    /// holds), generated from the parser's own types.
+    pub fn json_schema() -> String {
+        parse::json_schema_text()
+    }
+
     /// Pure, no I/O. `req.claims` are the token's verified claims.
     pub fn decide(&self, req: &Request<'_>) -> Decision {
         match self.environments.get(req.environment) {
@@ -377,12 +475,8 @@ mod tests {
 
     use super::*;
 
-    fn issuers() -> Vec<String> {
-        vec![
-            "github".to_owned(),
-            "gitlab".to_owned(),
-            "buildkite".to_owned(),
-        ]
+    fn issuers() -> Vec<PolicyIssuer> {
+        vec!["github".into(), "gitlab".into(), "buildkite".into()]
     }
 
     fn shipped() -> PolicySet {
@@ -635,7 +729,7 @@ mod tests {
 
     #[test]
     fn shipped_policies_need_their_issuers_configured() {
-        let err = PolicySet::load_dir(Path::new("policies"), &["github".to_owned()])
+        let err = PolicySet::load_dir(Path::new("policies"), &["github".into()])
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

@@ -8,6 +8,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Location, Spanned};
@@ -15,24 +16,40 @@ use serde_saphyr::{Location, Spanned};
 use super::credential;
 use super::error::PolicyError;
 
-/// One environment's file.
-#[derive(Debug, Deserialize)]
+/// A jobkey policy file: one environment (the file name is the environment).
+///
+/// `jobkey policy schema` prints this schema; `schema/policy.schema.json`
+/// is the shipped copy. Semantics: README "The policy format".
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "jobkey policy file")]
 pub(crate) struct RawFile {
+    /// Free text for humans.
     #[serde(default)]
     #[allow(dead_code)] // documentation for humans; kept so the field is accepted
     pub description: Option<String>,
+    /// Ceiling on the TTL of every credential handed out in this environment.
     #[serde(default)]
+    #[schemars(with = "Option<Ttl>")]
     pub max_ttl: Option<Spanned<Ttl>>,
+    /// Conditions every allow rule of this file inherits (AND), e.g.
+    /// `{ref_protected: "true", repository_id: {present: true}}`.
     #[serde(default)]
+    #[schemars(with = "Option<OrderedMap<RawMatcher>>")]
+    pub require: Option<OrderedMap<Spanned<RawMatcher>>>,
+    /// What this environment can hand out, by name.
+    #[serde(default)]
+    #[schemars(with = "Option<OrderedMap<RawCredential>>")]
     pub credentials: Option<OrderedMap<Spanned<RawCredential>>>,
+    /// Allow and deny rules; deny wins.
     #[serde(default)]
+    #[schemars(with = "Option<Vec<RawRule>>")]
     pub rules: Option<Vec<Spanned<RawRule>>>,
 }
 
 /// A credential the environment offers. Exactly one kind field must be
 /// present (the kinds are in `credential.rs`); `compile.rs` checks that.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCredential {
     #[serde(default)]
@@ -57,12 +74,14 @@ pub(crate) struct RawCredential {
     pub wrap: Option<bool>,
     /// Deliver response-wrapped with this wrap TTL.
     #[serde(default)]
+    #[schemars(with = "Option<Ttl>")]
     pub wrap_ttl: Option<Spanned<Ttl>>,
+    #[schemars(with = "Ttl")]
     pub ttl: Spanned<Ttl>,
 }
 
 /// A KV v2 secret.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawKv {
     pub mount: String,
@@ -71,28 +90,41 @@ pub(crate) struct RawKv {
     pub fields: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// `allow` (the default) or `deny`; a deny rule that applies refuses the
+/// whole request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Effect {
+pub enum Effect {
     Allow,
     Deny,
 }
 
-#[derive(Debug, Deserialize)]
+/// One rule: when the token comes from `issuer` and every claim condition
+/// (plus the file's `require`, for allow rules) holds, it applies.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRule {
+    /// Unique within the file; reported in decisions and the audit log.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     pub description: Option<String>,
     #[serde(default)]
     pub effect: Option<Effect>,
+    /// A configured issuer NAME (server config), never a URL.
+    #[schemars(with = "String")]
     pub issuer: Spanned<String>,
+    /// Claim name (or JSON pointer starting with `/`) to condition; all must hold.
     #[serde(default)]
+    #[schemars(with = "Option<OrderedMap<RawMatcher>>")]
     pub claims: Option<OrderedMap<Spanned<RawMatcher>>>,
+    /// Allow rules: the credentials (names from `credentials:`) granted.
     #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
     pub grant: Option<Vec<Spanned<String>>>,
+    /// Allow rules: narrows the TTL of what this rule grants.
     #[serde(default)]
+    #[schemars(with = "Option<Ttl>")]
     pub ttl: Option<Spanned<Ttl>>,
 }
 
@@ -100,6 +132,64 @@ pub(crate) struct RawRule {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(transparent)]
 pub(crate) struct Ttl(#[serde(with = "humantime_serde")] pub Duration);
+
+impl JsonSchema for Ttl {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A duration: 30s, 10m, 1h, 1h 30m (humantime).",
+            "pattern": "^\\s*[0-9]+\\s*[a-zA-Z]+(\\s*[0-9]+\\s*[a-zA-Z]+)*\\s*$"
+        })
+    }
+}
+
+impl<V: JsonSchema> JsonSchema for OrderedMap<V> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("Map_of_{}", V::schema_name()).into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "additionalProperties": generator.subschema_for::<V>(),
+        })
+    }
+}
+
+impl JsonSchema for RawMatcher {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Matcher".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let me = generator.subschema_for::<RawMatcher>();
+        json_schema!({
+            "description": "A claim condition. Scalars compare the claim's text (so true, \"true\" match each other, 1 and \"1\" likewise); a list is any-of; a claim missing from the token never matches (except {present: false}).",
+            "anyOf": [
+                {"type": ["string", "integer", "boolean"], "description": "exact: the claim's text equals this"},
+                {"type": "object", "properties": {"glob": {"type": "string", "minLength": 1, "description": "whole-value glob; `*` is any run of characters including `/`"}}, "required": ["glob"], "additionalProperties": false},
+                {"type": "object", "properties": {"regex": {"type": "string", "minLength": 1, "description": "regular expression (Rust regex syntax), anchored: must match the whole value"}}, "required": ["regex"], "additionalProperties": false},
+                {"type": "object", "properties": {"not": me.clone()}, "required": ["not"], "additionalProperties": false},
+                {"type": "object", "properties": {"present": {"type": "boolean"}}, "required": ["present"], "additionalProperties": false},
+                {"type": "array", "minItems": 1, "items": me, "description": "any of these"}
+            ]
+        })
+    }
+}
+
+/// The JSON Schema of a policy file, pretty-printed with a final newline.
+pub(crate) fn json_schema_text() -> String {
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<RawFile>();
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}
 
 /// A YAML mapping kept in file order (so "the first condition that failed"
 /// and "the first credential" mean what the author sees). Duplicate keys are
@@ -128,123 +218,91 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
     }
 }
 
-/// One value a claim may have: a scalar compared textually, or a glob.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum RawPattern {
-    Text(String),
-    Glob(String),
-}
-
-/// The right-hand side of a claim condition.
+/// The right-hand side of a claim condition, as written. See the `policy`
+/// module docs for the semantics; `compile.rs` checks the shapes (no lists
+/// in lists, `present` only at the top, patterns non-empty and valid).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum RawMatcher {
-    One(RawPattern),
-    AnyOf(Vec<RawPattern>),
+    /// A string, integer or boolean, kept as its text.
+    Text(String),
+    /// `{glob: "..."}`
+    Glob(String),
+    /// `{regex: "..."}`
+    Regex(String),
+    /// `[m1, m2, ...]`: any of them.
+    AnyOf(Vec<RawMatcher>),
+    /// `{not: m}`
+    Not(Box<RawMatcher>),
+    /// `{present: true|false}`
+    Present(bool),
 }
+
+const MATCHER_KEYS: &[&str] = &["glob", "regex", "not", "present"];
 
 /// Scalars accepted as claim values: strings, integers and booleans, kept
 /// as their text. Floats and null are refused: their text is ambiguous.
-struct PatternVisitor;
+struct MatcherVisitor;
 
-impl PatternVisitor {
-    const EXPECTING: &'static str =
-        "a string, integer or boolean, or {glob: \"pattern\"} (quote other values)";
-}
-
-impl<'de> Visitor<'de> for PatternVisitor {
-    type Value = RawPattern;
+impl<'de> Visitor<'de> for MatcherVisitor {
+    type Value = RawMatcher;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(Self::EXPECTING)
+        f.write_str(
+            "a string, integer or boolean (quote other values), {glob: ...}, {regex: ...}, {not: ...}, {present: true|false}, or a list of those",
+        )
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(RawPattern::Text(v.to_owned()))
+        Ok(RawMatcher::Text(v.to_owned()))
     }
     fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(RawPattern::Text(v))
+        Ok(RawMatcher::Text(v))
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(RawPattern::Text(v.to_string()))
+        Ok(RawMatcher::Text(v.to_string()))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(RawPattern::Text(v.to_string()))
+        Ok(RawMatcher::Text(v.to_string()))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(RawPattern::Text(v.to_string()))
+        Ok(RawMatcher::Text(v.to_string()))
     }
     fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
-        Ok(RawPattern::Text(v.to_string()))
+        Ok(RawMatcher::Text(v.to_string()))
     }
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
-        Ok(RawPattern::Text(v.to_string()))
+        Ok(RawMatcher::Text(v.to_string()))
     }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        glob_from_map(map)
-    }
-}
-
-/// `{glob: "..."}` and nothing else.
-fn glob_from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<RawPattern, A::Error> {
-    let mut glob: Option<String> = None;
-    while let Some(key) = map.next_key::<String>()? {
-        if key != "glob" {
-            return Err(de::Error::unknown_field(&key, &["glob"]));
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<RawMatcher>()? {
+            items.push(item);
         }
-        if glob.is_some() {
-            return Err(de::Error::duplicate_field("glob"));
-        }
-        glob = Some(map.next_value::<String>()?);
+        Ok(RawMatcher::AnyOf(items))
     }
-    glob.map(RawPattern::Glob)
-        .ok_or_else(|| de::Error::missing_field("glob"))
-}
-
-impl<'de> Deserialize<'de> for RawPattern {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(PatternVisitor)
+    /// Exactly one of `glob`, `regex`, `not`, `present`.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found: Option<RawMatcher> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if found.is_some() {
+                return Err(de::Error::custom(format!(
+                    "`{key}`: a condition map holds exactly one of glob, regex, not, present; write a list for any-of"
+                )));
+            }
+            found = Some(match key.as_str() {
+                "glob" => RawMatcher::Glob(map.next_value::<String>()?),
+                "regex" => RawMatcher::Regex(map.next_value::<String>()?),
+                "not" => RawMatcher::Not(Box::new(map.next_value::<RawMatcher>()?)),
+                "present" => RawMatcher::Present(map.next_value::<bool>()?),
+                other => return Err(de::Error::unknown_field(other, MATCHER_KEYS)),
+            });
+        }
+        found.ok_or_else(|| {
+            de::Error::custom("an empty condition map; write one of glob, regex, not, present")
+        })
     }
 }
 
 impl<'de> Deserialize<'de> for RawMatcher {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct MatcherVisitor;
-        impl<'de> Visitor<'de> for MatcherVisitor {
-            type Value = RawMatcher;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(PatternVisitor::EXPECTING)?;
-                f.write_str(", or a list of those")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                PatternVisitor.visit_str(v).map(RawMatcher::One)
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                PatternVisitor.visit_string(v).map(RawMatcher::One)
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                PatternVisitor.visit_bool(v).map(RawMatcher::One)
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                PatternVisitor.visit_i64(v).map(RawMatcher::One)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                PatternVisitor.visit_u64(v).map(RawMatcher::One)
-            }
-            fn visit_i128<E: de::Error>(self, v: i128) -> Result<Self::Value, E> {
-                PatternVisitor.visit_i128(v).map(RawMatcher::One)
-            }
-            fn visit_u128<E: de::Error>(self, v: u128) -> Result<Self::Value, E> {
-                PatternVisitor.visit_u128(v).map(RawMatcher::One)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                glob_from_map(map).map(RawMatcher::One)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element::<RawPattern>()? {
-                    items.push(item);
-                }
-                Ok(RawMatcher::AnyOf(items))
-            }
-        }
         deserializer.deserialize_any(MatcherVisitor)
     }
 }
@@ -420,19 +478,15 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.value.as_str(), &v.value))
             .collect();
+        let push = RawMatcher::Text("push".into());
+        let v = RawMatcher::Glob("v*".into());
         assert_eq!(
             got,
             vec![
-                ("z", &RawMatcher::One(RawPattern::Text("892347".into()))),
-                ("a", &RawMatcher::One(RawPattern::Text("true".into()))),
-                (
-                    "m",
-                    &RawMatcher::AnyOf(vec![
-                        RawPattern::Text("push".into()),
-                        RawPattern::Glob("v*".into())
-                    ])
-                ),
-                ("g", &RawMatcher::One(RawPattern::Glob("*".into()))),
+                ("z", &RawMatcher::Text("892347".into())),
+                ("a", &RawMatcher::Text("true".into())),
+                ("m", &RawMatcher::AnyOf(vec![push, v])),
+                ("g", &RawMatcher::Glob("*".into())),
             ]
         );
     }

@@ -7,6 +7,7 @@
 mod error;
 mod exchange;
 mod revoke;
+pub mod reload;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ pub use error::ApiError;
 use crate::audit::{AuditError, AuditLog};
 use crate::config::{Config, VaultAuthSettings};
 use crate::leases::{LeaseStore, LeaseStoreError, MemoryStore, RedisStore};
-use crate::policy::{PolicyError, PolicySet};
+use crate::policy::{PolicyError, PolicyIssuer, PolicySet};
 use crate::token::{FetchError, Verifier};
 use crate::vault::{Vault, VaultAuth, VaultConfig, VaultError};
 
@@ -51,6 +52,11 @@ pub enum ServeError {
 pub struct AppState {
     pub verifier: Verifier,
     pub policies: ArcSwap<PolicySet>,
+    /// Where `policies` is reloaded from, and against which issuers.
+    pub policy_dir: std::path::PathBuf,
+    pub policy_issuers: Vec<PolicyIssuer>,
+    /// Whether the last reload succeeded (`/readyz`).
+    pub policy_status: ArcSwap<reload::PolicyStatus>,
     pub vault: Vault,
     pub audit: AuditLog,
     /// Each exchange's revocable credentials (Redis, or in-memory).
@@ -62,8 +68,8 @@ impl AppState {
     /// Builds the state from the configuration: policies compiled, audit log
     /// opened (and verified), Vault logged in, issuer keys fetched once.
     pub async fn build(cfg: &Config) -> Result<Arc<AppState>, ServeError> {
-        let names: Vec<String> = cfg.issuers.iter().map(|i| i.name.clone()).collect();
-        let policies = PolicySet::load_dir(&cfg.policy_dir, &names)?;
+        let issuers = PolicyIssuer::from_settings(&cfg.issuers);
+        let policies = PolicySet::load_dir(&cfg.policy_dir, &issuers)?;
         let audit = AuditLog::open(&cfg.audit_path)?;
         let verifier = Verifier::new(
             cfg.issuers.clone(),
@@ -88,13 +94,16 @@ impl AppState {
         };
         tracing::info!(
             environments = policies.environments().count(),
-            issuers = names.len(),
+            issuers = issuers.len(),
             audit = %cfg.audit_path.display(),
             "jobkey is ready"
         );
         Ok(Arc::new(AppState {
             verifier,
             policies: ArcSwap::from_pointee(policies),
+            policy_dir: cfg.policy_dir.clone(),
+            policy_issuers: issuers,
+            policy_status: ArcSwap::from_pointee(reload::PolicyStatus::current()),
             vault,
             audit,
             leases,
@@ -167,6 +176,7 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
             "status": if vault_ready { "ready" } else { "not_ready" },
             "vault": if vault_ready { "ready" } else { "not_ready" },
             "environments": st.policies.load().environments().count(),
+            "policies": st.policy_status.load().to_json(),
         })),
     )
 }
@@ -178,6 +188,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
+    // Policies reload on SIGHUP and file change while serving.
+    let _reloader = reload::spawn(state.clone());
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -82,6 +82,9 @@ pub struct Options {
     /// Keep exchange records in the local Redis (127.0.0.1:6379) under
     /// this key prefix instead of in memory.
     pub redis_prefix: Option<String>,
+    /// Serve the policies of this directory instead of the shipped
+    /// `policies/` (e.g. a temp copy a test edits).
+    pub policy_dir: Option<PathBuf>,
 }
 
 impl Stack {
@@ -94,7 +97,7 @@ impl Stack {
     pub async fn start_with(mut opts: Options) -> Stack {
         jobkey::tls::install_rustls_ring_provider();
         let bao = OpenBao::start();
-        let policy_dir = opts.setup.take().map(|f| f(&bao));
+        let policy_dir = opts.setup.take().map(|f| f(&bao)).or(opts.policy_dir.clone());
         let db_password = format!("pw-{}", random(24));
         let app_key = format!("key-{}", random(24));
         bao.bao(&[
@@ -259,6 +262,23 @@ algorithms = ["ES256"]
             shutdown: Some(tx),
             child: None,
         }
+    }
+
+    /// The server's process id (subprocess mode only).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
+    /// GET `path` on the server: (status, JSON body).
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
     }
 
     /// GitHub-shaped claims of the production deploy the policies admit.

@@ -1,0 +1,375 @@
+//! `jobkey policy ...`: tools for the people who write policies: lint,
+//! schema, test, explain, who-can. Thin wrappers over `crate::policy`.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Map, Value, json};
+
+use crate::policy::{self, PolicyIssuer, PolicySet, Request};
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Warn about policies that compile but admit more than meant (GUIDE §4).
+    ///
+    /// Every warning has a stable code (JK001..JK007), the rule, its
+    /// position and the fix. Exits non-zero on a compile error, and on any
+    /// warning with --deny-warnings (for the policies repository's CI).
+    Lint {
+        #[command(flatten)]
+        source: Source,
+        /// Exit with status 1 when there is any warning.
+        #[arg(long)]
+        deny_warnings: bool,
+        #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+        format: TextOrJson,
+    },
+    /// Print the JSON Schema of policy files (schema/policy.schema.json).
+    Schema,
+    /// Run the policy fixtures (default: <policy dir>/tests/*.yaml).
+    ///
+    /// Each case names an environment, an issuer, claims (or a token file),
+    /// the credentials asked for, and the expected decision. Prints PASS or
+    /// FAIL per case, with the expectation, the decision and every rule's
+    /// outcome for a failure; exits non-zero when a case fails.
+    Test {
+        #[command(flatten)]
+        source: Source,
+        /// The fixture directory.
+        dir: Option<PathBuf>,
+    },
+    /// Explain a decision: the matching rule, and for every other rule the
+    /// first condition that failed, with expected and actual values.
+    ///
+    /// With --token the token is verified first, against the configured
+    /// issuers (--config); --jwks pins the keys to a JWKS file (offline)
+    /// and --at sets the verification instant (RFC 3339 or epoch seconds),
+    /// so a token from an incident can be replayed.
+    Explain {
+        #[command(flatten)]
+        source: Source,
+        /// The environment (policy file) to decide in.
+        #[arg(long = "env")]
+        environment: String,
+        /// A JSON file of claims (not verified).
+        #[arg(long, conflicts_with = "token", required_unless_present = "token")]
+        claims: Option<PathBuf>,
+        /// A JWT file, verified before deciding.
+        #[arg(long)]
+        token: Option<PathBuf>,
+        /// The issuer NAME for --claims (default: the configured issuer whose URL is the claims' `iss`).
+        #[arg(long = "as-issuer", value_name = "NAME")]
+        as_issuer: Option<String>,
+        /// Verify --token with the keys of this JWKS file instead of fetching them.
+        #[arg(long, requires = "token")]
+        jwks: Option<PathBuf>,
+        /// Verify --token as of this instant: RFC 3339 or seconds since the epoch.
+        #[arg(long, requires = "token")]
+        at: Option<String>,
+        /// A credential asked for (repeatable; default: everything granted).
+        #[arg(long = "credential", value_name = "NAME")]
+        credentials: Vec<String>,
+        #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+        format: TextOrJson,
+    },
+    /// The access review: for each credential of an environment, the rules
+    /// that grant it and the identities they admit.
+    WhoCan {
+        #[command(flatten)]
+        source: Source,
+        #[arg(long = "env")]
+        environment: String,
+        /// Only this credential.
+        #[arg(long)]
+        credential: Option<String>,
+        #[arg(long, value_enum, default_value_t = TableOrJson::Table)]
+        format: TableOrJson,
+    },
+}
+
+/// Where the policies and the issuers come from.
+#[derive(Debug, Args)]
+pub struct Source {
+    /// The server config: its issuers and its policy_dir.
+    #[arg(long, short, env = "JOBKEY_CONFIG")]
+    config: Option<PathBuf>,
+    /// The policy directory (default: the config's policy_dir).
+    #[arg(long, value_name = "DIR")]
+    policies: Option<PathBuf>,
+    /// An issuer as NAME=URL (repeatable), with or instead of --config.
+    #[arg(long = "issuer", value_name = "NAME=URL")]
+    issuers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TextOrJson {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TableOrJson {
+    Table,
+    Json,
+}
+
+struct Loaded {
+    config: Option<crate::config::Config>,
+    dir: PathBuf,
+    issuers: Vec<PolicyIssuer>,
+    set: PolicySet,
+}
+
+impl Source {
+    fn load(&self) -> Result<Loaded, String> {
+        let config = match &self.config {
+            Some(path) => Some(crate::config::Config::load(path).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let mut issuers = config
+            .as_ref()
+            .map(|c| PolicyIssuer::from_settings(&c.issuers))
+            .unwrap_or_default();
+        for spec in &self.issuers {
+            let (name, url) = spec
+                .split_once('=')
+                .ok_or_else(|| format!("--issuer {spec}: write NAME=URL, e.g. github=https://token.actions.githubusercontent.com"))?;
+            issuers.push(PolicyIssuer::from_url(name, url));
+        }
+        if issuers.is_empty() {
+            return Err(
+                "no issuers: give --config FILE (or $JOBKEY_CONFIG), or --issuer NAME=URL".into(),
+            );
+        }
+        let dir = match (&self.policies, &config) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(c)) => c.policy_dir.clone(),
+            (None, None) => {
+                return Err("no policy directory: give --policies DIR or --config FILE".into());
+            }
+        };
+        let set = PolicySet::load_dir(&dir, &issuers).map_err(|e| e.to_string())?;
+        Ok(Loaded {
+            config,
+            dir,
+            issuers,
+            set,
+        })
+    }
+}
+
+/// Runs one `jobkey policy` command. `Err` = exit status 1 with the message.
+pub async fn run(command: PolicyCommand) -> Result<(), String> {
+    match command {
+        PolicyCommand::Schema => {
+            print!("{}", PolicySet::json_schema());
+            Ok(())
+        }
+        PolicyCommand::Lint {
+            source,
+            deny_warnings,
+            format,
+        } => {
+            let l = source.load()?;
+            let warnings = policy::lint::lint(&l.set, &l.issuers);
+            match format {
+                TextOrJson::Json => println!("{}", json!({"warnings": warnings})),
+                TextOrJson::Text => {
+                    for w in &warnings {
+                        println!("{w}");
+                    }
+                    println!(
+                        "{}: {} environment(s), {} warning(s)",
+                        l.dir.display(),
+                        l.set.environments().count(),
+                        warnings.len()
+                    );
+                }
+            }
+            if deny_warnings && !warnings.is_empty() {
+                return Err(format!("{} warning(s) and --deny-warnings", warnings.len()));
+            }
+            Ok(())
+        }
+        PolicyCommand::Test { source, dir } => {
+            let l = source.load()?;
+            let dir = dir.unwrap_or_else(|| l.dir.join("tests"));
+            let report = policy::fixtures::run_dir(&l.set, &dir)?;
+            print!("{}", report.render());
+            match report.failed() {
+                0 => Ok(()),
+                n => Err(format!("{n} policy test(s) failed")),
+            }
+        }
+        PolicyCommand::WhoCan {
+            source,
+            environment,
+            credential,
+            format,
+        } => {
+            let l = source.load()?;
+            let review = policy::review::who_can(&l.set, &environment, credential.as_deref())?;
+            match format {
+                TableOrJson::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"environment": environment, "credentials": review})
+                    )
+                    .map_err(|e| e.to_string())?
+                ),
+                TableOrJson::Table => print!("{}", policy::review::render_table(&review)),
+            }
+            Ok(())
+        }
+        PolicyCommand::Explain {
+            source,
+            environment,
+            claims,
+            token,
+            as_issuer,
+            jwks,
+            at,
+            credentials,
+            format,
+        } => {
+            let l = source.load()?;
+            let (issuer, claims) = match (claims, token) {
+                (Some(path), _) => {
+                    let claims = read_claims(&path)?;
+                    let issuer = match as_issuer {
+                        Some(name) => name,
+                        None => issuer_of(&l, &claims)?,
+                    };
+                    (issuer, claims)
+                }
+                (None, Some(path)) => verify(&l, &path, jwks.as_deref(), at.as_deref()).await?,
+                (None, None) => return Err("give --claims FILE or --token FILE".into()),
+            };
+            let req = Request {
+                environment: &environment,
+                issuer: &issuer,
+                claims: &claims,
+                credentials: &credentials,
+            };
+            let e = l.set.explain(&req);
+            let decision = policy::fixtures::describe_decision(&e.decision);
+            let matching: Vec<&str> = e
+                .rules
+                .iter()
+                .filter(|r| r.applies)
+                .map(|r| r.rule.as_str())
+                .collect();
+            match format {
+                TextOrJson::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "environment": environment, "file": e.file, "issuer": issuer,
+                        "decision": decision, "matching_rules": matching, "rules": e.rules,
+                    }))
+                    .map_err(|e| e.to_string())?
+                ),
+                TextOrJson::Text => {
+                    if e.file.is_empty() {
+                        println!("environment `{environment}`: no such policy file");
+                    } else {
+                        println!(
+                            "environment `{environment}` ({}), issuer `{issuer}`",
+                            e.file
+                        );
+                    }
+                    println!("decision: {decision}");
+                    match matching.as_slice() {
+                        [] => println!("matching rule: none"),
+                        list => println!("matching rule: {}", list.join(", ")),
+                    }
+                    if !e.rules.is_empty() {
+                        println!("rules:");
+                    }
+                    for line in policy::fixtures::explain_lines(&e) {
+                        println!("  {line}");
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn read_claims(path: &Path) -> Result<Map<String, Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(format!("{}: not a JSON object of claims", path.display())),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// The configured issuer name whose URL is the claims' `iss`.
+fn issuer_of(l: &Loaded, claims: &Map<String, Value>) -> Result<String, String> {
+    let iss = claims.get("iss").and_then(Value::as_str);
+    l.config
+        .as_ref()
+        .and_then(|c| c.issuers.iter().find(|i| Some(i.issuer.as_str()) == iss))
+        .map(|i| i.name.clone())
+        .ok_or_else(|| {
+            format!(
+                "no configured issuer has `iss` {iss:?}; give --as-issuer NAME (one of: {})",
+                l.issuers
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+/// Parses `--at`: seconds since the epoch, or RFC 3339.
+pub fn parse_instant(text: &str) -> Result<u64, String> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(secs);
+    }
+    let t = humantime::parse_rfc3339_weak(text).map_err(|e| {
+        format!("--at {text:?}: {e}; write RFC 3339 (2025-11-27T21:40:12Z) or epoch seconds")
+    })?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .map_err(|_| format!("--at {text:?}: before 1970"))
+}
+
+async fn verify(
+    l: &Loaded,
+    token: &Path,
+    jwks: Option<&Path>,
+    at: Option<&str>,
+) -> Result<(String, Map<String, Value>), String> {
+    let cfg = l
+        .config
+        .as_ref()
+        .ok_or("--token needs --config: the issuers, audiences and algorithms come from it")?;
+    let mut issuers = cfg.issuers.clone();
+    if let Some(jwks) = jwks {
+        for i in &mut issuers {
+            i.keys = crate::token::KeySource::JwksFile(jwks.to_path_buf());
+        }
+    }
+    let verifier = crate::token::Verifier::new(
+        issuers,
+        cfg.audiences.clone(),
+        cfg.fetch.clone(),
+        cfg.max_token_bytes,
+    )
+    .map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(token).map_err(|e| format!("{}: {e}", token.display()))?;
+    let now = match at {
+        Some(at) => parse_instant(at)?,
+        None => crate::devissuer::now(),
+    };
+    let verified = verifier.verify_at(text.trim(), now).await.map_err(|e| {
+        format!(
+            "{}: the token does not verify: {e} ({})",
+            token.display(),
+            e.code()
+        )
+    })?;
+    Ok((verified.issuer, verified.claims))
+}

@@ -1,0 +1,243 @@
+//! `jobkey policy who-can`: the access review. For each credential of an
+//! environment, the allow rules that grant it and the identities they
+//! admit (issuer, repositories/projects, owners, refs, environments,
+//! workflows, events, runners, other conditions), with the deny rules
+//! that can still refuse them.
+
+use std::fmt::Write as _;
+
+use super::compile::{Condition, Rule};
+use super::parse::Effect;
+use super::{CredentialSource, PolicySet};
+
+/// Who can have one credential.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CredentialAccess {
+    pub credential: String,
+    pub source: CredentialSource,
+    /// The credential's own TTL (humantime).
+    pub ttl: String,
+    pub rules: Vec<RuleAccess>,
+}
+
+/// One allow rule granting a credential, and whom it admits.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RuleAccess {
+    pub rule: String,
+    pub description: Option<String>,
+    pub issuer: String,
+    /// The TTL this rule's grant gets: min(credential, rule, max_ttl).
+    pub ttl: String,
+    pub identity: Identity,
+    /// Deny rules for the same issuer, each as `name: conditions`.
+    pub unless: Vec<String>,
+}
+
+/// The conditions of a rule grouped by what they constrain. Each entry is
+/// `claim condition`, e.g. `repository_id = "892347"`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Identity {
+    pub repositories: Vec<String>,
+    pub owners: Vec<String>,
+    pub refs: Vec<String>,
+    pub environments: Vec<String>,
+    pub workflows: Vec<String>,
+    pub events: Vec<String>,
+    pub runners: Vec<String>,
+    pub other: Vec<String>,
+}
+
+fn render(c: &Condition) -> String {
+    let op = if c.matcher.exact_values().is_some_and(|v| v.len() == 1) {
+        "="
+    } else {
+        "is"
+    };
+    format!("{} {op} {}", c.claim.written, c.matcher.describe())
+}
+
+impl Identity {
+    fn of(rule: &Rule) -> Identity {
+        let mut id = Identity::default();
+        for c in &rule.conditions {
+            let name = c.claim.segments.last().map(String::as_str).unwrap_or("");
+            let bucket = match name {
+                "sub"
+                | "repository"
+                | "repository_id"
+                | "project_path"
+                | "project_id"
+                | "pipeline_slug"
+                | "oidc.circleci.com/project-id" => &mut id.repositories,
+                "repository_owner"
+                | "repository_owner_id"
+                | "namespace_path"
+                | "namespace_id"
+                | "organization_slug"
+                | "organization_id"
+                | "oidc.circleci.com/org-id" => &mut id.owners,
+                "ref" | "ref_type" | "ref_protected" | "ref_path" | "base_ref" | "head_ref" => {
+                    &mut id.refs
+                }
+                "environment" | "environment_protected" | "deployment_tier" => &mut id.environments,
+                "workflow" | "workflow_ref" | "job_workflow_ref" | "ci_config_ref_uri" => {
+                    &mut id.workflows
+                }
+                "event_name" | "pipeline_source" => &mut id.events,
+                "runner_environment" | "runner_id" => &mut id.runners,
+                _ => &mut id.other,
+            };
+            bucket.push(render(c));
+        }
+        id
+    }
+}
+
+/// The access review of `environment`, optionally for one credential.
+pub fn who_can(
+    set: &PolicySet,
+    environment: &str,
+    credential: Option<&str>,
+) -> Result<Vec<CredentialAccess>, String> {
+    let env = set.env(environment).ok_or_else(|| {
+        format!(
+            "no environment `{environment}` (known: {})",
+            set.environments().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    if let Some(name) = credential
+        && !env.credentials.contains_key(name)
+    {
+        return Err(format!(
+            "environment `{environment}` has no credential `{name}` (it has: {})",
+            env.credential_order.join(", ")
+        ));
+    }
+    let human = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    let mut out = Vec::new();
+    for name in &env.credential_order {
+        if credential.is_some_and(|c| c != name) {
+            continue;
+        }
+        let Some(cred) = env.credentials.get(name) else {
+            continue;
+        };
+        let rules = env
+            .rules
+            .iter()
+            .filter(|r| r.effect == Effect::Allow && r.grant.contains(name))
+            .map(|r| {
+                let ttl = [Some(cred.ttl), r.ttl, env.max_ttl]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(cred.ttl);
+                RuleAccess {
+                    rule: r.name.clone(),
+                    description: r.description.clone(),
+                    issuer: r.issuer.clone(),
+                    ttl: human(ttl),
+                    identity: Identity::of(r),
+                    unless: env
+                        .rules
+                        .iter()
+                        .filter(|d| d.effect == Effect::Deny && d.issuer == r.issuer)
+                        .map(|d| {
+                            let conds: Vec<String> = d.conditions.iter().map(render).collect();
+                            format!("{}: {}", d.name, conds.join(", "))
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        out.push(CredentialAccess {
+            credential: name.clone(),
+            source: cred.source.clone(),
+            ttl: human(cred.ttl),
+            rules,
+        });
+    }
+    Ok(out)
+}
+
+/// A plain-text table: one row per (credential, rule), one column per kind
+/// of identity; cells with several conditions list them on separate lines.
+pub fn render_table(review: &[CredentialAccess]) -> String {
+    const HEADERS: [&str; 11] = [
+        "CREDENTIAL",
+        "RULE",
+        "ISSUER",
+        "TTL",
+        "REPOSITORY",
+        "OWNER",
+        "REF",
+        "ENVIRONMENT",
+        "WORKFLOW",
+        "EVENT/RUNNER/OTHER",
+        "UNLESS DENIED BY",
+    ];
+    let mut rows: Vec<Vec<Vec<String>>> = Vec::new();
+    for c in review {
+        if c.rules.is_empty() {
+            rows.push(vec![
+                vec![c.credential.clone()],
+                vec!["(no rule grants it)".into()],
+            ]);
+        }
+        for r in &c.rules {
+            let id = &r.identity;
+            let mut misc = id.events.clone();
+            misc.extend(id.runners.iter().cloned());
+            misc.extend(id.other.iter().cloned());
+            rows.push(vec![
+                vec![c.credential.clone()],
+                vec![r.rule.clone()],
+                vec![r.issuer.clone()],
+                vec![r.ttl.clone()],
+                id.repositories.clone(),
+                id.owners.clone(),
+                id.refs.clone(),
+                id.environments.clone(),
+                id.workflows.clone(),
+                misc,
+                r.unless.clone(),
+            ]);
+        }
+    }
+    let mut widths: Vec<usize> = HEADERS.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            for line in cell {
+                if let Some(w) = widths.get_mut(i) {
+                    *w = (*w).max(line.chars().count());
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &[&str]| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let w = widths.get(i).copied().unwrap_or(0);
+            let _ = write!(text, "{cell:<w$}  ");
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &HEADERS);
+    for row in &rows {
+        let height = row.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        for k in 0..height {
+            let cells: Vec<&str> = (0..HEADERS.len())
+                .map(|i| {
+                    row.get(i)
+                        .and_then(|cell| cell.get(k))
+                        .map(String::as_str)
+                        .unwrap_or(if k == 0 { "-" } else { "" })
+                })
+                .collect();
+            line(&mut out, &cells);
+        }
+    }
+    out
+}

@@ -1,0 +1,453 @@
+//! `jobkey policy ...` end to end, through the real binary: fixtures pass
+//! and fail readably, lint, the shipped schema, explain on signed GitHub-
+//! and GitLab-shaped tokens verified offline, who-can.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use jobkey::devissuer::{Shape, SigningKey};
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn jobkey(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jobkey"))
+        .args(args)
+        .env_remove("JOBKEY_CONFIG")
+        .output()
+        .expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn example_config() -> String {
+    root().join("examples/jobkey.toml").display().to_string()
+}
+
+fn key(name: &str, kid: &str) -> SigningKey {
+    let pem = std::fs::read_to_string(root().join(format!("tests/fixtures/keys/{name}.pem")))
+        .expect("key");
+    SigningKey::rsa_from_pem(&pem, kid).expect("key")
+}
+
+#[test]
+fn shipped_fixtures_pass() {
+    let (code, out, err) = jobkey(&["policy", "test", "--config", &example_config()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("PASS  a fork with a lookalike name is refused"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PASS  an unprotected ref named main is refused"),
+        "{out}"
+    );
+    assert!(out.contains(" 0 failed"), "{out}");
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_a_readable_report() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("wrong.yaml"),
+        r#"
+cases:
+  - name: feature branch (wrongly expected to be allowed)
+    environment: production
+    issuer: github
+    claims: {repository_id: "892347", repository_owner_id: "10001", repository: acme/api,
+             ref: refs/heads/feature, event_name: push, environment: production,
+             runner_environment: github-hosted}
+    expect: allow
+    rule: github-api-deploy
+  - name: the real deploy
+    environment: production
+    issuer: github
+    claims: {repository_id: "892347", repository_owner_id: "10001", repository: acme/api,
+             ref: refs/heads/main, event_name: push, environment: production}
+    expect: allow
+"#,
+    )
+    .expect("write");
+    let (code, out, err) = jobkey(&[
+        "policy",
+        "test",
+        "--config",
+        &example_config(),
+        &dir.path().display().to_string(),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let want = [
+        "  FAIL  feature branch (wrongly expected to be allowed)\n",
+        "        expected: allow (every grant by rule `github-api-deploy`)\n",
+        "        got:      deny (no_rule_matched)\n",
+        "        why:\n",
+        "          rule `no-self-hosted-runners` (deny, line 32): claim `runner_environment`: expected \"self-hosted\", got \"github-hosted\"\n",
+        "          rule `github-api-deploy` (allow, line 39): claim `ref`: expected \"refs/heads/main\", got \"refs/heads/feature\"\n",
+        "  PASS  the real deploy\n",
+        "1 passed, 1 failed\n",
+    ];
+    for line in want {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    assert!(err.contains("1 policy test(s) failed"), "{err}");
+
+    // A malformed fixture is an error naming the file, not a silent pass.
+    std::fs::write(
+        dir.path().join("wrong.yaml"),
+        "cases:\n  - name: x\n    expekt: allow\n",
+    )
+    .expect("write");
+    let (code, _, err) = jobkey(&[
+        "policy",
+        "test",
+        "--config",
+        &example_config(),
+        &dir.path().display().to_string(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("wrong.yaml") && err.contains("expekt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
+    let (code, out, err) = jobkey(&[
+        "policy",
+        "lint",
+        "--policies",
+        "policies",
+        "--issuer",
+        "github=https://token.actions.githubusercontent.com",
+        "--issuer",
+        "gitlab=https://gitlab.com",
+        "--deny-warnings",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("0 warning(s)"), "{out}");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("production.yaml"),
+        "credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 10m\nrules:\n  - name: wide\n    issuer: github\n    claims: {sub: {glob: \"repo:acme/*\"}}\n    grant: [db]\n",
+    )
+    .expect("write");
+    let d = dir.path().display().to_string();
+    let gh = "github=https://token.actions.githubusercontent.com";
+    let (code, out, _) = jobkey(&["policy", "lint", "--policies", &d, "--issuer", gh]);
+    assert_eq!(code, 0, "warnings alone do not fail: {out}");
+    assert!(
+        out.contains(
+            "production.yaml:6:11: warning[JK003 wildcard-crosses-repositories] rule `wide`"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("warning[JK006 self-hosted-runners]"), "{out}");
+    let (code, _, err) = jobkey(&[
+        "policy",
+        "lint",
+        "--policies",
+        &d,
+        "--issuer",
+        gh,
+        "--deny-warnings",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("2 warning(s) and --deny-warnings"), "{err}");
+    let (code, out, _) = jobkey(&[
+        "policy",
+        "lint",
+        "--policies",
+        &d,
+        "--issuer",
+        gh,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let codes: Vec<&str> = v["warnings"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|w| w["code"].as_str())
+        .collect();
+    assert_eq!(codes, vec!["JK003", "JK006"]);
+
+    // A compile error is a failure with file:line:column.
+    std::fs::write(dir.path().join("production.yaml"), "credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 10m\nrules:\n  - name: r\n    issuer: github\n    claims: {ref: {regex: \"(\"}}\n    grant: [db]\n").expect("write");
+    let (code, _, err) = jobkey(&["policy", "lint", "--policies", &d, "--issuer", gh]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("production.yaml:8:19: rule `r`: claim `ref`: invalid regex"),
+        "{err}"
+    );
+}
+
+/// The shipped schema is the generated one. To regenerate:
+/// `cargo run -- policy schema > schema/policy.schema.json`.
+#[test]
+fn shipped_schema_is_current() {
+    let (code, out, _) = jobkey(&["policy", "schema"]);
+    assert_eq!(code, 0);
+    let shipped =
+        std::fs::read_to_string(root().join("schema/policy.schema.json")).expect("shipped");
+    assert!(
+        shipped == out,
+        "schema/policy.schema.json is stale; regenerate it with `cargo run -- policy schema > schema/policy.schema.json`"
+    );
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["additionalProperties"], json!(false));
+    for field in ["max_ttl", "require", "credentials", "rules"] {
+        assert!(v["properties"].get(field).is_some(), "{field}");
+    }
+}
+
+/// A config whose issuers are the real providers' URLs; keys come from --jwks.
+fn provider_config(dir: &Path) -> String {
+    let path = dir.join("jobkey.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+listen = "127.0.0.1:0"
+audiences = ["jobkey"]
+policy_dir = "{}"
+[audit]
+path = "audit.jsonl"
+[vault]
+address = "http://127.0.0.1:8200"
+[vault.auth]
+method = "token"
+token_env = "VAULT_TOKEN"
+[issuers.github]
+preset = "github"
+[issuers.gitlab]
+preset = "gitlab"
+"#,
+            root().join("policies").display()
+        ),
+    )
+    .expect("write");
+    path.display().to_string()
+}
+
+#[test]
+fn explain_verifies_real_shaped_tokens_offline() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = provider_config(dir.path());
+    let gh_key = key("issuer-a", "gh-1");
+    let gl_key = key("issuer-b", "gl-1");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(
+        &jwks,
+        json!({"keys": [gh_key.public_jwk(), gl_key.public_jwk()]}).to_string(),
+    )
+    .expect("jwks");
+    let at = 1_764_279_612u64; // 2025-11-27T21:40:12Z
+    let gh_claims = Shape::Github.claims(
+        "https://token.actions.githubusercontent.com",
+        "jobkey",
+        at - 60,
+    );
+    let gh = dir.path().join("github.jwt");
+    std::fs::write(&gh, gh_key.mint(&Value::Object(gh_claims.clone()))).expect("token");
+    let jwks_s = jwks.display().to_string();
+    let gh_s = gh.display().to_string();
+
+    let (code, out, err) = jobkey(&[
+        "policy",
+        "explain",
+        "--config",
+        &config,
+        "--env",
+        "production",
+        "--token",
+        &gh_s,
+        "--jwks",
+        &jwks_s,
+        "--at",
+        "2025-11-27T21:40:12Z",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("decision: allow (deploy-db by github-api-deploy)"),
+        "{out}"
+    );
+    assert!(out.contains("matching rule: github-api-deploy"), "{out}");
+    assert!(out.contains("rule `no-self-hosted-runners` (deny, line 32): claim `runner_environment`: expected \"self-hosted\", got \"github-hosted\""), "{out}");
+
+    // The same token much later: expired, refused before any decision.
+    let (code, _, err) = jobkey(&[
+        "policy",
+        "explain",
+        "--config",
+        &config,
+        "--env",
+        "production",
+        "--token",
+        &gh_s,
+        "--jwks",
+        &jwks_s,
+        "--at",
+        &(at + 3600).to_string(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("token_expired"), "{err}");
+
+    // A token signed by a key not in the JWKS is refused.
+    let rogue = key("rogue", "gh-1");
+    let forged = dir.path().join("forged.jwt");
+    std::fs::write(&forged, rogue.mint(&Value::Object(gh_claims))).expect("token");
+    let (code, _, err) = jobkey(&[
+        "policy",
+        "explain",
+        "--config",
+        &config,
+        "--env",
+        "production",
+        "--token",
+        &forged.display().to_string(),
+        "--jwks",
+        &jwks_s,
+        "--at",
+        &at.to_string(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("bad_signature"), "{err}");
+
+    // GitLab: an unprotected ref; the rule and the reason are shown.
+    let mut gl_claims = Shape::Gitlab.claims("https://gitlab.com", "jobkey", at - 60);
+    gl_claims.insert("ref_protected".into(), json!("false"));
+    let gl = dir.path().join("gitlab.jwt");
+    std::fs::write(&gl, gl_key.mint(&Value::Object(gl_claims))).expect("token");
+    let (code, out, err) = jobkey(&[
+        "policy",
+        "explain",
+        "--config",
+        &config,
+        "--env",
+        "staging",
+        "--token",
+        &gl.display().to_string(),
+        "--jwks",
+        &jwks_s,
+        "--at",
+        &at.to_string(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("issuer `gitlab`"), "{out}");
+    assert!(out.contains("decision: deny (no_rule_matched)"), "{out}");
+    assert!(out.contains("matching rule: none"), "{out}");
+    assert!(out.contains("rule `gitlab-api-deploy` (allow, line 23): claim `ref_protected`: expected \"true\", got \"false\""), "{out}");
+
+    // --claims: no verification; the issuer comes from `iss`.
+    let claims = dir.path().join("claims.json");
+    std::fs::write(
+        &claims,
+        Value::Object(Shape::Gitlab.claims("https://gitlab.com", "jobkey", at)).to_string(),
+    )
+    .expect("claims");
+    let (code, out, err) = jobkey(&[
+        "policy",
+        "explain",
+        "--config",
+        &config,
+        "--env",
+        "staging",
+        "--claims",
+        &claims.display().to_string(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["matching_rules"], json!(["gitlab-api-deploy"]));
+    assert_eq!(v["rules"][0]["applies"], json!(true));
+}
+
+#[test]
+fn who_can_lists_the_identities_of_a_production_credential() {
+    let (code, out, err) = jobkey(&[
+        "policy",
+        "who-can",
+        "--config",
+        &example_config(),
+        "--env",
+        "production",
+        "--credential",
+        "deploy-db",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let header = out.lines().next().unwrap_or("");
+    for col in [
+        "CREDENTIAL",
+        "RULE",
+        "ISSUER",
+        "REPOSITORY",
+        "REF",
+        "ENVIRONMENT",
+        "WORKFLOW",
+        "UNLESS DENIED BY",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    for cell in [
+        "deploy-db",
+        "github-api-deploy",
+        "repository_id = \"892347\"",
+        "repository = \"acme/api\"",
+        "ref = \"refs/heads/main\"",
+        "environment = \"production\"",
+        "event_name is any of [\"push\", \"workflow_dispatch\"]",
+        "no-self-hosted-runners: runner_environment = \"self-hosted\"",
+    ] {
+        assert!(out.contains(cell), "missing {cell} in\n{out}");
+    }
+
+    let (code, out, _) = jobkey(&[
+        "policy",
+        "who-can",
+        "--config",
+        &example_config(),
+        "--env",
+        "production",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let rule = &v["credentials"][0]["rules"][0];
+    assert_eq!(v["credentials"][0]["credential"], json!("deploy-db"));
+    assert_eq!(rule["rule"], json!("github-api-deploy"));
+    assert_eq!(rule["issuer"], json!("github"));
+    assert_eq!(rule["ttl"], json!("5m"));
+    assert_eq!(
+        rule["identity"]["repositories"],
+        json!(["repository_id = \"892347\"", "repository = \"acme/api\""])
+    );
+    assert_eq!(
+        rule["identity"]["refs"],
+        json!(["ref = \"refs/heads/main\""])
+    );
+
+    let (code, _, err) = jobkey(&[
+        "policy",
+        "who-can",
+        "--config",
+        &example_config(),
+        "--env",
+        "production",
+        "--credential",
+        "nope",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has no credential `nope`"), "{err}");
+}

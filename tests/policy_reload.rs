@@ -1,0 +1,139 @@
+//! Hot reload against the running server: a valid change takes effect, an
+//! invalid one is refused while the old policy keeps serving and `/readyz`
+//! shows the error; SIGHUP reloads too.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use jobkey::devissuer::Shape;
+use serde_json::{Map, Value};
+use support::{Options, Stack};
+
+fn copy_policies(to: &Path) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// Polls `check` for up to 10 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut last = String::new();
+    for _ in 0..100 {
+        match check().await {
+            Ok(()) => return,
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within 10 s: {last}");
+}
+
+async fn expect_exchange(stack: &Stack, token: &str, want: u16) -> Result<(), String> {
+    let (status, body) = stack.exchange_status(token, "production").await;
+    if status == want {
+        Ok(())
+    } else {
+        Err(format!("{status} {body}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_change_takes_effect_and_an_invalid_one_is_refused() {
+    let policies = tempfile::tempdir().unwrap();
+    copy_policies(policies.path());
+    let stack = Stack::start_with(Options {
+        policy_dir: Some(policies.path().to_path_buf()),
+        ..Options::default()
+    })
+    .await;
+    let token = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    expect_exchange(&stack, &token, 200).await.unwrap();
+    let (_, ready) = stack.get_json("/readyz").await;
+    assert_eq!(ready["policies"]["status"], "current", "{ready}");
+
+    // A valid change: production now only admits a release branch.
+    let file = policies.path().join("production.yaml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let release = original.replace("ref: refs/heads/main", "ref: refs/heads/release");
+    assert_ne!(release, original);
+    std::fs::write(&file, &release).unwrap();
+    eventually("the valid change", || expect_exchange(&stack, &token, 403)).await;
+    let (_, body) = stack.exchange_status(&token, "production").await;
+    assert_eq!(body["error"], "no_rule_matched", "{body}");
+    assert_eq!(body["failed_claims"], serde_json::json!(["ref"]), "{body}");
+
+    // An invalid change: refused; the previous (release-only) policy keeps
+    // serving and readiness shows the error, still 200.
+    let broken = original.replace("ref: refs/heads/main", "ref: {regex: \"(\"}");
+    std::fs::write(&file, &broken).unwrap();
+    eventually("readyz showing the refused reload", || async {
+        let (status, ready) = stack.get_json("/readyz").await;
+        let p = &ready["policies"];
+        match (status, p["status"].as_str(), p["error"].as_str()) {
+            (200, Some("stale"), Some(e))
+                if e.contains("production.yaml:") && e.contains("invalid regex") =>
+            {
+                Ok(())
+            }
+            _ => Err(format!("{status} {ready}")),
+        }
+    })
+    .await;
+    let (status, body) = stack.exchange_status(&token, "production").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        body["error"], "no_rule_matched",
+        "the old policy serves: {body}"
+    );
+
+    // Restoring the original makes it current again and admits main.
+    std::fs::write(&file, &original).unwrap();
+    eventually("the restored policy", || {
+        expect_exchange(&stack, &token, 200)
+    })
+    .await;
+    let (_, ready) = stack.get_json("/readyz").await;
+    assert_eq!(ready["policies"]["status"], "current", "{ready}");
+    assert!(ready["policies"].get("error").is_none(), "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_real_binary() {
+    let policies = tempfile::tempdir().unwrap();
+    copy_policies(policies.path());
+    let stack = Stack::start_with(Options {
+        policy_dir: Some(policies.path().to_path_buf()),
+        subprocess: true,
+        ..Options::default()
+    })
+    .await;
+    let pid = stack.pid().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually("the SIGHUP reload in the log", || async {
+        let log = std::fs::read_to_string(&stack.log_path).unwrap_or_default();
+        if log.contains("reloaded policies") && log.contains("SIGHUP") {
+            Ok(())
+        } else {
+            Err("no reload logged".into())
+        }
+    })
+    .await;
+    // Still serving after the signal (SIGHUP did not kill it).
+    let token = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let (status, body): (u16, Value) = stack.exchange_status(&token, "production").await;
+    assert_eq!(status, 200, "{body}");
+}
