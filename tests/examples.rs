@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use jobkey::devissuer::Shape;
-use jobkey::policy::{PolicyIssuer, Decision, PolicySet, Request};
+use jobkey::policy::{Decision, PolicyIssuer, PolicySet, Request};
 use serde_json::{Map, Value, json};
 
 fn read(rel: &str) -> (String, Value) {

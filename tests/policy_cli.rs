@@ -83,16 +83,22 @@ cases:
     ]);
     assert_eq!(code, 1, "{out}{err}");
     let want = [
-        "  FAIL  feature branch (wrongly expected to be allowed)\n",
-        "        expected: allow (every grant by rule `github-api-deploy`)\n",
-        "        got:      deny (no_rule_matched)\n",
-        "        why:\n",
-        "          rule `no-self-hosted-runners` (deny, line 32): claim `runner_environment`: expected \"self-hosted\", got \"github-hosted\"\n",
-        "          rule `github-api-deploy` (allow, line 39): claim `ref`: expected \"refs/heads/main\", got \"refs/heads/feature\"\n",
-        "  PASS  the real deploy\n",
-        "1 passed, 1 failed\n",
+        "  FAIL  feature branch (wrongly expected to be allowed)\n".to_owned(),
+        "        expected: allow (every grant by rule `github-api-deploy`)\n".to_owned(),
+        "        got:      deny (no_rule_matched)\n".to_owned(),
+        "        why:\n".to_owned(),
+        format!(
+            "          rule `no-self-hosted-runners` (deny, line {}): claim `runner_environment`: expected \"self-hosted\", got \"github-hosted\"\n",
+            rule_line("no-self-hosted-runners")
+        ),
+        format!(
+            "          rule `github-api-deploy` (allow, line {}): claim `ref`: expected \"refs/heads/main\", got \"refs/heads/feature\"\n",
+            rule_line("github-api-deploy")
+        ),
+        "  PASS  the real deploy\n".to_owned(),
+        "1 passed, 1 failed\n".to_owned(),
     ];
-    for line in want {
+    for line in &want {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
     assert!(err.contains("1 policy test(s) failed"), "{err}");
@@ -128,6 +134,8 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
         "github=https://token.actions.githubusercontent.com",
         "--issuer",
         "gitlab=https://gitlab.com",
+        "--issuer",
+        "buildkite=https://agent.buildkite.com",
         "--deny-warnings",
     ]);
     assert_eq!(code, 0, "{out}{err}");
@@ -231,6 +239,8 @@ token_env = "VAULT_TOKEN"
 preset = "github"
 [issuers.gitlab]
 preset = "gitlab"
+[issuers.buildkite]
+issuer = "https://agent.buildkite.com"
 "#,
             root().join("policies").display()
         ),
@@ -282,7 +292,11 @@ fn explain_verifies_real_shaped_tokens_offline() {
         "{out}"
     );
     assert!(out.contains("matching rule: github-api-deploy"), "{out}");
-    assert!(out.contains("rule `no-self-hosted-runners` (deny, line 32): claim `runner_environment`: expected \"self-hosted\", got \"github-hosted\""), "{out}");
+    let want = format!(
+        "rule `no-self-hosted-runners` (deny, line {}): claim `runner_environment`: expected \"self-hosted\", got \"github-hosted\"",
+        rule_line("no-self-hosted-runners")
+    );
+    assert!(out.contains(&want), "{out}");
 
     // The same token much later: expired, refused before any decision.
     let (code, _, err) = jobkey(&[
@@ -450,4 +464,14 @@ fn who_can_lists_the_identities_of_a_production_credential() {
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("has no credential `nope`"), "{err}");
+}
+
+/// The line of `- name: RULE` in the shipped production policy (reports
+/// name the line a rule starts on).
+fn rule_line(rule: &str) -> usize {
+    let text = std::fs::read_to_string(root().join("policies/production.yaml")).unwrap();
+    1 + text
+        .lines()
+        .position(|l| l.trim() == format!("- name: {rule}"))
+        .unwrap_or_else(|| panic!("no rule {rule} in policies/production.yaml"))
 }

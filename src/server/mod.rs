@@ -6,8 +6,8 @@
 
 mod error;
 mod exchange;
-mod revoke;
 pub mod reload;
+mod revoke;
 
 use std::future::Future;
 use std::sync::Arc;

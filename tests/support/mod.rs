@@ -97,7 +97,11 @@ impl Stack {
     pub async fn start_with(mut opts: Options) -> Stack {
         jobkey::tls::install_rustls_ring_provider();
         let bao = OpenBao::start();
-        let policy_dir = opts.setup.take().map(|f| f(&bao)).or(opts.policy_dir.clone());
+        let policy_dir = opts
+            .setup
+            .take()
+            .map(|f| f(&bao))
+            .or(opts.policy_dir.clone());
         let db_password = format!("pw-{}", random(24));
         let app_key = format!("key-{}", random(24));
         bao.bao(&[
