@@ -1,6 +1,7 @@
-//! Token from an environment variable. A test binary of its own: the
-//! variable is set with `set_var` before any other thread (tokio's included)
-//! exists, which is the only time that is sound.
+//! Token from an environment variable. The variable must exist when the
+//! process starts (setting it later needs `unsafe`, which jobkey forbids), so
+//! the test runs itself again as a child process with the variable set: the
+//! parent owns the OpenBao server, the child connects through the variable.
 
 #[path = "support/openbao.rs"]
 mod openbao;
@@ -12,21 +13,44 @@ use openbao::OpenBao;
 
 const VAR: &str = "JOBKEY_TEST_VAULT_TOKEN";
 const UNSET: &str = "JOBKEY_TEST_VAULT_TOKEN_UNSET";
+const ADDR: &str = "JOBKEY_TEST_VAULT_ADDR";
 
 #[test]
 fn token_from_environment_variable() {
+    match std::env::var(ADDR) {
+        Err(_) => parent(),
+        Ok(addr) => child(&addr),
+    }
+}
+
+/// Starts OpenBao, seeds a secret, and runs this test again with the token
+/// in `VAR` (with surrounding whitespace, which must be trimmed).
+fn parent() {
     let bao = OpenBao::start();
     bao.bao(&["kv", "put", "secret/ci/deploy", "key=k-81f0-value"]);
-    // SAFETY: single-threaded at this point (see the module comment).
-    unsafe {
-        std::env::set_var(VAR, format!("  {}\n", bao.root_token()));
-        std::env::remove_var(UNSET);
-    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "token_from_environment_variable", "--nocapture"])
+        .env(ADDR, bao.addr())
+        .env(VAR, format!("  {}\n", bao.root_token()))
+        .env_remove(UNSET)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the child run failed:\n{text}");
+    assert!(text.contains("1 passed"), "the child ran the test:\n{text}");
+}
+
+fn child(addr: &str) {
+    let token = std::env::var(VAR).unwrap().trim().to_owned();
     jobkey::tls::install_rustls_ring_provider();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let cfg = |auth| VaultConfig {
-            address: bao.url(),
+            address: url::Url::parse(addr).unwrap(),
             ca_file: None,
             auth,
             request_timeout: Duration::from_secs(2),
@@ -45,7 +69,7 @@ fn token_from_environment_variable() {
         assert!(matches!(e, VaultError::NotFound { .. }), "{e:?}");
         let shown = format!("{vault:?} {m:?}");
         assert!(
-            !shown.contains(bao.root_token()) && !shown.contains("k-81f0"),
+            !shown.contains(&token) && !shown.contains("k-81f0"),
             "{shown}"
         );
 
