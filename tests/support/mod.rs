@@ -68,6 +68,10 @@ pub struct Stack {
 /// Seeds OpenBao before jobkey starts; returns the policy directory.
 pub type Setup = Box<dyn FnOnce(&OpenBao) -> PathBuf>;
 
+/// Writes what jobkey needs to log in to OpenBao into the given directory
+/// and returns the body of the config's `[vault.auth]` table.
+pub type VaultAuthSetup = Box<dyn FnOnce(&OpenBao, &Path) -> String>;
+
 /// How to run the stack.
 #[derive(Default)]
 pub struct Options {
@@ -85,6 +89,8 @@ pub struct Options {
     /// Serve the policies of this directory instead of the shipped
     /// `policies/` (e.g. a temp copy a test edits).
     pub policy_dir: Option<PathBuf>,
+    /// How jobkey logs in to OpenBao (default: the root token from a file).
+    pub vault_auth: Option<VaultAuthSetup>,
 }
 
 impl Stack {
@@ -136,8 +142,17 @@ impl Stack {
             .unwrap();
 
         let dir = tempfile::tempdir().unwrap();
-        let token_file = dir.path().join("vault-token");
-        std::fs::write(&token_file, bao.root_token()).unwrap();
+        let vault_auth = match opts.vault_auth.take() {
+            Some(setup) => setup(&bao, dir.path()),
+            None => {
+                let token_file = dir.path().join("vault-token");
+                std::fs::write(&token_file, bao.root_token()).unwrap();
+                format!(
+                    "method = \"token\"\ntoken_file = \"{}\"",
+                    token_file.display()
+                )
+            }
+        };
         let audit_path = opts
             .audit_path
             .clone()
@@ -157,8 +172,7 @@ path = "{audit}"
 address = "{vault}"
 timeout = "3s"
 [vault.auth]
-method = "token"
-token_file = "{token_file}"
+{vault_auth}
 [fetch]
 min_refetch_interval = "1s"
 [issuers.github]
@@ -180,7 +194,6 @@ algorithms = ["ES256"]
                 .display(),
             audit = audit_path.display(),
             vault = bao.addr(),
-            token_file = token_file.display(),
             gh = github.url(),
             gl = gitlab.url(),
             ec = ecdsa.url(),

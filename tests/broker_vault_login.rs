@@ -1,0 +1,152 @@
+//! jobkey's own Vault login, seen from the API: a revoked static token makes
+//! the broker not ready and its exchanges 503 (never a silent failure of
+//! every request); with AppRole it logs in again and keeps serving, without
+//! a restart.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use jobkey::devissuer::Shape;
+use serde_json::Map;
+use support::{OpenBao, Options, Stack};
+
+const READ_SECRETS: &str = r#"path "secret/data/*" { capabilities = ["read"] }"#;
+
+async fn readyz(stack: &Stack) -> u16 {
+    reqwest::get(format!("{}/readyz", stack.url))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Polls until `f` holds or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_static_token_is_not_ready_and_503() {
+    let token = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let t = token.clone();
+    let stack = Stack::start_with(Options {
+        vault_auth: Some(Box::new(move |bao: &OpenBao, dir: &std::path::Path| {
+            bao.bao_stdin(&["policy", "write", "jobkey", "-"], Some(READ_SECRETS));
+            let tok = bao.bao(&[
+                "token",
+                "create",
+                "-policy=jobkey",
+                "-period=1h",
+                "-field=token",
+            ]);
+            let file = dir.join("jobkey-token");
+            std::fs::write(&file, &tok).unwrap();
+            *t.lock().unwrap() = tok;
+            format!("method = \"token\"\ntoken_file = \"{}\"", file.display())
+        })),
+        ..Options::default()
+    })
+    .await;
+    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    assert_eq!(stack.exchange_status(&gh, "production").await.0, 200);
+    assert_eq!(readyz(&stack).await, 200);
+
+    let tok = token.lock().unwrap().clone();
+    stack.bao.bao(&["token", "revoke", &tok]);
+    let (status, body) = stack.exchange_status(&gh, "production").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "vault_unavailable");
+    assert!(body.get("credentials").is_none());
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            readyz(&stack).await == 503
+        })
+        .await,
+        "readiness reports the dead token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approle_logs_in_again_and_keeps_serving() {
+    let stack = Stack::start_with(Options {
+        vault_auth: Some(Box::new(|bao: &OpenBao, dir: &std::path::Path| {
+            bao.bao(&["auth", "enable", "approle"]);
+            bao.bao_stdin(&["policy", "write", "jobkey", "-"], Some(READ_SECRETS));
+            bao.bao(&[
+                "write",
+                "auth/approle/role/jobkey",
+                "token_policies=jobkey",
+                "token_ttl=3s",
+                "token_max_ttl=5s",
+                "secret_id_ttl=0",
+            ]);
+            let role_id = bao.bao(&["read", "-field=role_id", "auth/approle/role/jobkey/role-id"]);
+            let secret_id = bao.bao(&[
+                "write",
+                "-f",
+                "-field=secret_id",
+                "auth/approle/role/jobkey/secret-id",
+            ]);
+            std::fs::write(dir.join("role-id"), role_id).unwrap();
+            std::fs::write(dir.join("secret-id"), secret_id).unwrap();
+            format!(
+                "method = \"approle\"\nrole_id_file = \"{}\"\nsecret_id_file = \"{}\"",
+                dir.join("role-id").display(),
+                dir.join("secret-id").display()
+            )
+        })),
+        ..Options::default()
+    })
+    .await;
+    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    assert_eq!(stack.exchange_status(&gh, "production").await.0, 200);
+
+    // Past the token's max TTL: renewal alone cannot keep it, a new login must.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (status, body) = stack.exchange_status(&gh, "production").await;
+    assert_eq!(status, 200, "after the first token's max TTL: {body}");
+
+    // Every token AppRole handed out is revoked behind jobkey's back.
+    let live = |stack: &Stack| {
+        stack.bao.bao_as(
+            stack.bao.root_token(),
+            &[
+                "list",
+                "-format=json",
+                "sys/leases/lookup/auth/approle/login/",
+            ],
+            None,
+        )
+    };
+    assert!(
+        live(&stack).status.success(),
+        "jobkey holds an AppRole token lease"
+    );
+    stack
+        .bao
+        .bao(&["lease", "revoke", "-prefix", "auth/approle/login"]);
+    assert!(
+        !live(&stack).status.success(),
+        "no AppRole token is left after the revocation"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            stack.exchange_status(&gh, "production").await.0 == 200
+        })
+        .await,
+        "jobkey logs in again without a restart"
+    );
+    assert_eq!(readyz(&stack).await, 200);
+}
