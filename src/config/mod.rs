@@ -13,6 +13,7 @@ use thiserror::Error;
 use url::Url;
 
 use crate::token::{FetchSettings, IssuerSettings, url_is_allowed};
+use crate::vault::{VaultAuth, VaultConfig};
 
 /// A configuration problem. `Display` names the file and the key.
 #[derive(Debug, Error)]
@@ -32,27 +33,6 @@ pub enum ConfigError {
     },
 }
 
-/// How jobkey authenticates itself to Vault (paths resolved).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VaultAuthSettings {
-    TokenFile(PathBuf),
-    TokenEnv(String),
-    AppRole {
-        mount: String,
-        role_id_file: PathBuf,
-        secret_id_file: PathBuf,
-    },
-}
-
-/// Vault connection settings (no secret here: only where to find them).
-#[derive(Debug, Clone)]
-pub struct VaultSettings {
-    pub address: Url,
-    pub ca_file: Option<PathBuf>,
-    pub timeout: Duration,
-    pub auth: VaultAuthSettings,
-}
-
 /// The checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -63,7 +43,8 @@ pub struct Config {
     pub audit_path: PathBuf,
     pub max_token_bytes: usize,
     pub max_body_bytes: usize,
-    pub vault: VaultSettings,
+    /// Where Vault is and how jobkey logs in (paths and names only).
+    pub vault: VaultConfig,
     pub fetch: FetchSettings,
     /// `None`: the in-memory lease store (one replica only).
     pub state: Option<StateSettings>,
@@ -243,7 +224,7 @@ impl Checker {
         })
     }
 
-    fn vault(&self, v: &raw::RawVault) -> Result<VaultSettings, ConfigError> {
+    fn vault(&self, v: &raw::RawVault) -> Result<VaultConfig, ConfigError> {
         let address = Url::parse(&v.address).map_err(|e| {
             self.err(
                 "vault.address",
@@ -264,8 +245,8 @@ impl Checker {
                 token_file,
                 token_env,
             } => match (token_file, token_env) {
-                (Some(f), None) => VaultAuthSettings::TokenFile(self.path(f)),
-                (None, Some(e)) if !e.is_empty() => VaultAuthSettings::TokenEnv(e.clone()),
+                (Some(f), None) => VaultAuth::TokenFile(self.path(f)),
+                (None, Some(e)) if !e.is_empty() => VaultAuth::TokenEnv(e.clone()),
                 _ => {
                     return Err(self.err(
                         "vault.auth",
@@ -277,16 +258,16 @@ impl Checker {
                 mount,
                 role_id_file,
                 secret_id_file,
-            } => VaultAuthSettings::AppRole {
+            } => VaultAuth::AppRole {
                 mount: mount.clone().unwrap_or_else(|| "approle".into()),
                 role_id_file: self.path(role_id_file),
                 secret_id_file: self.path(secret_id_file),
             },
         };
-        Ok(VaultSettings {
+        Ok(VaultConfig {
             address,
             ca_file: v.ca_file.as_deref().map(|p| self.path(p)),
-            timeout: v.timeout.unwrap_or(Duration::from_secs(10)),
+            request_timeout: v.timeout.unwrap_or(VaultConfig::DEFAULT_REQUEST_TIMEOUT),
             auth,
         })
     }

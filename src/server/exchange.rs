@@ -96,21 +96,8 @@ async fn handle(
     event.insert("environment".into(), json!(req.environment));
     event.insert("requested".into(), json!(req.credentials));
 
-    let verified = match st.verifier.verify(token.expose_secret()).await {
-        Ok(v) => v,
-        Err(e) => {
-            event.insert("decision".into(), json!("deny"));
-            event.insert("stage".into(), json!("token"));
-            event.insert(
-                "reason".into(),
-                json!({"code": e.code(), "message": e.to_string()}),
-            );
-            record(st, event).await?;
-            return Err(ApiError::Token(e));
-        }
-    };
+    let verified = verify_audited(st, &token, &mut event).await?;
     drop(token);
-    event.insert("identity".into(), identity(&verified));
 
     let policies = st.policies.load();
     let decision = policies.decide(&Request {
@@ -323,6 +310,32 @@ fn unix(t: SystemTime) -> u64 {
 
 fn expires(now: SystemTime, ttl: Duration) -> String {
     humantime::format_rfc3339_seconds(now + ttl).to_string()
+}
+
+/// Verifies an ID token. A refusal is audited (`decision: deny`, `stage:
+/// token`) before the error returns; an accepted token's identity is added
+/// to `event`.
+pub(super) async fn verify_audited(
+    st: &AppState,
+    token: &SecretString,
+    event: &mut Map<String, Value>,
+) -> Result<VerifiedToken, ApiError> {
+    match st.verifier.verify(token.expose_secret()).await {
+        Ok(v) => {
+            event.insert("identity".into(), identity(&v));
+            Ok(v)
+        }
+        Err(e) => {
+            event.insert("decision".into(), json!("deny"));
+            event.insert("stage".into(), json!("token"));
+            event.insert(
+                "reason".into(),
+                json!({"code": e.code(), "message": e.to_string()}),
+            );
+            record(st, std::mem::take(event)).await?;
+            Err(ApiError::Token(e))
+        }
+    }
 }
 
 /// Writes the audit record; failure means no credential may leave.

@@ -25,11 +25,11 @@ use tokio::net::TcpListener;
 pub use error::ApiError;
 
 use crate::audit::{AuditError, AuditLog};
-use crate::config::{Config, VaultAuthSettings};
+use crate::config::Config;
 use crate::leases::{LeaseStore, LeaseStoreError, MemoryStore, RedisStore};
 use crate::policy::{PolicyError, PolicyIssuer, PolicySet};
 use crate::token::{FetchError, Verifier};
-use crate::vault::{Vault, VaultAuth, VaultConfig, VaultError};
+use crate::vault::{Vault, VaultError};
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -80,7 +80,7 @@ impl AppState {
         for (issuer, err) in verifier.warm_up().await {
             tracing::warn!(%issuer, error = %err, "could not fetch the issuer's keys at start-up; will retry on first use");
         }
-        let vault = Vault::connect(vault_config(cfg)).await?;
+        let vault = Vault::connect(cfg.vault.clone()).await?;
         let leases = match &cfg.state {
             Some(st) => LeaseStore::Redis(
                 RedisStore::connect(&st.redis_url, &st.key_prefix, st.timeout).await?,
@@ -109,28 +109,6 @@ impl AppState {
             leases,
             max_body_bytes: cfg.max_body_bytes,
         }))
-    }
-}
-
-fn vault_config(cfg: &Config) -> VaultConfig {
-    let auth = match &cfg.vault.auth {
-        VaultAuthSettings::TokenFile(p) => VaultAuth::TokenFile(p.clone()),
-        VaultAuthSettings::TokenEnv(v) => VaultAuth::TokenEnv(v.clone()),
-        VaultAuthSettings::AppRole {
-            mount,
-            role_id_file,
-            secret_id_file,
-        } => VaultAuth::AppRole {
-            mount: mount.clone(),
-            role_id_file: role_id_file.clone(),
-            secret_id_file: secret_id_file.clone(),
-        },
-    };
-    VaultConfig {
-        address: cfg.vault.address.clone(),
-        ca_file: cfg.vault.ca_file.clone(),
-        auth,
-        request_timeout: cfg.vault.timeout,
     }
 }
 

@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::exchange::{HANDLE_PREFIX, bearer, identity, owner, record, request_id};
+use super::exchange::{HANDLE_PREFIX, bearer, owner, record, request_id, verify_audited};
 use super::{ApiError, AppState};
 use crate::audit;
 use crate::leases::sha256_hex;
@@ -87,22 +87,8 @@ async fn handle(
         Caller::Handle(sha256_hex(secret.expose_secret().as_bytes()))
     } else {
         event.insert("auth".into(), json!("id_token"));
-        match st.verifier.verify(secret.expose_secret()).await {
-            Ok(v) => {
-                event.insert("identity".into(), identity(&v));
-                owner(&v).map_or(Caller::Nobody, Caller::Job)
-            }
-            Err(e) => {
-                event.insert("decision".into(), json!("deny"));
-                event.insert("stage".into(), json!("token"));
-                event.insert(
-                    "reason".into(),
-                    json!({"code": e.code(), "message": e.to_string()}),
-                );
-                record(st, event).await?;
-                return Err(ApiError::Token(e));
-            }
-        }
+        let v = verify_audited(st, &secret, &mut event).await?;
+        owner(&v).map_or(Caller::Nobody, Caller::Job)
     };
     drop(secret);
 
