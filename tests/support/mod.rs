@@ -209,7 +209,9 @@ algorithms = ["ES256"]
         std::fs::write(&config_path, config).unwrap();
         let log_path = dir.path().join("jobkey.log");
         let client = reqwest::Client::new();
-        if opts.subprocess {
+        // Either the real binary (its log at trace level in a file) or the
+        // library's server in this process.
+        let (url, shutdown, child) = if opts.subprocess {
             let log = std::fs::File::create(&log_path).unwrap();
             let child = std::process::Command::new(env!("CARGO_BIN_EXE_jobkey"))
                 .args(["serve", "--config"])
@@ -233,35 +235,21 @@ algorithms = ["ES256"]
                 "jobkey did not start: {}",
                 std::fs::read_to_string(&log_path).unwrap_or_default()
             );
-            return Stack {
-                bao,
-                github,
-                gitlab,
-                ecdsa,
-                buildkite,
-                url,
-                dir,
-                audit_path,
-                db_password,
-                app_key,
-                log_path,
-                config_path,
-                client,
-                shutdown: None,
-                child: Some(child),
-            };
-        }
-        let cfg = jobkey::config::Config::load(&config_path).unwrap();
-        let state = jobkey::server::AppState::build(&cfg).await.unwrap();
-        let listener = tokio::net::TcpListener::bind(any).await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = jobkey::server::serve(listener, state, async {
-                let _ = rx.await;
-            })
-            .await;
-        });
+            (url, None, Some(child))
+        } else {
+            let cfg = jobkey::config::Config::load(&config_path).unwrap();
+            let state = jobkey::server::AppState::build(&cfg).await.unwrap();
+            let listener = tokio::net::TcpListener::bind(any).await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(async move {
+                let _ = jobkey::server::serve(listener, state, async {
+                    let _ = rx.await;
+                })
+                .await;
+            });
+            (url, Some(tx), None)
+        };
         Stack {
             bao,
             github,
@@ -276,8 +264,8 @@ algorithms = ["ES256"]
             log_path,
             config_path,
             client,
-            shutdown: Some(tx),
-            child: None,
+            shutdown,
+            child,
         }
     }
 
