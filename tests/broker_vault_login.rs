@@ -76,6 +76,8 @@ async fn revoked_static_token_is_not_ready_and_503() {
         .await,
         "readiness reports the dead token"
     );
+    let r = reqwest::get(format!("{}/readyz", stack.url)).await.unwrap();
+    assert_eq!(r.headers()["retry-after"], "5");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

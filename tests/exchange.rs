@@ -221,4 +221,25 @@ async fn readiness_and_health() {
     assert_eq!(r.headers()["cache-control"], "no-store");
     let r = c.get(format!("{}/readyz", stack.url)).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    assert!(r.headers().get("retry-after").is_none());
+
+    // Unknown routes and wrong methods get the same JSON error body.
+    let cases = [
+        ("GET", "/v1/exchange", 405, "method_not_allowed"),
+        ("POST", "/healthz", 405, "method_not_allowed"),
+        ("GET", "/v1/secrets", 404, "not_found"),
+        ("POST", "/", 404, "not_found"),
+    ];
+    for (method, path, status, code) in cases {
+        let r = c
+            .request(method.parse().unwrap(), format!("{}{path}", stack.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], code, "{method} {path}");
+        assert!(body["request_id"].is_string());
+    }
 }

@@ -45,6 +45,10 @@ pub enum ApiError {
     /// Revocation: some credentials could not be revoked yet (503); the
     /// rest was, and the same request can be retried.
     RevokeIncomplete,
+    /// No such route (404).
+    NotFound,
+    /// The route exists, not with this method (405).
+    MethodNotAllowed,
 }
 
 impl ApiError {
@@ -65,7 +69,8 @@ impl ApiError {
             ApiError::LeaseStoreUnavailable | ApiError::RevokeIncomplete => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ApiError::UnknownExchange => StatusCode::NOT_FOUND,
+            ApiError::UnknownExchange | ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -81,6 +86,8 @@ impl ApiError {
             ApiError::LeaseStoreUnavailable => "lease_store_unavailable",
             ApiError::UnknownExchange => "unknown_exchange",
             ApiError::RevokeIncomplete => "revoke_incomplete",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -92,6 +99,8 @@ impl ApiError {
             ApiError::LeaseStoreUnavailable => "the exchange could not be recorded for revocation, so nothing was issued. Retry later.".into(),
             ApiError::UnknownExchange => "no such exchange to revoke: unknown, already revoked, expired, or not yours".into(),
             ApiError::RevokeIncomplete => "some credentials could not be revoked yet; retry the same request".into(),
+            ApiError::NotFound => "no such endpoint; jobkey serves POST /v1/exchange, POST /v1/revoke, GET /healthz and GET /readyz".into(),
+            ApiError::MethodNotAllowed => "wrong method for this endpoint: /v1/exchange and /v1/revoke take POST, /healthz and /readyz take GET".into(),
             ApiError::Token(e) => e.to_string(),
             ApiError::VaultUnavailable => "Vault is unavailable; nothing was issued. Retry later.".into(),
             ApiError::VaultFailed => {

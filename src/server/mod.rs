@@ -120,6 +120,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/revoke", post(revoke::revoke))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::map_response(no_store))
         .with_state(state)
@@ -141,14 +143,22 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+async fn not_found() -> axum::response::Response {
+    ApiError::NotFound.into_response_with(&exchange::request_id())
+}
+
+async fn method_not_allowed() -> axum::response::Response {
+    ApiError::MethodNotAllowed.into_response_with(&exchange::request_id())
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> axum::response::Response {
     let vault_ready = st.vault.is_ready();
     let status = if vault_ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
+    let mut resp = (
         status,
         axum::Json(json!({
             "status": if vault_ready { "ready" } else { "not_ready" },
@@ -157,6 +167,12 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
             "policies": st.policy_status.load().to_json(),
         })),
     )
+        .into_response();
+    if !vault_ready {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    resp
 }
 
 /// Serves `state` on `listener` until `shutdown` completes.
@@ -176,6 +192,12 @@ pub async fn serve(
 
 /// `jobkey serve`: load, bind, serve until Ctrl-C or SIGTERM.
 pub async fn run(cfg: Config) -> Result<(), ServeError> {
+    if !cfg.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %cfg.listen,
+            "jobkey speaks plain HTTP: put TLS in front of it (a load balancer or a sidecar); ID tokens and credentials cross this socket"
+        );
+    }
     let state = AppState::build(&cfg).await?;
     let listener = TcpListener::bind(cfg.listen).await?;
     serve(listener, state, shutdown_signal()).await
