@@ -56,6 +56,8 @@ pub(crate) struct Rule {
 pub(crate) struct Condition {
     pub claim: ClaimPath,
     pub matcher: Matcher,
+    /// `matcher.describe()`, rendered once here so a denial only copies it.
+    pub expected: String,
     /// From the file's `require:` rather than the rule itself.
     pub inherited: bool,
     pub line: Option<usize>,
@@ -243,6 +245,7 @@ fn compile_condition(
     let (line, column) = position(matcher.referenced);
     Ok(Condition {
         claim: path,
+        expected: compiled.describe(),
         matcher: compiled,
         inherited,
         line,

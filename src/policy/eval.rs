@@ -34,7 +34,7 @@ impl Condition {
         } else {
             Err(FailedCondition::Claim {
                 claim: self.claim.written.clone(),
-                expected: self.matcher.describe(),
+                expected: self.expected.clone(),
                 actual: actual.map(render_actual),
             })
         }
@@ -42,6 +42,16 @@ impl Condition {
 }
 
 impl Rule {
+    /// Whether the rule applies, without building any failure (the hot
+    /// path of an allowed request).
+    fn applies(&self, req: &Request<'_>) -> bool {
+        self.issuer == req.issuer
+            && self
+                .conditions
+                .iter()
+                .all(|c| c.matcher.holds(c.claim.lookup(req.claims)))
+    }
+
     /// `Ok` when the rule applies to the request; otherwise the first
     /// condition (issuer first, then the file's requirements for allow
     /// rules, then the rule's claims in file order) that failed.
@@ -84,7 +94,7 @@ pub(crate) fn decide(env: &CompiledEnv, req: &Request<'_>) -> Decision {
         let Some(rule) = env.rules.get(i) else {
             continue;
         };
-        if rule.check(req).is_ok() {
+        if rule.applies(req) {
             if rule.effect == Effect::Deny {
                 return Decision::Deny(DenyReason::DeniedByRule {
                     rule: rule.name.clone(),
