@@ -23,6 +23,7 @@ fn every_command_has_help() {
         vec!["dev-issuer"],
         vec!["audit"],
         vec!["audit", "verify"],
+        vec!["audit", "find"],
         vec!["fetch"],
         vec!["revoke"],
     ] {

@@ -243,3 +243,75 @@ async fn readiness_and_health() {
         assert!(body["request_id"].is_string());
     }
 }
+
+/// Runs `jobkey audit find --config CONFIG` with `value` on stdin.
+fn audit_find(config: &std::path::Path, value: &str, json: bool) -> (bool, String, String) {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jobkey"));
+    cmd.args(["audit", "find", "--config"]).arg(config);
+    if json {
+        cmd.arg("--json");
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_maps_a_leaked_value_back_to_the_job() {
+    let stack = Stack::start().await;
+    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let (status, resp) = stack.exchange_status(&gh, "production").await;
+    assert_eq!(status, 200, "{resp}");
+    let rid = resp["request_id"].as_str().unwrap().to_owned();
+    let gl = stack.gitlab.mint(Shape::Gitlab, "jobkey", &Map::new());
+    assert_eq!(stack.exchange_status(&gl, "staging").await.0, 200);
+
+    // The audit line carries a keyed fingerprint per field, never the value.
+    let line = &stack.audit_lines()[0];
+    let fp = line["credentials"][0]["fingerprints"]["password"]
+        .as_str()
+        .unwrap();
+    assert!(fp.starts_with("hmac-sha256:"), "{line}");
+    assert!(!line.to_string().contains(&stack.db_password));
+
+    // The value as found in a build log (with a trailing newline).
+    let leaked = format!("{}\n", stack.db_password);
+    let (ok, out, err) = audit_find(&stack.config_path, &leaked, false);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&rid) && out.contains("deploy-db.password") && out.contains("acme/api"),
+        "{out}"
+    );
+    assert!(out.contains("run 9876543210"), "names the run: {out}");
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "only the exchange that issued it: {out}"
+    );
+    let (ok, out, _) = audit_find(&stack.config_path, &stack.app_key, true);
+    assert!(ok);
+    let found: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(found[0]["credential"], "app-config");
+    assert_eq!(found[0]["identity"]["project_id"], "4242");
+    let (ok, out, _) = audit_find(&stack.config_path, "a-value-jobkey-never-issued", false);
+    assert!(ok);
+    assert!(out.contains("no exchange issued this value"), "{out}");
+    let (ok, _, err) = audit_find(&stack.config_path, "  \n", false);
+    assert!(!ok && err.contains("stdin"), "{err}");
+}

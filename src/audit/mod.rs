@@ -11,6 +11,8 @@
 //! are built from verified claims, decisions and credential names/TTLs.
 
 mod chain;
+mod find;
+mod fingerprint;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -21,6 +23,8 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 pub use chain::{VerifyReport, verify_file};
+pub use find::{Match, find_value};
+pub use fingerprint::{Fingerprinter, default_key_path};
 
 /// Why the audit log could not be opened, written or verified.
 #[derive(Debug, Error)]

@@ -85,6 +85,75 @@ pub enum AuditCommand {
         /// The audit log file.
         file: PathBuf,
     },
+    /// Which exchanges issued a value? Reads the value from stdin (never
+    /// from the command line, where other users could see it), computes its
+    /// keyed fingerprint, and lists the allowed exchanges whose credentials
+    /// carried it: who, when, which credential and rule.
+    Find {
+        /// The server config: its audit log and fingerprint key.
+        #[arg(long, short, env = "JOBKEY_CONFIG", conflicts_with = "log")]
+        config: Option<PathBuf>,
+        /// An audit log file (instead of --config).
+        #[arg(long, requires = "key")]
+        log: Option<PathBuf>,
+        /// The fingerprint key of that log.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Print the matches as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `jobkey audit find`: the value comes from stdin.
+fn audit_find(
+    config: Option<PathBuf>,
+    log: Option<PathBuf>,
+    key: Option<PathBuf>,
+    json: bool,
+) -> Result<(), String> {
+    let (log, key) = match (config, log, key) {
+        (Some(c), _, _) => {
+            let cfg = crate::config::Config::load(&c).map_err(|e| e.to_string())?;
+            (cfg.audit_path, cfg.audit_fingerprint_key)
+        }
+        (None, Some(l), Some(k)) => (l, k),
+        _ => return Err("give --config FILE, or --log FILE and --key FILE".into()),
+    };
+    let fp = crate::audit::Fingerprinter::load(&key).map_err(|e| e.to_string())?;
+    let mut value = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut value)
+        .map_err(|e| format!("reading the value from stdin: {e}"))?;
+    let value = crate::secret::SecretString::new(value);
+    if value.expose_secret().trim().is_empty() {
+        return Err("pipe the leaked value on stdin, e.g. `jobkey audit find --config jobkey.toml < leaked.txt`".into());
+    }
+    let found =
+        crate::audit::find_value(&log, &fp, value.expose_secret()).map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&found).unwrap_or_default()
+        );
+    } else if found.is_empty() {
+        println!("{}: no exchange issued this value", log.display());
+    } else {
+        for m in &found {
+            let who = ["repository", "project_path", "sub"]
+                .iter()
+                .find_map(|k| m.identity.get(*k).and_then(|v| v.as_str()))
+                .unwrap_or("?");
+            let run = ["run_id", "pipeline_id"]
+                .iter()
+                .find_map(|k| m.identity.get(*k).and_then(|v| v.as_str()))
+                .unwrap_or("?");
+            println!(
+                "seq {} at {}: request {} — {}.{} (rule `{}`, environment `{}`) to {} run {}",
+                m.seq, m.time, m.request_id, m.credential, m.field, m.rule, m.environment, who, run
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Runs a parsed command line.
@@ -126,6 +195,15 @@ pub fn run(cli: Cli) -> ExitCode {
                 );
                 Ok(())
             }
+            Command::Audit {
+                command:
+                    AuditCommand::Find {
+                        config,
+                        log,
+                        key,
+                        json,
+                    },
+            } => audit_find(config, log, key, json),
             Command::Fetch(_) | Command::Revoke(_) => Ok(()),
         }
     });

@@ -41,6 +41,8 @@ pub struct Config {
     pub audiences: Vec<String>,
     pub policy_dir: PathBuf,
     pub audit_path: PathBuf,
+    /// The key of the audit log's value fingerprints (created if missing).
+    pub audit_fingerprint_key: PathBuf,
     pub max_token_bytes: usize,
     pub max_body_bytes: usize,
     /// Where Vault is and how jobkey logs in (paths and names only).
@@ -213,6 +215,10 @@ impl Checker {
             audiences: raw.audiences,
             policy_dir: self.path(&raw.policy_dir),
             audit_path: self.path(&raw.audit.path),
+            audit_fingerprint_key: match &raw.audit.fingerprint_key_file {
+                Some(p) => self.path(p),
+                None => crate::audit::default_key_path(&self.path(&raw.audit.path)),
+            },
             max_token_bytes: raw
                 .max_token_bytes
                 .unwrap_or(crate::token::DEFAULT_MAX_TOKEN_BYTES),

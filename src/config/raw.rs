@@ -29,6 +29,8 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
     pub path: PathBuf,
+    #[serde(default)]
+    pub fingerprint_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

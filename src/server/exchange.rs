@@ -209,7 +209,16 @@ async fn handle(
     let audited: Vec<Value> = grants
         .iter()
         .zip(&issued)
-        .map(|(g, i)| json!({"name": g.credential, "rule": g.rule, "ttl_s": i.ttl.as_secs(), "kind": i.kind, "wrapped": i.wrapped}))
+        .map(|(g, i)| {
+            // Keyed fingerprints, never values: `jobkey audit find` maps a
+            // leaked value back to this line.
+            let fingerprints: Map<String, Value> = i
+                .values
+                .iter()
+                .map(|(field, v)| (field.clone(), json!(st.fingerprints.fingerprint(v.expose_secret()))))
+                .collect();
+            json!({"name": g.credential, "rule": g.rule, "ttl_s": i.ttl.as_secs(), "kind": i.kind, "wrapped": i.wrapped, "fingerprints": fingerprints})
+        })
         .collect();
     event.insert("decision".into(), json!("allow"));
     event.insert("credentials".into(), Value::Array(audited));

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 
 pub use error::ApiError;
 
-use crate::audit::{AuditError, AuditLog};
+use crate::audit::{AuditError, AuditLog, Fingerprinter};
 use crate::config::Config;
 use crate::leases::{LeaseStore, LeaseStoreError, MemoryStore, RedisStore};
 use crate::policy::{PolicyError, PolicyIssuer, PolicySet};
@@ -59,6 +59,8 @@ pub struct AppState {
     pub policy_status: ArcSwap<reload::PolicyStatus>,
     pub vault: Vault,
     pub audit: AuditLog,
+    /// Keyed fingerprints of issued values, for the audit log.
+    pub fingerprints: Fingerprinter,
     /// Each exchange's revocable credentials (Redis, or in-memory).
     pub leases: LeaseStore,
     pub max_body_bytes: usize,
@@ -71,6 +73,7 @@ impl AppState {
         let issuers = PolicyIssuer::from_settings(&cfg.issuers);
         let policies = PolicySet::load_dir(&cfg.policy_dir, &issuers)?;
         let audit = AuditLog::open(&cfg.audit_path)?;
+        let fingerprints = Fingerprinter::load_or_create(&cfg.audit_fingerprint_key)?;
         let verifier = Verifier::new(
             cfg.issuers.clone(),
             cfg.audiences.clone(),
@@ -106,6 +109,7 @@ impl AppState {
             policy_status: ArcSwap::from_pointee(reload::PolicyStatus::current()),
             vault,
             audit,
+            fingerprints,
             leases,
             max_body_bytes: cfg.max_body_bytes,
         }))

@@ -168,6 +168,7 @@ audiences = ["jobkey"]
 policy_dir = "{policies}"
 [audit]
 path = "{audit}"
+fingerprint_key_file = "{fingerprint_key}"
 [vault]
 address = "{vault}"
 timeout = "3s"
@@ -193,6 +194,7 @@ algorithms = ["ES256"]
                 .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
                 .display(),
             audit = audit_path.display(),
+            fingerprint_key = dir.path().join("fingerprint.key").display(),
             vault = bao.addr(),
             gh = github.url(),
             gl = gitlab.url(),

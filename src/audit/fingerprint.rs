@@ -1,0 +1,166 @@
+//! Fingerprints of issued values, so an auditor can answer "this value
+//! leaked in a build log: which job received it, under which rule?" without
+//! the audit log ever holding the value.
+//!
+//! A fingerprint is HMAC-SHA256 under a key kept beside the log (never in
+//! it), truncated to 128 bits: someone who reads the log alone cannot test
+//! guesses of a low-entropy secret against it, as they could with a plain
+//! hash. `jobkey audit find` recomputes it from a value given on stdin.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::AuditError;
+
+/// Prefix of every fingerprint (names the scheme, so it can change later).
+pub const PREFIX: &str = "hmac-sha256:";
+
+/// Computes fingerprints under one key.
+pub struct Fingerprinter {
+    key: hmac::Key,
+}
+
+impl std::fmt::Debug for Fingerprinter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fingerprinter(<key redacted>)")
+    }
+}
+
+impl Fingerprinter {
+    /// Reads the key file, or creates it (32 random bytes, mode 0600) when
+    /// it does not exist yet.
+    pub fn load_or_create(path: &Path) -> Result<Self, AuditError> {
+        let io = |e: std::io::Error| AuditError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        if !path.exists() {
+            let mut key = [0u8; 32];
+            SystemRandom::new()
+                .fill(&mut key)
+                .map_err(|_| AuditError::Io {
+                    path: path.display().to_string(),
+                    reason: "no randomness for a new fingerprint key".into(),
+                })?;
+            if let Some(dir) = path.parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut f = opts.open(path).map_err(io)?;
+            f.write_all(&key).and_then(|()| f.sync_all()).map_err(io)?;
+        }
+        Self::load(path)
+    }
+
+    /// Reads an existing key file.
+    pub fn load(path: &Path) -> Result<Self, AuditError> {
+        let bytes = std::fs::read(path).map_err(|e| AuditError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if bytes.len() < 32 {
+            return Err(AuditError::Io {
+                path: path.display().to_string(),
+                reason: format!(
+                    "a fingerprint key is 32 bytes; this file has {}",
+                    bytes.len()
+                ),
+            });
+        }
+        Ok(Fingerprinter {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
+        })
+    }
+
+    /// The fingerprint of one value.
+    pub fn fingerprint(&self, value: &str) -> String {
+        let tag = hmac::sign(&self.key, value.as_bytes());
+        let hex: String = tag.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{PREFIX}{hex}")
+    }
+}
+
+/// Where the key lives when the config does not say: beside the log.
+pub fn default_key_path(audit_path: &Path) -> PathBuf {
+    let mut name = audit_path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "audit".into());
+    name.push(".fingerprint-key");
+    audit_path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_stable_and_distinct() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Fingerprinter::load_or_create(&dir.path().join("a.key")).unwrap();
+        let a_again = Fingerprinter::load_or_create(&dir.path().join("a.key")).unwrap();
+        let b = Fingerprinter::load_or_create(&dir.path().join("b.key")).unwrap();
+        let v = "hunter2-correct-horse";
+        assert_eq!(
+            a.fingerprint(v),
+            a_again.fingerprint(v),
+            "same key, same fingerprint"
+        );
+        assert_ne!(
+            a.fingerprint(v),
+            b.fingerprint(v),
+            "another key, another fingerprint"
+        );
+        assert_ne!(a.fingerprint(v), a.fingerprint("hunter2-correct-horsE"));
+        assert!(a.fingerprint(v).starts_with(PREFIX));
+        assert!(!a.fingerprint(v).contains(v));
+        assert!(!format!("{a:?}").contains(&format!(
+            "{:?}",
+            std::fs::read(dir.path().join("a.key")).unwrap()
+        )));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("a.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_short_key_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        std::fs::write(&p, b"short").unwrap();
+        assert!(
+            Fingerprinter::load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("32 bytes")
+        );
+    }
+
+    #[test]
+    fn default_key_sits_beside_the_log() {
+        assert_eq!(
+            default_key_path(Path::new("/var/log/jobkey/audit.jsonl")),
+            Path::new("/var/log/jobkey/audit.jsonl.fingerprint-key")
+        );
+    }
+}
