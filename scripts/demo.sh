@@ -165,6 +165,9 @@ say "The audit log ($DEMO/audit.jsonl): one hash-chained line per decision"
 jq -c '{seq, decision: (.action // .decision), environment, who: (.identity.repository // .identity.project_path), ref: .identity.ref, credentials: [.credentials[]?.name], why: (.credentials[0].rule // .reason.kind // .reason.code // (if .action then "exchange \(.exchange): \(.revoked) revoked" else null end))}' "$DEMO/audit.jsonl"
 "$JOBKEY" audit verify "$DEMO/audit.jsonl"
 
+say "An auditor: the production database password turned up in a build log. Which job received it?"
+printf '%s\n' "$DB_PASSWORD" | "$JOBKEY" audit find --config examples/jobkey.toml
+
 if [ "${DEMO_EXIT:-0}" = "1" ]; then
     say "Done (DEMO_EXIT=1)"
     exit 0
