@@ -38,6 +38,8 @@ pub(crate) struct Credential {
 #[derive(Debug)]
 pub(crate) struct Rule {
     pub name: String,
+    /// `name`, shared by every failure report of this rule (no copy).
+    pub shared_name: std::sync::Arc<str>,
     pub description: Option<String>,
     pub effect: Effect,
     pub issuer: String,
@@ -56,8 +58,10 @@ pub(crate) struct Rule {
 pub(crate) struct Condition {
     pub claim: ClaimPath,
     pub matcher: Matcher,
-    /// `matcher.describe()`, rendered once here so a denial only copies it.
-    pub expected: String,
+    /// The claim as written and `matcher.describe()`, rendered once here
+    /// so a denial shares them instead of formatting them again.
+    pub shown_claim: std::sync::Arc<str>,
+    pub expected: std::sync::Arc<str>,
     /// From the file's `require:` rather than the rule itself.
     pub inherited: bool,
     pub line: Option<usize>,
@@ -244,8 +248,9 @@ fn compile_condition(
         .map_err(|m| (matcher.referenced, format!("claim `{}`: {m}", claim.value)))?;
     let (line, column) = position(matcher.referenced);
     Ok(Condition {
+        shown_claim: path.written.as_str().into(),
         claim: path,
-        expected: compiled.describe(),
+        expected: compiled.describe().into(),
         matcher: compiled,
         inherited,
         line,
@@ -532,6 +537,7 @@ fn compile_rule(
 
     let (line, column) = position(name.referenced);
     Ok(Rule {
+        shared_name: name.value.as_str().into(),
         name: name.value,
         description,
         effect,

@@ -17,7 +17,8 @@ fn render_actual(value: &Value) -> String {
         Some(text) => text.into_owned(),
         None => value.to_string(),
     };
-    if text.chars().count() > MAX_ACTUAL_CHARS {
+    // Bytes bound chars from above: most values skip the count.
+    if text.len() > MAX_ACTUAL_CHARS && text.chars().count() > MAX_ACTUAL_CHARS {
         let mut cut: String = text.chars().take(MAX_ACTUAL_CHARS).collect();
         cut.push('…');
         cut
@@ -33,7 +34,7 @@ impl Condition {
             Ok(())
         } else {
             Err(FailedCondition::Claim {
-                claim: self.claim.written.clone(),
+                claim: self.shown_claim.clone(),
                 expected: self.expected.clone(),
                 actual: actual.map(render_actual),
             })
@@ -78,7 +79,7 @@ fn failures_of(
         .filter(|r| r.effect == Effect::Allow && keep(r))
         .filter_map(|rule| {
             rule.check(req).err().map(|failed| RuleFailure {
-                rule: rule.name.clone(),
+                rule: rule.shared_name.clone(),
                 failed,
             })
         })
@@ -337,7 +338,7 @@ mod tests {
                 DenyReason::NoRuleMatched { failures } => {
                     assert_eq!(failures.len(), 1);
                     assert!(
-                        matches!(&failures[0].failed, FailedCondition::Claim { claim, actual: None, .. } if claim == "c"),
+                        matches!(&failures[0].failed, FailedCondition::Claim { claim, actual: None, .. } if &**claim == "c"),
                         "{failures:?}"
                     );
                 }

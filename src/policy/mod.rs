@@ -112,6 +112,7 @@ mod template;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use credential::{KubeCluster, KubeUser};
@@ -253,7 +254,7 @@ pub enum DenyReason {
 /// Why one rule did not apply.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RuleFailure {
-    pub rule: String,
+    pub rule: Arc<str>,
     pub failed: FailedCondition,
 }
 
@@ -269,8 +270,8 @@ pub enum FailedCondition {
     /// `any of ["push", "workflow_dispatch"]`. `actual` is `None` when the
     /// token lacks the claim.
     Claim {
-        claim: String,
-        expected: String,
+        claim: Arc<str>,
+        expected: Arc<str>,
         actual: Option<String>,
     },
 }
@@ -310,7 +311,7 @@ impl DenyReason {
         let mut claims: Vec<String> = failures
             .iter()
             .filter_map(|f| match &f.failed {
-                FailedCondition::Claim { claim, .. } => Some(claim.clone()),
+                FailedCondition::Claim { claim, .. } => Some(claim.to_string()),
                 FailedCondition::Issuer { .. } => None,
             })
             .collect();
