@@ -315,3 +315,36 @@ async fn an_auditor_maps_a_leaked_value_back_to_the_job() {
     let (ok, _, err) = audit_find(&stack.config_path, "  \n", false);
     assert!(!ok && err.contains("stdin"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_by_handle_is_audited_with_the_exchange_owner() {
+    let stack = Stack::start().await;
+    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let (status, resp) = stack.exchange_status(&gh, "production").await;
+    assert_eq!(status, 200, "{resp}");
+    let handle = resp["revocation"]["handle"].as_str().unwrap();
+    let rid = resp["request_id"].as_str().unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/revoke", stack.url))
+        .bearer_auth(handle)
+        .json(&json!({"request_id": rid}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let lines = stack.audit_lines();
+    let last = lines.last().unwrap();
+    assert_eq!(last["action"], "revoke");
+    assert_eq!(last["auth"], "handle");
+    assert_eq!(last["exchange"], rid);
+    assert_eq!(last["exchange_owner"]["issuer"], "github");
+    assert_eq!(
+        last["exchange_owner"]["sub"],
+        "repo:acme/api:environment:production"
+    );
+    assert_eq!(last["exchange_owner"]["run"], "9876543210");
+    assert!(
+        !last.to_string().contains(handle),
+        "the handle is never audited"
+    );
+}

@@ -123,6 +123,10 @@ async fn handle(
     let (revoked, failed) = crate::issue::revoke_all(&st.vault, &rec.revocables).await;
     event.insert("environment".into(), json!(rec.environment));
     event.insert("revoked".into(), json!(revoked));
+    // Whose exchange it was (issuer, sub, run), also when a handle revoked it.
+    if let Some(o) = &rec.owner {
+        event.insert("exchange_owner".into(), json!(o));
+    }
     if !failed.is_empty() {
         let left = failed.len();
         let mut rest = rec;
