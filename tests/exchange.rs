@@ -348,3 +348,23 @@ async fn a_revocation_by_handle_is_audited_with_the_exchange_owner() {
         "the handle is never audited"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buildkite_job_is_audited_with_its_organisation_and_pipeline() {
+    let stack = Stack::start().await;
+    let bk = stack
+        .buildkite
+        .mint(Shape::Buildkite, "jobkey", &Map::new());
+    let (status, resp) = stack.exchange_status(&bk, "staging").await;
+    assert_eq!(status, 200, "{resp}");
+    let identity = &stack.audit_lines()[0]["identity"];
+    assert_eq!(identity["issuer"], "buildkite");
+    assert_eq!(identity["organization_slug"], "acme");
+    assert_eq!(
+        identity["organization_id"],
+        "0189a3c2-7d51-4e3b-9f0a-5b6c7d8e9f01"
+    );
+    assert_eq!(identity["pipeline_slug"], "api");
+    assert_eq!(identity["build_number"], 1234);
+    assert_eq!(identity["step_key"], "deploy");
+}

@@ -19,7 +19,6 @@ use crate::leases::{ExchangeRecord, Owner, sha256_hex};
 use crate::policy::{Decision, Request};
 use crate::secret::SecretString;
 use crate::token::VerifiedToken;
-use crate::vault::VaultError;
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -65,6 +64,13 @@ const AUDITED_CLAIMS: &[&str] = &[
     "pipeline_id",
     "pipeline_source",
     "job_id",
+    // Buildkite: the organisation (shared issuer), pipeline and build.
+    "organization_slug",
+    "organization_id",
+    "pipeline_slug",
+    "build_number",
+    "build_branch",
+    "step_key",
 ];
 
 pub async fn exchange(
@@ -152,7 +158,7 @@ async fn handle(
             let (stage, api) = match &e {
                 IssueError::Vault(v) => (
                     "vault",
-                    if v.is_unavailable() || matches!(v, VaultError::Login { .. }) {
+                    if v.is_retryable() {
                         ApiError::VaultUnavailable
                     } else {
                         ApiError::VaultFailed

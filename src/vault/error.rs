@@ -77,6 +77,17 @@ impl VaultError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, VaultError::Unavailable { .. })
     }
+
+    /// True when the job may retry the same request later: Vault is
+    /// unavailable, or jobkey's own login is not usable right now (a new
+    /// login runs in the background). The server answers 503 for these and
+    /// 502 for the rest (a broker misconfiguration).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            VaultError::Unavailable { .. } | VaultError::Login { .. }
+        )
+    }
 }
 
 fn vault_errors(errors: &[String]) -> String {
@@ -324,5 +335,13 @@ mod tests {
         assert!(!VaultError::Login { reason: "x".into() }.is_unavailable());
         assert!(!VaultError::NotFound { what: "x".into() }.is_unavailable());
         assert!(VaultError::Unavailable { reason: "x".into() }.is_unavailable());
+    }
+
+    #[test]
+    fn unavailable_and_login_are_retryable_the_rest_is_not() {
+        assert!(VaultError::Unavailable { reason: "x".into() }.is_retryable());
+        assert!(VaultError::Login { reason: "x".into() }.is_retryable());
+        assert!(!VaultError::NotFound { what: "x".into() }.is_retryable());
+        assert!(!VaultError::PermissionDenied { what: "x".into() }.is_retryable());
     }
 }
