@@ -18,11 +18,7 @@ pub fn hash(prev: &str, event: &Map<String, Value>) -> String {
     ctx.update(prev.as_bytes());
     ctx.update(b"\n");
     ctx.update(Value::Object(event.clone()).to_string().as_bytes());
-    hex(ctx.finish().as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::random::hex(ctx.finish().as_ref())
 }
 
 /// The result of checking a whole log.

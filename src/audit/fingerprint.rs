@@ -11,7 +11,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
 
 use super::AuditError;
 
@@ -38,13 +37,10 @@ impl Fingerprinter {
             reason: e.to_string(),
         };
         if !path.exists() {
-            let mut key = [0u8; 32];
-            SystemRandom::new()
-                .fill(&mut key)
-                .map_err(|_| AuditError::Io {
-                    path: path.display().to_string(),
-                    reason: "no randomness for a new fingerprint key".into(),
-                })?;
+            let mut key = crate::random::bytes::<32>().map_err(|e| AuditError::Io {
+                path: path.display().to_string(),
+                reason: format!("no new fingerprint key: {e}"),
+            })?;
             if let Some(dir) = path.parent()
                 && !dir.as_os_str().is_empty()
             {
@@ -58,7 +54,9 @@ impl Fingerprinter {
                 opts.mode(0o600);
             }
             let mut f = opts.open(path).map_err(io)?;
-            f.write_all(&key).and_then(|()| f.sync_all()).map_err(io)?;
+            let written = f.write_all(&key).and_then(|()| f.sync_all());
+            zeroize::Zeroize::zeroize(&mut key);
+            written.map_err(io)?;
         }
         Self::load(path)
     }
@@ -86,11 +84,7 @@ impl Fingerprinter {
     /// The fingerprint of one value.
     pub fn fingerprint(&self, value: &str) -> String {
         let tag = hmac::sign(&self.key, value.as_bytes());
-        let hex: String = tag.as_ref()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("{PREFIX}{hex}")
+        format!("{PREFIX}{}", crate::random::hex(&tag.as_ref()[..16]))
     }
 }
 

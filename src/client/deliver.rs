@@ -182,7 +182,7 @@ pub fn private_dir(dir: &Path) -> Result<(), ClientError> {
 pub fn private_file(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
     let err = |e: std::io::Error| ClientError::Deliver(format!("{}: {e}", path.display()));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", random_hex(8)));
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", random_hex::<8>()?));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -269,8 +269,8 @@ pub fn github_file_entry(
 
 /// A fresh delimiter: `ghadelimiter_` and 128 random bits, as GitHub's own
 /// toolkit does.
-pub fn github_delimiter() -> String {
-    format!("ghadelimiter_{}", random_hex(16))
+pub fn github_delimiter() -> Result<String, ClientError> {
+    Ok(format!("ghadelimiter_{}", random_hex::<16>()?))
 }
 
 /// Appends entries to the file GitHub names in `$GITHUB_ENV` or
@@ -281,7 +281,7 @@ pub fn append_github_file(path: &Path, vars: &[(String, SecretString)]) -> Resul
         blocks.push(github_file_entry(
             name,
             value.expose_secret(),
-            &github_delimiter(),
+            &github_delimiter()?,
         )?);
     }
     let mut f = std::fs::OpenOptions::new()
@@ -295,11 +295,10 @@ pub fn append_github_file(path: &Path, vars: &[(String, SecretString)]) -> Resul
     Ok(())
 }
 
-/// `n` random bytes as hex (ring's system random).
-pub fn random_hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// `N` random bytes as hex; no randomness is an error, never a guessable
+/// name or delimiter.
+pub fn random_hex<const N: usize>() -> Result<String, ClientError> {
+    crate::random::hex_token::<N>().map_err(|e| ClientError::Deliver(e.to_string()))
 }
 
 #[cfg(test)]
@@ -392,7 +391,7 @@ mod tests {
 
     #[test]
     fn a_hostile_value_cannot_inject_github_variables() {
-        let delim = github_delimiter();
+        let delim = github_delimiter().unwrap();
         // (value, accepted)
         let cases = [
             ("plain".to_owned(), true),
@@ -418,7 +417,11 @@ mod tests {
                 );
             }
         }
-        assert_ne!(github_delimiter(), github_delimiter(), "random per entry");
+        assert_ne!(
+            github_delimiter().unwrap(),
+            github_delimiter().unwrap(),
+            "random per entry"
+        );
         assert!(github_file_entry("A=B", "v", &delim).is_err());
         assert!(github_file_entry("A\nB", "v", &delim).is_err());
     }

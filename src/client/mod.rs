@@ -306,7 +306,7 @@ async fn exec_and_revoke(
         .filter(|t| !t.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
-    let dir = tmp_root.join(format!("jobkey-exec-{}", deliver::random_hex(8)));
+    let dir = tmp_root.join(format!("jobkey-exec-{}", deliver::random_hex::<8>()?));
     let prepared = (|| {
         let w = deliver::write_files(&dir, fields)?;
         let mut vars = deliver::env_vars(fields, deliver::env_name)?;

@@ -47,6 +47,9 @@ pub enum ApiError {
     RevokeIncomplete,
     /// No such route (404).
     NotFound,
+    /// jobkey itself failed (no randomness from the system); 500, nothing
+    /// was issued.
+    Internal,
     /// The route exists, not with this method (405).
     MethodNotAllowed,
 }
@@ -71,6 +74,7 @@ impl ApiError {
             }
             ApiError::UnknownExchange | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -88,6 +92,7 @@ impl ApiError {
             ApiError::RevokeIncomplete => "revoke_incomplete",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Internal => "internal_error",
         }
     }
 
@@ -99,6 +104,7 @@ impl ApiError {
             ApiError::LeaseStoreUnavailable => "the exchange could not be recorded for revocation, so nothing was issued. Retry later.".into(),
             ApiError::UnknownExchange => "no such exchange to revoke: unknown, already revoked, expired, or not yours".into(),
             ApiError::RevokeIncomplete => "some credentials could not be revoked yet; retry the same request".into(),
+            ApiError::Internal => "jobkey failed internally; nothing was issued. Retry, and tell the broker's operators (quote the request id).".into(),
             ApiError::NotFound => "no such endpoint; jobkey serves POST /v1/exchange, POST /v1/revoke, GET /healthz and GET /readyz".into(),
             ApiError::MethodNotAllowed => "wrong method for this endpoint: /v1/exchange and /v1/revoke take POST, /healthz and /readyz take GET".into(),
             ApiError::Token(e) => e.to_string(),
@@ -177,6 +183,9 @@ mod tests {
             (ApiError::VaultUnavailable, 503, "vault_unavailable"),
             (ApiError::VaultFailed, 502, "vault_error"),
             (ApiError::AuditUnavailable, 503, "audit_unavailable"),
+            (ApiError::Internal, 500, "internal_error"),
+            (ApiError::NotFound, 404, "not_found"),
+            (ApiError::MethodNotAllowed, 405, "method_not_allowed"),
             (
                 ApiError::ClaimNotUsable {
                     message: "x".into(),

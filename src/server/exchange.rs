@@ -144,6 +144,19 @@ async fn handle(
         }
     };
 
+    // The revocation handle exists before anything is issued, so that a
+    // failure to make one leaves nothing behind.
+    let handle = match revocation_handle() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(%request_id, error = %e, "no revocation handle; refusing the exchange");
+            event.insert("decision".into(), json!("error"));
+            event.insert("stage".into(), json!("internal"));
+            event.insert("reason".into(), json!({"message": e.to_string()}));
+            record(st, event).await?;
+            return Err(ApiError::Internal);
+        }
+    };
     let ctx = issue::Context {
         claims: &verified.claims,
         request_id,
@@ -192,7 +205,6 @@ async fn handle(
     // Remember what can be revoked, then audit, then answer. If either
     // step fails, everything issued is revoked again.
     let now = SystemTime::now();
-    let handle = revocation_handle();
     let longest = issued.iter().map(|i| i.ttl).max().unwrap_or_default();
     let rec = ExchangeRecord {
         request_id: request_id.to_owned(),
@@ -305,16 +317,15 @@ pub(super) fn owner(v: &VerifiedToken) -> Option<Owner> {
 /// Prefix of every revocation handle; an ID token never starts with it.
 pub(super) const HANDLE_PREFIX: &str = "jkr_";
 
-fn revocation_handle() -> SecretString {
+fn revocation_handle() -> Result<SecretString, crate::random::RandomUnavailable> {
     use base64::Engine;
-    let mut b = [0u8; 32];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    let mut b = crate::random::bytes::<32>()?;
     let s = SecretString::new(format!(
         "{HANDLE_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
     ));
     zeroize::Zeroize::zeroize(&mut b);
-    s
+    Ok(s)
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -439,10 +450,16 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Parsed, ApiError> {
     })
 }
 
+/// A request id: random, or (should the system have no randomness) the
+/// time, which is unique enough to find a request and protects nothing.
 pub(super) fn request_id() -> String {
-    let mut b = [0u8; 12];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::random::hex_token::<12>().unwrap_or_else(|_| {
+        let nanos = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        format!("t{nanos:x}")
+    })
 }
 
 #[derive(Serialize)]
