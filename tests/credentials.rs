@@ -40,6 +40,15 @@ async fn start(
     .await
 }
 
+/// The stack with the database engine and its three credentials.
+async fn start_database(redis: bool) -> Stack {
+    start(redis, |bao| {
+        engines::database(bao);
+        (DB.to_owned(), vec!["db", "broken-db", "db-wrapped"])
+    })
+    .await
+}
+
 /// A Vault handle as root, for the typed lease listing.
 async fn vault_as_root(stack: &Stack) -> jobkey::vault::Vault {
     let path = stack.bao.write_file("root-token", stack.bao.root_token());
@@ -81,11 +90,7 @@ const DB: &str = "  db:\n    database: {role: app}\n    ttl: 10m\n  broken-db:\n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
-    let stack = start(true, |bao| {
-        engines::database(bao);
-        (DB.to_owned(), vec!["db", "broken-db", "db-wrapped"])
-    })
-    .await;
+    let stack = start_database(true).await;
     let jwt = token(&stack, json!({}));
 
     // Issued with the job's shorter TTL; the user logs in.
@@ -248,11 +253,7 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_is_for_the_same_job_only_and_works_across_replicas() {
-    let stack = start(true, |bao| {
-        engines::database(bao);
-        (DB.to_owned(), vec!["db", "broken-db", "db-wrapped"])
-    })
-    .await;
+    let stack = start_database(true).await;
     let jwt = token(&stack, json!({}));
     let (status, resp) = stack
         .exchange(
@@ -794,11 +795,7 @@ async fn rabbitmq_user_authenticates_until_revoked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_outage_is_503_and_jobkey_recovers_without_a_restart() {
-    let mut stack = start(false, |bao| {
-        engines::database(bao);
-        (DB.to_owned(), vec!["db", "broken-db", "db-wrapped"])
-    })
-    .await;
+    let mut stack = start_database(false).await;
     let jwt = token(&stack, json!({}));
     let body = json!({"environment": "production", "credentials": ["db"]});
     stack.bao.stop();

@@ -10,8 +10,9 @@ mod support;
 
 use fetch_support::{
     REQUEST_TOKEN, assert_no_secret_outside_masks, buildkite_stub, github_token_endpoint, jobkey,
-    mode, parse_github_file,
+    mode,
 };
+use jobkey::client::deliver::parse_github_file;
 use jobkey::devissuer::Shape;
 use serde_json::{Map, Value, json};
 use support::Stack;

@@ -301,6 +301,33 @@ pub fn random_hex<const N: usize>() -> Result<String, ClientError> {
     crate::random::hex_token::<N>().map_err(|e| ClientError::Deliver(e.to_string()))
 }
 
+/// How GitHub's runner reads `$GITHUB_ENV`/`$GITHUB_OUTPUT`: `NAME=VALUE`
+/// lines, or `NAME<<DELIM` and the lines up to one equal to DELIM. Not used
+/// by `fetch` itself: the tests read what it wrote the way the runner does,
+/// to show a hostile value cannot inject a variable.
+pub fn parse_github_file(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut lines = s.split('\n');
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some((name, delim)) = line.split_once("<<") {
+            let mut v = Vec::new();
+            for l in lines.by_ref() {
+                if l == delim {
+                    break;
+                }
+                v.push(l);
+            }
+            out.push((name.to_owned(), v.join("\n")));
+        } else if let Some((n, v)) = line.split_once('=') {
+            out.push((n.to_owned(), v.to_owned()));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,31 +451,6 @@ mod tests {
         );
         assert!(github_file_entry("A=B", "v", &delim).is_err());
         assert!(github_file_entry("A\nB", "v", &delim).is_err());
-    }
-
-    /// How GitHub's runner reads `$GITHUB_ENV`: `NAME=VALUE` lines, or
-    /// `NAME<<DELIM`, lines up to a line equal to DELIM.
-    pub(crate) fn parse_github_file(s: &str) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let mut lines = s.split('\n');
-        while let Some(line) = lines.next() {
-            if line.is_empty() {
-                continue;
-            }
-            if let Some((name, delim)) = line.split_once("<<") {
-                let mut v = Vec::new();
-                for l in lines.by_ref() {
-                    if l == delim {
-                        break;
-                    }
-                    v.push(l);
-                }
-                out.push((name.to_owned(), v.join("\n")));
-            } else if let Some((n, v)) = line.split_once('=') {
-                out.push((n.to_owned(), v.to_owned()));
-            }
-        }
-        out
     }
 
     #[test]
