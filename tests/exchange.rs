@@ -347,6 +347,38 @@ async fn a_revocation_by_handle_is_audited_with_the_exchange_owner() {
         !last.to_string().contains(handle),
         "the handle is never audited"
     );
+
+    // Bad bodies get the same clear errors as on /v1/exchange.
+    let c = reqwest::Client::new();
+    for (body, status, code) in [
+        ("{oops".to_owned(), 400, "bad_request"),
+        (
+            r#"{"request_id": "x", "extra": 1}"#.to_owned(),
+            400,
+            "bad_request",
+        ),
+        (
+            format!(r#"{{"request_id": "{}"}}"#, "x".repeat(200_000)),
+            413,
+            "body_too_large",
+        ),
+    ] {
+        let r = c
+            .post(format!("{}/v1/revoke", stack.url))
+            .bearer_auth(handle)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], code);
+        assert!(
+            v["message"].as_str().unwrap().contains("request_id") || status == 413,
+            "{v}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -409,7 +409,11 @@ struct Parsed {
     ssh_public_key: Option<String>,
 }
 
-fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Parsed, ApiError> {
+/// Reads a JSON request body strictly; errors say what to send, by example.
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    example: &str,
+) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| ApiError::BadRequest {
         code: if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             "body_too_large"
@@ -418,12 +422,17 @@ fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Parsed, ApiError> {
         },
         message: format!("could not read the request body: {}", e.body_text()),
     })?;
-    let raw: ExchangeRequest = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
         code: "bad_request",
-        message: format!(
-            "the body must be JSON like {{\"environment\": \"production\", \"credentials\": [\"deploy-db\"]}}: {e}"
-        ),
-    })?;
+        message: format!("the body must be JSON like {example}: {e}"),
+    })
+}
+
+fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Parsed, ApiError> {
+    let raw: ExchangeRequest = json_body(
+        body,
+        r#"{"environment": "production", "credentials": ["deploy-db"]}"#,
+    )?;
     if raw.environment.is_empty() {
         return Err(ApiError::BadRequest {
             code: "bad_request",

@@ -25,7 +25,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::exchange::{HANDLE_PREFIX, bearer, owner, record, request_id, verify_audited};
+use super::exchange::{
+    HANDLE_PREFIX, bearer, json_body, owner, record, request_id, verify_audited,
+};
 use super::{ApiError, AppState};
 use crate::audit;
 use crate::leases::sha256_hex;
@@ -66,16 +68,7 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let secret = bearer(headers)?;
-    let bytes = body.map_err(|e| ApiError::BadRequest {
-        code: "bad_request",
-        message: format!("could not read the request body: {}", e.body_text()),
-    })?;
-    let req: RevokeRequest = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest {
-        code: "bad_request",
-        message: format!(
-            "the body must be JSON like {{\"request_id\": \"<the exchange's request_id>\"}}: {e}"
-        ),
-    })?;
+    let req: RevokeRequest = json_body(body, r#"{"request_id": "<the exchange's request_id>"}"#)?;
     let mut event = Map::new();
     event.insert("time".into(), json!(audit::timestamp()));
     event.insert("request_id".into(), json!(rid));
