@@ -1,7 +1,7 @@
 //! Log-masking hints: every string a job's log must hide, and what was
 //! deliberately left out.
 //!
-//! For every secret value the hints carry (GUIDE §8):
+//! For every secret value the hints carry (what the CIs' own maskers miss):
 //! - the value itself;
 //! - each line of a multi-line value, without `\r`: runners mask line by line,
 //!   and a multi-line value masked as one string leaks line by line

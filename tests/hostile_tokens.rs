@@ -1,5 +1,5 @@
 //! At least 25 hostile or broken tokens, each refused with 401 and the right
-//! code by a running broker, which keeps serving afterwards (GUIDE §4).
+//! code by a running broker, which keeps serving afterwards.
 
 mod support;
 

@@ -10,7 +10,9 @@ use crate::policy::{self, PolicyIssuer, PolicySet, Request};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Warn about policies that compile but admit more than meant (GUIDE §4).
+    /// Warn about policies that compile but admit more than meant (a rule that binds only the
+    /// audience or a name, a shared issuer's tenant left open, a protected ref
+    /// without `event_name`).
     ///
     /// Every warning has a stable code (JK001..JK007), the rule, its
     /// position and the fix. Exits non-zero on a compile error, and on any

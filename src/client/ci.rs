@@ -1,4 +1,4 @@
-//! Which CI the job runs in, and how it gets its OIDC ID token (GUIDE §3).
+//! Which CI the job runs in, and how it gets its OIDC ID token.
 //!
 //! Detection reads the standard variables (`GITHUB_ACTIONS`, `GITLAB_CI`,
 //! `BUILDKITE`, `TF_BUILD`); `--ci` overrides it. The token comes from, in

@@ -1,5 +1,5 @@
-//! Registering masks with the CI, in the CI's own run-time command (GUIDE
-//! §8), before jobkey writes or prints anything else:
+//! Registering masks with the CI, in the CI's own run-time command,
+//! before jobkey writes or prints anything else:
 //! - GitHub Actions: `::add-mask::VALUE` on stdout, with `%`, `\r`, `\n`
 //!   escaped as `%25`, `%0D`, `%0A`; the mask list already carries each line
 //!   of a multi-line value, for runners that do not split lines themselves;

@@ -112,7 +112,8 @@ pub struct RawIssuer {
     pub ca_file: Option<PathBuf>,
 }
 
-/// Presets for the common issuers (GUIDE §3).
+/// Presets for the common issuers (GitHub Actions, GitHub Enterprise Cloud, GitHub
+/// Enterprise Server, GitLab).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {

@@ -1,4 +1,4 @@
-//! Claims shaped like each CI provider's ID tokens (GUIDE §3: GitHub, GitLab,
+//! Claims shaped like each CI provider's ID tokens (GitHub, GitLab,
 //! Buildkite), for tests and
 //! the demo. Values are the example organisation's (`acme/api`), matching the
 //! example policies in `policies/`.
@@ -104,7 +104,7 @@ fn gitlab(iss: &str, aud: &str, now: u64) -> Value {
 
 /// Buildkite's issuer (`https://agent.buildkite.com`) is shared by every
 /// organization: a policy must bind `organization_slug` or
-/// `organization_id` (GUIDE §3).
+/// `organization_id`.
 fn buildkite(iss: &str, aud: &str, now: u64) -> Value {
     let sha = "5e4c7a1d2b3f4e5a6b7c8d9e0f1a2b3c4d5e6f70";
     json!({

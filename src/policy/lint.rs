@@ -1,5 +1,5 @@
 //! `jobkey policy lint`: warnings for policies that compile but admit more
-//! than their author probably meant (GUIDE §4). Each warning has a stable
+//! than their author probably meant. Each warning has a stable
 //! code, the rule, the position and the fix.
 //!
 //! | code | name | what |

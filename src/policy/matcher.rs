@@ -378,7 +378,7 @@ mod tests {
             ("1", Some(json!(1.0)), false),
             ("1", Some(json!("01")), false),
             ("\"null\"", Some(json!(null)), false),
-            // glob (the go-glob edge cases of GUIDE §2)
+            // glob (the edge cases where go-glob, behind Vault's glob claims, is wrong)
             ("{glob: \"a*b\"}", Some(json!("a")), false),
             ("{glob: \"a*b\"}", Some(json!("ab")), true),
             ("{glob: \"a*b\"}", Some(json!("axxb")), true),
