@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test lint openbao build help
+.PHONY: demo test lint openbao services build help
 
 help:
 	@echo "make demo   - run the whole local stack and a sample job exchange (DEMO_EXIT=1: exit after the samples)"
@@ -14,13 +14,17 @@ help:
 openbao:
 	@scripts/ensure-openbao.sh >/dev/null
 
+# PostgreSQL, Redis, RabbitMQ (+ management API): started only when not answering.
+services:
+	@scripts/ensure-services.sh
+
 build:
 	$(CARGO) build --locked --bins
 
-demo: openbao build
+demo: openbao services build
 	scripts/demo.sh
 
-test: openbao
+test: openbao services
 	JOBKEY_BAO="$$(scripts/ensure-openbao.sh)" $(CARGO) test --locked --all-targets
 
 lint:

@@ -2,14 +2,12 @@
 //! invalid one is refused while the old policy keeps serving and `/readyz`
 //! shows the error; SIGHUP reloads too.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::{Options, Stack};
 use jobkey::devissuer::Shape;
 use serde_json::{Map, Value};
-use support::{Options, Stack};
 
 fn copy_policies(to: &Path) {
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");

@@ -21,7 +21,6 @@
 //! Each [`OpenBao`] is its own `bao server -dev` (in memory, KV v2 at
 //! `secret/`) on a free loopback port, with a random root token, a temporary
 //! directory for its log, `HOME` and test files. It is killed on drop.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

@@ -2,11 +2,9 @@
 //! allowed, denied and refused exchanges, then search its log and the audit
 //! file for every secret value and every token. None may appear.
 
-mod support;
-
+use crate::support::{Options, Stack};
 use jobkey::devissuer::Shape;
 use serde_json::{Map, json};
-use support::{Options, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_and_no_token_in_logs_or_audit() {

@@ -3,15 +3,13 @@
 //! kubectl against a TLS server that trusts the OpenBao PKI, ssh-keygen.
 //! Each shows the credential stops working after revocation or expiry.
 
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{Options, Stack, engines, random};
 use jobkey::devissuer::Shape;
 use serde_json::{Map, Value, json};
-use support::{Options, Stack, engines, random};
 
 fn no_overrides() -> Map<String, Value> {
     Map::new()
@@ -27,7 +25,7 @@ fn token(stack: &Stack, overrides: Value) -> String {
 
 async fn start(
     redis: bool,
-    seed: impl FnOnce(&support::OpenBao) -> (String, Vec<&'static str>) + 'static,
+    seed: impl FnOnce(&crate::support::OpenBao) -> (String, Vec<&'static str>) + 'static,
 ) -> Stack {
     Stack::start_with(Options {
         setup: Some(Box::new(move |bao| {

@@ -3,12 +3,9 @@
 //! broker's revocation endpoint (issue 4); on a branch without it these
 //! tests fail, by design: nothing here is ignored.
 
-mod fetch_support;
-mod support;
-
-use fetch_support::{REQUEST_TOKEN, github_token_endpoint, jobkey};
+use crate::fetch_support::{REQUEST_TOKEN, github_token_endpoint, jobkey};
+use crate::support::Stack;
 use serde_json::Map;
-use support::Stack;
 
 async fn github_env(stack: &Stack, tmp: &std::path::Path) -> Vec<(&'static str, String)> {
     let url = github_token_endpoint(stack.github.clone(), Map::new()).await;
@@ -67,7 +64,7 @@ async fn revoke_uses_the_saved_handle_once() {
         "fetch saved the revocation state: {}",
         run.stderr
     );
-    assert_eq!(fetch_support::mode(&state), 0o600);
+    assert_eq!(crate::fetch_support::mode(&state), 0o600);
     let handle =
         serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&state).unwrap())
             .unwrap()["handle"]

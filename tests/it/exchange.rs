@@ -2,11 +2,9 @@
 //! OpenBao through the shipped policies; denials say which claims failed;
 //! every decision is audited first.
 
-mod support;
-
+use crate::support::{Options, Stack};
 use jobkey::devissuer::Shape;
 use serde_json::{Map, Value, json};
-use support::{Options, Stack};
 
 fn overrides(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()

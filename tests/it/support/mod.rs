@@ -1,7 +1,6 @@
 //! Shared integration-test setup: a real OpenBao (dev mode, free loopback
 //! port), stand-in CI issuers serving real discovery and JWKS on loopback,
 //! and a jobkey server built from a real config file, all torn down on drop.
-#![allow(dead_code)]
 
 pub mod engines;
 pub mod openbao;

@@ -5,17 +5,14 @@
 //!
 //! Revocation after `--exec` and `jobkey revoke` are in `fetch_revoke.rs`.
 
-mod fetch_support;
-mod support;
-
-use fetch_support::{
+use crate::fetch_support::{
     REQUEST_TOKEN, assert_no_secret_outside_masks, buildkite_stub, github_token_endpoint, jobkey,
     mode,
 };
+use crate::support::Stack;
 use jobkey::client::deliver::parse_github_file;
 use jobkey::devissuer::Shape;
 use serde_json::{Map, Value, json};
-use support::Stack;
 
 fn overrides(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()

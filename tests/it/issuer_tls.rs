@@ -2,15 +2,12 @@
 //! TLS only when the issuer's `ca_file` names the CA that signed its
 //! certificate; the system roots do not stand in for it.
 
-#[path = "support/openbao.rs"]
-mod openbao;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::OpenBao;
 use jobkey::devissuer::{self, DevIssuer, Shape, SigningKey};
 use jobkey::token::{DEFAULT_MAX_TOKEN_BYTES, FetchSettings, IssuerSettings, KeySource, Verifier};
-use openbao::OpenBao;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;

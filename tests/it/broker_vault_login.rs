@@ -3,13 +3,11 @@
 //! every request); with AppRole it logs in again and keeps serving, without
 //! a restart.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::{OpenBao, Options, Stack};
 use jobkey::devissuer::Shape;
 use serde_json::Map;
-use support::{OpenBao, Options, Stack};
 
 const READ_SECRETS: &str = r#"path "secret/data/*" { capabilities = ["read"] }"#;
 

@@ -3,13 +3,10 @@
 //! the test runs itself again as a child process with the variable set: the
 //! parent owns the OpenBao server, the child connects through the variable.
 
-#[path = "support/openbao.rs"]
-mod openbao;
-
 use std::time::Duration;
 
+use crate::support::OpenBao;
 use jobkey::vault::{Vault, VaultAuth, VaultConfig, VaultError};
-use openbao::OpenBao;
 
 const VAR: &str = "JOBKEY_TEST_VAULT_TOKEN";
 const UNSET: &str = "JOBKEY_TEST_VAULT_TOKEN_UNSET";
@@ -29,7 +26,11 @@ fn parent() {
     let bao = OpenBao::start();
     bao.bao(&["kv", "put", "secret/ci/deploy", "key=k-81f0-value"]);
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "token_from_environment_variable", "--nocapture"])
+        .args([
+            "--exact",
+            "vault_token_env::token_from_environment_variable",
+            "--nocapture",
+        ])
         .env(ADDR, bao.addr())
         .env(VAR, format!("  {}\n", bao.root_token()))
         .env_remove(UNSET)

@@ -2,7 +2,6 @@
 //! request endpoint (a tiny axum server on loopback), a stub
 //! `buildkite-agent` on PATH that records its argv and stdin, and a runner
 //! for the real `jobkey` binary with a clean environment.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

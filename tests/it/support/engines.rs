@@ -1,7 +1,6 @@
 //! Real secrets engines in an OpenBao dev server, wired to the real local
 //! services: PostgreSQL 127.0.0.1:5432 (trust auth), RabbitMQ 127.0.0.1:5672
 //! with its management API on :15672. Plus a policy directory for them.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 

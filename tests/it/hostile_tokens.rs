@@ -1,12 +1,10 @@
 //! At least 25 hostile or broken tokens, each refused with 401 and the right
 //! code by a running broker, which keeps serving afterwards.
 
-mod support;
-
+use crate::support::Stack;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
-use support::Stack;
 
 fn b64(v: &Value) -> String {
     URL_SAFE_NO_PAD.encode(v.to_string())
@@ -66,8 +64,8 @@ async fn hostile_tokens_are_refused_and_the_server_keeps_serving() {
         }
         key.sign_parts(&h, &good_claims)
     };
-    let rogue = support::rsa_key("rogue", &kid);
-    let rsa_public_pem = support::public_pem_of("issuer-a");
+    let rogue = crate::support::rsa_key("rogue", &kid);
+    let rsa_public_pem = crate::support::public_pem_of("issuer-a");
     let good = signed(good_claims.clone());
     let (good_head, good_rest) = good.split_once('.').unwrap();
     let (good_payload, good_sig) = good_rest.split_once('.').unwrap();
@@ -236,7 +234,7 @@ async fn hostile_tokens_are_refused_and_the_server_keeps_serving() {
         ("DER-encoded ECDSA signature", es_der, "bad_signature"),
         (
             "RS256 where the issuer allows only ES256",
-            support::rsa_key("issuer-a", "x")
+            crate::support::rsa_key("issuer-a", "x")
                 .mint(&Value::Object(stack.claims_for(es.url(), "jobkey"))),
             "algorithm_not_allowed",
         ),

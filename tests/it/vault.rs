@@ -1,15 +1,12 @@
 //! The Vault layer against a real OpenBao dev server (see
 //! `support/openbao.rs` for how `bao` is found or installed).
 
-#[path = "support/openbao.rs"]
-mod openbao;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::support::OpenBao;
 use jobkey::secret::SecretString;
 use jobkey::vault::{Vault, VaultAuth, VaultConfig, VaultError};
-use openbao::OpenBao;
 
 fn config(bao: &OpenBao, auth: VaultAuth) -> VaultConfig {
     jobkey::tls::install_rustls_ring_provider();
@@ -25,7 +22,7 @@ fn config(bao: &OpenBao, auth: VaultAuth) -> VaultConfig {
 /// newline, as `echo` or Kubernetes would write it).
 fn token_file(bao: &OpenBao, token: &str) -> VaultAuth {
     VaultAuth::TokenFile(bao.write_file(
-        &format!("token-{}", openbao::random_hex()),
+        &format!("token-{}", crate::support::openbao::random_hex()),
         &format!("{token}\n"),
     ))
 }

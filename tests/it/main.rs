@@ -1,0 +1,25 @@
+//! The integration tests: one binary with a module per area, so the crate
+//! is linked once (on two cores, thirteen test binaries each linking the
+//! whole library took most of a cold `make test`).
+//!
+//! `support` starts what the tests need (OpenBao, stand-in CI issuers,
+//! jobkey itself); `fetch_support` stands in for the CI side of `jobkey
+//! fetch`.
+
+mod fetch_support;
+mod support;
+
+mod broker_vault_login;
+mod cli;
+mod credentials;
+mod examples;
+mod exchange;
+mod fetch;
+mod fetch_revoke;
+mod hostile_tokens;
+mod issuer_tls;
+mod no_secrets_in_logs;
+mod policy_cli;
+mod policy_reload;
+mod vault;
+mod vault_token_env;
