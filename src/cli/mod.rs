@@ -256,12 +256,21 @@ async fn dev_issuer(listen: SocketAddr, key: &std::path::Path, kid: &str) -> Res
     Ok(())
 }
 
+/// jobkey's own events at `info`; dependencies only for errors, and never
+/// the Vault client's (vaultrs and rustify log each failed request as an
+/// ERROR before jobkey's own line says what failed and what to do).
+/// `RUST_LOG` overrides it.
+const DEFAULT_LOG_FILTER: &str = "error,jobkey=info,vaultrs=off,rustify=off";
+
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,vaultrs=warn,rustify=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    // Colour only on a terminal: a log file or a journal gets plain text.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => b.try_init(),

@@ -55,6 +55,12 @@ fn check_audience(aud: Option<&Value>, audiences: &[String]) -> Result<(), Token
     let matches = |s: &str| audiences.iter().any(|a| a == s);
     match aud {
         Some(Value::String(s)) if matches(s) => Ok(()),
+        // RFC 7519 §4.1.3: a string or an array of strings. An array with
+        // anything else in it is malformed, even when one item is ours
+        // (OpenBao refuses these too).
+        Some(Value::Array(items)) if !items.iter().all(Value::is_string) => {
+            Err(TokenError::InvalidClaim("aud"))
+        }
         Some(Value::Array(items)) if items.iter().any(|v| v.as_str().is_some_and(matches)) => {
             Ok(())
         }
@@ -142,6 +148,28 @@ mod tests {
                 "aud number",
                 json!({"aud":5,"iat":NOW,"exp":NOW+60}),
                 Err("audience_mismatch"),
+            ),
+            // Regression: arrays with a non-string item were accepted when
+            // another item was our audience.
+            (
+                "aud array with a number",
+                json!({"aud":["jobkey",1],"iat":NOW,"exp":NOW+60}),
+                Err("invalid_claim"),
+            ),
+            (
+                "aud array with null first",
+                json!({"aud":[null,"jobkey"],"iat":NOW,"exp":NOW+60}),
+                Err("invalid_claim"),
+            ),
+            (
+                "aud array with an object",
+                json!({"aud":["jobkey",{"aud":"jobkey"}],"iat":NOW,"exp":NOW+60}),
+                Err("invalid_claim"),
+            ),
+            (
+                "aud array with a nested array",
+                json!({"aud":[["jobkey"]],"iat":NOW,"exp":NOW+60}),
+                Err("invalid_claim"),
             ),
             (
                 "expired",

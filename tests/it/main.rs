@@ -18,6 +18,7 @@ mod fetch;
 mod fetch_revoke;
 mod hostile_tokens;
 mod issuer_tls;
+mod logging;
 mod no_secrets_in_logs;
 mod policy_cli;
 mod policy_reload;

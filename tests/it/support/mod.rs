@@ -90,6 +90,9 @@ pub struct Options {
     pub policy_dir: Option<PathBuf>,
     /// How jobkey logs in to OpenBao (default: the root token from a file).
     pub vault_auth: Option<VaultAuthSetup>,
+    /// Subprocess mode: log with jobkey's default filter instead of
+    /// `RUST_LOG=trace`.
+    pub default_log_filter: bool,
 }
 
 impl Stack {
@@ -214,10 +217,14 @@ algorithms = ["ES256"]
         // library's server in this process.
         let (url, shutdown, child) = if opts.subprocess {
             let log = std::fs::File::create(&log_path).unwrap();
-            let child = std::process::Command::new(env!("CARGO_BIN_EXE_jobkey"))
-                .args(["serve", "--config"])
-                .arg(&config_path)
-                .env("RUST_LOG", "trace")
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jobkey"));
+            cmd.args(["serve", "--config"]).arg(&config_path);
+            if opts.default_log_filter {
+                cmd.env_remove("RUST_LOG");
+            } else {
+                cmd.env("RUST_LOG", "trace");
+            }
+            let child = cmd
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
