@@ -191,6 +191,18 @@ async fn hostile_tokens_are_refused_and_the_server_keeps_serving() {
             signed(with(json!({"aud": ["a", "b"]}))),
             "audience_mismatch",
         ),
+        // Regression: an array with a non-string item was accepted when
+        // another item was our audience.
+        (
+            "aud array with jobkey and a number",
+            signed(with(json!({"aud": ["jobkey", 1]}))),
+            "invalid_claim",
+        ),
+        (
+            "aud array with null and jobkey",
+            signed(with(json!({"aud": [null, "jobkey"]}))),
+            "invalid_claim",
+        ),
         (
             "expired",
             signed(with(
