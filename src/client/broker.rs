@@ -158,7 +158,7 @@ pub fn base_url(url: &str) -> Result<url::Url, ClientError> {
             "--url / JOBKEY_URL `{url}` is not a URL ({e}); write e.g. https://jobkey.example.com"
         ))
     })?;
-    if !crate::token::url_is_allowed(&u) {
+    if !crate::outbound::url_is_allowed(&u) {
         return Err(ClientError::Usage(format!(
             "--url / JOBKEY_URL `{url}` must be https (plain http only to a loopback address)"
         )));

@@ -160,7 +160,7 @@ async fn github(
     let mut url = url::Url::parse(&url).map_err(|e| {
         ClientError::Token(format!("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL: {e}"))
     })?;
-    if !crate::token::url_is_allowed(&url) {
+    if !crate::outbound::url_is_allowed(&url) {
         return Err(ClientError::Token(
             "ACTIONS_ID_TOKEN_REQUEST_URL must be https (or http to loopback)".into(),
         ));
