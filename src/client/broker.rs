@@ -72,15 +72,16 @@ pub struct Credential {
     pub wrapped: bool,
 }
 
+/// The exchange's revocation handle (its `expires_at` is not needed: the
+/// broker refuses an expired handle itself).
 #[derive(Debug, Deserialize)]
 pub struct Revocation {
     pub handle: Secret,
-    pub expires_at: String,
 }
 
+/// `200` from `POST /v1/revoke`; the client reads the count only.
 #[derive(Debug, Deserialize)]
 pub struct RevokeResponse {
-    pub request_id: String,
     pub revoked: u64,
 }
 
@@ -165,7 +166,7 @@ impl Broker {
         let body = self.post("/v1/revoke", bearer, req.into_bytes()).await?;
         serde_json::from_slice(body.expose()).map_err(|_| {
             ClientError::Transport(
-                "the broker's answer to /v1/revoke is not {\"request_id\", \"revoked\"}".into(),
+                "the broker's answer to /v1/revoke has no \"revoked\" count".into(),
             )
         })
     }

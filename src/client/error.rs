@@ -53,13 +53,3 @@ pub enum ClientError {
     #[error("revocation state: {0}")]
     State(String),
 }
-
-impl ClientError {
-    /// The broker's error code, when the broker refused.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ClientError::Refused { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-}

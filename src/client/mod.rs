@@ -9,13 +9,13 @@
 //!
 //! Human messages go to stderr; stdout carries only the CI's commands.
 
-pub mod broker;
-pub mod ci;
-pub mod deliver;
+mod broker;
+mod ci;
+mod deliver;
 mod error;
-pub mod exec;
-pub mod masking;
-pub mod state;
+mod exec;
+mod masking;
+mod state;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -341,7 +341,6 @@ fn keep_revocation_state(
                 issued.broker.url().as_str(),
                 &resp.request_id,
                 &r.handle.0,
-                &r.expires_at,
             )?;
             eprintln!(
                 "jobkey: revoke these leases with `jobkey revoke --state {}`",
