@@ -179,12 +179,6 @@ impl AllowedUrl {
     }
 }
 
-impl std::fmt::Display for AllowedUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0.as_str())
-    }
-}
-
 impl std::fmt::Debug for AllowedUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "AllowedUrl({})", self.0.as_str())
