@@ -65,11 +65,11 @@ pub struct RevokeOptions {
 
 /// Runs `jobkey fetch`; returns the exit code (the command's, with `--exec`).
 ///
-/// The steps, in order: check the options ([`Plan::check`]), obtain the
+/// The steps, in order: check the options (`Plan::check`), obtain the
 /// job's token, exchange it, register the masks, then either run the
 /// command (and revoke) or deliver the credentials and keep the revocation
 /// state. Once the broker has answered, a failing step revokes the exchange
-/// before its error is returned ([`Issued::or_revoke`]).
+/// before its error is returned (`Issued::or_revoke`).
 pub async fn fetch(
     o: &FetchOptions,
     env: Env<'_>,
