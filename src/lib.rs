@@ -11,6 +11,7 @@ pub mod devissuer;
 pub mod issue;
 pub mod leases;
 pub mod mask;
+pub mod outbound;
 pub mod policy;
 pub mod random;
 pub mod secret;

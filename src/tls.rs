@@ -6,8 +6,9 @@
 //! building one panics. [`install_rustls_ring_provider`] installs ring's.
 
 /// Installs rustls' ring provider as the process default. Idempotent and
-/// cheap: call it at start-up, before building any HTTP client, and in tests.
-/// If another provider was installed first, that one stays.
+/// cheap: `outbound::HttpClient::new` and `Vault::connect` call it before
+/// building their clients, and tests that build a TLS server do too. If
+/// another provider was installed first, that one stays.
 pub fn install_rustls_ring_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use zeroize::Zeroize;
 
 use super::ClientError;
+use crate::outbound::{AllowedUrl, Body, ClientSettings, HttpClient, Request};
 use crate::secret::SecretString;
 
 /// Largest answer read from the broker or a token endpoint.
@@ -26,21 +26,6 @@ impl<'de> Deserialize<'de> for Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
-    }
-}
-
-/// A response body that is wiped when dropped.
-pub struct Body(Vec<u8>);
-
-impl Body {
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Drop for Body {
-    fn drop(&mut self) {
-        self.0.zeroize();
     }
 }
 
@@ -87,15 +72,16 @@ pub struct Credential {
     pub wrapped: bool,
 }
 
+/// The exchange's revocation handle (its `expires_at` is not needed: the
+/// broker refuses an expired handle itself).
 #[derive(Debug, Deserialize)]
 pub struct Revocation {
     pub handle: Secret,
-    pub expires_at: String,
 }
 
+/// `200` from `POST /v1/revoke`; the client reads the count only.
 #[derive(Debug, Deserialize)]
 pub struct RevokeResponse {
-    pub request_id: String,
     pub revoked: u64,
 }
 
@@ -108,144 +94,121 @@ struct ErrorBody {
     request_id: Option<String>,
 }
 
-/// The HTTP client: rustls on ring, no redirects (a token or handle is never
-/// re-sent elsewhere), a timeout.
-pub fn http_client() -> Result<reqwest::Client, ClientError> {
-    crate::tls::install_rustls_ring_provider();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(60))
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("jobkey/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| ClientError::Transport(format!("cannot build the HTTP client: {e}")))
-}
-
-/// A transport error without anything but its kind and the URL.
-pub fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else if e.is_redirect() {
-        "redirects are not followed"
-    } else {
-        "request failed"
-    };
-    match e.url() {
-        Some(u) => format!("{kind} ({})", u.as_str()),
-        None => kind.to_owned(),
+/// How the job client talks HTTP, to the broker and to GitHub's token
+/// endpoint: the system roots, 10 s to connect, 60 s in all, 4 MiB answers.
+pub(super) fn http_settings() -> ClientSettings {
+    ClientSettings {
+        connect_timeout: Duration::from_secs(10),
+        timeout: Duration::from_secs(60),
+        max_body_bytes: MAX_BODY_BYTES,
+        ca_file: None,
     }
 }
 
-/// Reads a body, refusing more than `MAX_BODY_BYTES`.
-pub async fn read_capped(mut resp: reqwest::Response) -> Result<Body, String> {
-    let mut buf = Body(Vec::new());
-    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
-        if buf.0.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(format!("the answer is longer than {MAX_BODY_BYTES} bytes"));
+/// The broker at a checked base URL: https, or http to loopback only (the
+/// ID token and the credentials cross this connection).
+pub struct Broker {
+    base: AllowedUrl,
+    http: HttpClient,
+}
+
+impl Broker {
+    /// Checks `url` (`--url` / `JOBKEY_URL`, or the one the state file
+    /// kept) and builds the HTTP client.
+    pub fn new(url: &str) -> Result<Broker, ClientError> {
+        let parsed = url::Url::parse(url).map_err(|e| {
+            ClientError::Usage(format!(
+                "--url / JOBKEY_URL `{url}` is not a URL ({e}); write e.g. https://jobkey.example.com"
+            ))
+        })?;
+        let base = AllowedUrl::new(parsed).map_err(|source| ClientError::Url {
+            setting: "--url / JOBKEY_URL",
+            source,
+        })?;
+        let http = HttpClient::new(http_settings()).map_err(ClientError::Broker)?;
+        Ok(Broker { base, http })
+    }
+
+    /// The base URL, as `jobkey revoke` should find it again.
+    pub fn url(&self) -> &AllowedUrl {
+        &self.base
+    }
+
+    /// `POST /v1/exchange` with the job's ID token.
+    pub async fn exchange(
+        &self,
+        token: &SecretString,
+        req: &ExchangeRequest<'_>,
+    ) -> Result<ExchangeResponse, ClientError> {
+        let body = self
+            .post(
+                "/v1/exchange",
+                token,
+                serde_json::to_vec(req).unwrap_or_default(),
+            )
+            .await?;
+        serde_json::from_slice(body.expose()).map_err(|e| {
+            ClientError::Transport(format!(
+                "the broker's answer is not a jobkey exchange response (line {}, column {}); is --url the broker?",
+                e.line(),
+                e.column()
+            ))
+        })
+    }
+
+    /// `POST /v1/revoke` with the revocation handle (or the job's ID token).
+    pub async fn revoke(
+        &self,
+        bearer: &SecretString,
+        request_id: &str,
+    ) -> Result<RevokeResponse, ClientError> {
+        let req = serde_json::json!({ "request_id": request_id }).to_string();
+        let body = self.post("/v1/revoke", bearer, req.into_bytes()).await?;
+        serde_json::from_slice(body.expose()).map_err(|_| {
+            ClientError::Transport(
+                "the broker's answer to /v1/revoke has no \"revoked\" count".into(),
+            )
+        })
+    }
+
+    /// A JSON `POST` with a bearer; a jobkey error body becomes
+    /// [`ClientError::Refused`].
+    async fn post(
+        &self,
+        path: &str,
+        bearer: &SecretString,
+        body: Vec<u8>,
+    ) -> Result<Body, ClientError> {
+        let url = self
+            .base
+            .join_path(path)
+            .map_err(|source| ClientError::Url {
+                setting: "--url / JOBKEY_URL",
+                source,
+            })?;
+        let resp = self
+            .http
+            .send(Request::post_json(&url, body).authorization("Bearer", bearer))
+            .await
+            .map_err(ClientError::Broker)?;
+        if (200..300).contains(&resp.status) {
+            return Ok(resp.body);
         }
-        buf.0.extend_from_slice(&chunk);
-    }
-    Ok(buf)
-}
-
-/// The broker's base URL, checked: https, or http to loopback only (the ID
-/// token and the credentials cross this connection).
-pub fn base_url(url: &str) -> Result<url::Url, ClientError> {
-    let u = url::Url::parse(url).map_err(|e| {
-        ClientError::Usage(format!(
-            "--url / JOBKEY_URL `{url}` is not a URL ({e}); write e.g. https://jobkey.example.com"
-        ))
-    })?;
-    if !crate::token::url_is_allowed(&u) {
-        return Err(ClientError::Usage(format!(
-            "--url / JOBKEY_URL `{url}` must be https (plain http only to a loopback address)"
-        )));
-    }
-    Ok(u)
-}
-
-fn endpoint(base: &url::Url, path: &str) -> Result<url::Url, ClientError> {
-    let mut s = base.as_str().trim_end_matches('/').to_owned();
-    s.push_str(path);
-    url::Url::parse(&s).map_err(|e| ClientError::Usage(format!("{s}: {e}")))
-}
-
-/// `POST /v1/exchange` with the job's ID token.
-pub async fn exchange(
-    base: &url::Url,
-    token: &SecretString,
-    req: &ExchangeRequest<'_>,
-) -> Result<ExchangeResponse, ClientError> {
-    let body = post(
-        base,
-        "/v1/exchange",
-        token,
-        &serde_json::to_vec(req).unwrap_or_default(),
-    )
-    .await?;
-    serde_json::from_slice(body.expose()).map_err(|e| {
-        ClientError::Transport(format!(
-            "the broker's answer is not a jobkey exchange response (line {}, column {}); is --url the broker?",
-            e.line(),
-            e.column()
-        ))
-    })
-}
-
-/// `POST /v1/revoke` with the revocation handle (or the job's ID token).
-pub async fn revoke(
-    base: &url::Url,
-    bearer: &SecretString,
-    request_id: &str,
-) -> Result<RevokeResponse, ClientError> {
-    let req = serde_json::json!({ "request_id": request_id }).to_string();
-    let body = post(base, "/v1/revoke", bearer, req.as_bytes()).await?;
-    serde_json::from_slice(body.expose()).map_err(|_| {
-        ClientError::Transport(
-            "the broker's answer to /v1/revoke is not {\"request_id\", \"revoked\"}".into(),
+        Err(
+            match serde_json::from_slice::<ErrorBody>(resp.body.expose()) {
+                Ok(e) => ClientError::Refused {
+                    status: resp.status,
+                    code: e.error,
+                    message: e.message,
+                    request_id: e.request_id,
+                },
+                Err(_) => ClientError::Transport(format!(
+                    "the broker answered HTTP {} without a jobkey error body; is --url the broker?",
+                    resp.status
+                )),
+            },
         )
-    })
-}
-
-async fn post(
-    base: &url::Url,
-    path: &str,
-    bearer: &SecretString,
-    body: &[u8],
-) -> Result<Body, ClientError> {
-    let url = endpoint(base, path)?;
-    let resp = http_client()?
-        .post(url)
-        .header(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {}", bearer.expose_secret()),
-        )
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body.to_vec())
-        .send()
-        .await
-        .map_err(|e| ClientError::Transport(format!("the broker: {}", describe(&e))))?;
-    let status = resp.status();
-    let body = read_capped(resp)
-        .await
-        .map_err(|e| ClientError::Transport(format!("the broker: {e}")))?;
-    if status.is_success() {
-        return Ok(body);
     }
-    Err(match serde_json::from_slice::<ErrorBody>(body.expose()) {
-        Ok(e) => ClientError::Refused {
-            status: status.as_u16(),
-            code: e.error,
-            message: e.message,
-            request_id: e.request_id,
-        },
-        Err(_) => ClientError::Transport(format!(
-            "the broker answered HTTP {} without a jobkey error body; is --url the broker?",
-            status.as_u16()
-        )),
-    })
 }
 
 #[cfg(test)]
@@ -254,16 +217,47 @@ mod tests {
 
     #[test]
     fn base_urls_must_be_https_or_loopback() {
-        let cases = [
-            ("https://jobkey.example.com", true),
-            ("http://127.0.0.1:8400", true),
-            ("http://localhost:8400/", true),
-            ("http://jobkey.example.com", false),
-            ("ftp://jobkey.example.com", false),
-            ("jobkey.example.com", false),
+        use crate::outbound::{OutboundError, UrlRefusal};
+        // (url, None when accepted, else the refusal)
+        let cases: &[(&str, Option<Option<UrlRefusal>>)] = &[
+            ("https://jobkey.example.com", None),
+            ("http://127.0.0.1:8400", None),
+            ("http://localhost:8400/", None),
+            ("http://[::1]:8400/", None),
+            (
+                "http://jobkey.example.com",
+                Some(Some(UrlRefusal::PlainHttp)),
+            ),
+            (
+                "http://localhost.jobkey.example.com",
+                Some(Some(UrlRefusal::PlainHttp)),
+            ),
+            (
+                "ftp://jobkey.example.com",
+                Some(Some(UrlRefusal::Scheme("ftp".into()))),
+            ),
+            (
+                "https://ci:pw@jobkey.example.com",
+                Some(Some(UrlRefusal::UserInfo)),
+            ),
+            // Not a URL at all: a usage error with an example.
+            ("jobkey.example.com", Some(None)),
         ];
-        for (u, ok) in cases {
-            assert_eq!(base_url(u).is_ok(), ok, "{u}");
+        for (u, want) in cases {
+            match (Broker::new(u), want) {
+                (Ok(b), None) => assert_eq!(b.url().as_url(), &url::Url::parse(u).unwrap()),
+                (
+                    Err(ClientError::Url {
+                        setting: "--url / JOBKEY_URL",
+                        source: OutboundError::RefusedUrl { reason, .. },
+                    }),
+                    Some(Some(want)),
+                ) => assert_eq!(&reason, want, "{u}"),
+                (Err(ClientError::Usage(m)), Some(None)) => {
+                    assert!(m.contains("write e.g. https://jobkey.example.com"), "{m}")
+                }
+                (got, _) => panic!("{u}: {:?}", got.err()),
+            }
         }
     }
 

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::ClientError;
 use super::broker::Secret;
+use crate::outbound::{AllowedUrl, HttpClient, OutboundError, Request};
 use crate::secret::SecretString;
 
 /// The GitLab variable jobkey reads by default (`id_tokens: JOBKEY_ID_TOKEN:`).
@@ -160,38 +161,27 @@ async fn github(
     let mut url = url::Url::parse(&url).map_err(|e| {
         ClientError::Token(format!("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL: {e}"))
     })?;
-    if !crate::token::url_is_allowed(&url) {
-        return Err(ClientError::Token(
-            "ACTIONS_ID_TOKEN_REQUEST_URL must be https (or http to loopback)".into(),
-        ));
-    }
     url.query_pairs_mut().append_pair("audience", audience);
-    let client = super::broker::http_client()?;
-    let resp = client
-        .get(url)
-        .header(
-            reqwest::header::AUTHORIZATION,
-            format!("bearer {}", bearer.expose_secret()),
+    let url = AllowedUrl::new(url).map_err(|source| ClientError::Url {
+        setting: "ACTIONS_ID_TOKEN_REQUEST_URL",
+        source,
+    })?;
+    let http =
+        HttpClient::new(super::broker::http_settings()).map_err(ClientError::TokenEndpoint)?;
+    let resp = http
+        .send(
+            Request::get(&url)
+                .authorization("bearer", &bearer)
+                .accept_json(),
         )
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
         .await
-        .map_err(|e| {
-            ClientError::Token(format!(
-                "GitHub's token endpoint: {}",
-                super::broker::describe(&e)
-            ))
-        })?;
-    let status = resp.status();
-    if !status.is_success() {
-        return Err(ClientError::Token(format!(
-            "GitHub's token endpoint answered HTTP {}; check `permissions: id-token: write`",
-            status.as_u16()
-        )));
-    }
-    let body = super::broker::read_capped(resp)
-        .await
-        .map_err(|e| ClientError::Token(format!("GitHub's token endpoint: {e}")))?;
+        .map_err(ClientError::TokenEndpoint)?;
+    let body = resp.success().map_err(|e| match e {
+        OutboundError::Status { status, .. } => ClientError::Token(format!(
+            "GitHub's token endpoint answered HTTP {status}; check `permissions: id-token: write`"
+        )),
+        other => ClientError::TokenEndpoint(other),
+    })?;
     let answer: GithubTokenAnswer = serde_json::from_slice(body.expose()).map_err(|_| {
         ClientError::Token("GitHub's token endpoint did not answer {\"value\": \"<token>\"}".into())
     })?;
@@ -323,6 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn plain_http_to_a_remote_token_endpoint_is_refused() {
+        use crate::outbound::UrlRefusal;
         let e = obtain(
             &TokenSource::GithubRequest,
             "jobkey",
@@ -336,6 +327,23 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert!(e.to_string().contains("https"), "{e}");
+        assert!(
+            matches!(
+                &e,
+                ClientError::Url {
+                    setting: "ACTIONS_ID_TOKEN_REQUEST_URL",
+                    source: OutboundError::RefusedUrl {
+                        reason: UrlRefusal::PlainHttp,
+                        ..
+                    },
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "ACTIONS_ID_TOKEN_REQUEST_URL: `http://example.com/token?api-version=2.0&audience=jobkey` is refused: \
+             plain http goes only to a loopback address (127.0.0.0/8, [::1] or localhost); it must be https"
+        );
     }
 }

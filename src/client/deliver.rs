@@ -302,10 +302,11 @@ pub fn random_hex<const N: usize>() -> Result<String, ClientError> {
 }
 
 /// How GitHub's runner reads `$GITHUB_ENV`/`$GITHUB_OUTPUT`: `NAME=VALUE`
-/// lines, or `NAME<<DELIM` and the lines up to one equal to DELIM. Not used
-/// by `fetch` itself: the tests read what it wrote the way the runner does,
-/// to show a hostile value cannot inject a variable.
-pub fn parse_github_file(s: &str) -> Vec<(String, String)> {
+/// lines, or `NAME<<DELIM` and the lines up to one equal to DELIM. Test
+/// equipment: the tests read what `fetch` wrote the way the runner does, to
+/// show a hostile value cannot inject a variable.
+#[cfg(test)]
+fn parse_github_file(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut lines = s.split('\n');
     while let Some(line) = lines.next() {

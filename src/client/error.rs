@@ -2,16 +2,34 @@
 //! with. Messages say what to fix and never contain a token, a credential
 //! value, a revocation handle or a response body.
 
+use crate::outbound::OutboundError;
+
 /// The job client's errors.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// A bad command line or a setting the client cannot use.
     #[error("{0}")]
     Usage(String),
+    /// A URL the client was given is not one it sends a token to: https,
+    /// or plain http to a loopback address only.
+    #[error("{setting}: {source}")]
+    Url {
+        /// Where the URL came from (a flag or a variable).
+        setting: &'static str,
+        source: OutboundError,
+    },
     /// The job's ID token could not be obtained.
     #[error("cannot obtain the job's ID token: {0}")]
     Token(String),
-    /// The broker could not be reached, or its answer could not be read.
+    /// The request to GitHub's token endpoint failed (connection, TLS,
+    /// timeout, redirect, size).
+    #[error("cannot obtain the job's ID token: GitHub's token endpoint: {0}")]
+    TokenEndpoint(OutboundError),
+    /// The request to the broker failed (connection, TLS, timeout,
+    /// redirect, size).
+    #[error("the broker: {0}")]
+    Broker(OutboundError),
+    /// The broker's answer is not what jobkey sends.
     #[error("{0}")]
     Transport(String),
     /// The broker refused, with its error code, message and request id.
@@ -34,14 +52,4 @@ pub enum ClientError {
     /// Reading or writing the revocation state file failed.
     #[error("revocation state: {0}")]
     State(String),
-}
-
-impl ClientError {
-    /// The broker's error code, when the broker refused.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ClientError::Refused { code, .. } => Some(code),
-            _ => None,
-        }
-    }
 }

@@ -9,19 +9,21 @@
 //!
 //! Human messages go to stderr; stdout carries only the CI's commands.
 
-pub mod broker;
-pub mod ci;
-pub mod deliver;
+mod broker;
+mod ci;
+mod deliver;
 mod error;
-pub mod exec;
-pub mod masking;
-pub mod state;
+mod exec;
+mod masking;
+mod state;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use ci::Ci;
 pub use error::ClientError;
+
+use broker::Broker;
 
 use crate::secret::SecretString;
 
@@ -62,70 +64,199 @@ pub struct RevokeOptions {
 }
 
 /// Runs `jobkey fetch`; returns the exit code (the command's, with `--exec`).
+///
+/// The steps, in order: check the options (`Plan::check`), obtain the
+/// job's token, exchange it, register the masks, then either run the
+/// command (and revoke) or deliver the credentials and keep the revocation
+/// state. Once the broker has answered, a failing step revokes the exchange
+/// before its error is returned (`Issued::or_revoke`).
 pub async fn fetch(
     o: &FetchOptions,
     env: Env<'_>,
     stdout: &mut dyn Write,
 ) -> Result<u8, ClientError> {
-    let base = broker::base_url(&o.url)?;
-    if let Some(t) = &o.ttl {
-        humantime::parse_duration(t)
-            .map_err(|e| ClientError::Usage(format!("--ttl `{t}`: {e}; write e.g. 10m or 1h")))?;
-    }
-    if o.exec.is_some() && (o.github_env || o.github_output || o.out.is_some()) {
-        return Err(ClientError::Usage(
-            "--exec runs the command with the credentials and revokes them when it exits; it does not combine with --out, --github-env or --github-output".into(),
-        ));
-    }
-    let github_env = file_var(o.github_env, "GITHUB_ENV", "--github-env", env)?;
-    let github_output = file_var(o.github_output, "GITHUB_OUTPUT", "--github-output", env)?;
-    let ssh_public_key = match &o.ssh_public_key {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .map_err(|e| ClientError::Usage(format!("--ssh-public-key {}: {e}", p.display())))?
-                .trim()
-                .to_owned(),
-        ),
-        None => None,
+    let plan = Plan::check(o, env)?;
+    let token = job_token(o, plan.ci, env).await?;
+    let resp = plan.broker.exchange(&token, &plan.request()).await?;
+    let issued = Issued {
+        broker: &plan.broker,
+        resp: &resp,
     };
+    issued
+        .or_revoke(register_masks(plan.ci, &resp, token, stdout).await)
+        .await?;
+    let fields = issued.or_revoke(deliver::fields(&resp)).await?;
+    announce(plan.ci, &resp);
+    match &plan.delivery {
+        Delivery::Exec(command) => exec_and_revoke(command, &fields, &issued, env).await,
+        Delivery::Outside(targets) => {
+            let out_dir = issued
+                .or_revoke(deliver_outside(targets, &fields, env, &resp.request_id))
+                .await?;
+            keep_revocation_state(o.state.as_deref(), env, out_dir.as_deref(), &issued)?;
+            Ok(0)
+        }
+    }
+}
 
-    let ci = o.ci.unwrap_or_else(|| Ci::detect(env));
+/// Runs `jobkey revoke`.
+pub async fn revoke(o: &RevokeOptions, env: Env<'_>) -> Result<u64, ClientError> {
+    let path = state::default_path(o.state.as_deref(), env, o.out.as_deref()).ok_or_else(|| {
+        ClientError::Usage(
+            "no revocation state: pass --state FILE (as given to `jobkey fetch`) or --out DIR"
+                .into(),
+        )
+    })?;
+    let st = state::load(&path)?;
+    let broker = Broker::new(o.url.as_deref().unwrap_or(&st.url))?;
+    let r = broker.revoke(&st.handle.0, &st.request_id).await?;
+    let _ = std::fs::remove_file(&path);
+    Ok(r.revoked)
+}
+
+/// `jobkey fetch`'s options, checked before any token is obtained.
+struct Plan<'o> {
+    options: &'o FetchOptions,
+    broker: Broker,
+    ci: Ci,
+    ssh_public_key: Option<String>,
+    delivery: Delivery<'o>,
+}
+
+/// Where the credentials go.
+enum Delivery<'o> {
+    /// Into the environment of this command, revoked when it exits.
+    Exec(&'o [String]),
+    /// Into files and GitHub's variable files, for later steps.
+    Outside(Targets<'o>),
+}
+
+struct Targets<'o> {
+    out: Option<&'o Path>,
+    github_env: Option<PathBuf>,
+    github_output: Option<PathBuf>,
+}
+
+impl<'o> Plan<'o> {
+    /// Step 1: every usage error comes out here, before the job's token is
+    /// asked for (the URL, `--ttl`, the delivery flags, the SSH key).
+    fn check(o: &'o FetchOptions, env: Env<'_>) -> Result<Self, ClientError> {
+        let broker = Broker::new(&o.url)?;
+        if let Some(t) = &o.ttl {
+            humantime::parse_duration(t).map_err(|e| {
+                ClientError::Usage(format!("--ttl `{t}`: {e}; write e.g. 10m or 1h"))
+            })?;
+        }
+        let delivery = match &o.exec {
+            Some(_) if o.github_env || o.github_output || o.out.is_some() => {
+                return Err(ClientError::Usage(
+                    "--exec runs the command with the credentials and revokes them when it exits; it does not combine with --out, --github-env or --github-output".into(),
+                ));
+            }
+            Some(command) => Delivery::Exec(command),
+            None => Delivery::Outside(Targets {
+                out: o.out.as_deref(),
+                github_env: file_var(o.github_env, "GITHUB_ENV", "--github-env", env)?,
+                github_output: file_var(o.github_output, "GITHUB_OUTPUT", "--github-output", env)?,
+            }),
+        };
+        let ssh_public_key = match &o.ssh_public_key {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| {
+                        ClientError::Usage(format!("--ssh-public-key {}: {e}", p.display()))
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        Ok(Plan {
+            options: o,
+            broker,
+            ci: o.ci.unwrap_or_else(|| Ci::detect(env)),
+            ssh_public_key,
+            delivery,
+        })
+    }
+
+    fn request(&self) -> broker::ExchangeRequest<'_> {
+        broker::ExchangeRequest {
+            environment: &self.options.environment,
+            credentials: &self.options.credentials,
+            ttl: self.options.ttl.as_deref(),
+            ssh_public_key: self.ssh_public_key.as_deref(),
+        }
+    }
+}
+
+/// Step 2: the job's ID token, from `--token-file`, `--token-env` or the CI.
+async fn job_token(o: &FetchOptions, ci: Ci, env: Env<'_>) -> Result<SecretString, ClientError> {
     let source = ci::token_source(ci, o.token_file.as_deref(), o.token_env.as_deref())?;
-    let token = ci::obtain(&source, &o.audience, env).await?;
+    ci::obtain(&source, &o.audience, env).await
+}
 
-    let resp = broker::exchange(
-        &base,
-        &token,
-        &broker::ExchangeRequest {
-            environment: &o.environment,
-            credentials: &o.credentials,
-            ttl: o.ttl.as_deref(),
-            ssh_public_key: ssh_public_key.as_deref(),
-        },
-    )
-    .await?;
+/// An exchange the broker answered, which a failing step revokes.
+struct Issued<'a> {
+    broker: &'a Broker,
+    resp: &'a broker::ExchangeResponse,
+}
 
+impl Issued<'_> {
+    /// Passes `r` on; when it is an error, revokes the exchange first
+    /// (nothing was delivered).
+    async fn or_revoke<T>(&self, r: Result<T, ClientError>) -> Result<T, ClientError> {
+        if r.is_err() {
+            self.revoke_quietly().await;
+        }
+        r
+    }
+
+    async fn revoke_now(&self) -> Result<u64, ClientError> {
+        let Some(r) = &self.resp.revocation else {
+            return Ok(0);
+        };
+        self.broker
+            .revoke(&r.handle.0, &self.resp.request_id)
+            .await
+            .map(|r| r.revoked)
+    }
+
+    async fn revoke_quietly(&self) {
+        if self.resp.revocation.is_some() {
+            match self.revoke_now().await {
+                Ok(n) => eprintln!("jobkey: nothing was delivered; revoked {n} lease(s)"),
+                Err(e) => {
+                    eprintln!("jobkey: warning: nothing was delivered, and revoking failed: {e}")
+                }
+            }
+        }
+    }
+}
+
+/// Step 3: registers every mask with the CI before anything else is written
+/// or printed. The token is dropped as soon as its masks are computed.
+async fn register_masks(
+    ci: Ci,
+    resp: &broker::ExchangeResponse,
+    token: SecretString,
+    stdout: &mut dyn Write,
+) -> Result<(), ClientError> {
     // Everything the log must hide: the broker's hints, the same hints
     // computed here (an older broker may send fewer), the revocation handle
     // and the ID token.
-    let masks = mask_list(&resp, &token);
+    let masks = mask_list(resp, &token);
     drop(token);
-    if let Err(e) = masking::register(ci, &masks, stdout).await {
-        revoke_quietly(&base, &resp).await;
-        return Err(e);
-    }
-    drop(masks);
-    let fields = match deliver::fields(&resp) {
-        Ok(f) => f,
-        Err(e) => {
-            revoke_quietly(&base, &resp).await;
-            return Err(e);
-        }
-    };
+    masking::register(ci, &masks, stdout).await
+}
+
+/// Tells stderr what was issued (names, kinds, rules, lifetimes; never a
+/// value), with the CI's masking notice and the mask warnings.
+fn announce(ci: Ci, resp: &broker::ExchangeResponse) {
     if let Some(n) = masking::notice(ci) {
         eprintln!("{n}");
     }
-    for w in warnings(&resp) {
+    for w in warnings(resp) {
         eprintln!("jobkey: warning: {w}");
     }
     for (name, c) in &resp.credentials {
@@ -143,90 +274,84 @@ pub async fn fetch(
             }
         );
     }
+}
 
-    if let Some(command) = &o.exec {
-        return exec_and_revoke(command, &fields, &base, &resp, env).await;
-    }
-
-    let files_wanted = o.out.is_some() || (github_env.is_none() && github_output.is_none());
-    let out_dir = match (&o.out, files_wanted) {
-        (Some(d), _) => Some(d.clone()),
-        (None, true) => Some(default_out_dir(env, &resp.request_id)),
+/// Step 4 without `--exec`: files (under `--out`, or a default directory
+/// when no GitHub file was asked for), `$GITHUB_ENV`, step outputs. Returns
+/// the directory the files went to.
+fn deliver_outside(
+    t: &Targets<'_>,
+    fields: &[deliver::Field<'_>],
+    env: Env<'_>,
+    request_id: &str,
+) -> Result<Option<PathBuf>, ClientError> {
+    let files_wanted = t.out.is_some() || (t.github_env.is_none() && t.github_output.is_none());
+    let out_dir = match (t.out, files_wanted) {
+        (Some(d), _) => Some(d.to_owned()),
+        (None, true) => Some(default_out_dir(env, request_id)),
         (None, false) => None,
     };
     let mut kubeconfig = None;
-    let delivered = (|| {
-        if let Some(dir) = &out_dir {
-            let w = deliver::write_files(dir, &fields)?;
-            kubeconfig = deliver::kubeconfig_var(&w);
-            eprintln!(
-                "jobkey: wrote {} file(s) under {} (mode 0600)",
-                w.files,
-                dir.display()
-            );
-        }
-        if let Some(path) = &github_env {
-            let mut vars = deliver::env_vars(&fields, deliver::env_name)?;
-            if let Some(k) = &kubeconfig {
-                vars.push(("KUBECONFIG".into(), SecretString::new(k.clone())));
-            }
-            deliver::append_github_file(path, &vars)?;
-            let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-            eprintln!("jobkey: set for later steps: {}", names.join(", "));
-        }
-        if let Some(path) = &github_output {
-            let vars = deliver::env_vars(&fields, deliver::output_name)?;
-            deliver::append_github_file(path, &vars)?;
-            let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-            eprintln!("jobkey: step outputs: {}", names.join(", "));
-        }
-        Ok::<(), ClientError>(())
-    })();
-    if let Err(e) = delivered {
-        revoke_quietly(&base, &resp).await;
-        return Err(e);
+    if let Some(dir) = &out_dir {
+        let w = deliver::write_files(dir, fields)?;
+        kubeconfig = deliver::kubeconfig_var(&w);
+        eprintln!(
+            "jobkey: wrote {} file(s) under {} (mode 0600)",
+            w.files,
+            dir.display()
+        );
     }
-
-    if let Some(r) = &resp.revocation {
-        match state::default_path(o.state.as_deref(), env, out_dir.as_deref()) {
-            Some(p) => {
-                state::save(
-                    &p,
-                    base.as_str(),
-                    &resp.request_id,
-                    &r.handle.0,
-                    &r.expires_at,
-                )?;
-                eprintln!(
-                    "jobkey: revoke these leases with `jobkey revoke --state {}`",
-                    p.display()
-                );
-            }
-            None => eprintln!(
-                "jobkey: warning: no place for the revocation state; pass --state FILE to be able to revoke early"
-            ),
+    if let Some(path) = &t.github_env {
+        let mut vars = deliver::env_vars(fields, deliver::env_name)?;
+        if let Some(k) = &kubeconfig {
+            vars.push(("KUBECONFIG".into(), SecretString::new(k.clone())));
         }
-    } else {
+        deliver::append_github_file(path, &vars)?;
+        let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+        eprintln!("jobkey: set for later steps: {}", names.join(", "));
+    }
+    if let Some(path) = &t.github_output {
+        let vars = deliver::env_vars(fields, deliver::output_name)?;
+        deliver::append_github_file(path, &vars)?;
+        let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+        eprintln!("jobkey: step outputs: {}", names.join(", "));
+    }
+    Ok(out_dir)
+}
+
+/// Step 5 without `--exec`: leaves the revocation handle for `jobkey
+/// revoke`, or says why it cannot.
+fn keep_revocation_state(
+    state: Option<&Path>,
+    env: Env<'_>,
+    out_dir: Option<&Path>,
+    issued: &Issued<'_>,
+) -> Result<(), ClientError> {
+    let resp = issued.resp;
+    let Some(r) = &resp.revocation else {
         eprintln!(
             "jobkey: the broker issued no revocation handle; the credentials expire at their TTL"
         );
+        return Ok(());
+    };
+    match state::default_path(state, env, out_dir) {
+        Some(p) => {
+            state::save(
+                &p,
+                issued.broker.url().as_str(),
+                &resp.request_id,
+                &r.handle.0,
+            )?;
+            eprintln!(
+                "jobkey: revoke these leases with `jobkey revoke --state {}`",
+                p.display()
+            );
+        }
+        None => eprintln!(
+            "jobkey: warning: no place for the revocation state; pass --state FILE to be able to revoke early"
+        ),
     }
-    Ok(0)
-}
-
-/// Runs `jobkey revoke`.
-pub async fn revoke(o: &RevokeOptions, env: Env<'_>) -> Result<u64, ClientError> {
-    let path = state::default_path(o.state.as_deref(), env, o.out.as_deref()).ok_or_else(|| {
-        ClientError::Usage(
-            "no revocation state: pass --state FILE (as given to `jobkey fetch`) or --out DIR"
-                .into(),
-        )
-    })?;
-    let st = state::load(&path)?;
-    let base = broker::base_url(o.url.as_deref().unwrap_or(&st.url))?;
-    let r = broker::revoke(&base, &st.handle.0, &st.request_id).await?;
-    let _ = std::fs::remove_file(&path);
-    Ok(r.revoked)
+    Ok(())
 }
 
 fn file_var(
@@ -295,13 +420,16 @@ fn default_out_dir(env: Env<'_>, request_id: &str) -> PathBuf {
     }
 }
 
+/// Step 4 with `--exec`: writes the files to a private temporary
+/// directory, runs the command with the credentials in its environment,
+/// removes the directory and revokes the exchange, whatever the command did.
 async fn exec_and_revoke(
     command: &[String],
     fields: &[deliver::Field<'_>],
-    base: &url::Url,
-    resp: &broker::ExchangeResponse,
+    issued: &Issued<'_>,
     env: Env<'_>,
 ) -> Result<u8, ClientError> {
+    let resp = issued.resp;
     let tmp_root = env("RUNNER_TEMP")
         .filter(|t| !t.is_empty())
         .map(PathBuf::from)
@@ -325,7 +453,7 @@ async fn exec_and_revoke(
     };
     let _ = std::fs::remove_dir_all(&dir);
     if resp.revocation.is_some() {
-        match revoke_now(base, resp).await {
+        match issued.revoke_now().await {
             Ok(n) => eprintln!(
                 "jobkey: revoked {n} lease(s) of exchange {}",
                 resp.request_id
@@ -341,22 +469,4 @@ async fn exec_and_revoke(
         );
     }
     result
-}
-
-async fn revoke_now(base: &url::Url, resp: &broker::ExchangeResponse) -> Result<u64, ClientError> {
-    let Some(r) = &resp.revocation else {
-        return Ok(0);
-    };
-    broker::revoke(base, &r.handle.0, &resp.request_id)
-        .await
-        .map(|r| r.revoked)
-}
-
-async fn revoke_quietly(base: &url::Url, resp: &broker::ExchangeResponse) {
-    if resp.revocation.is_some() {
-        match revoke_now(base, resp).await {
-            Ok(n) => eprintln!("jobkey: nothing was delivered; revoked {n} lease(s)"),
-            Err(e) => eprintln!("jobkey: warning: nothing was delivered, and revoking failed: {e}"),
-        }
-    }
 }

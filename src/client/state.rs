@@ -1,6 +1,7 @@
 //! The revocation state `jobkey fetch` leaves for `jobkey revoke` when it
 //! does not run the command itself: the broker URL, the exchange's
-//! request id and its revocation handle (a secret), in a 0600 file.
+//! request id and its revocation handle (a secret), in a 0600 file. It holds
+//! what `jobkey revoke` needs and nothing else.
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +21,6 @@ pub struct State {
     pub url: String,
     pub request_id: String,
     pub handle: Secret,
-    pub expires_at: String,
 }
 
 /// Where the state goes: `--state`, else `$RUNNER_TEMP/jobkey/revocation.json`
@@ -45,7 +45,6 @@ pub fn save(
     url: &str,
     request_id: &str,
     handle: &SecretString,
-    expires_at: &str,
 ) -> Result<(), ClientError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
         && !parent.exists()
@@ -57,7 +56,6 @@ pub fn save(
             "url": url,
             "request_id": request_id,
             "handle": handle.expose_secret(),
-            "expires_at": expires_at,
         })
         .to_string(),
     );
@@ -98,7 +96,6 @@ mod tests {
             "http://127.0.0.1:1",
             "rid",
             &SecretString::new("handle-x".into()),
-            "t",
         )
         .unwrap();
         assert_eq!(

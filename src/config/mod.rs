@@ -12,7 +12,8 @@ use std::time::Duration;
 use thiserror::Error;
 use url::Url;
 
-use crate::token::{FetchSettings, IssuerSettings, url_is_allowed};
+use crate::outbound::url_is_allowed;
+use crate::token::{FetchSettings, IssuerSettings};
 use crate::vault::{VaultAuth, VaultConfig};
 
 /// A configuration problem. `Display` names the file and the key.

@@ -1,6 +1,7 @@
 //! Per-issuer key cache: fetched only from the issuer's configured source,
 //! refetched on an unknown `kid` at most once per interval, kept when a
-//! refetch fails. Fetches have a timeout, a size cap and follow no redirects.
+//! refetch fails. Fetches go through `crate::outbound` (timeouts, size cap,
+//! no redirects, https or loopback http only).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -10,10 +11,10 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use tokio::sync::Mutex;
-use url::Url;
 
 use super::TokenError;
-use super::issuer::{FetchSettings, IssuerSettings, KeySource, url_is_allowed};
+use super::issuer::{FetchSettings, IssuerSettings, KeySource};
+use crate::outbound::{AllowedUrl, Body, ClientSettings, HttpClient, OutboundError, Request};
 
 /// At most this many keys are taken from one JWKS document.
 const MAX_KEYS: usize = 64;
@@ -35,7 +36,7 @@ struct KeySet {
 /// The keys of one issuer.
 pub struct KeyCache {
     issuer: Arc<IssuerSettings>,
-    client: reqwest::Client,
+    client: HttpClient,
     fetch: FetchSettings,
     keys: RwLock<Arc<KeySet>>,
     /// When the last fetch was attempted; the lock makes fetches single-flight.
@@ -45,10 +46,20 @@ pub struct KeyCache {
 /// Why a fetch failed (logged, never sent to a job).
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("GET {url}: {reason}")]
-    Http { url: String, reason: String },
+    /// The request failed, or the outbound policy refused it (see
+    /// `crate::outbound`).
+    #[error("{0}")]
+    Outbound(#[from] OutboundError),
+    /// The discovery document names an issuer other than the configured one.
+    #[error("the discovery document names issuer {found:?}, expected {expected:?}")]
+    IssuerMismatch { found: String, expected: String },
+    /// The discovery document's `jwks_uri` is not a URL jobkey fetches.
+    #[error("the discovery document's jwks_uri: {0}")]
+    JwksUriRefused(OutboundError),
+    /// A discovery or JWKS document that cannot be used.
     #[error("{0}")]
     Document(String),
+    /// A pinned JWKS file that cannot be read.
     #[error("reading {path}: {reason}")]
     File { path: String, reason: String },
 }
@@ -56,33 +67,11 @@ pub enum FetchError {
 impl KeyCache {
     /// Builds the cache and its HTTP client (with the issuer's CA file, if any).
     pub fn new(issuer: Arc<IssuerSettings>, fetch: FetchSettings) -> Result<Self, FetchError> {
-        crate::tls::install_rustls_ring_provider();
-        let mut builder = reqwest::Client::builder()
-            .timeout(fetch.timeout)
-            .connect_timeout(fetch.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("jobkey/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &issuer.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| FetchError::File {
-                path: ca.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| FetchError::File {
-                    path: ca.display().to_string(),
-                    reason: format!("not a PEM certificate bundle: {e}"),
-                })?;
-            if certs.is_empty() {
-                return Err(FetchError::File {
-                    path: ca.display().to_string(),
-                    reason: "no certificate in the file".into(),
-                });
-            }
-            builder = builder.tls_certs_only(certs);
-        }
-        let client = builder.build().map_err(|e| FetchError::Http {
-            url: issuer.issuer.clone(),
-            reason: format!("building the HTTP client: {e}"),
+        let client = HttpClient::new(ClientSettings {
+            connect_timeout: fetch.timeout,
+            timeout: fetch.timeout,
+            max_body_bytes: fetch.max_bytes,
+            ca_file: issuer.ca_file.clone(),
         })?;
         Ok(KeyCache {
             issuer,
@@ -163,18 +152,21 @@ impl KeyCache {
     }
 
     async fn fetch_set(&self) -> Result<KeySet, FetchError> {
-        let doc = match &self.issuer.keys {
-            KeySource::JwksFile(path) => std::fs::read(path).map_err(|e| FetchError::File {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?,
-            KeySource::JwksUrl(url) => self.get(url).await?,
+        let set = match &self.issuer.keys {
+            KeySource::JwksFile(path) => {
+                parse_jwks(&std::fs::read(path).map_err(|e| FetchError::File {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?)?
+            }
+            KeySource::JwksUrl(url) => {
+                parse_jwks(self.get(&AllowedUrl::new(url.clone())?).await?.expose())?
+            }
             KeySource::Discovery => {
                 let url = self.discover().await?;
-                self.get(&url).await?
+                parse_jwks(self.get(&url).await?.expose())?
             }
         };
-        let set = parse_jwks(&doc)?;
         tracing::info!(
             issuer = %self.issuer.name,
             keys = set.by_kid.len() + set.without_kid.len(),
@@ -183,61 +175,31 @@ impl KeyCache {
         Ok(set)
     }
 
-    async fn discover(&self) -> Result<Url, FetchError> {
+    /// The `jwks_uri` of the issuer's discovery document, which must name
+    /// the configured issuer and a URL the outbound policy allows.
+    async fn discover(&self) -> Result<AllowedUrl, FetchError> {
         #[derive(Deserialize)]
         struct Discovery {
             issuer: String,
             jwks_uri: String,
         }
-        let base = self.issuer.issuer.trim_end_matches('/');
-        let url = Url::parse(&format!("{base}/.well-known/openid-configuration"))
-            .map_err(|e| FetchError::Document(format!("discovery URL: {e}")))?;
+        let url = AllowedUrl::parse(&self.issuer.issuer)?
+            .join_path("/.well-known/openid-configuration")?;
         let body = self.get(&url).await?;
-        let d: Discovery = serde_json::from_slice(&body)
+        let d: Discovery = serde_json::from_slice(body.expose())
             .map_err(|e| FetchError::Document(format!("discovery document: {e}")))?;
         if d.issuer != self.issuer.issuer {
-            return Err(FetchError::Document(format!(
-                "discovery document names issuer {:?}, expected {:?}",
-                d.issuer, self.issuer.issuer
-            )));
+            return Err(FetchError::IssuerMismatch {
+                found: d.issuer.chars().take(200).collect(),
+                expected: self.issuer.issuer.clone(),
+            });
         }
-        let jwks =
-            Url::parse(&d.jwks_uri).map_err(|e| FetchError::Document(format!("jwks_uri: {e}")))?;
-        if !url_is_allowed(&jwks) {
-            return Err(FetchError::Document(format!(
-                "jwks_uri {jwks} is neither https nor loopback http"
-            )));
-        }
-        Ok(jwks)
+        AllowedUrl::parse(&d.jwks_uri).map_err(FetchError::JwksUriRefused)
     }
 
-    /// GET with the size cap; no redirects (the client refuses them).
-    async fn get(&self, url: &Url) -> Result<Vec<u8>, FetchError> {
-        let err = |reason: String| FetchError::Http {
-            url: url.to_string(),
-            reason,
-        };
-        let mut resp = self
-            .client
-            .get(url.clone())
-            .send()
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        if !resp.status().is_success() {
-            return Err(err(format!("status {}", resp.status())));
-        }
-        let max = self.fetch.max_bytes;
-        if resp.content_length().is_some_and(|n| n > max as u64) {
-            return Err(err(format!("document larger than {max} bytes")));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| err(e.to_string()))? {
-            if body.len() + chunk.len() > max {
-                return Err(err(format!("document larger than {max} bytes")));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+    /// GET through the outbound client: size cap, timeouts, no redirects.
+    async fn get(&self, url: &AllowedUrl) -> Result<Body, FetchError> {
+        Ok(self.client.send(Request::get(url)).await?.success()?)
     }
 }
 

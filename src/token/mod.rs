@@ -13,9 +13,9 @@
 
 mod claims;
 mod error;
-pub mod issuer;
+mod issuer;
 mod jwks;
-pub mod ring_provider;
+mod ring_provider;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 pub use error::TokenError;
-pub use issuer::{FetchSettings, IssuerSettings, KeySource, url_is_allowed};
+pub use issuer::{FetchSettings, IssuerSettings, KeySource};
 pub use jwks::FetchError;
 use jwks::KeyCache;
 

@@ -14,7 +14,7 @@ use ring::signature::{
 };
 
 /// The provider; install it once with [`install`].
-pub static RING_PROVIDER: CryptoProvider = CryptoProvider {
+static RING_PROVIDER: CryptoProvider = CryptoProvider {
     signer_factory: no_signer,
     verifier_factory: ring_verifier,
     key_utils: KeyUtils::new_unimplemented(),

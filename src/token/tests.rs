@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::*;
 use crate::devissuer::{self, DevIssuer, Shape, SigningKey};
+use crate::outbound::{OutboundError, UrlRefusal};
 
 fn key(name: &str, kid: &str) -> SigningKey {
     let pem = std::fs::read_to_string(format!(
@@ -213,25 +214,45 @@ async fn jwks_fetches_are_capped_timed_out_and_never_redirected() {
         max_bytes: 64 * 1024,
         ..FetchSettings::default()
     };
-    let cases = [
-        ("/jwks", true),
-        ("/huge", false),
-        ("/slow", false),
-        ("/redirect", false),
+    // (path, None when the keys are fetched, else the outbound error)
+    type Want = Option<fn(&OutboundError) -> bool>;
+    let cases: [(&str, Want); 4] = [
+        ("/jwks", None),
+        (
+            "/huge",
+            Some(|e| matches!(e, OutboundError::TooLarge { limit: 65536, .. })),
+        ),
+        (
+            "/slow",
+            Some(|e| matches!(e, OutboundError::Timeout { .. })),
+        ),
+        (
+            "/redirect",
+            Some(|e| matches!(e, OutboundError::Redirect { status: 307, .. })),
+        ),
     ];
-    for (path, ok) in cases {
+    for (path, want) in cases {
         let url = url::Url::parse(&format!("{base}{path}")).unwrap();
         let v = verifier("ci", iss, KeySource::JwksUrl(url), 900, fetch.clone());
         let started = std::time::Instant::now();
-        let got = v.verify(&token).await;
-        assert_eq!(got.is_ok(), ok, "{path}: {got:?}");
-        if !ok {
-            assert_eq!(got.unwrap_err().code(), "issuer_unavailable", "{path}");
-            assert!(
-                started.elapsed() < Duration::from_secs(3),
-                "{path} took {:?}",
-                started.elapsed()
-            );
+        let failures = v.warm_up().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{path} took {:?}",
+            started.elapsed()
+        );
+        match (failures.as_slice(), want) {
+            ([], None) => v.verify(&token).await.map(drop).unwrap(),
+            ([(name, FetchError::Outbound(e))], Some(is)) => {
+                assert_eq!(name, "ci");
+                assert!(is(e), "{path}: {e:?}");
+                assert_eq!(
+                    v.verify(&token).await.unwrap_err().code(),
+                    "issuer_unavailable",
+                    "{path}"
+                );
+            }
+            (got, _) => panic!("{path}: {got:?}"),
         }
     }
 }
@@ -258,7 +279,24 @@ async fn discovery_naming_another_issuer_or_a_non_http_jwks_is_refused() {
         })
         .route("/jwks", get(move || async move { jwks }));
     tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    for sub in ["liar", "remote"] {
+    // (issuer path, the discovery step's own refusal)
+    type Want = fn(&FetchError) -> bool;
+    let cases: [(&str, Want); 2] = [
+        (
+            "liar",
+            |e| matches!(e, FetchError::IssuerMismatch { found, .. } if found == "https://evil.example.com"),
+        ),
+        ("remote", |e| {
+            matches!(
+                e,
+                FetchError::JwksUriRefused(OutboundError::RefusedUrl {
+                    url,
+                    reason: UrlRefusal::Scheme(scheme),
+                }) if url == "ftp://127.0.0.1:1/jwks" && scheme == "ftp"
+            )
+        }),
+    ];
+    for (sub, is) in cases {
         let iss = format!("{base}/{sub}");
         let v = verifier(
             "ci",
@@ -267,6 +305,10 @@ async fn discovery_naming_another_issuer_or_a_non_http_jwks_is_refused() {
             900,
             FetchSettings::default(),
         );
+        match v.warm_up().await.as_slice() {
+            [(_, e)] => assert!(is(e), "{sub}: {e:?}"),
+            got => panic!("{sub}: {got:?}"),
+        }
         let token = k.mint(&Value::Object(Shape::Github.claims(
             &iss,
             "jobkey",
