@@ -7,10 +7,9 @@
 
 use crate::fetch_support::{
     REQUEST_TOKEN, assert_no_secret_outside_masks, buildkite_stub, github_token_endpoint, jobkey,
-    mode,
+    mode, parse_github_file,
 };
 use crate::support::Stack;
-use jobkey::client::deliver::parse_github_file;
 use jobkey::devissuer::Shape;
 use serde_json::{Map, Value, json};
 
