@@ -97,10 +97,6 @@ impl AuditLog {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Appends one event and waits until it is on disk.
     pub async fn append(&self, event: Map<String, Value>) -> Result<(), AuditError> {
         let this = self.clone();

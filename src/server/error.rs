@@ -36,9 +36,10 @@ pub enum ApiError {
     /// A credential's name template needs a claim the token lacks or holds
     /// an unusable value (403); nothing was issued.
     ClaimNotUsable { message: String },
-    /// The lease store could not record the exchange (503); what was
-    /// issued has been revoked.
-    LeaseStoreUnavailable,
+    /// The exchange store could not record or read an exchange (503); on
+    /// an exchange, what was issued has been revoked. (Its code keeps the
+    /// store's earlier name, `lease_store_unavailable`: clients match it.)
+    StoreUnavailable,
     /// Revocation: the exchange is unknown, already revoked, expired or not
     /// the caller's (404, one answer for all).
     UnknownExchange,
@@ -69,7 +70,7 @@ impl ApiError {
             }
             ApiError::VaultFailed => StatusCode::BAD_GATEWAY,
             ApiError::ClaimNotUsable { .. } => StatusCode::FORBIDDEN,
-            ApiError::LeaseStoreUnavailable | ApiError::RevokeIncomplete => {
+            ApiError::StoreUnavailable | ApiError::RevokeIncomplete => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::UnknownExchange | ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -87,7 +88,7 @@ impl ApiError {
             ApiError::VaultFailed => "vault_error",
             ApiError::AuditUnavailable => "audit_unavailable",
             ApiError::ClaimNotUsable { .. } => "claim_not_usable",
-            ApiError::LeaseStoreUnavailable => "lease_store_unavailable",
+            ApiError::StoreUnavailable => "lease_store_unavailable",
             ApiError::UnknownExchange => "unknown_exchange",
             ApiError::RevokeIncomplete => "revoke_incomplete",
             ApiError::NotFound => "not_found",
@@ -101,7 +102,7 @@ impl ApiError {
             ApiError::BadRequest { message, .. }
             | ApiError::Denied { message, .. }
             | ApiError::ClaimNotUsable { message } => message.clone(),
-            ApiError::LeaseStoreUnavailable => "the exchange could not be recorded for revocation, so nothing was issued. Retry later.".into(),
+            ApiError::StoreUnavailable => "the exchange could not be recorded for revocation, so nothing was issued. Retry later.".into(),
             ApiError::UnknownExchange => "no such exchange to revoke: unknown, already revoked, expired, or not yours".into(),
             ApiError::RevokeIncomplete => "some credentials could not be revoked yet; retry the same request".into(),
             ApiError::Internal => "jobkey failed internally; nothing was issued. Retry, and tell the broker's operators (quote the request id).".into(),
@@ -193,11 +194,7 @@ mod tests {
                 403,
                 "claim_not_usable",
             ),
-            (
-                ApiError::LeaseStoreUnavailable,
-                503,
-                "lease_store_unavailable",
-            ),
+            (ApiError::StoreUnavailable, 503, "lease_store_unavailable"),
             (ApiError::UnknownExchange, 404, "unknown_exchange"),
             (ApiError::RevokeIncomplete, 503, "revoke_incomplete"),
         ];

@@ -14,8 +14,8 @@ use serde_json::{Map, Value, json};
 
 use super::{ApiError, AppState};
 use crate::audit;
+use crate::exchanges::{ExchangeRecord, Owner, RevocationHandle};
 use crate::issue::{self, IssueError};
-use crate::leases::{ExchangeRecord, Owner, sha256_hex};
 use crate::policy::{Decision, Request};
 use crate::secret::SecretString;
 use crate::token::VerifiedToken;
@@ -146,7 +146,7 @@ async fn handle(
 
     // The revocation handle exists before anything is issued, so that a
     // failure to make one leaves nothing behind.
-    let handle = match revocation_handle() {
+    let handle = match RevocationHandle::mint() {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(%request_id, error = %e, "no revocation handle; refusing the exchange");
@@ -209,19 +209,19 @@ async fn handle(
     let rec = ExchangeRecord {
         request_id: request_id.to_owned(),
         environment: req.environment.clone(),
-        handle_sha256: sha256_hex(handle.expose_secret().as_bytes()),
+        handle_sha256: handle.sha256(),
         owner: owner(&verified),
         revocables: issued.iter().flat_map(|i| i.revocables.clone()).collect(),
         expires_at: unix(now + longest),
     };
-    if let Err(e) = st.leases.put(&rec).await {
-        tracing::error!(%request_id, error = %e, "recording the exchange's leases failed; revoking what was issued");
+    if let Err(e) = st.exchanges.put(&rec).await {
+        tracing::error!(%request_id, error = %e, "recording the exchange failed; revoking what was issued");
         issue::revoke_all(&st.vault, &rec.revocables).await;
         event.insert("decision".into(), json!("error"));
         event.insert("stage".into(), json!("lease_store"));
         event.insert("reason".into(), json!({"message": e.to_string()}));
         record(st, event).await?;
-        return Err(ApiError::LeaseStoreUnavailable);
+        return Err(ApiError::StoreUnavailable);
     }
 
     let audited: Vec<Value> = grants
@@ -243,7 +243,7 @@ async fn handle(
     event.insert("revocable".into(), json!(rec.revocables.len()));
     if let Err(e) = record(st, event).await {
         issue::revoke_all(&st.vault, &rec.revocables).await;
-        let _ = st.leases.take(request_id).await;
+        let _ = st.exchanges.take(request_id).await;
         return Err(e);
     }
 
@@ -256,7 +256,10 @@ async fn handle(
                     .iter()
                     .map(move |(field, s)| (format!("{}.{field}", g.credential), s))
             })
-            .chain(std::iter::once(("revocation.handle".to_owned(), &handle))),
+            .chain(std::iter::once((
+                "revocation.handle".to_owned(),
+                handle.as_secret(),
+            ))),
     );
     let body = ExchangeResponse {
         request_id,
@@ -290,7 +293,7 @@ async fn handle(
         mask: hints.mask.iter().map(Exposed).collect(),
         mask_warnings: &hints.warnings,
         revocation: RevocationOut {
-            handle: Exposed(&handle),
+            handle: Exposed(handle.as_secret()),
             expires_at: expires(now, longest),
         },
     };
@@ -312,20 +315,6 @@ pub(super) fn owner(v: &VerifiedToken) -> Option<Owner> {
         sub: text("sub")?,
         run: text("run_id").or_else(|| text("pipeline_id"))?,
     })
-}
-
-/// Prefix of every revocation handle; an ID token never starts with it.
-pub(super) const HANDLE_PREFIX: &str = "jkr_";
-
-fn revocation_handle() -> Result<SecretString, crate::random::RandomUnavailable> {
-    use base64::Engine;
-    let mut b = crate::random::bytes::<32>()?;
-    let s = SecretString::new(format!(
-        "{HANDLE_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-    ));
-    zeroize::Zeroize::zeroize(&mut b);
-    Ok(s)
 }
 
 fn unix(t: SystemTime) -> u64 {

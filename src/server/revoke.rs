@@ -25,12 +25,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::exchange::{
-    HANDLE_PREFIX, bearer, json_body, owner, record, request_id, verify_audited,
-};
+use super::exchange::{bearer, json_body, owner, record, request_id, verify_audited};
 use super::{ApiError, AppState};
 use crate::audit;
-use crate::leases::sha256_hex;
+use crate::exchanges::{HandleHash, RevocationHandle};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,8 +53,8 @@ pub async fn revoke(
 
 /// How the caller proved who it is.
 enum Caller {
-    Handle(String),
-    Job(crate::leases::Owner),
+    Handle(HandleHash),
+    Job(crate::exchanges::Owner),
     /// A verified token without sub or run id: owns nothing.
     Nobody,
 }
@@ -75,15 +73,17 @@ async fn handle(
     event.insert("action".into(), json!("revoke"));
     event.insert("exchange".into(), json!(req.request_id));
 
-    let caller = if secret.expose_secret().starts_with(HANDLE_PREFIX) {
-        event.insert("auth".into(), json!("handle"));
-        Caller::Handle(sha256_hex(secret.expose_secret().as_bytes()))
-    } else {
-        event.insert("auth".into(), json!("id_token"));
-        let v = verify_audited(st, &secret, &mut event).await?;
-        owner(&v).map_or(Caller::Nobody, Caller::Job)
+    let caller = match RevocationHandle::from_bearer(secret) {
+        Ok(handle) => {
+            event.insert("auth".into(), json!("handle"));
+            Caller::Handle(handle.sha256())
+        }
+        Err(token) => {
+            event.insert("auth".into(), json!("id_token"));
+            let v = verify_audited(st, &token, &mut event).await?;
+            owner(&v).map_or(Caller::Nobody, Caller::Job)
+        }
     };
-    drop(secret);
 
     let deny = |mut event: Map<String, Value>| async move {
         event.insert("decision".into(), json!("deny"));
@@ -92,12 +92,12 @@ async fn handle(
         record(st, event).await?;
         Err::<Response, ApiError>(ApiError::UnknownExchange)
     };
-    let store_err = |e: crate::leases::LeaseStoreError| {
-        tracing::error!(error = %e, "reading the lease store failed");
-        ApiError::LeaseStoreUnavailable
+    let store_err = |e: crate::exchanges::ExchangeStoreError| {
+        tracing::error!(error = %e, "reading the exchange store failed");
+        ApiError::StoreUnavailable
     };
 
-    let Some(rec) = st.leases.get(&req.request_id).await.map_err(store_err)? else {
+    let Some(rec) = st.exchanges.get(&req.request_id).await.map_err(store_err)? else {
         return deny(event).await;
     };
     let owns = match &caller {
@@ -109,7 +109,12 @@ async fn handle(
     if !owns {
         return deny(event).await;
     }
-    let Some(rec) = st.leases.take(&req.request_id).await.map_err(store_err)? else {
+    let Some(rec) = st
+        .exchanges
+        .take(&req.request_id)
+        .await
+        .map_err(store_err)?
+    else {
         return deny(event).await; // revoked concurrently
     };
 
@@ -124,7 +129,7 @@ async fn handle(
         let left = failed.len();
         let mut rest = rec;
         rest.revocables = failed;
-        let restored = st.leases.put(&rest).await.is_ok();
+        let restored = st.exchanges.put(&rest).await.is_ok();
         event.insert("decision".into(), json!("error"));
         event.insert("stage".into(), json!("vault"));
         event.insert(
