@@ -11,11 +11,24 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ring::hmac;
+use serde::{Deserialize, Serialize};
 
 use super::AuditError;
 
 /// Prefix of every fingerprint (names the scheme, so it can change later).
 pub const PREFIX: &str = "hmac-sha256:";
+
+/// A keyed fingerprint: [`PREFIX`] and 128 bits of HMAC-SHA256, in hex.
+/// Made by [`Fingerprinter::fingerprint`] (or read back from a log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Fingerprint(String);
+
+impl Fingerprint {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// Computes fingerprints under one key.
 pub struct Fingerprinter {
@@ -82,9 +95,12 @@ impl Fingerprinter {
     }
 
     /// The fingerprint of one value.
-    pub fn fingerprint(&self, value: &str) -> String {
+    pub fn fingerprint(&self, value: &str) -> Fingerprint {
         let tag = hmac::sign(&self.key, value.as_bytes());
-        format!("{PREFIX}{}", crate::random::hex(&tag.as_ref()[..16]))
+        Fingerprint(format!(
+            "{PREFIX}{}",
+            crate::random::hex(&tag.as_ref()[..16])
+        ))
     }
 }
 
@@ -119,12 +135,15 @@ mod tests {
             ("hunter2-correct-horse", "1e3d5dfbcfd0cc3a9d07752d238199c2"),
             ("hunter2-correct-horsE", "a3e020bb9584a995ee062dc7078a9480"),
         ] {
-            assert_eq!(fp.fingerprint(value), format!("{PREFIX}{expected}"));
+            assert_eq!(
+                fp.fingerprint(value).as_str(),
+                format!("{PREFIX}{expected}")
+            );
             // And with ring's HMAC directly, on the same key and value.
             let key = hmac::Key::new(hmac::HMAC_SHA256, &(0u8..32).collect::<Vec<u8>>());
             let tag = hmac::sign(&key, value.as_bytes());
             assert_eq!(
-                fp.fingerprint(value),
+                fp.fingerprint(value).as_str(),
                 format!("{PREFIX}{}", crate::random::hex(&tag.as_ref()[..16]))
             );
         }

@@ -10,13 +10,17 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::issue::IssueError;
 use crate::token::TokenError;
 
 /// An API failure.
 #[derive(Debug)]
 pub enum ApiError {
-    /// The request itself is malformed (body, JSON, fields).
-    BadRequest { code: &'static str, message: String },
+    /// The request itself is malformed (body, JSON, fields), or lacks what
+    /// a credential needs (400).
+    BadRequest { message: String },
+    /// The body is larger than `max_body_bytes` (413).
+    BodyTooLarge { message: String },
     /// The ID token was refused (401), or the issuer's keys are unavailable (503).
     Token(TokenError),
     /// The policy denied the request (403). `failed_claims` names the claims
@@ -58,10 +62,8 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { code, .. } if *code == "body_too_large" => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Token(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Token(_) => StatusCode::UNAUTHORIZED,
             ApiError::Denied { .. } => StatusCode::FORBIDDEN,
@@ -81,7 +83,8 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest { code, .. } => code,
+            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::Token(e) => e.code(),
             ApiError::Denied { code, .. } => code,
             ApiError::VaultUnavailable => "vault_unavailable",
@@ -99,7 +102,8 @@ impl ApiError {
 
     pub fn message(&self) -> String {
         match self {
-            ApiError::BadRequest { message, .. }
+            ApiError::BadRequest { message }
+            | ApiError::BodyTooLarge { message }
             | ApiError::Denied { message, .. }
             | ApiError::ClaimNotUsable { message } => message.clone(),
             ApiError::StoreUnavailable => "the exchange could not be recorded for revocation, so nothing was issued. Retry later.".into(),
@@ -116,6 +120,23 @@ impl ApiError {
             ApiError::AuditUnavailable => {
                 "the decision could not be recorded in the audit log, so nothing was issued. Retry later.".into()
             }
+        }
+    }
+
+    /// A credential of an exchange could not be issued (nothing was: what
+    /// was issued before has been revoked). Vault unreachable is 503, any
+    /// other Vault failure 502; what the token or the request lacks is the
+    /// job's to fix (403, 400).
+    pub fn from_issue(credential: &str, e: &IssueError) -> ApiError {
+        match e {
+            IssueError::Vault(v) if v.is_retryable() => ApiError::VaultUnavailable,
+            IssueError::Vault(_) => ApiError::VaultFailed,
+            IssueError::Claim(t) => ApiError::ClaimNotUsable {
+                message: format!("credential `{credential}`: {t}"),
+            },
+            IssueError::Request(m) => ApiError::BadRequest {
+                message: format!("credential `{credential}`: {m}"),
+            },
         }
     }
 
@@ -152,15 +173,13 @@ mod tests {
         let cases: Vec<(ApiError, u16, &str)> = vec![
             (
                 ApiError::BadRequest {
-                    code: "bad_request",
                     message: "x".into(),
                 },
                 400,
                 "bad_request",
             ),
             (
-                ApiError::BadRequest {
-                    code: "body_too_large",
+                ApiError::BodyTooLarge {
                     message: "x".into(),
                 },
                 413,
@@ -207,6 +226,47 @@ mod tests {
                 status == 503,
                 "{code}"
             );
+        }
+    }
+
+    #[test]
+    fn an_issue_failure_maps_to_its_status() {
+        use crate::policy::TemplateError;
+        use crate::vault::VaultError;
+        let cases: Vec<(IssueError, u16, &str)> = vec![
+            (
+                IssueError::Vault(VaultError::Unavailable {
+                    reason: "down".into(),
+                }),
+                503,
+                "vault_unavailable",
+            ),
+            (
+                IssueError::Vault(VaultError::NotFound {
+                    what: "secret/x".into(),
+                }),
+                502,
+                "vault_error",
+            ),
+            (
+                IssueError::Claim(TemplateError::MissingClaim {
+                    claim: "actor".into(),
+                }),
+                403,
+                "claim_not_usable",
+            ),
+            (
+                IssueError::Request("send `ssh_public_key`".into()),
+                400,
+                "bad_request",
+            ),
+        ];
+        for (e, status, code) in cases {
+            let api = ApiError::from_issue("deploy-db", &e);
+            assert_eq!((api.status().as_u16(), api.code()), (status, code), "{e}");
+            if status < 500 {
+                assert!(api.message().starts_with("credential `deploy-db`: "));
+            }
         }
     }
 }

@@ -4,9 +4,12 @@
 //! shared lives in [`AppState`] (read-mostly, swappable policies), so
 //! replicas are interchangeable.
 
+mod audited;
 mod error;
 mod exchange;
+mod identity;
 pub mod reload;
+mod request;
 mod revoke;
 
 use std::future::Future;
@@ -148,11 +151,11 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn not_found() -> axum::response::Response {
-    ApiError::NotFound.into_response_with(&exchange::request_id())
+    ApiError::NotFound.into_response_with(&request::request_id())
 }
 
 async fn method_not_allowed() -> axum::response::Response {
-    ApiError::MethodNotAllowed.into_response_with(&exchange::request_id())
+    ApiError::MethodNotAllowed.into_response_with(&request::request_id())
 }
 
 async fn readyz(State(st): State<Arc<AppState>>) -> axum::response::Response {
