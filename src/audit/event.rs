@@ -426,12 +426,14 @@ impl Event {
         self.exchange_owner.as_ref()
     }
 
-    /// The line's JSON object (before `seq`, `prev` and `hash`).
-    pub(super) fn to_map(&self) -> Map<String, Value> {
+    /// The line's JSON object (before `seq`, `prev` and `hash`). A struct
+    /// with string keys serializes to an object; should that ever fail,
+    /// the append fails rather than write a line without its content.
+    pub(super) fn to_map(&self) -> Result<Map<String, Value>, String> {
         match serde_json::to_value(self) {
-            Ok(Value::Object(m)) => m,
-            // A struct with string keys always serializes to an object.
-            _ => Map::new(),
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(_) => Err("the event is not a JSON object".into()),
+            Err(e) => Err(format!("the event could not be serialized: {e}")),
         }
     }
 }

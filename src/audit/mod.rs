@@ -121,7 +121,10 @@ impl AuditLog {
 
     /// The synchronous append (for the CLI and tests).
     pub fn append_blocking(&self, event: &Event) -> Result<(), AuditError> {
-        let mut event = event.to_map();
+        let mut event = event.to_map().map_err(|reason| AuditError::Io {
+            path: self.path.display().to_string(),
+            reason,
+        })?;
         let mut st = match self.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),

@@ -261,7 +261,7 @@ fn an_allow_line_has_its_fields_and_fingerprints_only() {
         wrapped: false,
         fingerprints: [("password".to_owned(), fp.fingerprint("pw-value-123"))].into(),
     };
-    let line = b.allow(vec![issued], 1).to_map();
+    let line = b.allow(vec![issued], 1).to_map().unwrap();
     let line = Value::Object(line);
     assert_eq!(line["action"], "exchange");
     assert_eq!(line["decision"], "allow");
@@ -327,7 +327,8 @@ fn a_refusal_says_which_decision_stage_and_code() {
         let line = Value::Object(
             Event::exchange("r", "production", &[])
                 .refused(refusal)
-                .to_map(),
+                .to_map()
+                .unwrap(),
         );
         assert_eq!(line["decision"], decision);
         assert_eq!(line["stage"], stage);
@@ -348,7 +349,7 @@ fn a_revocation_line_is_told_apart_by_its_action() {
         run: "1".into(),
     };
     b.exchange_found("production", Some(&owner));
-    let line = Value::Object(b.revocation_done(2).to_map());
+    let line = Value::Object(b.revocation_done(2).to_map().unwrap());
     assert_eq!(
         (
             &line["action"],
@@ -378,7 +379,8 @@ fn a_revocation_line_is_told_apart_by_its_action() {
             "revoke_incomplete",
             &json!({}),
         ))
-        .to_map(),
+        .to_map()
+        .unwrap(),
     );
     assert_eq!(
         (&line["decision"], &line["environment"], &line["revoked"]),
@@ -393,7 +395,8 @@ fn caller_strings_are_bounded() {
     let line = Value::Object(
         Event::exchange("r", &long, &many)
             .refused(Refusal::deny(Stage::Token, "token_expired", &json!({})))
-            .to_map(),
+            .to_map()
+            .unwrap(),
     );
     let env = line["environment"].as_str().unwrap();
     assert!(env.len() <= MAX_STRING_BYTES, "{env}");
@@ -408,7 +411,8 @@ fn caller_strings_are_bounded() {
     let rev = Value::Object(
         Event::revoke("r", &long)
             .refused(Refusal::deny(Stage::Revoke, "unknown_exchange", &json!({})))
-            .to_map(),
+            .to_map()
+            .unwrap(),
     );
     assert!(rev["exchange"].as_str().unwrap().len() <= MAX_STRING_BYTES);
 }

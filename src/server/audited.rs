@@ -37,3 +37,58 @@ pub(super) async fn record(st: &AppState, event: &Event) -> Result<(), ApiError>
         ApiError::AuditUnavailable
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::audit::Decision;
+    use crate::token::TokenError;
+
+    #[test]
+    fn the_request_s_fault_is_deny_and_jobkey_s_is_error() {
+        let cases: Vec<(ApiError, Decision)> = vec![
+            (ApiError::Token(TokenError::Expired), Decision::Deny),
+            (ApiError::Token(TokenError::BadSignature), Decision::Deny),
+            (
+                ApiError::Token(TokenError::IssuerUnavailable {
+                    issuer: "github".into(),
+                }),
+                Decision::Error,
+            ),
+            (
+                ApiError::Denied {
+                    code: "no_rule_matched",
+                    message: "x".into(),
+                    failed_claims: vec![],
+                },
+                Decision::Deny,
+            ),
+            (
+                ApiError::ClaimNotUsable {
+                    message: "x".into(),
+                },
+                Decision::Deny,
+            ),
+            (
+                ApiError::BadRequest {
+                    message: "x".into(),
+                },
+                Decision::Deny,
+            ),
+            (ApiError::UnknownExchange, Decision::Deny),
+            (ApiError::VaultUnavailable, Decision::Error),
+            (ApiError::VaultFailed, Decision::Error),
+            (ApiError::StoreUnavailable, Decision::Error),
+            (ApiError::RevokeIncomplete, Decision::Error),
+            (ApiError::Internal, Decision::Error),
+        ];
+        for (api, decision) in cases {
+            let code = api.code();
+            let stop = Stop::new(Stage::Vault, api, &json!({}));
+            assert_eq!(stop.refusal.decision(), decision, "{code}");
+            assert_eq!(stop.api.code(), code);
+        }
+    }
+}
