@@ -8,10 +8,11 @@
 //! be appended to the log.
 //!
 //! No secret type can enter an `Event`. Its fields are strings, numbers,
-//! the enums below, [`Fingerprint`]s (made only by the
-//! [`Fingerprinter`](super::Fingerprinter)) and, for `reason`, a JSON value
-//! made from anything that implements `Serialize`. `SecretString` implements
-//! none of these, so the compiler refuses it:
+//! the enums below, an exchange's [`Owner`], [`Fingerprint`]s (made by the
+//! [`Fingerprinter`](super::Fingerprinter), or read back from a log) and,
+//! for `reason`, a JSON value made from anything that implements
+//! `Serialize`. `SecretString` is none of these and does not implement
+//! `Serialize`, so the compiler refuses it:
 //!
 //! ```compile_fail,E0277
 //! use jobkey::audit::{Refusal, Stage};

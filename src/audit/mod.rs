@@ -1,5 +1,5 @@
-//! The audit log: one JSON line per decision, hash-chained, on disk before
-//! the response leaves.
+//! The audit log: one JSON line per request (its decision), hash-chained,
+//! on disk before the response leaves.
 //!
 //! Each line carries `seq`, `prev` (the previous line's `hash`) and `hash`
 //! = SHA-256 over `prev` and the line's other fields. Editing, removing or
