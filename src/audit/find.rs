@@ -3,10 +3,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
-use super::{AuditError, Fingerprinter};
+use super::{Action, AuditError, Decision, Event, Fingerprinter, Identity};
 
 /// One issued credential field whose fingerprint matches.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -19,59 +18,65 @@ pub struct Match {
     pub field: String,
     pub rule: String,
     /// Who received it (the audit record's `identity`).
-    pub identity: Value,
+    pub identity: Option<Identity>,
+}
+
+/// What a search found.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Found {
+    pub matches: Vec<Match>,
+    /// Line numbers that are not audit records (a cut-off last line, an
+    /// edit): they were not searched. `jobkey audit verify` says more.
+    pub unreadable: Vec<usize>,
+}
+
+/// A line as stored: the event and its place in the chain.
+#[derive(Deserialize)]
+struct Stored {
+    seq: u64,
+    #[serde(flatten)]
+    event: Event,
 }
 
 /// Scans the log for allowed exchanges that issued `value` (compared by
 /// fingerprint; the value itself is never in the log). The value is tried
 /// as given and with surrounding whitespace trimmed, since a value copied
 /// out of a build log often carries a newline.
-pub fn find_value(log: &Path, fp: &Fingerprinter, value: &str) -> Result<Vec<Match>, AuditError> {
-    let wanted: Vec<String> = [value, value.trim()]
-        .iter()
-        .map(|v| fp.fingerprint(v))
-        .collect();
+pub fn find_value(log: &Path, fp: &Fingerprinter, value: &str) -> Result<Found, AuditError> {
+    let wanted = [fp.fingerprint(value), fp.fingerprint(value.trim())];
     let f = std::fs::File::open(log).map_err(|e| AuditError::Io {
         path: log.display().to_string(),
         reason: e.to_string(),
     })?;
-    let mut out = Vec::new();
-    for line in BufReader::new(f).lines() {
+    let mut found = Found::default();
+    for (i, line) in BufReader::new(f).lines().enumerate() {
         let line = line.map_err(|e| AuditError::Io {
             path: log.display().to_string(),
             reason: e.to_string(),
         })?;
-        let Ok(rec) = serde_json::from_str::<Value>(&line) else {
-            continue; // `jobkey audit verify` reports broken lines
-        };
-        let Some(creds) = rec.get("credentials").and_then(Value::as_array) else {
+        let Ok(Stored { seq, event }) = serde_json::from_str::<Stored>(&line) else {
+            found.unreadable.push(i + 1);
             continue;
         };
-        let text = |v: &Value, k: &str| {
-            v.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        for c in creds {
-            let Some(fps) = c.get("fingerprints").and_then(Value::as_object) else {
-                continue;
-            };
-            for (field, f) in fps {
-                if f.as_str().is_some_and(|f| wanted.iter().any(|w| w == f)) {
-                    out.push(Match {
-                        seq: rec.get("seq").and_then(Value::as_u64).unwrap_or_default(),
-                        time: text(&rec, "time"),
-                        request_id: text(&rec, "request_id"),
-                        environment: text(&rec, "environment"),
-                        credential: text(c, "name"),
+        if event.action() != Action::Exchange || event.decision() != Decision::Allow {
+            continue;
+        }
+        for c in event.credentials() {
+            for (field, f) in &c.fingerprints {
+                if wanted.contains(f) {
+                    found.matches.push(Match {
+                        seq,
+                        time: event.time().to_owned(),
+                        request_id: event.request_id().to_owned(),
+                        environment: event.environment().unwrap_or_default().to_owned(),
+                        credential: c.name.clone(),
                         field: field.clone(),
-                        rule: text(c, "rule"),
-                        identity: rec.get("identity").cloned().unwrap_or(Value::Null),
+                        rule: c.rule.clone(),
+                        identity: event.identity().cloned(),
                     });
                 }
             }
         }
     }
-    Ok(out)
+    Ok(found)
 }

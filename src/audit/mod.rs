@@ -1,5 +1,5 @@
-//! The audit log: one JSON line per decision, hash-chained, on disk before
-//! the response leaves.
+//! The audit log: one JSON line per request (its decision), hash-chained,
+//! on disk before the response leaves.
 //!
 //! Each line carries `seq`, `prev` (the previous line's `hash`) and `hash`
 //! = SHA-256 over `prev` and the line's other fields. Editing, removing or
@@ -7,10 +7,16 @@
 //! Appends are flushed and `fsync`ed; when that fails the caller must not
 //! release any credential (the server answers 503).
 //!
+//! Each line is one [`Event`] (`event.rs`): a typed record that no secret
+//! type can enter.
+//!
 //! Architecture invariant: nothing secret is passed to this module; events
-//! are built from verified claims, decisions and credential names/TTLs.
+//! are built from claims, decisions, credential names, rules, TTLs and
+//! fingerprints, and a secret value enters only as the argument of
+//! [`Fingerprinter::fingerprint`], which keeps nothing.
 
 mod chain;
+mod event;
 mod find;
 mod fingerprint;
 
@@ -19,12 +25,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use thiserror::Error;
 
 pub use chain::{VerifyReport, verify_file};
-pub use find::{Match, find_value};
-pub use fingerprint::{Fingerprinter, default_key_path};
+pub use event::{
+    Action, Auth, ClaimValue, Decision, Event, EventBuilder, Identity, IssuedCredential,
+    MAX_IDENTITY_CLAIMS, MAX_REQUESTED, MAX_STRING_BYTES, Refusal, Stage, bounded,
+};
+pub use find::{Found, Match, find_value};
+pub use fingerprint::{Fingerprint, Fingerprinter, default_key_path};
 
 /// Why the audit log could not be opened, written or verified.
 #[derive(Debug, Error)]
@@ -97,14 +107,11 @@ impl AuditLog {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Appends one event and waits until it is on disk.
-    pub async fn append(&self, event: Map<String, Value>) -> Result<(), AuditError> {
+    pub async fn append(&self, event: &Event) -> Result<(), AuditError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.append_blocking(event))
+        let event = event.clone();
+        tokio::task::spawn_blocking(move || this.append_blocking(&event))
             .await
             .map_err(|e| AuditError::Io {
                 path: self.path.display().to_string(),
@@ -113,7 +120,11 @@ impl AuditLog {
     }
 
     /// The synchronous append (for the CLI and tests).
-    pub fn append_blocking(&self, mut event: Map<String, Value>) -> Result<(), AuditError> {
+    pub fn append_blocking(&self, event: &Event) -> Result<(), AuditError> {
+        let mut event = event.to_map().map_err(|reason| AuditError::Io {
+            path: self.path.display().to_string(),
+            reason,
+        })?;
         let mut st = match self.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),

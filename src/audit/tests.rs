@@ -1,12 +1,11 @@
-use serde_json::json;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, json};
 
 use super::*;
 
-fn ev(i: u64) -> Map<String, Value> {
-    json!({"decision": "allow", "request_id": format!("r{i}")})
-        .as_object()
-        .unwrap()
-        .clone()
+fn ev(i: u64) -> Event {
+    Event::exchange(&format!("r{i}"), "production", &[]).allow(Vec::new(), 0)
 }
 
 #[tokio::test]
@@ -14,11 +13,11 @@ async fn appends_chain_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("sub/audit.jsonl");
     let log = AuditLog::open(&p).unwrap();
-    log.append(ev(1)).await.unwrap();
-    log.append(ev(2)).await.unwrap();
+    log.append(&ev(1)).await.unwrap();
+    log.append(&ev(2)).await.unwrap();
     drop(log);
     let log = AuditLog::open(&p).unwrap();
-    log.append(ev(3)).await.unwrap();
+    log.append(&ev(3)).await.unwrap();
     let r = verify_file(&p).unwrap();
     assert_eq!(r.lines, 3);
     #[cfg(unix)]
@@ -37,7 +36,7 @@ fn tampering_is_detected() {
     let p = dir.path().join("audit.jsonl");
     let log = AuditLog::open(&p).unwrap();
     for i in 0..4 {
-        log.append_blocking(ev(i)).unwrap();
+        log.append_blocking(&ev(i)).unwrap();
     }
     drop(log);
     let good = std::fs::read_to_string(&p).unwrap();
@@ -68,7 +67,484 @@ fn tampering_is_detected() {
 #[test]
 fn a_failed_write_fails_closed_for_every_later_append() {
     let log = AuditLog::open(std::path::Path::new("/dev/full")).unwrap();
-    assert!(log.append_blocking(ev(1)).is_err());
-    let again = log.append_blocking(ev(2)).unwrap_err().to_string();
+    assert!(log.append_blocking(&ev(1)).is_err());
+    let again = log.append_blocking(&ev(2)).unwrap_err().to_string();
     assert!(again.contains("earlier write failed"), "{again}");
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/audit")
+        .join(name)
+}
+
+fn lines(p: &Path) -> Vec<Value> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn claims(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+/// `tests/fixtures/audit/old.jsonl` was written by jobkey before the audit
+/// record was a typed `Event` (commit a61f183): a temporary integration
+/// test ran the in-process stack (`tests/it/support`) with the shipped
+/// policies, made a GitHub allow of `deploy-db`, a GitLab allow of
+/// `app-config`, a policy deny, a token refusal (`audience_mismatch`), a
+/// revocation by handle and the same revocation again, then copied the
+/// audit log, its fingerprint key and the two issued secret values (random
+/// values of a throwaway dev OpenBao) next to it. Such a log must still
+/// verify and be searchable.
+#[test]
+fn old_log_verifies_with_the_new_code() {
+    let r = verify_file(&fixture("old.jsonl")).unwrap();
+    assert_eq!(r.lines, 6);
+    // And the chain continues from it.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    std::fs::copy(fixture("old.jsonl"), &p).unwrap();
+    AuditLog::open(&p).unwrap().append_blocking(&ev(7)).unwrap();
+    assert_eq!(verify_file(&p).unwrap().lines, 7);
+}
+
+/// The same old log (see `old_log_verifies_with_the_new_code`) reads back
+/// line by line as `Event`s, with the defaults for what old lines lack.
+#[test]
+fn old_log_lines_read_as_events() {
+    let events: Vec<Event> = lines(&fixture("old.jsonl"))
+        .into_iter()
+        .map(|l| serde_json::from_value(l).unwrap())
+        .collect();
+    let summary: Vec<(Action, Decision, Option<Stage>, Option<&str>)> = events
+        .iter()
+        .map(|e| (e.action(), e.decision(), e.stage(), e.environment()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (Action::Exchange, Decision::Allow, None, Some("production")),
+            (Action::Exchange, Decision::Allow, None, Some("staging")),
+            (
+                Action::Exchange,
+                Decision::Deny,
+                Some(Stage::Policy),
+                Some("production")
+            ),
+            (
+                Action::Exchange,
+                Decision::Deny,
+                Some(Stage::Token),
+                Some("production")
+            ),
+            (Action::Revoke, Decision::Allow, None, Some("production")),
+            (Action::Revoke, Decision::Deny, Some(Stage::Revoke), None),
+        ]
+    );
+    let id = events[0].identity().unwrap();
+    assert!(id.is_verified(), "old identities were all verified");
+    assert_eq!(id.issuer(), Some("github"));
+    assert_eq!(id.claim("run_id").unwrap().to_text(), "9876543210");
+    assert_eq!(events[0].credentials()[0].name, "deploy-db");
+    assert!(events[3].identity().is_none());
+    assert_eq!(events[4].exchange_owner().unwrap().run, "9876543210");
+}
+
+/// `jobkey audit find` in the same old log (see
+/// `old_log_verifies_with_the_new_code`) finds who received each value.
+#[test]
+fn old_log_is_searchable_by_value() {
+    let fp = Fingerprinter::load(&fixture("old.fingerprint-key")).unwrap();
+    let password = std::fs::read_to_string(fixture("old.deploy-db-password")).unwrap();
+    let found = find_value(&fixture("old.jsonl"), &fp, &format!("{password}\n")).unwrap();
+    assert!(found.unreadable.is_empty());
+    let [m] = found.matches.as_slice() else {
+        panic!("{found:?}")
+    };
+    assert_eq!(
+        (
+            m.seq,
+            m.credential.as_str(),
+            m.field.as_str(),
+            m.rule.as_str()
+        ),
+        (1, "deploy-db", "password", "github-api-deploy")
+    );
+    assert_eq!(m.environment, "production");
+    let who = m.identity.as_ref().unwrap();
+    assert_eq!(who.claim("repository").unwrap().to_text(), "acme/api");
+
+    let key = std::fs::read_to_string(fixture("old.app-config-api-key")).unwrap();
+    let found = find_value(&fixture("old.jsonl"), &fp, &key).unwrap();
+    assert_eq!(found.matches.len(), 1);
+    assert_eq!(found.matches[0].seq, 2);
+    assert_eq!(
+        found.matches[0]
+            .identity
+            .as_ref()
+            .unwrap()
+            .claim("project_id")
+            .unwrap()
+            .to_text(),
+        "4242"
+    );
+    let none = find_value(&fixture("old.jsonl"), &fp, "never-issued").unwrap();
+    assert!(none.matches.is_empty());
+}
+
+#[test]
+fn find_reports_lines_it_cannot_read_and_skips_revocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let keyfile = dir.path().join("key");
+    let fp = Fingerprinter::load_or_create(&keyfile).unwrap();
+    let issued = IssuedCredential {
+        name: "db".into(),
+        rule: "r".into(),
+        kind: "kv".into(),
+        ttl_s: 60,
+        wrapped: false,
+        fingerprints: [("password".to_owned(), fp.fingerprint("s3cret-value"))].into(),
+    };
+    let log = AuditLog::open(&p).unwrap();
+    log.append_blocking(&Event::exchange("r1", "production", &[]).allow(vec![issued], 0))
+        .unwrap();
+    drop(log);
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str("{\"cut off");
+    std::fs::write(&p, text).unwrap();
+    let found = find_value(&p, &fp, "s3cret-value").unwrap();
+    assert_eq!(found.matches.len(), 1);
+    assert_eq!(found.unreadable, vec![2]);
+}
+
+/// A GitHub-shaped verified token's claims.
+fn github_claims() -> Map<String, Value> {
+    claims(json!({
+        "iss": "https://token.actions.githubusercontent.com",
+        "sub": "repo:acme/api:environment:production",
+        "repository": "acme/api",
+        "run_id": "9876543210",
+        "ref": "refs/heads/main",
+        "aud": ["jobkey"],
+        "nested": {"a": 1},
+        "build_number": 12,
+        "ref_protected": true,
+    }))
+}
+
+const NAMES: &[&str] = &[
+    "iss",
+    "sub",
+    "repository",
+    "run_id",
+    "ref",
+    "build_number",
+    "ref_protected",
+    "nested",
+];
+
+#[test]
+fn an_allow_line_has_its_fields_and_fingerprints_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let fp = Fingerprinter::load_or_create(&dir.path().join("k")).unwrap();
+    let mut b = Event::exchange("rid1", "production", &["deploy-db".to_owned()]);
+    b.identity(Identity::verified("github", &github_claims(), NAMES));
+    let issued = IssuedCredential {
+        name: "deploy-db".into(),
+        rule: "github-api-deploy".into(),
+        kind: "database".into(),
+        ttl_s: 300,
+        wrapped: false,
+        fingerprints: [("password".to_owned(), fp.fingerprint("pw-value-123"))].into(),
+    };
+    let line = b.allow(vec![issued], 1).to_map().unwrap();
+    let line = Value::Object(line);
+    assert_eq!(line["action"], "exchange");
+    assert_eq!(line["decision"], "allow");
+    assert_eq!(line["environment"], "production");
+    assert_eq!(line["requested"], json!(["deploy-db"]));
+    assert_eq!(line["revocable"], 1);
+    assert_eq!(
+        line["identity"],
+        json!({
+            "issuer": "github",
+            "verified": true,
+            "iss": "https://token.actions.githubusercontent.com",
+            "sub": "repo:acme/api:environment:production",
+            "repository": "acme/api",
+            "run_id": "9876543210",
+            "ref": "refs/heads/main",
+            "build_number": 12,
+            "ref_protected": true,
+        }),
+        "scalars among the names only"
+    );
+    assert_eq!(line["credentials"][0]["name"], "deploy-db");
+    assert!(
+        line["credentials"][0]["fingerprints"]["password"]
+            .as_str()
+            .unwrap()
+            .starts_with("hmac-sha256:")
+    );
+    assert!(!line.to_string().contains("pw-value-123"));
+    for absent in ["stage", "code", "reason", "exchange", "auth", "revoked"] {
+        assert!(line.get(absent).is_none(), "{absent}: {line}");
+    }
+}
+
+#[test]
+fn a_refusal_says_which_decision_stage_and_code() {
+    for (refusal, decision, stage) in [
+        (
+            Refusal::deny(
+                Stage::Token,
+                "token_expired",
+                &json!({"code": "token_expired"}),
+            ),
+            "deny",
+            "token",
+        ),
+        (
+            Refusal::error(
+                Stage::Vault,
+                "vault_unavailable",
+                &json!({"credential": "db"}),
+            ),
+            "error",
+            "vault",
+        ),
+        (
+            Refusal::error(Stage::Store, "lease_store_unavailable", &json!({})),
+            "error",
+            "lease_store",
+        ),
+    ] {
+        let code = refusal.clone();
+        let line = Value::Object(
+            Event::exchange("r", "production", &[])
+                .refused(refusal)
+                .to_map()
+                .unwrap(),
+        );
+        assert_eq!(line["decision"], decision);
+        assert_eq!(line["stage"], stage);
+        assert_eq!(line["action"], "exchange");
+        assert!(line["code"].is_string(), "{line}");
+        assert!(line.get("credentials").is_none());
+        assert_eq!(code.decision().eq(&Decision::Deny), decision == "deny");
+    }
+}
+
+#[test]
+fn a_revocation_line_is_told_apart_by_its_action() {
+    let mut b = Event::revoke("r2", "rid1");
+    b.auth(Auth::Handle);
+    let owner = crate::exchanges::Owner {
+        issuer: "github".into(),
+        sub: "repo:acme/api".into(),
+        run: "1".into(),
+    };
+    b.exchange_found("production", Some(&owner));
+    let line = Value::Object(b.revocation_done(2).to_map().unwrap());
+    assert_eq!(
+        (
+            &line["action"],
+            &line["decision"],
+            &line["auth"],
+            &line["revoked"]
+        ),
+        (
+            &json!("revoke"),
+            &json!("allow"),
+            &json!("handle"),
+            &json!(2)
+        )
+    );
+    assert_eq!(line["environment"], "production");
+    assert_eq!(line["exchange"], "rid1");
+    assert_eq!(line["exchange_owner"]["run"], "1");
+    assert!(line.get("credentials").is_none() && line.get("requested").is_none());
+
+    // A failed one keeps the environment when the exchange was found.
+    let mut b = Event::revoke("r3", "rid1");
+    b.exchange_found("production", None);
+    b.revoked(1);
+    let line = Value::Object(
+        b.refused(Refusal::error(
+            Stage::Vault,
+            "revoke_incomplete",
+            &json!({}),
+        ))
+        .to_map()
+        .unwrap(),
+    );
+    assert_eq!(
+        (&line["decision"], &line["environment"], &line["revoked"]),
+        (&json!("error"), &json!("production"), &json!(1))
+    );
+}
+
+#[test]
+fn caller_strings_are_bounded() {
+    let long = "x".repeat(5000);
+    let many: Vec<String> = (0..1000).map(|i| format!("{long}{i}")).collect();
+    let line = Value::Object(
+        Event::exchange("r", &long, &many)
+            .refused(Refusal::deny(Stage::Token, "token_expired", &json!({})))
+            .to_map()
+            .unwrap(),
+    );
+    let env = line["environment"].as_str().unwrap();
+    assert!(env.len() <= MAX_STRING_BYTES, "{env}");
+    assert!(env.starts_with("<5000 bytes, sha256:"), "{env}");
+    assert_eq!(line["requested"].as_array().unwrap().len(), MAX_REQUESTED);
+    assert_eq!(line["requested_omitted"], 1000 - MAX_REQUESTED);
+    assert!(
+        line.to_string().len() < 8 * 1024,
+        "{}",
+        line.to_string().len()
+    );
+    let rev = Value::Object(
+        Event::revoke("r", &long)
+            .refused(Refusal::deny(Stage::Revoke, "unknown_exchange", &json!({})))
+            .to_map()
+            .unwrap(),
+    );
+    assert!(rev["exchange"].as_str().unwrap().len() <= MAX_STRING_BYTES);
+}
+
+#[test]
+fn bounded_keeps_short_strings_and_marks_long_ones() {
+    let exact = "a".repeat(MAX_STRING_BYTES);
+    let cases: Vec<(String, String)> = vec![
+        (String::new(), String::new()),
+        ("production".into(), "production".into()),
+        (exact.clone(), exact.clone()),
+        (
+            "a".repeat(MAX_STRING_BYTES + 1),
+            // printf 'a%.0s' $(seq 129) | sha256sum | cut -c1-16
+            "<129 bytes, sha256:c12cb024a2e5551c>".into(),
+        ),
+    ];
+    for (input, expected) in cases {
+        assert_eq!(bounded(&input), expected, "{} bytes", input.len());
+    }
+    // Same long input, same marker; another, another.
+    let a = "é".repeat(100);
+    assert_eq!(bounded(&a), bounded(&a));
+    assert_ne!(bounded(&a), bounded(&"è".repeat(100)));
+}
+
+#[test]
+fn an_unverified_identity_is_marked_bounded_and_limited_to_the_names() {
+    let mut c = github_claims();
+    c.insert("repository".into(), json!("r".repeat(1000)));
+    let id = Identity::unverified(&c, NAMES);
+    let v = serde_json::to_value(&id).unwrap();
+    assert_eq!(v["verified"], false);
+    assert!(v.get("issuer").is_none(), "no configured issuer is claimed");
+    assert_eq!(v["sub"], "repo:acme/api:environment:production");
+    assert!(
+        v["repository"]
+            .as_str()
+            .unwrap()
+            .starts_with("<1000 bytes, sha256:")
+    );
+    assert!(v.get("nested").is_none() && v.get("aud").is_none());
+    // Many names, many claims: at most MAX_IDENTITY_CLAIMS are kept.
+    let names: Vec<String> = (0..500).map(|i| format!("c{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let c: Map<String, Value> = names.iter().map(|n| (n.clone(), json!("v"))).collect();
+    let id = serde_json::to_value(Identity::unverified(&c, &refs)).unwrap();
+    assert_eq!(id.as_object().unwrap().len(), MAX_IDENTITY_CLAIMS + 1);
+    // A claim named like the identity's own fields cannot pose as them.
+    let c = claims(json!({"verified": true, "issuer": "github", "sub": "x"}));
+    let id =
+        serde_json::to_value(Identity::unverified(&c, &["verified", "issuer", "sub"])).unwrap();
+    assert_eq!(id, json!({"verified": false, "sub": "x"}));
+}
+
+/// The two `jq` filters of the README's "The audit log" section, as
+/// written there.
+const JQ_PRODUCTION_LAST_HOUR: &str = r#"select(.action != "revoke" and .decision == "allow" and .environment == "production" and (.time[:19] + "Z" | fromdate) > now - 3600) | {time, request_id, issuer: .identity.issuer, who: (.identity.repository // .identity.project_path // .identity.sub), run: (.identity.run_id // .identity.pipeline_id // .identity.build_number), credentials: [.credentials[].name]}"#;
+const JQ_REFUSED: &str = r#"select(.decision == "deny") | {time, action, environment, stage, code, verified: .identity.verified, who: (.identity.repository // .identity.project_path // .identity.sub), exchange, why: .reason}"#;
+
+/// The README's filters read fields that real lines have: lines written
+/// through `AuditLog` by the same builders the server uses, read back from
+/// the file.
+#[test]
+fn the_readme_jq_filters_read_fields_real_lines_have() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for filter in [JQ_PRODUCTION_LAST_HOUR, JQ_REFUSED] {
+        assert!(readme.contains(filter), "the README shows: {filter}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let fp = Fingerprinter::load_or_create(&dir.path().join("k")).unwrap();
+    let log = AuditLog::open(&p).unwrap();
+    let mut allow = Event::exchange("r1", "production", &[]);
+    allow.identity(Identity::verified("github", &github_claims(), NAMES));
+    let issued = IssuedCredential {
+        name: "deploy-db".into(),
+        rule: "rule".into(),
+        kind: "kv".into(),
+        ttl_s: 60,
+        wrapped: false,
+        fingerprints: [("password".to_owned(), fp.fingerprint("v"))].into(),
+    };
+    log.append_blocking(&allow.allow(vec![issued], 0)).unwrap();
+    let mut deny = Event::exchange("r2", "production", &[]);
+    deny.identity(Identity::unverified(&github_claims(), NAMES));
+    log.append_blocking(&deny.refused(Refusal::deny(
+        Stage::Token,
+        "audience_mismatch",
+        &json!({"code": "audience_mismatch", "message": "…"}),
+    )))
+    .unwrap();
+    let mut revoke = Event::revoke("r3", "r1");
+    revoke.auth(Auth::Handle);
+    log.append_blocking(&revoke.refused(Refusal::deny(
+        Stage::Revoke,
+        "unknown_exchange",
+        &json!({"code": "unknown_exchange"}),
+    )))
+    .unwrap();
+    drop(log);
+    let got = lines(&p);
+    let (allow, deny, revoke) = (&got[0], &got[1], &got[2]);
+
+    // Who got production credentials in the last hour.
+    assert_eq!(allow["action"], "exchange");
+    assert_eq!(allow["decision"], "allow");
+    assert_eq!(allow["environment"], "production");
+    let time = allow["time"].as_str().unwrap();
+    assert!(
+        humantime::parse_rfc3339(&format!("{}Z", &time[..19])).is_ok(),
+        "`.time[:19] + \"Z\"` is what jq's fromdate reads: {time}"
+    );
+    assert!(allow["request_id"].is_string());
+    assert_eq!(allow["identity"]["issuer"], "github");
+    assert_eq!(allow["identity"]["repository"], "acme/api");
+    assert_eq!(allow["identity"]["run_id"], "9876543210");
+    assert_eq!(allow["credentials"][0]["name"], "deploy-db");
+
+    // Who was refused and why.
+    for line in [deny, revoke] {
+        assert_eq!(line["decision"], "deny");
+        for field in ["time", "action", "stage", "code", "reason"] {
+            assert!(line.get(field).is_some(), "{field}: {line}");
+        }
+    }
+    assert_eq!(deny["environment"], "production");
+    assert_eq!(deny["identity"]["verified"], false);
+    assert_eq!(
+        deny["identity"]["sub"],
+        "repo:acme/api:environment:production"
+    );
+    assert_eq!(revoke["exchange"], "r1");
 }

@@ -130,23 +130,31 @@ fn audit_find(
     }
     let found =
         crate::audit::find_value(&log, &fp, value.expose_secret()).map_err(|e| e.to_string())?;
+    if !found.unreadable.is_empty() {
+        eprintln!(
+            "warning: {}: {} line(s) are not audit records and were not searched (first: line {}); run `jobkey audit verify`",
+            log.display(),
+            found.unreadable.len(),
+            found.unreadable[0]
+        );
+    }
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&found).unwrap_or_default()
+            serde_json::to_string_pretty(&found.matches).unwrap_or_default()
         );
-    } else if found.is_empty() {
+    } else if found.matches.is_empty() {
         println!("{}: no exchange issued this value", log.display());
     } else {
-        for m in &found {
-            let who = ["repository", "project_path", "sub"]
-                .iter()
-                .find_map(|k| m.identity.get(*k).and_then(|v| v.as_str()))
-                .unwrap_or("?");
-            let run = ["run_id", "pipeline_id"]
-                .iter()
-                .find_map(|k| m.identity.get(*k).and_then(|v| v.as_str()))
-                .unwrap_or("?");
+        for m in &found.matches {
+            let claim = |names: &[&str]| {
+                names
+                    .iter()
+                    .find_map(|k| m.identity.as_ref()?.claim(k))
+                    .map_or_else(|| "?".to_owned(), |v| v.to_text())
+            };
+            let who = claim(&["repository", "project_path", "sub"]);
+            let run = claim(&["run_id", "pipeline_id", "build_number"]);
             println!(
                 "seq {} at {}: request {} — {}.{} (rule `{}`, environment `{}`) to {} run {}",
                 m.seq, m.time, m.request_id, m.credential, m.field, m.rule, m.environment, who, run

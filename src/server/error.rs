@@ -10,13 +10,17 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::issue::IssueError;
 use crate::token::TokenError;
 
 /// An API failure.
 #[derive(Debug)]
 pub enum ApiError {
-    /// The request itself is malformed (body, JSON, fields).
-    BadRequest { code: &'static str, message: String },
+    /// The request itself is malformed (body, JSON, fields), or lacks what
+    /// a credential needs (400).
+    BadRequest { message: String },
+    /// The body is larger than `max_body_bytes` (413).
+    BodyTooLarge { message: String },
     /// The ID token was refused (401), or the issuer's keys are unavailable (503).
     Token(TokenError),
     /// The policy denied the request (403). `failed_claims` names the claims
@@ -36,9 +40,10 @@ pub enum ApiError {
     /// A credential's name template needs a claim the token lacks or holds
     /// an unusable value (403); nothing was issued.
     ClaimNotUsable { message: String },
-    /// The lease store could not record the exchange (503); what was
-    /// issued has been revoked.
-    LeaseStoreUnavailable,
+    /// The exchange store could not record or read an exchange (503); on
+    /// an exchange, what was issued has been revoked. (Its code keeps the
+    /// store's earlier name, `lease_store_unavailable`: clients match it.)
+    StoreUnavailable,
     /// Revocation: the exchange is unknown, already revoked, expired or not
     /// the caller's (404, one answer for all).
     UnknownExchange,
@@ -57,10 +62,8 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { code, .. } if *code == "body_too_large" => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Token(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Token(_) => StatusCode::UNAUTHORIZED,
             ApiError::Denied { .. } => StatusCode::FORBIDDEN,
@@ -69,7 +72,7 @@ impl ApiError {
             }
             ApiError::VaultFailed => StatusCode::BAD_GATEWAY,
             ApiError::ClaimNotUsable { .. } => StatusCode::FORBIDDEN,
-            ApiError::LeaseStoreUnavailable | ApiError::RevokeIncomplete => {
+            ApiError::StoreUnavailable | ApiError::RevokeIncomplete => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::UnknownExchange | ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -80,14 +83,15 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest { code, .. } => code,
+            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::Token(e) => e.code(),
             ApiError::Denied { code, .. } => code,
             ApiError::VaultUnavailable => "vault_unavailable",
             ApiError::VaultFailed => "vault_error",
             ApiError::AuditUnavailable => "audit_unavailable",
             ApiError::ClaimNotUsable { .. } => "claim_not_usable",
-            ApiError::LeaseStoreUnavailable => "lease_store_unavailable",
+            ApiError::StoreUnavailable => "lease_store_unavailable",
             ApiError::UnknownExchange => "unknown_exchange",
             ApiError::RevokeIncomplete => "revoke_incomplete",
             ApiError::NotFound => "not_found",
@@ -98,10 +102,11 @@ impl ApiError {
 
     pub fn message(&self) -> String {
         match self {
-            ApiError::BadRequest { message, .. }
+            ApiError::BadRequest { message }
+            | ApiError::BodyTooLarge { message }
             | ApiError::Denied { message, .. }
             | ApiError::ClaimNotUsable { message } => message.clone(),
-            ApiError::LeaseStoreUnavailable => "the exchange could not be recorded for revocation, so nothing was issued. Retry later.".into(),
+            ApiError::StoreUnavailable => "the exchange could not be recorded for revocation, so nothing was issued. Retry later.".into(),
             ApiError::UnknownExchange => "no such exchange to revoke: unknown, already revoked, expired, or not yours".into(),
             ApiError::RevokeIncomplete => "some credentials could not be revoked yet; retry the same request".into(),
             ApiError::Internal => "jobkey failed internally; nothing was issued. Retry, and tell the broker's operators (quote the request id).".into(),
@@ -115,6 +120,23 @@ impl ApiError {
             ApiError::AuditUnavailable => {
                 "the decision could not be recorded in the audit log, so nothing was issued. Retry later.".into()
             }
+        }
+    }
+
+    /// A credential of an exchange could not be issued (nothing was: what
+    /// was issued before has been revoked). Vault unreachable is 503, any
+    /// other Vault failure 502; what the token or the request lacks is the
+    /// job's to fix (403, 400).
+    pub fn from_issue(credential: &str, e: &IssueError) -> ApiError {
+        match e {
+            IssueError::Vault(v) if v.is_retryable() => ApiError::VaultUnavailable,
+            IssueError::Vault(_) => ApiError::VaultFailed,
+            IssueError::Claim(t) => ApiError::ClaimNotUsable {
+                message: format!("credential `{credential}`: {t}"),
+            },
+            IssueError::Request(m) => ApiError::BadRequest {
+                message: format!("credential `{credential}`: {m}"),
+            },
         }
     }
 
@@ -151,15 +173,13 @@ mod tests {
         let cases: Vec<(ApiError, u16, &str)> = vec![
             (
                 ApiError::BadRequest {
-                    code: "bad_request",
                     message: "x".into(),
                 },
                 400,
                 "bad_request",
             ),
             (
-                ApiError::BadRequest {
-                    code: "body_too_large",
+                ApiError::BodyTooLarge {
                     message: "x".into(),
                 },
                 413,
@@ -193,11 +213,7 @@ mod tests {
                 403,
                 "claim_not_usable",
             ),
-            (
-                ApiError::LeaseStoreUnavailable,
-                503,
-                "lease_store_unavailable",
-            ),
+            (ApiError::StoreUnavailable, 503, "lease_store_unavailable"),
             (ApiError::UnknownExchange, 404, "unknown_exchange"),
             (ApiError::RevokeIncomplete, 503, "revoke_incomplete"),
         ];
@@ -210,6 +226,47 @@ mod tests {
                 status == 503,
                 "{code}"
             );
+        }
+    }
+
+    #[test]
+    fn an_issue_failure_maps_to_its_status() {
+        use crate::policy::TemplateError;
+        use crate::vault::VaultError;
+        let cases: Vec<(IssueError, u16, &str)> = vec![
+            (
+                IssueError::Vault(VaultError::Unavailable {
+                    reason: "down".into(),
+                }),
+                503,
+                "vault_unavailable",
+            ),
+            (
+                IssueError::Vault(VaultError::NotFound {
+                    what: "secret/x".into(),
+                }),
+                502,
+                "vault_error",
+            ),
+            (
+                IssueError::Claim(TemplateError::MissingClaim {
+                    claim: "actor".into(),
+                }),
+                403,
+                "claim_not_usable",
+            ),
+            (
+                IssueError::Request("send `ssh_public_key`".into()),
+                400,
+                "bad_request",
+            ),
+        ];
+        for (e, status, code) in cases {
+            let api = ApiError::from_issue("deploy-db", &e);
+            assert_eq!((api.status().as_u16(), api.code()), (status, code), "{e}");
+            if status < 500 {
+                assert!(api.message().starts_with("credential `deploy-db`: "));
+            }
         }
     }
 }

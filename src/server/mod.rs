@@ -4,9 +4,12 @@
 //! shared lives in [`AppState`] (read-mostly, swappable policies), so
 //! replicas are interchangeable.
 
+mod audited;
 mod error;
 mod exchange;
+mod identity;
 pub mod reload;
+mod request;
 mod revoke;
 
 use std::future::Future;
@@ -26,7 +29,7 @@ pub use error::ApiError;
 
 use crate::audit::{AuditError, AuditLog, Fingerprinter};
 use crate::config::Config;
-use crate::leases::{LeaseStore, LeaseStoreError, MemoryStore, RedisStore};
+use crate::exchanges::{ExchangeStore, ExchangeStoreError, MemoryStore, RedisStore};
 use crate::policy::{PolicyError, PolicyIssuer, PolicySet};
 use crate::token::{FetchError, Verifier};
 use crate::vault::{Vault, VaultError};
@@ -44,8 +47,8 @@ pub enum ServeError {
     Audit(#[from] AuditError),
     #[error("listening: {0}")]
     Io(#[from] std::io::Error),
-    #[error("lease store: {0}")]
-    Leases(#[from] LeaseStoreError),
+    #[error("exchange store: {0}")]
+    Store(#[from] ExchangeStoreError),
 }
 
 /// Everything a request handler needs.
@@ -62,7 +65,7 @@ pub struct AppState {
     /// Keyed fingerprints of issued values, for the audit log.
     pub fingerprints: Fingerprinter,
     /// Each exchange's revocable credentials (Redis, or in-memory).
-    pub leases: LeaseStore,
+    pub exchanges: ExchangeStore,
     pub max_body_bytes: usize,
 }
 
@@ -84,15 +87,15 @@ impl AppState {
             tracing::warn!(%issuer, error = %err, "could not fetch the issuer's keys at start-up; will retry on first use");
         }
         let vault = Vault::connect(cfg.vault.clone()).await?;
-        let leases = match &cfg.state {
-            Some(st) => LeaseStore::Redis(
+        let exchanges = match &cfg.state {
+            Some(st) => ExchangeStore::Redis(
                 RedisStore::connect(&st.redis_url, &st.key_prefix, st.timeout).await?,
             ),
             None => {
                 tracing::warn!(
                     "no [state] section: exchange records are kept in memory; run a single replica"
                 );
-                LeaseStore::Memory(MemoryStore::default())
+                ExchangeStore::Memory(MemoryStore::default())
             }
         };
         tracing::info!(
@@ -110,7 +113,7 @@ impl AppState {
             vault,
             audit,
             fingerprints,
-            leases,
+            exchanges,
             max_body_bytes: cfg.max_body_bytes,
         }))
     }
@@ -148,11 +151,11 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn not_found() -> axum::response::Response {
-    ApiError::NotFound.into_response_with(&exchange::request_id())
+    ApiError::NotFound.into_response_with(&request::request_id())
 }
 
 async fn method_not_allowed() -> axum::response::Response {
-    ApiError::MethodNotAllowed.into_response_with(&exchange::request_id())
+    ApiError::MethodNotAllowed.into_response_with(&request::request_id())
 }
 
 async fn readyz(State(st): State<Arc<AppState>>) -> axum::response::Response {

@@ -13,7 +13,7 @@
 //! for other jobs' exchanges. The record is taken from the store atomically
 //! before revoking, so two concurrent revocations revoke once; if Vault
 //! fails part-way, what is left is stored again and the answer is `503`
-//! (retry the same request). Every outcome is audited.
+//! (retry the same request). Every outcome is audited, in one record.
 
 use std::sync::Arc;
 
@@ -23,14 +23,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
-use super::exchange::{
-    HANDLE_PREFIX, bearer, json_body, owner, record, request_id, verify_audited,
-};
-use super::{ApiError, AppState};
-use crate::audit;
-use crate::leases::sha256_hex;
+use super::audited::{Stop, record};
+use super::request::{bearer, json_body, request_id};
+use super::{ApiError, AppState, identity};
+use crate::audit::{Auth, Event, EventBuilder, Stage};
+use crate::exchanges::{ExchangeRecord, ExchangeStoreError, HandleHash, Owner, RevocationHandle};
+use crate::secret::SecretString;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,10 +55,21 @@ pub async fn revoke(
 
 /// How the caller proved who it is.
 enum Caller {
-    Handle(String),
-    Job(crate::leases::Owner),
+    Handle(HandleHash),
+    Job(Owner),
     /// A verified token without sub or run id: owns nothing.
     Nobody,
+}
+
+impl Caller {
+    fn owns(&self, rec: &ExchangeRecord) -> bool {
+        match self {
+            // Comparing hashes: timing reveals nothing about the handle.
+            Caller::Handle(hash) => *hash == rec.handle_sha256,
+            Caller::Job(o) => rec.owner.as_ref() == Some(o),
+            Caller::Nobody => false,
+        }
+    }
 }
 
 async fn handle(
@@ -69,73 +80,115 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     let secret = bearer(headers)?;
     let req: RevokeRequest = json_body(body, r#"{"request_id": "<the exchange's request_id>"}"#)?;
-    let mut event = Map::new();
-    event.insert("time".into(), json!(audit::timestamp()));
-    event.insert("request_id".into(), json!(rid));
-    event.insert("action".into(), json!("revoke"));
-    event.insert("exchange".into(), json!(req.request_id));
-
-    let caller = if secret.expose_secret().starts_with(HANDLE_PREFIX) {
-        event.insert("auth".into(), json!("handle"));
-        Caller::Handle(sha256_hex(secret.expose_secret().as_bytes()))
-    } else {
-        event.insert("auth".into(), json!("id_token"));
-        let v = verify_audited(st, &secret, &mut event).await?;
-        owner(&v).map_or(Caller::Nobody, Caller::Job)
-    };
-    drop(secret);
-
-    let deny = |mut event: Map<String, Value>| async move {
-        event.insert("decision".into(), json!("deny"));
-        event.insert("stage".into(), json!("revoke"));
-        event.insert("reason".into(), json!({"code": "unknown_exchange"}));
-        record(st, event).await?;
-        Err::<Response, ApiError>(ApiError::UnknownExchange)
-    };
-    let store_err = |e: crate::leases::LeaseStoreError| {
-        tracing::error!(error = %e, "reading the lease store failed");
-        ApiError::LeaseStoreUnavailable
-    };
-
-    let Some(rec) = st.leases.get(&req.request_id).await.map_err(store_err)? else {
-        return deny(event).await;
-    };
-    let owns = match &caller {
-        // Comparing hashes: timing reveals nothing about the handle.
-        Caller::Handle(hash) => *hash == rec.handle_sha256,
-        Caller::Job(o) => rec.owner.as_ref() == Some(o),
-        Caller::Nobody => false,
-    };
-    if !owns {
-        return deny(event).await;
+    let mut event = Event::revoke(rid, &req.request_id);
+    match run(st, secret, &req.request_id, &mut event).await {
+        Err(stop) => {
+            record(st, &event.refused(*stop.refusal)).await?;
+            Err(stop.api)
+        }
+        Ok(revoked) => {
+            record(st, &event.revocation_done(revoked)).await?;
+            tracing::info!(request_id = %rid, exchange = %req.request_id, revoked, "exchange revoked");
+            Ok(
+                axum::Json(json!({"request_id": req.request_id, "revoked": revoked}))
+                    .into_response(),
+            )
+        }
     }
-    let Some(rec) = st.leases.take(&req.request_id).await.map_err(store_err)? else {
-        return deny(event).await; // revoked concurrently
-    };
+}
 
+/// The pipeline: who is asking, their exchange, revoke it. Returns how many
+/// items were revoked.
+async fn run(
+    st: &AppState,
+    secret: SecretString,
+    exchange: &str,
+    event: &mut EventBuilder,
+) -> Result<usize, Stop> {
+    let caller = authenticate(st, secret, event).await?;
+    let rec = take_owned(st, exchange, &caller, event).await?;
+    revoke_record(st, rec, event).await
+}
+
+/// A handle, or an ID token verified like an exchange's.
+async fn authenticate(
+    st: &AppState,
+    secret: SecretString,
+    event: &mut EventBuilder,
+) -> Result<Caller, Stop> {
+    match RevocationHandle::from_bearer(secret) {
+        Ok(handle) => {
+            event.auth(Auth::Handle);
+            Ok(Caller::Handle(handle.sha256()))
+        }
+        Err(token) => {
+            event.auth(Auth::IdToken);
+            let v = identity::verify(st, token, event).await?;
+            Ok(identity::owner(&v).map_or(Caller::Nobody, Caller::Job))
+        }
+    }
+}
+
+/// Takes the exchange's record from the store if it is the caller's. The
+/// audit record gets the exchange's environment and owner once it is
+/// found, also when it is not the caller's.
+async fn take_owned(
+    st: &AppState,
+    exchange: &str,
+    caller: &Caller,
+    event: &mut EventBuilder,
+) -> Result<ExchangeRecord, Stop> {
+    let unknown = || {
+        Stop::new(
+            Stage::Revoke,
+            ApiError::UnknownExchange,
+            &json!({"code": "unknown_exchange"}),
+        )
+    };
+    let Some(rec) = st.exchanges.get(exchange).await.map_err(store_failed)? else {
+        return Err(unknown());
+    };
+    event.exchange_found(&rec.environment, rec.owner.as_ref());
+    if !caller.owns(&rec) {
+        return Err(unknown());
+    }
+    // `None`: revoked concurrently.
+    st.exchanges
+        .take(exchange)
+        .await
+        .map_err(store_failed)?
+        .ok_or_else(unknown)
+}
+
+fn store_failed(e: ExchangeStoreError) -> Stop {
+    tracing::error!(error = %e, "reading the exchange store failed");
+    Stop::new(
+        Stage::Store,
+        ApiError::StoreUnavailable,
+        &json!({"message": e.to_string()}),
+    )
+}
+
+/// Revokes every item; what Vault refused is stored again for a retry.
+async fn revoke_record(
+    st: &AppState,
+    rec: ExchangeRecord,
+    event: &mut EventBuilder,
+) -> Result<usize, Stop> {
     let (revoked, failed) = crate::issue::revoke_all(&st.vault, &rec.revocables).await;
-    event.insert("environment".into(), json!(rec.environment));
-    event.insert("revoked".into(), json!(revoked));
-    // Whose exchange it was (issuer, sub, run), also when a handle revoked it.
-    if let Some(o) = &rec.owner {
-        event.insert("exchange_owner".into(), json!(o));
+    if failed.is_empty() {
+        return Ok(revoked);
     }
-    if !failed.is_empty() {
-        let left = failed.len();
-        let mut rest = rec;
-        rest.revocables = failed;
-        let restored = st.leases.put(&rest).await.is_ok();
-        event.insert("decision".into(), json!("error"));
-        event.insert("stage".into(), json!("vault"));
-        event.insert(
-            "reason".into(),
-            json!({"message": format!("{left} credential(s) could not be revoked"), "kept_for_retry": restored}),
-        );
-        record(st, event).await?;
-        return Err(ApiError::RevokeIncomplete);
-    }
-    event.insert("decision".into(), json!("allow"));
-    record(st, event).await?;
-    tracing::info!(request_id = %rid, exchange = %req.request_id, revoked, "exchange revoked");
-    Ok(axum::Json(json!({"request_id": req.request_id, "revoked": revoked})).into_response())
+    event.revoked(revoked);
+    let left = failed.len();
+    let rest = ExchangeRecord {
+        revocables: failed,
+        ..rec
+    };
+    let restored = st.exchanges.put(&rest).await.is_ok();
+    Err(Stop::new(
+        Stage::Vault,
+        ApiError::RevokeIncomplete,
+        &json!({"message": format!("{left} credential(s) could not be revoked"), "kept_for_retry": restored}),
+    ))
 }

@@ -68,12 +68,17 @@ fn audit_verify_reports_the_first_broken_line() {
     let p = dir.path().join("audit.jsonl");
     let log = jobkey::audit::AuditLog::open(&p).unwrap();
     for i in 0..3 {
-        let mut m = serde_json::Map::new();
-        m.insert(
-            "decision".into(),
-            serde_json::json!(if i == 1 { "deny" } else { "allow" }),
-        );
-        log.append_blocking(m).unwrap();
+        let event = jobkey::audit::Event::exchange(&format!("r{i}"), "production", &[]);
+        let event = if i == 1 {
+            event.refused(jobkey::audit::Refusal::deny(
+                jobkey::audit::Stage::Policy,
+                "no_rule_matched",
+                &serde_json::json!({}),
+            ))
+        } else {
+            event.allow(Vec::new(), 0)
+        };
+        log.append_blocking(&event).unwrap();
     }
     let (code, out, _) = jobkey(&["audit", "verify", p.to_str().unwrap()]);
     assert_eq!(code, 0);

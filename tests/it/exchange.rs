@@ -91,7 +91,9 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
     assert_eq!(lines.len(), 6, "{lines:#?}");
     let allow = &lines[0];
     assert_eq!(allow["decision"], "allow");
+    assert_eq!(allow["action"], "exchange");
     assert_eq!(allow["identity"]["issuer"], "github");
+    assert_eq!(allow["identity"]["verified"], true);
     assert_eq!(allow["identity"]["repository"], "acme/api");
     assert_eq!(allow["identity"]["repository_id"], "892347");
     assert_eq!(allow["identity"]["run_id"], "9876543210");
@@ -104,6 +106,10 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
     assert_eq!(lines[1]["identity"]["project_id"], "4242");
     let deny = &lines[2];
     assert_eq!(deny["decision"], "deny");
+    assert_eq!(
+        (&deny["stage"], &deny["code"]),
+        (&json!("policy"), &json!("no_rule_matched"))
+    );
     assert_eq!(deny["identity"]["ref"], "refs/heads/feature/x");
     let failures = deny["reason"]["failures"].as_array().unwrap();
     assert!(

@@ -57,6 +57,19 @@ async fn no_secret_and_no_token_in_logs_or_audit() {
         "the log is the server's (trace level): {log}"
     );
     assert_eq!(audit.lines().count(), 5);
+    // The refused tokens are audited with their claims read unverified,
+    // and marked so.
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (line, code) in [(&lines[3], "token_expired"), (&lines[4], "bad_signature")] {
+        assert_eq!(line["decision"], "deny", "{line}");
+        assert_eq!(line["code"], code, "{line}");
+        assert_eq!(line["identity"]["verified"], false, "{line}");
+        assert_eq!(line["identity"]["repository"], "acme/api", "{line}");
+        assert!(line["identity"].get("issuer").is_none(), "{line}");
+    }
     let needles = [
         ("the database password", stack.db_password.clone()),
         ("the staging api key", stack.app_key.clone()),

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{ExchangeRecord, LeaseStoreError, Store};
+use super::{ExchangeRecord, ExchangeStoreError};
 
 /// A Redis-backed store. Cheap to clone.
 #[derive(Clone)]
@@ -15,10 +15,10 @@ pub struct RedisStore {
     prefix: String,
 }
 
-fn unavailable(e: redis::RedisError) -> LeaseStoreError {
+fn unavailable(e: redis::RedisError) -> ExchangeStoreError {
     // RedisError's Display names the failure kind and server message, not
     // the connection URL (which may hold a password).
-    LeaseStoreError::Unavailable {
+    ExchangeStoreError::Unavailable {
         reason: format!("redis: {}", e.kind_name()),
     }
 }
@@ -45,8 +45,8 @@ impl RedisStore {
         url: &str,
         prefix: &str,
         timeout: Duration,
-    ) -> Result<RedisStore, LeaseStoreError> {
-        let client = redis::Client::open(url).map_err(|_| LeaseStoreError::Unavailable {
+    ) -> Result<RedisStore, ExchangeStoreError> {
+        let client = redis::Client::open(url).map_err(|_| ExchangeStoreError::Unavailable {
             reason: "the Redis URL is not valid".into(),
         })?;
         let cfg = ConnectionManagerConfig::new()
@@ -66,19 +66,17 @@ impl RedisStore {
         format!("{}exchange:{request_id}", self.prefix)
     }
 
-    fn decode(raw: Option<String>) -> Result<Option<ExchangeRecord>, LeaseStoreError> {
+    fn decode(raw: Option<String>) -> Result<Option<ExchangeRecord>, ExchangeStoreError> {
         raw.map(|s| {
-            serde_json::from_str(&s).map_err(|e| LeaseStoreError::Corrupt {
+            serde_json::from_str(&s).map_err(|e| ExchangeStoreError::Corrupt {
                 reason: e.to_string(),
             })
         })
         .transpose()
     }
-}
 
-impl Store for RedisStore {
-    async fn put(&self, rec: &ExchangeRecord) -> Result<(), LeaseStoreError> {
-        let text = serde_json::to_string(rec).map_err(|e| LeaseStoreError::Corrupt {
+    pub async fn put(&self, rec: &ExchangeRecord) -> Result<(), ExchangeStoreError> {
+        let text = serde_json::to_string(rec).map_err(|e| ExchangeStoreError::Corrupt {
             reason: e.to_string(),
         })?;
         // A minute of slack: a revocation racing the last expiry still finds it.
@@ -89,13 +87,19 @@ impl Store for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn get(&self, request_id: &str) -> Result<Option<ExchangeRecord>, LeaseStoreError> {
+    pub async fn get(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<ExchangeRecord>, ExchangeStoreError> {
         let mut conn = self.conn.clone();
         let raw: Option<String> = conn.get(self.key(request_id)).await.map_err(unavailable)?;
         Self::decode(raw)
     }
 
-    async fn take(&self, request_id: &str) -> Result<Option<ExchangeRecord>, LeaseStoreError> {
+    pub async fn take(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<ExchangeRecord>, ExchangeStoreError> {
         let mut conn = self.conn.clone();
         let raw: Option<String> = conn
             .get_del(self.key(request_id))

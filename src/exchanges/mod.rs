@@ -1,13 +1,13 @@
-//! What each exchange issued that can be revoked, remembered so that
-//! `POST /v1/revoke` can undo it (from any replica).
+//! The exchange store: what each exchange issued that can be revoked,
+//! remembered so that `POST /v1/revoke` can undo it (from any replica).
 //!
 //! An [`ExchangeRecord`] holds the exchange's request id, the SHA-256 of its
-//! revocation handle (never the handle), the job's identity (issuer name,
+//! [`RevocationHandle`] (never the handle), the job's identity (issuer name,
 //! `sub`, run id) and the [`Revocable`]s: lease ids, token accessors, PKI
 //! serials, wrapping-token accessors. It expires with the longest-lived
 //! credential of the exchange: after that there is nothing left to revoke.
 //!
-//! Two stores:
+//! Two stores, behind [`ExchangeStore`]:
 //! - [`RedisStore`] (`[state] redis_url`): shared by every replica; one key
 //!   per exchange, `SET … EX`, taken with `GETDEL` so that two concurrent
 //!   revocations cannot both proceed;
@@ -16,14 +16,15 @@
 //!   replica other than the one that served the exchange finds nothing, and
 //!   a restart forgets every record (the credentials then simply expire).
 
+mod handle;
 mod memory;
 mod redis;
 
-use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use handle::{HandleHash, RevocationHandle};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
@@ -43,8 +44,8 @@ pub struct Owner {
 pub struct ExchangeRecord {
     pub request_id: String,
     pub environment: String,
-    /// Lowercase hex SHA-256 of the revocation handle.
-    pub handle_sha256: String,
+    /// The SHA-256 of the revocation handle.
+    pub handle_sha256: HandleHash,
     /// `None` when the token had no `sub` or no run id: only the handle
     /// can revoke then.
     pub owner: Option<Owner>,
@@ -61,71 +62,59 @@ impl ExchangeRecord {
     }
 }
 
-/// The lease store could not be used. Never carries the Redis URL.
+/// The exchange store could not be used. Never carries the Redis URL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LeaseStoreError {
-    #[error("the lease store is unavailable: {reason}")]
+pub enum ExchangeStoreError {
+    #[error("the exchange store is unavailable: {reason}")]
     Unavailable { reason: String },
-    #[error("the lease store holds an unreadable record: {reason}")]
+    #[error("the exchange store holds an unreadable record: {reason}")]
     Corrupt { reason: String },
 }
 
-/// The operations every store offers.
-pub trait Store: Send + Sync {
-    /// Stores (or replaces) a record until its expiry.
-    fn put(&self, rec: &ExchangeRecord)
-    -> impl Future<Output = Result<(), LeaseStoreError>> + Send;
-    /// Reads a record without removing it.
-    fn get(
-        &self,
-        request_id: &str,
-    ) -> impl Future<Output = Result<Option<ExchangeRecord>, LeaseStoreError>> + Send;
-    /// Removes and returns a record, atomically: of two concurrent calls,
-    /// one gets it.
-    fn take(
-        &self,
-        request_id: &str,
-    ) -> impl Future<Output = Result<Option<ExchangeRecord>, LeaseStoreError>> + Send;
-}
-
 /// The configured store.
-pub enum LeaseStore {
+pub enum ExchangeStore {
     Memory(MemoryStore),
     Redis(RedisStore),
 }
 
-impl LeaseStore {
-    pub fn kind(&self) -> &'static str {
+impl ExchangeStore {
+    /// Stores (or replaces) a record until its expiry.
+    pub async fn put(&self, rec: &ExchangeRecord) -> Result<(), ExchangeStoreError> {
         match self {
-            LeaseStore::Memory(_) => "memory",
-            LeaseStore::Redis(_) => "redis",
+            ExchangeStore::Memory(s) => {
+                s.put(rec);
+                Ok(())
+            }
+            ExchangeStore::Redis(s) => s.put(rec).await,
         }
     }
 
-    pub async fn put(&self, rec: &ExchangeRecord) -> Result<(), LeaseStoreError> {
+    /// Reads a record without removing it.
+    pub async fn get(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<ExchangeRecord>, ExchangeStoreError> {
         match self {
-            LeaseStore::Memory(s) => s.put(rec).await,
-            LeaseStore::Redis(s) => s.put(rec).await,
+            ExchangeStore::Memory(s) => Ok(s.get(request_id)),
+            ExchangeStore::Redis(s) => s.get(request_id).await,
         }
     }
 
-    pub async fn get(&self, request_id: &str) -> Result<Option<ExchangeRecord>, LeaseStoreError> {
+    /// Removes and returns a record, atomically: of two concurrent calls,
+    /// one gets it.
+    pub async fn take(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<ExchangeRecord>, ExchangeStoreError> {
         match self {
-            LeaseStore::Memory(s) => s.get(request_id).await,
-            LeaseStore::Redis(s) => s.get(request_id).await,
-        }
-    }
-
-    pub async fn take(&self, request_id: &str) -> Result<Option<ExchangeRecord>, LeaseStoreError> {
-        match self {
-            LeaseStore::Memory(s) => s.take(request_id).await,
-            LeaseStore::Redis(s) => s.take(request_id).await,
+            ExchangeStore::Memory(s) => Ok(s.take(request_id)),
+            ExchangeStore::Redis(s) => s.take(request_id).await,
         }
     }
 }
 
 /// Lowercase hex SHA-256.
-pub fn sha256_hex(data: &[u8]) -> String {
+fn sha256_hex(data: &[u8]) -> String {
     crate::random::hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
@@ -141,7 +130,7 @@ mod tests {
         ExchangeRecord {
             request_id: id.into(),
             environment: "production".into(),
-            handle_sha256: sha256_hex(b"h"),
+            handle_sha256: RevocationHandle::mint().unwrap().sha256(),
             owner: Some(Owner {
                 issuer: "github".into(),
                 sub: "repo:acme/api".into(),
@@ -156,7 +145,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_store_put_get_take_once() {
-        let s = LeaseStore::Memory(MemoryStore::default());
+        let s = ExchangeStore::Memory(MemoryStore::default());
         let r = record("r1", 60);
         s.put(&r).await.unwrap();
         assert_eq!(s.get("r1").await.unwrap(), Some(r.clone()));
@@ -165,13 +154,18 @@ mod tests {
         assert_eq!(s.get("nope").await.unwrap(), None);
     }
 
-    #[tokio::test]
-    async fn memory_store_forgets_expired_records() {
+    #[test]
+    fn memory_store_forgets_expired_records() {
         let s = MemoryStore::default();
-        let mut r = record("old", 0);
-        r.expires_at -= 10;
-        s.put(&r).await.unwrap();
-        assert_eq!(s.get("old").await.unwrap(), None);
+        let r = record("old", 60);
+        s.put(&r);
+        assert_eq!(
+            s.get_at("old", r.expires_at - 1),
+            Some(r.clone()),
+            "kept until it expires"
+        );
+        assert_eq!(s.get_at("old", r.expires_at), None, "forgotten at expiry");
+        assert_eq!(s.get("old"), None, "and gone for good");
     }
 
     #[test]

@@ -1,0 +1,502 @@
+//! The audit record: one [`Event`] per request, whatever its outcome.
+//!
+//! An exchange or a revocation starts an [`EventBuilder`]
+//! ([`Event::exchange`], [`Event::revoke`]), fills it as it goes (the
+//! caller's [`Identity`], the exchange's environment and owner), and ends it
+//! once: [`EventBuilder::allow`], [`EventBuilder::revocation_done`] or
+//! [`EventBuilder::refused`] with a [`Refusal`]. Only a finished `Event` can
+//! be appended to the log.
+//!
+//! No secret type can enter an `Event`. Its fields are strings, numbers,
+//! the enums below, an exchange's [`Owner`], [`Fingerprint`]s (made by the
+//! [`Fingerprinter`](super::Fingerprinter), or read back from a log) and,
+//! for `reason`, a JSON value made from anything that implements
+//! `Serialize`. `SecretString` is none of these and does not implement
+//! `Serialize`, so the compiler refuses it:
+//!
+//! ```compile_fail,E0277
+//! use jobkey::audit::{Refusal, Stage};
+//! use jobkey::secret::SecretString;
+//!
+//! let token = SecretString::new("eyJhbGciOiJSUzI1NiJ9.e30.c2ln".to_owned());
+//! // error[E0277]: the trait bound `SecretString: Serialize` is not satisfied
+//! let _ = Refusal::deny(Stage::Token, "bad_signature", &token);
+//! ```
+//!
+//! Nor can it be slipped in through a JSON value:
+//!
+//! ```compile_fail,E0277
+//! use jobkey::audit::{Refusal, Stage};
+//! use jobkey::secret::SecretString;
+//!
+//! let token = SecretString::new("eyJhbGciOiJSUzI1NiJ9.e30.c2ln".to_owned());
+//! let _ = Refusal::deny(Stage::Token, "bad_signature", &serde_json::json!({"token": token}));
+//! ```
+//!
+//! The same call with a reason that holds no secret compiles, so what the
+//! two examples above are refused for is the `SecretString`:
+//!
+//! ```
+//! use jobkey::audit::{Refusal, Stage};
+//!
+//! let code = "bad_signature".to_owned();
+//! let _ = Refusal::deny(Stage::Token, "bad_signature", &code);
+//! let _ = Refusal::deny(Stage::Token, "bad_signature", &serde_json::json!({"token": code}));
+//! ```
+//!
+//! Caller-controlled strings (the environment asked for, each requested
+//! credential name, the exchange id a revocation names, and every claim of
+//! a token that did not verify) are [`bounded`]: a string longer than
+//! [`MAX_STRING_BYTES`] is replaced by its length and a SHA-256 prefix, and
+//! the requested list keeps at most [`MAX_REQUESTED`] names. A caller that
+//! proved nothing cannot make one audit line large.
+//!
+//! Logs written before the record was typed read back as `Event`s: fields
+//! they lack take their serde defaults (`action` is `exchange`, an
+//! `identity` is `verified`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Number, Value};
+
+use super::Fingerprint;
+use crate::exchanges::Owner;
+
+/// Longest caller-controlled string kept as is, in bytes.
+pub const MAX_STRING_BYTES: usize = 128;
+/// Most requested credential names kept on one line.
+pub const MAX_REQUESTED: usize = 32;
+/// Most claims kept in an identity.
+pub const MAX_IDENTITY_CLAIMS: usize = 48;
+
+/// What the request asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// `POST /v1/exchange` (lines written before `action` existed are
+    /// exchanges).
+    #[default]
+    Exchange,
+    /// `POST /v1/revoke`.
+    Revoke,
+}
+
+/// How the request ended. One meaning each, for both actions: `action`
+/// says whether an `allow` granted credentials or revoked them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Done: credentials were issued (exchange), or an exchange's
+    /// credentials were revoked (revoke).
+    Allow,
+    /// Refused because of the request: its token, the policy, a claim or
+    /// key the credential needs, or an exchange that is not the caller's.
+    /// The caller got a 4xx.
+    Deny,
+    /// jobkey or a service it depends on failed (Vault, the exchange store,
+    /// the issuer's keys, randomness). The caller got a 5xx.
+    Error,
+}
+
+/// Where a request that was not allowed stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Token verification.
+    Token,
+    /// The policy decision.
+    Policy,
+    /// A credential's own needs: a name template's claim, the SSH key.
+    Credential,
+    /// Vault: issuing, or revoking.
+    Vault,
+    /// The exchange store (named as the API's `lease_store_unavailable`).
+    #[serde(rename = "lease_store")]
+    Store,
+    /// Revocation: the exchange is unknown or not the caller's.
+    Revoke,
+    /// jobkey itself (no randomness).
+    Internal,
+}
+
+/// How a revocation proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Auth {
+    /// The exchange's revocation handle.
+    Handle,
+    /// An ID token of the same job.
+    IdToken,
+}
+
+/// One claim value: scalars only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClaimValue {
+    Bool(bool),
+    Number(Number),
+    String(String),
+}
+
+impl ClaimValue {
+    fn from_json(v: &Value) -> Option<ClaimValue> {
+        match v {
+            Value::Bool(b) => Some(ClaimValue::Bool(*b)),
+            Value::Number(n) => Some(ClaimValue::Number(n.clone())),
+            Value::String(s) => Some(ClaimValue::String(s.clone())),
+            _ => None,
+        }
+    }
+
+    /// The value as text (for people: `jobkey audit find`).
+    pub fn to_text(&self) -> String {
+        match self {
+            ClaimValue::Bool(b) => b.to_string(),
+            ClaimValue::Number(n) => n.to_string(),
+            ClaimValue::String(s) => s.clone(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Who made the request: the issuer's configured name and the audited
+/// claims, flat (`identity.repository`, `identity.run_id`, …).
+///
+/// `verified: false` marks the claims of a token that was refused: read
+/// without verification (anyone can write them), bounded, and with no
+/// issuer name (the issuer was not established).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    #[serde(default = "yes")]
+    verified: bool,
+    #[serde(flatten)]
+    claims: BTreeMap<String, ClaimValue>,
+}
+
+impl Identity {
+    /// A verified token's identity: `issuer` (the configured name) and the
+    /// scalar claims among `names`.
+    pub fn verified(issuer: &str, claims: &Map<String, Value>, names: &[&str]) -> Identity {
+        Identity {
+            issuer: Some(issuer.to_owned()),
+            verified: true,
+            claims: pick(claims, names).collect(),
+        }
+    }
+
+    /// A refused token's claims, read without verification: the scalar
+    /// claims among `names`, each string [`bounded`], at most
+    /// [`MAX_IDENTITY_CLAIMS`].
+    pub fn unverified(claims: &Map<String, Value>, names: &[&str]) -> Identity {
+        Identity {
+            issuer: None,
+            verified: false,
+            claims: pick(claims, names)
+                .map(|(k, v)| match v {
+                    ClaimValue::String(s) => (k, ClaimValue::String(bounded(&s))),
+                    other => (k, other),
+                })
+                .take(MAX_IDENTITY_CLAIMS)
+                .collect(),
+        }
+    }
+
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
+    }
+
+    pub fn is_verified(&self) -> bool {
+        self.verified
+    }
+
+    pub fn claim(&self, name: &str) -> Option<&ClaimValue> {
+        self.claims.get(name)
+    }
+}
+
+fn pick<'a>(
+    claims: &'a Map<String, Value>,
+    names: &'a [&str],
+) -> impl Iterator<Item = (String, ClaimValue)> + 'a {
+    names.iter().filter_map(|name| {
+        // `issuer` and `verified` are the identity's own fields.
+        if matches!(*name, "issuer" | "verified") {
+            return None;
+        }
+        let v = ClaimValue::from_json(claims.get(*name)?)?;
+        Some(((*name).to_owned(), v))
+    })
+}
+
+/// One issued credential: what, under which rule, for how long, and a
+/// keyed fingerprint of each secret field (never the value).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssuedCredential {
+    pub name: String,
+    pub rule: String,
+    pub kind: String,
+    /// The actual TTL, in seconds.
+    pub ttl_s: u64,
+    pub wrapped: bool,
+    pub fingerprints: BTreeMap<String, Fingerprint>,
+}
+
+/// Why a request was not allowed: the decision (`deny` or `error`), the
+/// stage, the error code the caller got, and the detail for the auditor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    decision: Decision,
+    stage: Stage,
+    code: String,
+    reason: Value,
+}
+
+impl Refusal {
+    /// Refused because of the request (the caller got a 4xx).
+    pub fn deny(stage: Stage, code: &str, reason: &impl Serialize) -> Refusal {
+        Self::new(Decision::Deny, stage, code, reason)
+    }
+
+    /// jobkey or a service it needs failed (the caller got a 5xx).
+    pub fn error(stage: Stage, code: &str, reason: &impl Serialize) -> Refusal {
+        Self::new(Decision::Error, stage, code, reason)
+    }
+
+    fn new(decision: Decision, stage: Stage, code: &str, reason: &impl Serialize) -> Refusal {
+        Refusal {
+            decision,
+            stage,
+            code: code.to_owned(),
+            reason: serde_json::to_value(reason).unwrap_or(Value::Null),
+        }
+    }
+
+    pub fn decision(&self) -> Decision {
+        self.decision
+    }
+}
+
+/// One line of the audit log (without `seq`, `prev` and `hash`, which
+/// [`AuditLog::append`](super::AuditLog::append) adds). Field order does
+/// not matter: the line's keys are written sorted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    time: String,
+    request_id: String,
+    #[serde(default)]
+    action: Action,
+    decision: Decision,
+    /// For `deny`/`error`: the error code the caller got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stage: Option<Stage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<Value>,
+    /// The environment asked for (exchange), or the revoked exchange's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    environment: Option<String>,
+    /// Exchange: the credential names asked for (empty: all granted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requested: Option<Vec<String>>,
+    /// Exchange: how many more names were asked for than kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requested_omitted: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity: Option<Identity>,
+    /// Exchange `allow`: what was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credentials: Option<Vec<IssuedCredential>>,
+    /// Exchange `allow`: how many items were recorded for revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revocable: Option<usize>,
+    /// Revoke: the exchange's request id, as the caller named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exchange: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth: Option<Auth>,
+    /// Revoke: how many items were revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revoked: Option<usize>,
+    /// Revoke: whose exchange it was, when it was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exchange_owner: Option<Owner>,
+}
+
+/// An [`Event`] being filled; it becomes one through one of its endings.
+#[derive(Debug)]
+#[must_use = "an audit record is written only once it is finished"]
+pub struct EventBuilder {
+    /// `decision` and the fields of an ending are set by the ending.
+    event: Event,
+}
+
+impl Event {
+    /// An exchange asking for `environment` and `requested`, now.
+    pub fn exchange(request_id: &str, environment: &str, requested: &[String]) -> EventBuilder {
+        let kept: Vec<String> = requested
+            .iter()
+            .take(MAX_REQUESTED)
+            .map(|n| bounded(n))
+            .collect();
+        let omitted = requested.len() - kept.len();
+        let mut event = Event::new(request_id, Action::Exchange);
+        event.environment = Some(bounded(environment));
+        event.requested = Some(kept);
+        event.requested_omitted = (omitted > 0).then_some(omitted);
+        EventBuilder { event }
+    }
+
+    /// A revocation of the exchange the caller names, now.
+    pub fn revoke(request_id: &str, exchange: &str) -> EventBuilder {
+        let mut event = Event::new(request_id, Action::Revoke);
+        event.exchange = Some(bounded(exchange));
+        EventBuilder { event }
+    }
+
+    fn new(request_id: &str, action: Action) -> Event {
+        Event {
+            time: super::timestamp(),
+            request_id: bounded(request_id),
+            action,
+            // Replaced by every ending; never written as is.
+            decision: Decision::Error,
+            code: None,
+            stage: None,
+            reason: None,
+            environment: None,
+            requested: None,
+            requested_omitted: None,
+            identity: None,
+            credentials: None,
+            revocable: None,
+            exchange: None,
+            auth: None,
+            revoked: None,
+            exchange_owner: None,
+        }
+    }
+
+    pub fn time(&self) -> &str {
+        &self.time
+    }
+
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    pub fn action(&self) -> Action {
+        self.action
+    }
+
+    pub fn decision(&self) -> Decision {
+        self.decision
+    }
+
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    pub fn stage(&self) -> Option<Stage> {
+        self.stage
+    }
+
+    pub fn environment(&self) -> Option<&str> {
+        self.environment.as_deref()
+    }
+
+    pub fn requested(&self) -> &[String] {
+        self.requested.as_deref().unwrap_or_default()
+    }
+
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    pub fn credentials(&self) -> &[IssuedCredential] {
+        self.credentials.as_deref().unwrap_or_default()
+    }
+
+    pub fn exchange_owner(&self) -> Option<&Owner> {
+        self.exchange_owner.as_ref()
+    }
+
+    /// The line's JSON object (before `seq`, `prev` and `hash`). A struct
+    /// with string keys serializes to an object; should that ever fail,
+    /// the append fails rather than write a line without its content.
+    pub(super) fn to_map(&self) -> Result<Map<String, Value>, String> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => Ok(m),
+            Ok(_) => Err("the event is not a JSON object".into()),
+            Err(e) => Err(format!("the event could not be serialized: {e}")),
+        }
+    }
+}
+
+impl EventBuilder {
+    /// Who made the request.
+    pub fn identity(&mut self, identity: Identity) {
+        self.event.identity = Some(identity);
+    }
+
+    /// Revoke: how the caller authenticated.
+    pub fn auth(&mut self, auth: Auth) {
+        self.event.auth = Some(auth);
+    }
+
+    /// Revoke: the exchange was found; its environment and owner.
+    pub fn exchange_found(&mut self, environment: &str, owner: Option<&Owner>) {
+        self.event.environment = Some(bounded(environment));
+        self.event.exchange_owner = owner.cloned();
+    }
+
+    /// Revoke: how many items were revoked (also on a partial failure).
+    pub fn revoked(&mut self, count: usize) {
+        self.event.revoked = Some(count);
+    }
+
+    /// Exchange: allowed, and these credentials were issued.
+    pub fn allow(mut self, credentials: Vec<IssuedCredential>, revocable: usize) -> Event {
+        self.event.decision = Decision::Allow;
+        self.event.credentials = Some(credentials);
+        self.event.revocable = Some(revocable);
+        self.event
+    }
+
+    /// Revoke: the exchange's credentials were revoked, `count` items.
+    pub fn revocation_done(mut self, count: usize) -> Event {
+        self.event.decision = Decision::Allow;
+        self.event.revoked = Some(count);
+        self.event
+    }
+
+    /// Not allowed: denied or failed, as `refusal` says.
+    pub fn refused(mut self, refusal: Refusal) -> Event {
+        self.event.decision = refusal.decision;
+        self.event.stage = Some(refusal.stage);
+        self.event.code = Some(refusal.code);
+        self.event.reason = Some(refusal.reason);
+        self.event
+    }
+}
+
+/// `s` if it is at most [`MAX_STRING_BYTES`] long; otherwise a marker with
+/// its length and the first 64 bits of its SHA-256 (so two lines can still
+/// be matched), e.g. `<300 bytes, sha256:1f2e3d4c5b6a7980>`.
+pub fn bounded(s: &str) -> String {
+    if s.len() <= MAX_STRING_BYTES {
+        return s.to_owned();
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    format!(
+        "<{} bytes, sha256:{}>",
+        s.len(),
+        crate::random::hex(&digest.as_ref()[..8])
+    )
+}

@@ -1,0 +1,94 @@
+//! How a request's one audit record ends, and writing it.
+
+use serde::Serialize;
+
+use super::{ApiError, AppState};
+use crate::audit::{Event, Refusal, Stage};
+
+/// Why a request stopped before it was allowed: what the audit record says
+/// and what the caller gets.
+pub(super) struct Stop {
+    /// Boxed: a `Stop` travels through every step's `Result`.
+    pub refusal: Box<Refusal>,
+    pub api: ApiError,
+}
+
+impl Stop {
+    /// The caller gets `api`. The record says `deny` when that is a 4xx
+    /// (the request's fault) and `error` when it is a 5xx (jobkey's or a
+    /// service's), at `stage`, with `reason` for the auditor.
+    pub fn new(stage: Stage, api: ApiError, reason: &impl Serialize) -> Stop {
+        let refusal = if api.status().is_client_error() {
+            Refusal::deny(stage, api.code(), reason)
+        } else {
+            Refusal::error(stage, api.code(), reason)
+        };
+        Stop {
+            refusal: Box::new(refusal),
+            api,
+        }
+    }
+}
+
+/// Writes the audit record; a failure means no credential may leave.
+pub(super) async fn record(st: &AppState, event: &Event) -> Result<(), ApiError> {
+    st.audit.append(event).await.map_err(|e| {
+        tracing::error!(error = %e, "writing the audit log failed; refusing the request");
+        ApiError::AuditUnavailable
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::audit::Decision;
+    use crate::token::TokenError;
+
+    #[test]
+    fn the_request_s_fault_is_deny_and_jobkey_s_is_error() {
+        let cases: Vec<(ApiError, Decision)> = vec![
+            (ApiError::Token(TokenError::Expired), Decision::Deny),
+            (ApiError::Token(TokenError::BadSignature), Decision::Deny),
+            (
+                ApiError::Token(TokenError::IssuerUnavailable {
+                    issuer: "github".into(),
+                }),
+                Decision::Error,
+            ),
+            (
+                ApiError::Denied {
+                    code: "no_rule_matched",
+                    message: "x".into(),
+                    failed_claims: vec![],
+                },
+                Decision::Deny,
+            ),
+            (
+                ApiError::ClaimNotUsable {
+                    message: "x".into(),
+                },
+                Decision::Deny,
+            ),
+            (
+                ApiError::BadRequest {
+                    message: "x".into(),
+                },
+                Decision::Deny,
+            ),
+            (ApiError::UnknownExchange, Decision::Deny),
+            (ApiError::VaultUnavailable, Decision::Error),
+            (ApiError::VaultFailed, Decision::Error),
+            (ApiError::StoreUnavailable, Decision::Error),
+            (ApiError::RevokeIncomplete, Decision::Error),
+            (ApiError::Internal, Decision::Error),
+        ];
+        for (api, decision) in cases {
+            let code = api.code();
+            let stop = Stop::new(Stage::Vault, api, &json!({}));
+            assert_eq!(stop.refusal.decision(), decision, "{code}");
+            assert_eq!(stop.api.code(), code);
+        }
+    }
+}
