@@ -6,41 +6,11 @@
 //! Revocation after `--exec` and `jobkey revoke` are in `fetch_revoke.rs`.
 
 use crate::fetch_support::{
-    REQUEST_TOKEN, assert_no_secret_outside_masks, buildkite_stub, github_token_endpoint, jobkey,
-    mode,
+    REQUEST_TOKEN, assert_no_secret_outside_masks, buildkite_stub, github_env, jobkey, mode,
 };
 use crate::support::Stack;
 use jobkey::client::deliver::parse_github_file;
-use jobkey::devissuer::Shape;
-use serde_json::{Map, Value, json};
-
-fn overrides(v: Value) -> Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
-
-/// The environment of a GitHub Actions step with `id-token: write`.
-async fn github_env(
-    stack: &Stack,
-    tmp: &std::path::Path,
-    claims: Value,
-) -> Vec<(&'static str, String)> {
-    let url = github_token_endpoint(stack.github.clone(), overrides(claims)).await;
-    std::fs::write(tmp.join("github_env"), "").unwrap();
-    std::fs::write(tmp.join("github_output"), "").unwrap();
-    std::fs::create_dir_all(tmp.join("runner_temp")).unwrap();
-    vec![
-        ("GITHUB_ACTIONS", "true".into()),
-        ("ACTIONS_ID_TOKEN_REQUEST_URL", url),
-        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN.into()),
-        ("RUNNER_TEMP", tmp.join("runner_temp").display().to_string()),
-        ("GITHUB_ENV", tmp.join("github_env").display().to_string()),
-        (
-            "GITHUB_OUTPUT",
-            tmp.join("github_output").display().to_string(),
-        ),
-        ("JOBKEY_URL", stack.url.clone()),
-    ]
-}
+use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_masks_come_first_and_files_are_private() {
@@ -154,7 +124,7 @@ async fn github_env_cannot_be_injected_into_by_a_hostile_value() {
 async fn gitlab_gets_files_only_and_a_notice_that_it_cannot_mask() {
     let stack = Stack::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let token = stack.gitlab.mint(Shape::Gitlab, "jobkey", &Map::new());
+    let token = stack.gitlab_token();
     let out = tmp.path().join("secrets");
     let env = vec![
         ("GITLAB_CI", "true".to_owned()),
@@ -212,7 +182,7 @@ async fn gitlab_gets_files_only_and_a_notice_that_it_cannot_mask() {
 async fn buildkite_redactor_gets_the_values_on_stdin_never_in_argv() {
     let stack = Stack::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let token = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let token = stack.github_token(json!({}));
     let bin = buildkite_stub(tmp.path(), &token);
     let out = tmp.path().join("creds");
     let env = vec![

@@ -3,27 +3,15 @@
 //! broker's revocation endpoint (issue 4); on a branch without it these
 //! tests fail, by design: nothing here is ignored.
 
-use crate::fetch_support::{REQUEST_TOKEN, github_token_endpoint, jobkey};
+use crate::fetch_support::{github_env, jobkey};
 use crate::support::Stack;
-use serde_json::Map;
-
-async fn github_env(stack: &Stack, tmp: &std::path::Path) -> Vec<(&'static str, String)> {
-    let url = github_token_endpoint(stack.github.clone(), Map::new()).await;
-    std::fs::create_dir_all(tmp.join("runner_temp")).unwrap();
-    vec![
-        ("GITHUB_ACTIONS", "true".into()),
-        ("ACTIONS_ID_TOKEN_REQUEST_URL", url),
-        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN.into()),
-        ("RUNNER_TEMP", tmp.join("runner_temp").display().to_string()),
-        ("JOBKEY_URL", stack.url.clone()),
-    ]
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_revokes_the_exchange_when_the_command_exits() {
     let stack = Stack::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let env = github_env(&stack, tmp.path()).await;
+    let env = github_env(&stack, tmp.path(), json!({})).await;
     let run = jobkey(
         &[
             "fetch",
@@ -55,7 +43,7 @@ async fn exec_revokes_the_exchange_when_the_command_exits() {
 async fn revoke_uses_the_saved_handle_once() {
     let stack = Stack::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let env = github_env(&stack, tmp.path()).await;
+    let env = github_env(&stack, tmp.path(), json!({})).await;
     let run = jobkey(&["fetch", "-e", "production"], &env).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let state = tmp.path().join("runner_temp/jobkey/revocation.json");

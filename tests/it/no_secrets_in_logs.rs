@@ -3,8 +3,7 @@
 //! file for every secret value and every token. None may appear.
 
 use crate::support::{Options, Stack};
-use jobkey::devissuer::Shape;
-use serde_json::{Map, json};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_and_no_token_in_logs_or_audit() {
@@ -13,24 +12,10 @@ async fn no_secret_and_no_token_in_logs_or_audit() {
         ..Options::default()
     })
     .await;
-    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
-    let gl = stack.gitlab.mint(Shape::Gitlab, "jobkey", &Map::new());
-    let denied = stack.github.mint(
-        Shape::Github,
-        "jobkey",
-        &json!({"ref": "refs/heads/dev"})
-            .as_object()
-            .unwrap()
-            .clone(),
-    );
-    let expired = stack.github.mint(
-        Shape::Github,
-        "jobkey",
-        &json!({"iat": 1, "nbf": 1, "exp": 2})
-            .as_object()
-            .unwrap()
-            .clone(),
-    );
+    let gh = stack.github_token(json!({}));
+    let gl = stack.gitlab_token();
+    let denied = stack.github_token(json!({"ref": "refs/heads/dev"}));
+    let expired = stack.github_token(json!({"iat": 1, "nbf": 1, "exp": 2}));
 
     let (s, resp) = stack.exchange_status(&gh, "production").await;
     assert_eq!(s, 200, "{resp}");

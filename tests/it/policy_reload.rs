@@ -6,8 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::{Options, Stack};
-use jobkey::devissuer::Shape;
-use serde_json::{Map, Value};
+use serde_json::{Value, json};
 
 fn copy_policies(to: &Path) {
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
@@ -54,7 +53,7 @@ async fn a_valid_change_takes_effect_and_an_invalid_one_is_refused() {
         ..Options::default()
     })
     .await;
-    let token = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let token = stack.github_token(json!({}));
     expect_exchange(&stack, &token, 200).await.unwrap();
     let (_, ready) = stack.get_json("/readyz").await;
     assert_eq!(ready["policies"]["status"], "current", "{ready}");
@@ -131,7 +130,7 @@ async fn sighup_reloads_the_real_binary() {
     })
     .await;
     // Still serving after the signal (SIGHUP did not kill it).
-    let token = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let token = stack.github_token(json!({}));
     let (status, body): (u16, Value) = stack.exchange_status(&token, "production").await;
     assert_eq!(status, 200, "{body}");
 }

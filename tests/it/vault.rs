@@ -22,7 +22,7 @@ fn config(bao: &OpenBao, auth: VaultAuth) -> VaultConfig {
 /// newline, as `echo` or Kubernetes would write it).
 fn token_file(bao: &OpenBao, token: &str) -> VaultAuth {
     VaultAuth::TokenFile(bao.write_file(
-        &format!("token-{}", crate::support::openbao::random_hex()),
+        &format!("token-{}", crate::support::random(12)),
         &format!("{token}\n"),
     ))
 }
@@ -137,31 +137,17 @@ async fn token_file_reads_kv_v2() {
 async fn approle_login_renewal_and_relogin_keep_reads_working() {
     let bao = OpenBao::start();
     put_fixtures(&bao);
-    bao.bao(&["auth", "enable", "approle"]);
-    bao.bao_stdin(
-        &["policy", "write", "read-secrets", "-"],
-        Some(r#"path "secret/data/*" { capabilities = ["read"] }"#),
-    );
-    bao.bao(&[
-        "write",
-        "auth/approle/role/jobkey",
+    bao.read_secrets_policy("read-secrets");
+    let ids = bao.approle(&[
         "token_policies=read-secrets",
         "token_ttl=3s",
         "token_max_ttl=6s",
         "secret_id_ttl=0",
     ]);
-    let role_id = bao.bao(&["read", "-field=role_id", "auth/approle/role/jobkey/role-id"]);
-    let secret_id = bao.bao(&[
-        "write",
-        "-f",
-        "-field=secret_id",
-        "auth/approle/role/jobkey/secret-id",
-    ]);
-    assert!(!role_id.is_empty() && !secret_id.is_empty());
     let auth = VaultAuth::AppRole {
         mount: "approle".into(),
-        role_id_file: bao.write_file("role_id", &format!("{role_id}\n")),
-        secret_id_file: bao.write_file("secret_id", &format!("{secret_id}\n")),
+        role_id_file: ids.role_id_file.clone(),
+        secret_id_file: ids.secret_id_file.clone(),
     };
     let vault = Vault::connect(config(&bao, auth)).await.expect("connect");
     let read = |v: Vault| async move {
@@ -190,7 +176,7 @@ async fn approle_login_renewal_and_relogin_keep_reads_working() {
     // Neither the secret_id nor any token shows up in Debug.
     let shown = format!("{vault:?}");
     assert!(
-        !shown.contains(&secret_id) && !shown.contains(&role_id),
+        !shown.contains(&ids.secret_id) && !shown.contains(&ids.role_id),
         "{shown}"
     );
 }
@@ -198,13 +184,11 @@ async fn approle_login_renewal_and_relogin_keep_reads_working() {
 #[tokio::test]
 async fn bad_approle_secret_id_is_a_login_error() {
     let bao = OpenBao::start();
-    bao.bao(&["auth", "enable", "approle"]);
-    bao.bao(&["write", "auth/approle/role/jobkey", "token_ttl=60s"]);
-    let role_id = bao.bao(&["read", "-field=role_id", "auth/approle/role/jobkey/role-id"]);
+    let ids = bao.approle(&["token_ttl=60s"]);
     let auth = VaultAuth::AppRole {
         mount: "approle".into(),
-        role_id_file: bao.write_file("role_id", &role_id),
-        secret_id_file: bao.write_file("secret_id", "not-the-secret-id-7f3a"),
+        role_id_file: ids.role_id_file,
+        secret_id_file: bao.write_file("wrong_secret_id", "not-the-secret-id-7f3a"),
     };
     let e = Vault::connect(config(&bao, auth)).await.unwrap_err();
     assert!(matches!(e, VaultError::Login { .. }), "{e:?}");

@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::support::{Stack, overrides};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
@@ -83,6 +84,28 @@ exit 2
     std::fs::write(&path, script).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     bin
+}
+
+/// The environment of a GitHub Actions step with `id-token: write`, whose
+/// token endpoint mints GitHub-shaped tokens with `claims` overrides, with
+/// empty `$GITHUB_ENV` and `$GITHUB_OUTPUT` files and `$RUNNER_TEMP` in `tmp`.
+pub async fn github_env(stack: &Stack, tmp: &Path, claims: Value) -> Vec<(&'static str, String)> {
+    let url = github_token_endpoint(stack.github.clone(), overrides(claims)).await;
+    std::fs::write(tmp.join("github_env"), "").unwrap();
+    std::fs::write(tmp.join("github_output"), "").unwrap();
+    std::fs::create_dir_all(tmp.join("runner_temp")).unwrap();
+    vec![
+        ("GITHUB_ACTIONS", "true".into()),
+        ("ACTIONS_ID_TOKEN_REQUEST_URL", url),
+        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN.into()),
+        ("RUNNER_TEMP", tmp.join("runner_temp").display().to_string()),
+        ("GITHUB_ENV", tmp.join("github_env").display().to_string()),
+        (
+            "GITHUB_OUTPUT",
+            tmp.join("github_output").display().to_string(),
+        ),
+        ("JOBKEY_URL", stack.url.clone()),
+    ]
 }
 
 /// What a `jobkey` run printed.
