@@ -157,10 +157,17 @@ pub fn job_policy(bao: &OpenBao) {
     bao.bao(&["kv", "put", "-mount=secret", "job/config", "greeting=hello"]);
 }
 
-/// Writes `production.yaml` with `credentials` (YAML, indented by two)
-/// granted to the acme/api GitHub deploy, into a fresh directory under
-/// `base`.
-pub fn policy_dir(base: &Path, credentials: &str, names: &[&str]) -> PathBuf {
+/// Writes `production.yaml` with `credentials` (YAML, indented by two),
+/// every one of them granted to the acme/api GitHub deploy, into a fresh
+/// directory under `base`.
+pub fn policy_dir(base: &Path, credentials: &str) -> PathBuf {
+    // The credentials' names: the keys at two spaces.
+    let names: Vec<&str> = credentials
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.trim().strip_suffix(':'))
+        .collect();
+    assert!(!names.is_empty(), "no credential in {credentials}");
     let dir = base.join(format!("policies-{}", super::random(6)));
     std::fs::create_dir_all(&dir).unwrap();
     let text = format!(
