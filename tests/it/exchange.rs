@@ -62,9 +62,18 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
         "the job is not told the expected value: {resp}"
     );
 
-    // A GitHub token asking for the GitLab environment: denied (issuer).
+    // A GitHub token asking for the GitLab environment: denied because no
+    // rule there is for its issuer, so no claim is named.
     let (status, resp) = stack.exchange_status(&gh, "staging").await;
-    assert_eq!(status, 403, "{resp}");
+    assert_eq!(
+        (status, resp["error"].as_str(), &resp["failed_claims"]),
+        (403, Some("no_rule_matched"), &json!([])),
+        "{resp}"
+    );
+    assert_eq!(
+        resp["message"], "denied by the `staging` policy (no_rule_matched)",
+        "{resp}"
+    );
 
     // Unknown environment and credential.
     let (status, resp) = stack.exchange_status(&gh, "nowhere").await;
@@ -73,10 +82,18 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
         (403, Some("unknown_environment"))
     );
     let body = json!({"environment": "production", "credentials": ["root-ca"]}).to_string();
-    let (status, _) = stack
+    let (status, resp) = stack
         .exchange_raw(Some(format!("Bearer {gh}")), &body)
         .await;
-    assert_eq!(status, 403);
+    assert_eq!(
+        (status, resp["error"].as_str(), &resp["failed_claims"]),
+        (403, Some("unknown_credential"), &json!([])),
+        "{resp}"
+    );
+    assert_eq!(
+        resp["message"], "denied by the `production` policy (unknown_credential)",
+        "{resp}"
+    );
 
     // The audit log: one line per decision, chained, with who/what/why.
     let lines = stack.audit_lines();
@@ -106,6 +123,20 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
                 .contains("refs/heads/main")),
         "the audit line says which rule failed and why: {deny}"
     );
+    // The wrong-issuer denial: every rule of the environment failed on the
+    // issuer, before any claim was compared.
+    let wrong_issuer = &lines[3]["reason"];
+    let failures = wrong_issuer["failures"].as_array().unwrap();
+    assert!(!failures.is_empty(), "{wrong_issuer}");
+    for f in failures {
+        assert_eq!(
+            (&f["failed"]["kind"], &f["failed"]["actual"]),
+            (&json!("issuer"), &json!("github")),
+            "{wrong_issuer}"
+        );
+    }
+    assert_eq!(lines[5]["reason"]["kind"], "unknown_credential");
+    assert_eq!(lines[5]["reason"]["credential"], "root-ca");
     let report = jobkey::audit::verify_file(&stack.audit_path).unwrap();
     assert_eq!(report.lines, 6);
 }
