@@ -265,7 +265,12 @@ async fn exec_passes_the_credentials_and_the_exit_code_and_writes_nothing_to_the
         std::fs::read_to_string(&seen).unwrap(),
         format!("{}deploy", stack.db_password)
     );
-    assert!(run.stdout.lines().all(|l| l.starts_with("::add-mask::")));
+    assert!(!run.stdout.is_empty(), "the masks come first");
+    assert!(
+        run.stdout.lines().all(|l| l.starts_with("::add-mask::")),
+        "{}",
+        run.stdout
+    );
     assert_eq!(
         std::fs::read_to_string(tmp.path().join("github_env")).unwrap(),
         ""
@@ -277,24 +282,32 @@ async fn exec_passes_the_credentials_and_the_exit_code_and_writes_nothing_to_the
     );
     assert_no_secret_outside_masks(&run, &[&stack.db_password]);
 
-    // `--exec` does not combine with other deliveries; a trailing command
-    // needs `--exec`.
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "production",
-            "--exec",
-            "--github-env",
-            "--",
-            "true",
-        ],
-        &env,
-    )
-    .await;
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    let run = jobkey(&["fetch", "-e", "production", "--", "true"], &env).await;
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    // `--exec` does not combine with other deliveries, and a trailing
+    // command needs `--exec`: refused before any token is asked for, so
+    // nothing is exchanged and nothing written.
+    let exchanges = stack.audit_lines().len();
+    let cases: [(&[&str], i32, &str); 2] = [
+        (
+            &["--exec", "--github-env", "--", "true"],
+            1,
+            "--exec runs the command with the credentials and revokes them when it exits; it does not combine with --out, --github-env or --github-output",
+        ),
+        (&["--", "true"], 2, "a command after `--` needs --exec"),
+    ];
+    for (extra, code, message) in cases {
+        let mut args = vec!["fetch", "-e", "production"];
+        args.extend_from_slice(extra);
+        let run = jobkey(&args, &env).await;
+        assert_eq!(run.code, Some(code), "{extra:?}: {}", run.stderr);
+        assert!(run.stderr.contains(message), "{extra:?}: {}", run.stderr);
+        assert_eq!(run.stdout, "", "{extra:?}");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("github_env")).unwrap(),
+            "",
+            "{extra:?}"
+        );
+        assert_eq!(stack.audit_lines().len(), exchanges, "{extra:?}: exchanged");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

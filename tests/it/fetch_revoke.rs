@@ -37,6 +37,29 @@ async fn exec_revokes_the_exchange_when_the_command_exits() {
         "{}",
         run.stderr
     );
+    // The broker's side: the exchange, then its revocation by its own
+    // handle.
+    let lines = stack.audit_lines();
+    let [exchange, revoke] = lines.as_slice() else {
+        panic!("an exchange and a revocation: {lines:#?}");
+    };
+    assert_eq!(exchange["decision"], "allow", "{exchange}");
+    let revoked = (
+        &revoke["action"],
+        &revoke["auth"],
+        &revoke["decision"],
+        &revoke["exchange"],
+    );
+    assert_eq!(
+        revoked,
+        (
+            &json!("revoke"),
+            &json!("handle"),
+            &json!("allow"),
+            &exchange["request_id"]
+        ),
+        "{revoke}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

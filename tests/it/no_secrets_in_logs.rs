@@ -1,6 +1,7 @@
 //! Secret hygiene, end to end: run the real binary at trace level, make
-//! allowed, denied and refused exchanges, then search its log and the audit
-//! file for every secret value and every token. None may appear.
+//! allowed, denied and refused exchanges and a revocation, then search its
+//! log and the audit file for every secret value, every token and every
+//! revocation handle. None may appear.
 
 use crate::support::{Options, Stack};
 use serde_json::json;
@@ -23,8 +24,16 @@ async fn no_secret_and_no_token_in_logs_or_audit() {
         resp["credentials"]["deploy-db"]["values"]["password"],
         stack.db_password.as_str()
     );
-    let (s, _) = stack.exchange_status(&gl, "staging").await;
-    assert_eq!(s, 200);
+    let handle = resp["revocation"]["handle"].as_str().unwrap().to_owned();
+    let (s, staging) = stack.exchange_status(&gl, "staging").await;
+    assert_eq!(s, 200, "{staging}");
+    let staging_handle = staging["revocation"]["handle"].as_str().unwrap();
+    // The production exchange is revoked with its handle, so the handle
+    // passes through the server's request path as a bearer too.
+    let (s, revoked) = stack
+        .revoke(&handle, resp["request_id"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 200, "{revoked}");
     assert_eq!(stack.exchange_status(&denied, "production").await.0, 403);
     assert_eq!(stack.exchange_status(&expired, "production").await.0, 401);
     assert_eq!(
@@ -41,7 +50,7 @@ async fn no_secret_and_no_token_in_logs_or_audit() {
         log.contains("exchange allowed"),
         "the log is the server's (trace level): {log}"
     );
-    assert_eq!(audit.lines().count(), 5);
+    assert_eq!(audit.lines().count(), 6);
     let needles = [
         ("the database password", stack.db_password.clone()),
         ("the staging api key", stack.app_key.clone()),
@@ -50,6 +59,8 @@ async fn no_secret_and_no_token_in_logs_or_audit() {
         ("the GitLab token", gl.clone()),
         ("the denied token", denied.clone()),
         ("the expired token", expired.clone()),
+        ("the revocation handle used to revoke", handle.clone()),
+        ("the other revocation handle", staging_handle.to_owned()),
         // A token's signature alone identifies it.
         (
             "the GitHub token's signature",
