@@ -215,8 +215,13 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
         )
         .await;
     // The failed SQL is a 500 from Vault, which jobkey reports as 503.
-    assert!(status == 502 || status == 503, "{status} {resp}");
-    assert!(resp.get("credentials").is_none(), "{resp}");
+    assert_refused(
+        &(status, resp),
+        503,
+        "vault_unavailable",
+        "nothing was issued",
+        "a broken credential",
+    );
     assert_eq!(
         vault.list_leases("database/creds/app").await.unwrap(),
         before
@@ -260,10 +265,11 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
     );
     assert!(pg_login(user, pw).await.is_ok());
     let second = unwrap().await.unwrap();
+    let status = second.status();
+    let text = second.text().await.unwrap();
     assert!(
-        second.status().is_client_error(),
-        "second unwrap: {}",
-        second.status()
+        status == 400 && text.contains("wrapping token is not valid or does not exist"),
+        "second unwrap: {status} {text}"
     );
     assert_eq!(revoke(&stack, &resp).await, 2, "lease + wrapping token");
     assert_user_gone_within(user, pw, Duration::ZERO).await;
@@ -797,6 +803,17 @@ async fn vault_token_reads_what_its_policy_allows_until_revoked() {
         403,
         "revoked token still works"
     );
+    // Revoked, not merely refused: Vault no longer knows it.
+    let lookup = stack.bao.bao_as(
+        stack.bao.root_token(),
+        &["token", "lookup", "-accessor", str_of(c, "/info/accessor")],
+        None,
+    );
+    let err = String::from_utf8_lossy(&lookup.stderr);
+    assert!(
+        !lookup.status.success() && err.contains("invalid accessor"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -912,6 +929,16 @@ async fn rabbitmq_user_authenticates_until_revoked() {
     assert!(!auth(user, "wrong-password"), "negative control");
     assert_eq!(revoke(&stack, &resp).await, 1);
     assert!(!auth(user, pw), "the revoked user still authenticates");
+    // Refused because the user is gone, not for another reason.
+    let users = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_users"])
+        .output()
+        .unwrap();
+    let users = String::from_utf8_lossy(&users.stdout);
+    assert!(
+        users.contains("guest") && !users.contains(user),
+        "{user} is still a user: {users}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
