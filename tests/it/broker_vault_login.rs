@@ -39,13 +39,7 @@ async fn revoked_static_token_is_not_ready_and_503() {
     let stack = Stack::start_with(Options {
         vault_auth: Some(Box::new(move |bao: &OpenBao, dir: &std::path::Path| {
             bao.read_secrets_policy("jobkey");
-            let tok = bao.bao(&[
-                "token",
-                "create",
-                "-policy=jobkey",
-                "-period=1h",
-                "-field=token",
-            ]);
+            let tok = bao.create_token(&["-policy=jobkey", "-period=1h"]);
             let file = dir.join("jobkey-token");
             std::fs::write(&file, &tok).unwrap();
             *t.lock().unwrap() = tok;

@@ -37,9 +37,21 @@ async fn start_database(redis: bool) -> Stack {
     .await
 }
 
-/// An exchange that must be allowed: its response.
-async fn issue(stack: &Stack, jwt: &str, body: Value) -> Value {
-    let (status, resp) = stack.exchange(jwt, body).await;
+/// A production exchange request for `credentials`, with the `extra`
+/// fields of a JSON object.
+fn request(credentials: &[&str], extra: Value) -> Value {
+    let mut body = json!({"environment": "production", "credentials": credentials});
+    for (k, v) in crate::support::overrides(extra) {
+        body[k] = v;
+    }
+    body
+}
+
+/// An exchange of `credentials` by the acme/api deploy that must be
+/// allowed: its response.
+async fn issue(stack: &Stack, credentials: &[&str], extra: Value) -> Value {
+    let jwt = stack.github_token(json!({}));
+    let (status, resp) = stack.exchange(&jwt, request(credentials, extra)).await;
     assert_eq!(status, 200, "{resp}");
     resp
 }
@@ -159,12 +171,7 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
     let jwt = stack.github_token(json!({}));
 
     // Issued with the job's shorter TTL; the user logs in.
-    let resp = issue(
-        &stack,
-        &jwt,
-        json!({"environment": "production", "credentials": ["db"], "ttl": "5m"}),
-    )
-    .await;
+    let resp = issue(&stack, &["db"], json!({"ttl": "5m"})).await;
     let c = &resp["credentials"]["db"];
     assert_eq!(c["kind"], "database");
     assert_eq!(c["wrapped"], false);
@@ -192,12 +199,7 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
     assert_user_gone_within(user, pw, Duration::ZERO).await;
 
     // Expired: a 2-second credential stops working on its own.
-    let resp = issue(
-        &stack,
-        &jwt,
-        json!({"environment": "production", "credentials": ["db"], "ttl": "2s"}),
-    )
-    .await;
+    let resp = issue(&stack, &["db"], json!({"ttl": "2s"})).await;
     let c = &resp["credentials"]["db"];
     assert!(c["ttl_seconds"].as_u64().unwrap() <= 2, "{c}");
     let (user, pw) = (str_of(c, "/values/username"), str_of(c, "/values/password"));
@@ -209,10 +211,7 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
     let vault = vault_as_root(&stack).await;
     let before = vault.list_leases("database/creds/app").await.unwrap();
     let (status, resp) = stack
-        .exchange(
-            &jwt,
-            json!({"environment": "production", "credentials": ["db", "broken-db"]}),
-        )
+        .exchange(&jwt, request(&["db", "broken-db"], json!({})))
         .await;
     // The failed SQL is a 500 from Vault, which jobkey reports as 503.
     assert_refused(
@@ -236,12 +235,7 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
     );
 
     // Wrapped: the job unwraps once; a second unwrap fails.
-    let resp = issue(
-        &stack,
-        &jwt,
-        json!({"environment": "production", "credentials": ["db-wrapped"]}),
-    )
-    .await;
+    let resp = issue(&stack, &["db-wrapped"], json!({})).await;
     let c = &resp["credentials"]["db-wrapped"];
     assert_eq!(
         (c["wrapped"].as_bool(), c["kind"].as_str()),
@@ -276,12 +270,7 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
 
     // Many exchanges, each revoked: no lease is left under the role.
     for _ in 0..6 {
-        let resp = issue(
-            &stack,
-            &jwt,
-            json!({"environment": "production", "credentials": ["db"]}),
-        )
-        .await;
+        let resp = issue(&stack, &["db"], json!({})).await;
         assert_eq!(revoke(&stack, &resp).await, 1);
     }
     assert_eq!(
@@ -294,13 +283,7 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_is_for_the_same_job_only_and_works_across_replicas() {
     let stack = start_database(true).await;
-    let jwt = stack.github_token(json!({}));
-    let resp = issue(
-        &stack,
-        &jwt,
-        json!({"environment": "production", "credentials": ["db"]}),
-    )
-    .await;
+    let resp = issue(&stack, &["db"], json!({})).await;
     let rid = str_of(&resp, "/request_id");
     let handle = str_of(&resp, "/revocation/handle");
     let (user, pw) = (
@@ -412,12 +395,7 @@ async fn certificate_names_come_from_claims_and_revocation_reaches_the_crl() {
     })
     .await;
     let jwt = stack.github_token(json!({}));
-    let resp = issue(
-        &stack,
-        &jwt,
-        json!({"environment": "production", "credentials": ["cert"], "ttl": "2m"}),
-    )
-    .await;
+    let resp = issue(&stack, &["cert"], json!({"ttl": "2m"})).await;
     let c = &resp["credentials"]["cert"];
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("tls.crt");
@@ -452,7 +430,7 @@ async fn certificate_names_come_from_claims_and_revocation_reaches_the_crl() {
             (
                 "a common_name in the body",
                 &jwt,
-                json!({"environment": "production", "credentials": ["cert"], "common_name": "evil.deploy.internal"}),
+                request(&["cert"], json!({"common_name": "evil.deploy.internal"})),
                 400,
                 "bad_request",
                 "unknown field `common_name`",
@@ -460,7 +438,7 @@ async fn certificate_names_come_from_claims_and_revocation_reaches_the_crl() {
             (
                 "a claim the token lacks",
                 &jwt,
-                json!({"environment": "production", "credentials": ["lacking"]}),
+                request(&["lacking"], json!({})),
                 403,
                 "claim_not_usable",
                 "credential `lacking`: the token has no `deployment_id` claim",
@@ -468,7 +446,7 @@ async fn certificate_names_come_from_claims_and_revocation_reaches_the_crl() {
             (
                 "a claim that adds a label",
                 &sneaky,
-                json!({"environment": "production", "credentials": ["actor-cert"]}),
+                request(&["actor-cert"], json!({})),
                 403,
                 "claim_not_usable",
                 "credential `actor-cert`: the `actor` claim holds characters not allowed",
@@ -689,14 +667,8 @@ async fn kubeconfig_with_a_pki_client_certificate_works_with_kubectl_until_revok
         failures.clone(),
     ));
     let dir = tempfile::tempdir().unwrap();
-    let jwt = stack.github_token(json!({}));
 
-    let resp = issue(
-        &stack,
-        &jwt,
-        json!({"environment": "production", "credentials": ["kube"]}),
-    )
-    .await;
+    let resp = issue(&stack, &["kube"], json!({})).await;
     let c = &resp["credentials"]["kube"];
     assert_eq!(str_of(c, "/info/user"), "repo:acme/api");
     let kc = str_of(c, "/values/kubeconfig");
@@ -737,12 +709,7 @@ async fn kubeconfig_with_a_pki_client_certificate_works_with_kubectl_until_revok
     .await;
 
     // Expired: a 3-second kubeconfig stops working on its own.
-    let resp = issue(
-        &stack,
-        &jwt,
-        json!({"environment": "production", "credentials": ["kube"], "ttl": "3s"}),
-    )
-    .await;
+    let resp = issue(&stack, &["kube"], json!({"ttl": "3s"})).await;
     let kc = str_of(&resp, "/credentials/kube/values/kubeconfig");
     assert_kubectl_works(kc, dir.path(), &failures).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -763,13 +730,7 @@ async fn vault_token_reads_what_its_policy_allows_until_revoked() {
         "  vt:\n    vault_token: {policies: [job-read], num_uses: 5}\n    ttl: 10m\n".to_owned()
     })
     .await;
-    let jwt = stack.github_token(json!({}));
-    let resp = issue(
-        &stack,
-        &jwt,
-        json!({"environment": "production", "credentials": ["vt"], "ttl": "1m"}),
-    )
-    .await;
+    let resp = issue(&stack, &["vt"], json!({"ttl": "1m"})).await;
     let c = &resp["credentials"]["vt"];
     let ttl = c["ttl_seconds"].as_u64().unwrap();
     assert!((50..=60).contains(&ttl), "{ttl}");
@@ -835,14 +796,13 @@ async fn ssh_certificate_carries_the_policy_principals_and_the_ttl() {
     let public = public.trim();
     let jwt = stack.github_token(json!({}));
 
-    let with_key = |key: &str| json!({"environment": "production", "credentials": ["ssh"], "ssh_public_key": key});
     assert_exchanges_refused(
         &stack,
         &[
             (
                 "no key",
                 &jwt,
-                json!({"environment": "production", "credentials": ["ssh"]}),
+                request(&["ssh"], json!({})),
                 400,
                 "bad_request",
                 "credential `ssh`: this credential is an SSH certificate: send your public key as `ssh_public_key`",
@@ -850,7 +810,7 @@ async fn ssh_certificate_carries_the_policy_principals_and_the_ttl() {
             (
                 "two lines",
                 &jwt,
-                with_key(&format!("{public}\n{public}")),
+                request(&["ssh"], json!({"ssh_public_key": format!("{public}\n{public}")})),
                 400,
                 "bad_request",
                 "credential `ssh`: `ssh_public_key` must be a single line",
@@ -861,8 +821,8 @@ async fn ssh_certificate_carries_the_policy_principals_and_the_ttl() {
 
     let resp = issue(
         &stack,
-        &jwt,
-        json!({"environment": "production", "credentials": ["ssh"], "ttl": "5m", "ssh_public_key": public}),
+        &["ssh"],
+        json!({"ttl": "5m", "ssh_public_key": public}),
     )
     .await;
     let c = &resp["credentials"]["ssh"];
@@ -908,13 +868,7 @@ async fn rabbitmq_user_authenticates_until_revoked() {
         "  mq:\n    rabbitmq: {role: app}\n    ttl: 10m\n".to_owned()
     })
     .await;
-    let jwt = stack.github_token(json!({}));
-    let resp = issue(
-        &stack,
-        &jwt,
-        json!({"environment": "production", "credentials": ["mq"]}),
-    )
-    .await;
+    let resp = issue(&stack, &["mq"], json!({})).await;
     let c = &resp["credentials"]["mq"];
     let (user, pw) = (str_of(c, "/values/username"), str_of(c, "/values/password"));
     let auth = |u: &str, p: &str| {
@@ -945,7 +899,7 @@ async fn rabbitmq_user_authenticates_until_revoked() {
 async fn vault_outage_is_503_and_jobkey_recovers_without_a_restart() {
     let mut stack = start_database(false).await;
     let jwt = stack.github_token(json!({}));
-    let body = json!({"environment": "production", "credentials": ["db"]});
+    let body = request(&["db"], json!({}));
     stack.bao.stop();
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/exchange", stack.url))

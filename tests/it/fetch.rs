@@ -6,7 +6,7 @@
 //! Revocation after `--exec` and `jobkey revoke` are in `fetch_revoke.rs`.
 
 use crate::fetch_support::{
-    REQUEST_TOKEN, assert_no_secret_outside_masks, buildkite_stub, github_env, jobkey, mode,
+    REQUEST_TOKEN, assert_no_secret_outside_masks, buildkite_stub, fetch, github_env, mode,
 };
 use crate::support::Stack;
 use jobkey::client::deliver::parse_github_file;
@@ -19,19 +19,7 @@ async fn github_masks_come_first_and_files_are_private() {
     let env = github_env(&stack, tmp.path(), json!({})).await;
     let out = tmp.path().join("creds");
     let out_s = out.display().to_string();
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "production",
-            "-c",
-            "deploy-db",
-            "--out",
-            &out_s,
-        ],
-        &env,
-    )
-    .await;
+    let run = fetch("production", &["-c", "deploy-db", "--out", &out_s], &env).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
     // stdout is the mask commands and nothing else, flushed before any
@@ -84,17 +72,7 @@ async fn github_env_cannot_be_injected_into_by_a_hostile_value() {
     ]);
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({})).await;
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "production",
-            "--github-env",
-            "--github-output",
-        ],
-        &env,
-    )
-    .await;
+    let run = fetch("production", &["--github-env", "--github-output"], &env).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
     let written = std::fs::read_to_string(tmp.path().join("github_env")).unwrap();
@@ -132,17 +110,7 @@ async fn gitlab_gets_files_only_and_a_notice_that_it_cannot_mask() {
         ("JOBKEY_URL", stack.url.clone()),
         ("TMPDIR", tmp.path().display().to_string()),
     ];
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "staging",
-            "--out",
-            &out.display().to_string(),
-        ],
-        &env,
-    )
-    .await;
+    let run = fetch("staging", &["--out", &out.display().to_string()], &env).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(
         run.stdout, "",
@@ -161,8 +129,9 @@ async fn gitlab_gets_files_only_and_a_notice_that_it_cannot_mask() {
     assert_no_secret_outside_masks(&run, &[&stack.app_key, &token]);
 
     // Without the `id_tokens:` variable: a message that says how to add it.
-    let run = jobkey(
-        &["fetch", "-e", "staging"],
+    let run = fetch(
+        "staging",
+        &[],
         &[
             ("GITLAB_CI", "true".into()),
             ("JOBKEY_URL", stack.url.clone()),
@@ -190,17 +159,7 @@ async fn buildkite_redactor_gets_the_values_on_stdin_never_in_argv() {
         ("PATH", bin.display().to_string()),
         ("JOBKEY_URL", stack.url.clone()),
     ];
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "production",
-            "--out",
-            &out.display().to_string(),
-        ],
-        &env,
-    )
-    .await;
+    let run = fetch("production", &["--out", &out.display().to_string()], &env).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
     let argv = std::fs::read_to_string(tmp.path().join("argv.log")).unwrap();
@@ -246,17 +205,9 @@ async fn exec_passes_the_credentials_and_the_exit_code_and_writes_nothing_to_the
         "printf %s \"$JOBKEY_DEPLOY_DB_PASSWORD\" > '{s}'; cat \"$JOBKEY_CREDENTIALS_DIR/deploy-db/username\" >> '{s}'; echo \"$JOBKEY_CREDENTIALS_DIR\" > '{s}.dir'; exit 7",
         s = seen.display()
     );
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "production",
-            "--exec",
-            "--",
-            "/bin/sh",
-            "-c",
-            &script,
-        ],
+    let run = fetch(
+        "production",
+        &["--exec", "--", "/bin/sh", "-c", &script],
         &env,
     )
     .await;
@@ -295,9 +246,7 @@ async fn exec_passes_the_credentials_and_the_exit_code_and_writes_nothing_to_the
         (&["--", "true"], 2, "a command after `--` needs --exec"),
     ];
     for (extra, code, message) in cases {
-        let mut args = vec!["fetch", "-e", "production"];
-        args.extend_from_slice(extra);
-        let run = jobkey(&args, &env).await;
+        let run = fetch("production", extra, &env).await;
         assert_eq!(run.code, Some(code), "{extra:?}: {}", run.stderr);
         assert!(run.stderr.contains(message), "{extra:?}: {}", run.stderr);
         assert_eq!(run.stdout, "", "{extra:?}");
@@ -315,7 +264,7 @@ async fn denials_show_the_broker_code_and_request_id_only() {
     let stack = Stack::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({"ref": "refs/heads/feature/x"})).await;
-    let run = jobkey(&["fetch", "-e", "production"], &env).await;
+    let run = fetch("production", &[], &env).await;
     assert_eq!(run.code, Some(1));
     assert_eq!(run.stdout, "");
     assert!(run.stderr.contains("403 no_rule_matched"), "{}", run.stderr);
@@ -327,8 +276,9 @@ async fn denials_show_the_broker_code_and_request_id_only() {
     );
 
     // No `id-token: write`: the error names the permission.
-    let run = jobkey(
-        &["fetch", "-e", "production"],
+    let run = fetch(
+        "production",
+        &[],
         &[
             ("GITHUB_ACTIONS", "true".into()),
             ("JOBKEY_URL", stack.url.clone()),
@@ -343,17 +293,7 @@ async fn denials_show_the_broker_code_and_request_id_only() {
     );
 
     // A plain-http broker that is not on loopback is refused before any token is sent.
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "production",
-            "--url",
-            "http://jobkey.example.com",
-        ],
-        &env,
-    )
-    .await;
+    let run = fetch("production", &["--url", "http://jobkey.example.com"], &env).await;
     assert_eq!(run.code, Some(1));
     assert!(run.stderr.contains("must be https"), "{}", run.stderr);
 }

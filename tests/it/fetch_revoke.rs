@@ -3,7 +3,7 @@
 //! broker's revocation endpoint (issue 4); on a branch without it these
 //! tests fail, by design: nothing here is ignored.
 
-use crate::fetch_support::{github_env, jobkey};
+use crate::fetch_support::{fetch, github_env, jobkey};
 use crate::support::Stack;
 use serde_json::json;
 
@@ -12,17 +12,9 @@ async fn exec_revokes_the_exchange_when_the_command_exits() {
     let stack = Stack::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({})).await;
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "production",
-            "--exec",
-            "--",
-            "/bin/sh",
-            "-c",
-            "exit 3",
-        ],
+    let run = fetch(
+        "production",
+        &["--exec", "--", "/bin/sh", "-c", "exit 3"],
         &env,
     )
     .await;
@@ -67,7 +59,7 @@ async fn revoke_uses_the_saved_handle_once() {
     let stack = Stack::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({})).await;
-    let run = jobkey(&["fetch", "-e", "production"], &env).await;
+    let run = fetch("production", &[], &env).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let state = tmp.path().join("runner_temp/jobkey/revocation.json");
     assert!(

@@ -129,8 +129,20 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
     )
     .expect("write");
     let d = dir.path().display().to_string();
-    let gh = "github=https://token.actions.githubusercontent.com";
-    let (code, out, _) = jobkey_cli(&["policy", "lint", "--policies", &d, "--issuer", gh]);
+    // `jobkey policy lint` of the temp directory, GitHub only, with `extra`.
+    let lint = |extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "lint",
+            "--policies",
+            &d,
+            "--issuer",
+            "github=https://token.actions.githubusercontent.com",
+        ];
+        args.extend_from_slice(extra);
+        jobkey_cli(&args)
+    };
+    let (code, out, _) = lint(&[]);
     assert_eq!(code, 0, "warnings alone do not fail: {out}");
     assert!(
         out.contains(
@@ -139,27 +151,10 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
         "{out}"
     );
     assert!(out.contains("warning[JK006 self-hosted-runners]"), "{out}");
-    let (code, _, err) = jobkey_cli(&[
-        "policy",
-        "lint",
-        "--policies",
-        &d,
-        "--issuer",
-        gh,
-        "--deny-warnings",
-    ]);
+    let (code, _, err) = lint(&["--deny-warnings"]);
     assert_eq!(code, 1);
     assert!(err.contains("2 warning(s) and --deny-warnings"), "{err}");
-    let (code, out, _) = jobkey_cli(&[
-        "policy",
-        "lint",
-        "--policies",
-        &d,
-        "--issuer",
-        gh,
-        "--format",
-        "json",
-    ]);
+    let (code, out, _) = lint(&["--format", "json"]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).expect("json");
     let codes: Vec<&str> = v["warnings"]
@@ -172,7 +167,7 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
 
     // A compile error is a failure with file:line:column.
     std::fs::write(dir.path().join("production.yaml"), "credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 10m\nrules:\n  - name: r\n    issuer: github\n    claims: {ref: {regex: \"(\"}}\n    grant: [db]\n").expect("write");
-    let (code, _, err) = jobkey_cli(&["policy", "lint", "--policies", &d, "--issuer", gh]);
+    let (code, _, err) = lint(&[]);
     assert_eq!(code, 1);
     assert!(
         err.contains("production.yaml:8:19: rule `r`: claim `ref`: invalid regex"),
@@ -336,16 +331,21 @@ fn explain_verifies_real_shaped_tokens_offline() {
 
 #[test]
 fn who_can_lists_the_identities_of_a_production_credential() {
-    let (code, out, err) = jobkey_cli(&[
-        "policy",
-        "who-can",
-        "--config",
-        &example_config(),
-        "--env",
-        "production",
-        "--credential",
-        "deploy-db",
-    ]);
+    // `jobkey policy who-can` on the example config's production, with `extra`.
+    let who_can = |extra: &[&str]| {
+        let config = example_config();
+        let mut args = vec![
+            "policy",
+            "who-can",
+            "--config",
+            &config,
+            "--env",
+            "production",
+        ];
+        args.extend_from_slice(extra);
+        jobkey_cli(&args)
+    };
+    let (code, out, err) = who_can(&["--credential", "deploy-db"]);
     assert_eq!(code, 0, "{out}{err}");
     let header = out.lines().next().unwrap_or("");
     for col in [
@@ -373,16 +373,7 @@ fn who_can_lists_the_identities_of_a_production_credential() {
         assert!(out.contains(cell), "missing {cell} in\n{out}");
     }
 
-    let (code, out, _) = jobkey_cli(&[
-        "policy",
-        "who-can",
-        "--config",
-        &example_config(),
-        "--env",
-        "production",
-        "--format",
-        "json",
-    ]);
+    let (code, out, _) = who_can(&["--format", "json"]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).expect("json");
     let rule = &v["credentials"][0]["rules"][0];
@@ -399,16 +390,7 @@ fn who_can_lists_the_identities_of_a_production_credential() {
         json!(["ref = \"refs/heads/main\""])
     );
 
-    let (code, _, err) = jobkey_cli(&[
-        "policy",
-        "who-can",
-        "--config",
-        &example_config(),
-        "--env",
-        "production",
-        "--credential",
-        "nope",
-    ]);
+    let (code, _, err) = who_can(&["--credential", "nope"]);
     assert_eq!(code, 1);
     assert!(err.contains("has no credential `nope`"), "{err}");
 }

@@ -27,6 +27,13 @@ fn token_file(bao: &OpenBao, token: &str) -> VaultAuth {
     ))
 }
 
+/// A Vault handle logged in with `token` (from a token file).
+async fn connect(bao: &OpenBao, token: &str) -> Vault {
+    Vault::connect(config(bao, token_file(bao, token)))
+        .await
+        .expect("connect")
+}
+
 fn exposed(m: &BTreeMap<String, SecretString>) -> BTreeMap<&str, &str> {
     m.iter()
         .map(|(k, v)| (k.as_str(), v.expose_secret()))
@@ -199,16 +206,8 @@ async fn bad_approle_secret_id_is_a_login_error() {
 async fn token_without_policy_gets_permission_denied() {
     let bao = OpenBao::start();
     put_fixtures(&bao);
-    let weak = bao.bao(&[
-        "token",
-        "create",
-        "-policy=default",
-        "-ttl=1h",
-        "-field=token",
-    ]);
-    let vault = Vault::connect(config(&bao, token_file(&bao, &weak)))
-        .await
-        .expect("connect");
+    let weak = bao.create_token(&["-policy=default", "-ttl=1h"]);
+    let vault = connect(&bao, &weak).await;
     let e = vault.read_kv("secret", "app/db", None).await.unwrap_err();
     assert!(
         matches!(&e, VaultError::PermissionDenied { what } if what.contains("secret/app/db")),
@@ -226,10 +225,8 @@ async fn token_without_policy_gets_permission_denied() {
 async fn revoked_static_token_is_a_login_error_and_not_ready() {
     let bao = OpenBao::start();
     put_fixtures(&bao);
-    let token = bao.bao(&["token", "create", "-policy=root", "-ttl=1h", "-field=token"]);
-    let vault = Vault::connect(config(&bao, token_file(&bao, &token)))
-        .await
-        .expect("connect");
+    let token = bao.create_token(&["-policy=root", "-ttl=1h"]);
+    let vault = connect(&bao, &token).await;
     assert!(vault.read_kv("secret", "app/db", None).await.is_ok());
     bao.bao(&["token", "revoke", &token]);
     let e = vault.read_kv("secret", "app/db", None).await.unwrap_err();
@@ -245,9 +242,7 @@ async fn revoked_static_token_is_a_login_error_and_not_ready() {
 async fn stopped_vault_is_unavailable_within_the_timeout_and_recovers() {
     let mut bao = OpenBao::start();
     put_fixtures(&bao);
-    let vault = Vault::connect(config(&bao, token_file(&bao, bao.root_token())))
-        .await
-        .expect("connect");
+    let vault = connect(&bao, bao.root_token()).await;
     assert!(vault.is_ready());
 
     bao.stop();
@@ -274,9 +269,7 @@ async fn stopped_vault_is_unavailable_within_the_timeout_and_recovers() {
 async fn frozen_vault_times_out_as_unavailable() {
     let bao = OpenBao::start();
     put_fixtures(&bao);
-    let vault = Vault::connect(config(&bao, token_file(&bao, bao.root_token())))
-        .await
-        .expect("connect");
+    let vault = connect(&bao, bao.root_token()).await;
     bao.pause();
     let t0 = Instant::now();
     let e = vault.read_kv("secret", "app/db", None).await.unwrap_err();
@@ -295,9 +288,7 @@ async fn frozen_vault_times_out_as_unavailable() {
 async fn sealed_vault_is_unavailable() {
     let bao = OpenBao::start();
     put_fixtures(&bao);
-    let vault = Vault::connect(config(&bao, token_file(&bao, bao.root_token())))
-        .await
-        .expect("connect");
+    let vault = connect(&bao, bao.root_token()).await;
     bao.bao(&["operator", "seal"]);
     let e = vault.read_kv("secret", "app/db", None).await.unwrap_err();
     assert!(e.is_unavailable(), "{e:?}");
@@ -377,14 +368,7 @@ async fn https_vault_with_a_custom_ca_file() {
 async fn static_token_is_renewed_then_not_ready_at_max_ttl_then_reloaded() {
     let bao = OpenBao::start();
     put_fixtures(&bao);
-    let short = bao.bao(&[
-        "token",
-        "create",
-        "-policy=root",
-        "-ttl=2s",
-        "-explicit-max-ttl=4s",
-        "-field=token",
-    ]);
+    let short = bao.create_token(&["-policy=root", "-ttl=2s", "-explicit-max-ttl=4s"]);
     let file = bao.write_file("rotating-token", &short);
     let t0 = Instant::now();
     let vault = Vault::connect(config(&bao, VaultAuth::TokenFile(file.clone())))
@@ -405,7 +389,7 @@ async fn static_token_is_renewed_then_not_ready_at_max_ttl_then_reloaded() {
     assert!(!vault.is_ready());
 
     // A sidecar rotates the file: the background task picks it up.
-    let fresh = bao.bao(&["token", "create", "-policy=root", "-ttl=1h", "-field=token"]);
+    let fresh = bao.create_token(&["-policy=root", "-ttl=1h"]);
     std::fs::write(&file, &fresh).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     while !vault.is_ready() {

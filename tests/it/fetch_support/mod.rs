@@ -136,6 +136,13 @@ pub async fn jobkey(args: &[&str], env: &[(&str, String)]) -> Run {
     }
 }
 
+/// `jobkey fetch -e ENVIRONMENT ARGS…`, as [`jobkey`] runs it.
+pub async fn fetch(environment: &str, args: &[&str], env: &[(&str, String)]) -> Run {
+    let mut all = vec!["fetch", "-e", environment];
+    all.extend_from_slice(args);
+    jobkey(&all, env).await
+}
+
 /// Asserts that no secret appears in the run's output outside
 /// `::add-mask::` lines of stdout.
 pub fn assert_no_secret_outside_masks(run: &Run, secrets: &[&str]) {

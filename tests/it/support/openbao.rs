@@ -300,6 +300,14 @@ impl OpenBao {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
+    /// A new token (`bao token create` with `options` such as
+    /// `-policy=root`, `-ttl=1h`), as root.
+    pub fn create_token(&self, options: &[&str]) -> String {
+        let mut args = vec!["token", "create", "-field=token"];
+        args.extend_from_slice(options);
+        self.bao(&args)
+    }
+
     /// Writes the Vault policy `name`, which reads every KV v2 secret under
     /// `secret/` (what jobkey's own token needs for the shipped policies).
     pub fn read_secrets_policy(&self, name: &str) {
