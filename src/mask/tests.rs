@@ -28,6 +28,79 @@ fn pem_key() -> String {
 const JSON_DOC: &str = r#"{"client_id": "svc-deploy", "client_secret": "s3cr3t\"quoted\"\\back/slash", "scopes": ["a", "b"]}"#;
 const PASSWORD: &str = r#"p@ss w0rd/+%&"<>\:é!"#;
 
+// The forms a job prints, made here without `mask.rs`'s encoders (serde_json
+// and percent_encoding), so that a wrong encoder there cannot pass its own
+// test. `encoders_in_these_tests_write_the_known_forms` pins them to
+// hard-coded strings.
+
+/// A JSON string's body as `JSON.stringify` or jq write it: `"` and `\`
+/// escaped, control characters as `\n`-style or `\u00XX` escapes, the rest
+/// (non-ASCII too) as is.
+fn json_string_body(v: &str) -> String {
+    let mut out = String::new();
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Every UTF-8 byte but RFC 3986's unreserved characters as `%XX`
+/// (Python's `quote(v, safe="")`, .NET's `Uri.EscapeDataString`); with
+/// `plus_for_space`, a space is `+` (Python's `quote_plus`, HTML forms).
+fn percent_encoded(v: &str, plus_for_space: bool) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(char::from(b))
+            }
+            b' ' if plus_for_space => out.push('+'),
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[test]
+fn encoders_in_these_tests_write_the_known_forms() {
+    // (value, JSON string body, percent-encoded, form-encoded)
+    let cases = [
+        (
+            PASSWORD,
+            r#"p@ss w0rd/+%&\"<>\\:é!"#,
+            "p%40ss%20w0rd%2F%2B%25%26%22%3C%3E%5C%3A%C3%A9%21",
+            "p%40ss+w0rd%2F%2B%25%26%22%3C%3E%5C%3A%C3%A9%21",
+        ),
+        (
+            "a\r\nb\tc\u{1}",
+            r"a\r\nb\tc\u0001",
+            "a%0D%0Ab%09c%01",
+            "a%0D%0Ab%09c%01",
+        ),
+        (
+            "~keep-these_.~ not these",
+            "~keep-these_.~ not these",
+            "~keep-these_.~%20not%20these",
+            "~keep-these_.~+not+these",
+        ),
+    ];
+    for (value, json, url, form) in cases {
+        assert_eq!(json_string_body(value), json, "{value:?}");
+        assert_eq!(percent_encoded(value, false), url, "{value:?}");
+        assert_eq!(percent_encoded(value, true), form, "{value:?}");
+    }
+}
+
 #[test]
 fn each_value_brings_its_lines_and_encodings() {
     let pem = "-----BEGIN KEY-----\r\nAAAABBBBCCCC\r\nDDDDEEEE\r\nFF==\r\n-----END KEY-----\r\n";
@@ -39,7 +112,10 @@ fn each_value_brings_its_lines_and_encodings() {
         ("line 2", "AAAABBBBCCCC".into()),
         ("line 3", "DDDDEEEE".into()),
         ("single-line value", "hunter2hunter2".into()),
-        ("json escaped", json_escaped(pem)),
+        (
+            "json escaped",
+            r"-----BEGIN KEY-----\r\nAAAABBBBCCCC\r\nDDDDEEEE\r\nFF==\r\n-----END KEY-----\r\n".into(),
+        ),
         ("base64 std padded", STANDARD.encode(pem)),
         ("base64 std unpadded", STANDARD_NO_PAD.encode(pem)),
         (
@@ -50,15 +126,15 @@ fn each_value_brings_its_lines_and_encodings() {
         ("base64 of pw", STANDARD.encode("hunter2hunter2")),
         (
             "url-encoded",
-            "-----BEGIN%20KEY-----%0D%0AAAAABBBBCCCC".into(),
+            "-----BEGIN%20KEY-----%0D%0AAAAABBBBCCCC%0D%0ADDDDEEEE%0D%0AFF%3D%3D%0D%0A-----END%20KEY-----%0D%0A".into(),
+        ),
+        (
+            "form-encoded",
+            "-----BEGIN+KEY-----%0D%0AAAAABBBBCCCC%0D%0ADDDDEEEE%0D%0AFF%3D%3D%0D%0A-----END+KEY-----%0D%0A".into(),
         ),
     ];
     for (what, s) in &cases {
-        if *what == "url-encoded" {
-            assert!(m.iter().any(|x| x.starts_with(s.as_str())), "{what}");
-        } else {
-            assert!(has(s), "{what} missing");
-        }
+        assert!(has(s), "{what} missing: {s}");
     }
     assert!(m.iter().all(|s| s == pem || !s.contains('\r')));
     assert!(!m.iter().any(|s| s.trim().is_empty()));
@@ -226,15 +302,17 @@ fn a_simulated_github_log_shows_none_of_the_forms() {
         }
         printed.push((
             format!("{label} json"),
-            format!("{{\"secret\": \"{}\"}}", json_escaped(v)),
+            format!("{{\"secret\": \"{}\"}}", json_string_body(v)),
             0,
         ));
         printed.push((
             format!("{label} url"),
-            format!(
-                "GET https://x.example/?p={}&q=1",
-                utf8_percent_encode(v, URI_COMPONENT)
-            ),
+            format!("GET https://x.example/?p={}&q=1", percent_encoded(v, false)),
+            0,
+        ));
+        printed.push((
+            format!("{label} form"),
+            format!("POST body: user=x&p={}&q=1", percent_encoded(v, true)),
             0,
         ));
         for prefix in ["", "u", "us", "usr:"] {
@@ -275,11 +353,13 @@ fn a_simulated_github_log_shows_none_of_the_forms() {
     }
 
     for (what, shown, allowed) in &log {
-        // The value, each secret line, the JSON-escaped and URL-encoded forms.
+        // The value, each secret line, the JSON-escaped, URL- and
+        // form-encoded forms.
         for (label, v) in values {
             let mut forbidden = vec![
-                json_escaped(v),
-                utf8_percent_encode(v, URI_COMPONENT).to_string(),
+                json_string_body(v),
+                percent_encoded(v, false),
+                percent_encoded(v, true),
             ];
             forbidden.push(v.to_owned());
             for line in v

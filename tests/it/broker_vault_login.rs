@@ -6,10 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{OpenBao, Options, Stack};
-use jobkey::devissuer::Shape;
-use serde_json::Map;
-
-const READ_SECRETS: &str = r#"path "secret/data/*" { capabilities = ["read"] }"#;
+use serde_json::json;
 
 async fn readyz(stack: &Stack) -> u16 {
     reqwest::get(format!("{}/readyz", stack.url))
@@ -41,14 +38,8 @@ async fn revoked_static_token_is_not_ready_and_503() {
     let t = token.clone();
     let stack = Stack::start_with(Options {
         vault_auth: Some(Box::new(move |bao: &OpenBao, dir: &std::path::Path| {
-            bao.bao_stdin(&["policy", "write", "jobkey", "-"], Some(READ_SECRETS));
-            let tok = bao.bao(&[
-                "token",
-                "create",
-                "-policy=jobkey",
-                "-period=1h",
-                "-field=token",
-            ]);
+            bao.read_secrets_policy("jobkey");
+            let tok = bao.create_token(&["-policy=jobkey", "-period=1h"]);
             let file = dir.join("jobkey-token");
             std::fs::write(&file, &tok).unwrap();
             *t.lock().unwrap() = tok;
@@ -57,7 +48,7 @@ async fn revoked_static_token_is_not_ready_and_503() {
         ..Options::default()
     })
     .await;
-    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let gh = stack.github_token(json!({}));
     assert_eq!(stack.exchange_status(&gh, "production").await.0, 200);
     assert_eq!(readyz(&stack).await, 200);
 
@@ -81,36 +72,24 @@ async fn revoked_static_token_is_not_ready_and_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approle_logs_in_again_and_keeps_serving() {
     let stack = Stack::start_with(Options {
-        vault_auth: Some(Box::new(|bao: &OpenBao, dir: &std::path::Path| {
-            bao.bao(&["auth", "enable", "approle"]);
-            bao.bao_stdin(&["policy", "write", "jobkey", "-"], Some(READ_SECRETS));
-            bao.bao(&[
-                "write",
-                "auth/approle/role/jobkey",
+        vault_auth: Some(Box::new(|bao: &OpenBao, _: &std::path::Path| {
+            bao.read_secrets_policy("jobkey");
+            let ids = bao.approle(&[
                 "token_policies=jobkey",
                 "token_ttl=3s",
                 "token_max_ttl=5s",
                 "secret_id_ttl=0",
             ]);
-            let role_id = bao.bao(&["read", "-field=role_id", "auth/approle/role/jobkey/role-id"]);
-            let secret_id = bao.bao(&[
-                "write",
-                "-f",
-                "-field=secret_id",
-                "auth/approle/role/jobkey/secret-id",
-            ]);
-            std::fs::write(dir.join("role-id"), role_id).unwrap();
-            std::fs::write(dir.join("secret-id"), secret_id).unwrap();
             format!(
                 "method = \"approle\"\nrole_id_file = \"{}\"\nsecret_id_file = \"{}\"",
-                dir.join("role-id").display(),
-                dir.join("secret-id").display()
+                ids.role_id_file.display(),
+                ids.secret_id_file.display()
             )
         })),
         ..Options::default()
     })
     .await;
-    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let gh = stack.github_token(json!({}));
     assert_eq!(stack.exchange_status(&gh, "production").await.0, 200);
 
     // Past the token's max TTL: renewal alone cannot keep it, a new login must.

@@ -1,18 +1,6 @@
 //! The binary's commands, as a user runs them.
 
-use std::process::Command;
-
-fn jobkey(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_jobkey"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::support::jobkey_cli;
 
 #[test]
 fn every_command_has_help() {
@@ -29,7 +17,7 @@ fn every_command_has_help() {
     ] {
         let mut args = cmd.clone();
         args.push("--help");
-        let (code, out, _) = jobkey(&args);
+        let (code, out, _) = jobkey_cli(&args);
         assert_eq!(code, 0, "{cmd:?}");
         assert!(out.contains("Usage:"), "{cmd:?}: {out}");
     }
@@ -38,7 +26,7 @@ fn every_command_has_help() {
 #[test]
 fn check_validates_the_example_config_and_names_errors() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/jobkey.toml");
-    let (code, out, err) = jobkey(&["check", "--config", example]);
+    let (code, out, err) = jobkey_cli(&["check", "--config", example]);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("production") && out.contains("staging"),
@@ -54,7 +42,7 @@ fn check_validates_the_example_config_and_names_errors() {
             .replace("audiences", "audience"),
     )
     .unwrap();
-    let (code, _, err) = jobkey(&["check", "--config", bad.to_str().unwrap()]);
+    let (code, _, err) = jobkey_cli(&["check", "--config", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(
         err.contains("bad.toml") && err.contains("audience"),
@@ -80,14 +68,14 @@ fn audit_verify_reports_the_first_broken_line() {
         };
         log.append_blocking(&event).unwrap();
     }
-    let (code, out, _) = jobkey(&["audit", "verify", p.to_str().unwrap()]);
+    let (code, out, _) = jobkey_cli(&["audit", "verify", p.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(out.contains("3 records"), "{out}");
     let text = std::fs::read_to_string(&p)
         .unwrap()
         .replacen("\"deny\"", "\"allow\"", 1);
     std::fs::write(&p, text).unwrap();
-    let (code, _, err) = jobkey(&["audit", "verify", p.to_str().unwrap()]);
+    let (code, _, err) = jobkey_cli(&["audit", "verify", p.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("line 2"), "{err}");
 }
@@ -98,7 +86,7 @@ fn the_dev_issuer_refuses_to_listen_beyond_loopback() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/keys/issuer-a.pem"
     );
-    let (code, _, err) = jobkey(&["dev-issuer", "--listen", "0.0.0.0:0", "--key", key]);
+    let (code, _, err) = jobkey_cli(&["dev-issuer", "--listen", "0.0.0.0:0", "--key", key]);
     assert_eq!(code, 1);
     assert!(err.contains("loopback"), "{err}");
 }

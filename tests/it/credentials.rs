@@ -1,36 +1,24 @@
 //! Dynamic credentials end to end, each used the way a job would use it,
 //! against real services: OpenBao engines, PostgreSQL, RabbitMQ, Redis,
 //! kubectl against a TLS server that trusts the OpenBao PKI, ssh-keygen.
-//! Each shows the credential stops working after revocation or expiry.
+//! Each shows the credential stops working after revocation or expiry, and
+//! each refusal is checked for its code and message, not just its status.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::support::{Options, Stack, engines, random};
-use jobkey::devissuer::Shape;
-use serde_json::{Map, Value, json};
+use crate::support::{OpenBao, Options, Stack, engines, random};
+use serde_json::{Value, json};
 
-fn no_overrides() -> Map<String, Value> {
-    Map::new()
-}
-
-fn token(stack: &Stack, overrides: Value) -> String {
-    stack.github.mint(
-        Shape::Github,
-        "jobkey",
-        overrides.as_object().unwrap_or(&no_overrides()),
-    )
-}
-
-async fn start(
-    redis: bool,
-    seed: impl FnOnce(&crate::support::OpenBao) -> (String, Vec<&'static str>) + 'static,
-) -> Stack {
+/// The stack with what `seed` enables in OpenBao; `seed` returns the
+/// `credentials:` (YAML, indented by two) the production policy grants to
+/// the acme/api deploy.
+async fn start(redis: bool, seed: impl FnOnce(&OpenBao) -> String + 'static) -> Stack {
     Stack::start_with(Options {
         setup: Some(Box::new(move |bao| {
-            let (creds, names) = seed(bao);
-            engines::policy_dir(bao.dir(), &creds, &names)
+            let credentials = seed(bao);
+            engines::policy_dir(bao.dir(), &credentials)
         })),
         redis_prefix: redis.then(|| format!("jobkey-test-{}:", random(10))),
         ..Default::default()
@@ -38,13 +26,87 @@ async fn start(
     .await
 }
 
+const DB: &str = "  db:\n    database: {role: app}\n    ttl: 10m\n  broken-db:\n    database: {role: broken}\n    ttl: 10m\n  db-wrapped:\n    database: {role: app}\n    wrap: true\n    ttl: 10m\n";
+
 /// The stack with the database engine and its three credentials.
 async fn start_database(redis: bool) -> Stack {
     start(redis, |bao| {
         engines::database(bao);
-        (DB.to_owned(), vec!["db", "broken-db", "db-wrapped"])
+        DB.to_owned()
     })
     .await
+}
+
+/// A production exchange request for `credentials`, with the `extra`
+/// fields of a JSON object.
+fn request(credentials: &[&str], extra: Value) -> Value {
+    let mut body = json!({"environment": "production", "credentials": credentials});
+    for (k, v) in crate::support::overrides(extra) {
+        body[k] = v;
+    }
+    body
+}
+
+/// An exchange of `credentials` by the acme/api deploy that must be
+/// allowed: its response.
+async fn issue(stack: &Stack, credentials: &[&str], extra: Value) -> Value {
+    let jwt = stack.github_token(json!({}));
+    let (status, resp) = stack.exchange(&jwt, request(credentials, extra)).await;
+    assert_eq!(status, 200, "{resp}");
+    resp
+}
+
+/// Revokes the exchange that answered `resp`, with its own handle; how
+/// many credentials were revoked.
+async fn revoke(stack: &Stack, resp: &Value) -> u64 {
+    let (status, r) = stack
+        .revoke(
+            str_of(resp, "/revocation/handle"),
+            str_of(resp, "/request_id"),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    r["revoked"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count in {r}"))
+}
+
+/// Asserts that an answer is the refusal `(status, code)` and that its
+/// message says `message`.
+/// A failure names the answer's status, code and message, never its
+/// credentials (an answer that was not refused carries secrets).
+fn assert_refused(answer: &(u16, Value), status: u16, code: &str, message: &str, what: &str) {
+    let (got, body) = answer;
+    let said = body["message"].as_str().unwrap_or_default();
+    let issued = body.get("credentials").is_some();
+    assert_eq!(
+        (*got, body["error"].as_str(), issued),
+        (status, Some(code), false),
+        "{what}: {said:?}"
+    );
+    assert!(said.contains(message), "{what}: {said:?} lacks {message:?}");
+}
+
+/// Exchange requests that must be refused: (what, token, body, status,
+/// code, a piece of the message). None of them issues anything.
+async fn assert_exchanges_refused(stack: &Stack, cases: &[(&str, &str, Value, u16, &str, &str)]) {
+    let allowed = |stack: &Stack| {
+        stack
+            .audit_lines()
+            .iter()
+            .filter(|l| l["decision"] == "allow")
+            .count()
+    };
+    let before = allowed(stack);
+    for (what, jwt, body, status, code, message) in cases {
+        let answer = stack.exchange(jwt, body.clone()).await;
+        assert_refused(&answer, *status, code, message, what);
+    }
+    assert_eq!(
+        allowed(stack),
+        before,
+        "a refused exchange issued something"
+    );
 }
 
 /// A Vault handle as root, for the typed lease listing.
@@ -78,27 +140,40 @@ async fn pg_login(user: &str, password: &str) -> Result<String, String> {
     Ok(row.get(0))
 }
 
+/// Asserts that `user` stops logging in within `limit` (at least one try)
+/// because PostgreSQL no longer knows it: any other failure (the server
+/// down, a refused connection) would prove nothing about revocation.
+async fn assert_user_gone_within(user: &str, password: &str, limit: Duration) {
+    let start = Instant::now();
+    let e = loop {
+        match pg_login(user, password).await {
+            Err(e) => break e,
+            Ok(_) if start.elapsed() < limit => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Ok(_) => panic!("{user} still logs in after {limit:?}"),
+        }
+    };
+    assert!(
+        e.contains(user)
+            && (e.contains("does not exist") || e.contains("password authentication failed")),
+        "{user} is refused for another reason: {e}"
+    );
+}
+
 fn str_of<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr)
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("{ptr} missing in {v}"))
 }
 
-const DB: &str = "  db:\n    database: {role: app}\n    ttl: 10m\n  broken-db:\n    database: {role: broken}\n    ttl: 10m\n  db-wrapped:\n    database: {role: app}\n    wrap: true\n    ttl: 10m\n";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
     let stack = start_database(true).await;
-    let jwt = token(&stack, json!({}));
+    let jwt = stack.github_token(json!({}));
 
     // Issued with the job's shorter TTL; the user logs in.
-    let (status, resp) = stack
-        .exchange(
-            &jwt,
-            json!({"environment": "production", "credentials": ["db"], "ttl": "5m"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{resp}");
+    let resp = issue(&stack, &["db"], json!({"ttl": "5m"})).await;
     let c = &resp["credentials"]["db"];
     assert_eq!(c["kind"], "database");
     assert_eq!(c["wrapped"], false);
@@ -116,53 +191,38 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
         .filter_map(Value::as_str)
         .collect();
     assert!(mask.contains(&pw), "the password is masked");
-    let handle = str_of(&resp, "/revocation/handle");
-    assert!(mask.contains(&handle), "the handle is masked");
-
-    // Revoked: the user is gone.
-    let (status, r) = stack.revoke(handle, str_of(&resp, "/request_id")).await;
-    assert_eq!((status, r["revoked"].as_u64()), (200, Some(1)), "{r}");
-    let e = pg_login(user, pw).await.unwrap_err();
     assert!(
-        e.contains("does not exist") || e.contains("authentication"),
-        "{e}"
+        mask.contains(&str_of(&resp, "/revocation/handle")),
+        "the handle is masked"
     );
 
+    // Revoked: the user is gone.
+    assert_eq!(revoke(&stack, &resp).await, 1);
+    assert_user_gone_within(user, pw, Duration::ZERO).await;
+
     // Expired: a 2-second credential stops working on its own.
-    let (status, resp) = stack
-        .exchange(
-            &jwt,
-            json!({"environment": "production", "credentials": ["db"], "ttl": "2s"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{resp}");
+    let resp = issue(&stack, &["db"], json!({"ttl": "2s"})).await;
     let c = &resp["credentials"]["db"];
     assert!(c["ttl_seconds"].as_u64().unwrap() <= 2, "{c}");
     let (user, pw) = (str_of(c, "/values/username"), str_of(c, "/values/password"));
     assert!(pg_login(user, pw).await.is_ok());
-    let mut gone = false;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if pg_login(user, pw).await.is_err() {
-            gone = true;
-            break;
-        }
-    }
-    assert!(gone, "the expired user still logs in");
+    assert_user_gone_within(user, pw, Duration::from_secs(10)).await;
 
     // All or nothing: a good and a broken credential give an error and
     // leave no user behind.
     let vault = vault_as_root(&stack).await;
     let before = vault.list_leases("database/creds/app").await.unwrap();
     let (status, resp) = stack
-        .exchange(
-            &jwt,
-            json!({"environment": "production", "credentials": ["db", "broken-db"]}),
-        )
+        .exchange(&jwt, request(&["db", "broken-db"], json!({})))
         .await;
     // The failed SQL is a 500 from Vault, which jobkey reports as 503.
-    assert!(status == 502 || status == 503, "{status} {resp}");
-    assert!(resp.get("credentials").is_none(), "{resp}");
+    assert_refused(
+        &(status, resp),
+        503,
+        "vault_unavailable",
+        "nothing was issued",
+        "a broken credential",
+    );
     assert_eq!(
         vault.list_leases("database/creds/app").await.unwrap(),
         before
@@ -177,13 +237,7 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
     );
 
     // Wrapped: the job unwraps once; a second unwrap fails.
-    let (status, resp) = stack
-        .exchange(
-            &jwt,
-            json!({"environment": "production", "credentials": ["db-wrapped"]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{resp}");
+    let resp = issue(&stack, &["db-wrapped"], json!({})).await;
     let c = &resp["credentials"]["db-wrapped"];
     assert_eq!(
         (c["wrapped"].as_bool(), c["kind"].as_str()),
@@ -207,40 +261,19 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
     );
     assert!(pg_login(user, pw).await.is_ok());
     let second = unwrap().await.unwrap();
+    let status = second.status();
+    let text = second.text().await.unwrap();
     assert!(
-        second.status().is_client_error(),
-        "second unwrap: {}",
-        second.status()
+        status == 400 && text.contains("wrapping token is not valid or does not exist"),
+        "second unwrap: {status} {text}"
     );
-    let (status, r) = stack
-        .revoke(
-            str_of(&resp, "/revocation/handle"),
-            str_of(&resp, "/request_id"),
-        )
-        .await;
-    assert_eq!(
-        (status, r["revoked"].as_u64()),
-        (200, Some(2)),
-        "lease + wrapping token: {r}"
-    );
-    assert!(pg_login(user, pw).await.is_err());
+    assert_eq!(revoke(&stack, &resp).await, 2, "lease + wrapping token");
+    assert_user_gone_within(user, pw, Duration::ZERO).await;
 
     // Many exchanges, each revoked: no lease is left under the role.
     for _ in 0..6 {
-        let (status, resp) = stack
-            .exchange(
-                &jwt,
-                json!({"environment": "production", "credentials": ["db"]}),
-            )
-            .await;
-        assert_eq!(status, 200, "{resp}");
-        let (status, _) = stack
-            .revoke(
-                str_of(&resp, "/revocation/handle"),
-                str_of(&resp, "/request_id"),
-            )
-            .await;
-        assert_eq!(status, 200);
+        let resp = issue(&stack, &["db"], json!({})).await;
+        assert_eq!(revoke(&stack, &resp).await, 1);
     }
     assert_eq!(
         vault.list_leases("database/creds/app").await.unwrap(),
@@ -252,14 +285,7 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_is_for_the_same_job_only_and_works_across_replicas() {
     let stack = start_database(true).await;
-    let jwt = token(&stack, json!({}));
-    let (status, resp) = stack
-        .exchange(
-            &jwt,
-            json!({"environment": "production", "credentials": ["db"]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{resp}");
+    let resp = issue(&stack, &["db"], json!({})).await;
     let rid = str_of(&resp, "/request_id");
     let handle = str_of(&resp, "/revocation/handle");
     let (user, pw) = (
@@ -269,27 +295,24 @@ async fn revocation_is_for_the_same_job_only_and_works_across_replicas() {
 
     // Refused: the same 404 for a wrong handle, another run, another
     // repository's token and an unknown exchange; 401 for garbage.
-    let other_run = token(&stack, json!({"run_id": "111"}));
-    let other_repo = token(
-        &stack,
-        json!({"sub": "repo:acme/other:environment:production"}),
-    );
+    let other_run = stack.github_token(json!({"run_id": "111"}));
+    let other_repo = stack.github_token(json!({"sub": "repo:acme/other:environment:production"}));
     let wrong_handle = format!("jkr_{}", random(43));
-    for (bearer, id, why) in [
-        (wrong_handle.as_str(), rid, "wrong handle"),
-        (other_run.as_str(), rid, "another run"),
-        (other_repo.as_str(), rid, "another repository"),
-        (handle, "0123456789abcdef01234567", "unknown exchange"),
-    ] {
-        let (status, r) = stack.revoke(bearer, id).await;
-        assert_eq!(
-            (status, r["error"].as_str()),
-            (404, Some("unknown_exchange")),
-            "{why}: {r}"
-        );
+    let unknown = "0123456789abcdef01234567";
+    let not_yours = (404, "unknown_exchange", "no such exchange to revoke");
+    let garbage = (401, "malformed_token", "not a well-formed JWS");
+    // (why, bearer, exchange, refusal)
+    let cases = [
+        ("wrong handle", wrong_handle.as_str(), rid, not_yours),
+        ("another run", other_run.as_str(), rid, not_yours),
+        ("another repository", other_repo.as_str(), rid, not_yours),
+        ("unknown exchange", handle, unknown, not_yours),
+        ("garbage", "not-a-token", rid, garbage),
+    ];
+    for (why, bearer, id, (status, code, message)) in cases {
+        let answer = stack.revoke(bearer, id).await;
+        assert_refused(&answer, status, code, message, why);
     }
-    let (status, r) = stack.revoke("not-a-token", rid).await;
-    assert_eq!(status, 401, "{r}");
     assert!(
         pg_login(user, pw).await.is_ok(),
         "nothing was revoked by the refused calls"
@@ -298,7 +321,7 @@ async fn revocation_is_for_the_same_job_only_and_works_across_replicas() {
     // Another replica sharing the Redis store: the same job's fresh ID
     // token revokes it there.
     let replica = stack.replica().await;
-    let same_job = token(&stack, json!({}));
+    let same_job = stack.github_token(json!({}));
     let (status, r) = stack
         .post(
             &replica,
@@ -308,37 +331,73 @@ async fn revocation_is_for_the_same_job_only_and_works_across_replicas() {
         )
         .await;
     assert_eq!((status, r["revoked"].as_u64()), (200, Some(1)), "{r}");
-    assert!(pg_login(user, pw).await.is_err());
+    assert_user_gone_within(user, pw, Duration::ZERO).await;
     // Once only.
-    let (status, _) = stack.revoke(handle, rid).await;
-    assert_eq!(status, 404);
+    let answer = stack.revoke(handle, rid).await;
+    let (status, code, message) = not_yours;
+    assert_refused(&answer, status, code, message, "a second revoke");
 
-    // Audited on this replica: refusals and no secrets.
-    let lines = stack.audit_lines();
-    let revokes: Vec<&Value> = lines.iter().filter(|l| l["action"] == "revoke").collect();
-    assert!(revokes.len() >= 5, "{revokes:?}");
+    // Audited on this replica: each refusal, as the refusal it was, and no
+    // secret.
+    let revokes: Vec<[String; 4]> = stack
+        .audit_lines()
+        .iter()
+        .filter(|l| l["action"] == "revoke")
+        .map(|l| {
+            ["/exchange", "/decision", "/stage", "/reason/code"].map(|f| {
+                l.pointer(f)
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_owned()
+            })
+        })
+        .collect();
+    let refused = |id: &str, stage: &str, code: &str| [id, "deny", stage, code].map(str::to_owned);
+    assert_eq!(
+        revokes,
+        [
+            refused(rid, "revoke", "unknown_exchange"),
+            refused(rid, "revoke", "unknown_exchange"),
+            refused(rid, "revoke", "unknown_exchange"),
+            refused(unknown, "revoke", "unknown_exchange"),
+            refused(rid, "token", "malformed_token"),
+            refused(rid, "revoke", "unknown_exchange"),
+        ]
+    );
     let text = std::fs::read_to_string(&stack.audit_path).unwrap();
     assert!(!text.contains(handle) && !text.contains(pw));
+    // And the revocation itself on the replica that did it.
+    let replica_audit =
+        std::fs::read_to_string(stack.dir.path().join("audit/replica.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(replica_audit.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        (
+            &last["action"],
+            &last["auth"],
+            &last["decision"],
+            &last["exchange"],
+            &last["revoked"]
+        ),
+        (
+            &json!("revoke"),
+            &json!("id_token"),
+            &json!("allow"),
+            &json!(rid),
+            &json!(1)
+        ),
+        "{last}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_names_come_from_claims_and_revocation_reaches_the_crl() {
     let stack = start(false, |bao| {
         engines::pki(bao);
-        (
-            "  cert:\n    certificate: {role: deploy, common_name: \"{repository}.deploy.internal\", alt_names: [\"{repository_owner}.deploy.internal\"]}\n    ttl: 10m\n  actor-cert:\n    certificate: {role: deploy, common_name: \"{actor}.deploy.internal\"}\n    ttl: 10m\n  lacking:\n    certificate: {role: deploy, common_name: \"{deployment_id}.deploy.internal\"}\n    ttl: 10m\n".to_owned(),
-            vec!["cert", "actor-cert", "lacking"],
-        )
+        "  cert:\n    certificate: {role: deploy, common_name: \"{repository}.deploy.internal\", alt_names: [\"{repository_owner}.deploy.internal\"]}\n    ttl: 10m\n  actor-cert:\n    certificate: {role: deploy, common_name: \"{actor}.deploy.internal\"}\n    ttl: 10m\n  lacking:\n    certificate: {role: deploy, common_name: \"{deployment_id}.deploy.internal\"}\n    ttl: 10m\n".to_owned()
     })
     .await;
-    let jwt = token(&stack, json!({}));
-    let (status, resp) = stack
-        .exchange(
-            &jwt,
-            json!({"environment": "production", "credentials": ["cert"], "ttl": "2m"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{resp}");
+    let jwt = stack.github_token(json!({}));
+    let resp = issue(&stack, &["cert"], json!({"ttl": "2m"})).await;
     let c = &resp["credentials"]["cert"];
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("tls.crt");
@@ -363,48 +422,46 @@ async fn certificate_names_come_from_claims_and_revocation_reaches_the_crl() {
     let ttl = c["ttl_seconds"].as_u64().unwrap();
     assert!((100..=120).contains(&ttl), "{ttl}");
 
-    // The body cannot choose the name: unknown fields are refused.
-    let (status, _) = stack
-        .exchange(&jwt, json!({"environment": "production", "credentials": ["cert"], "common_name": "evil.deploy.internal"}))
-        .await;
-    assert_eq!(status, 400);
-    // A claim the token lacks, and a claim value that would add a label:
-    // refused, nothing issued.
-    let (status, r) = stack
-        .exchange(
-            &jwt,
-            json!({"environment": "production", "credentials": ["lacking"]}),
-        )
-        .await;
-    assert_eq!(
-        (status, r["error"].as_str()),
-        (403, Some("claim_not_usable")),
-        "{r}"
-    );
-    let sneaky = token(&stack, json!({"actor": "evil.deploy.internal"}));
-    let (status, r) = stack
-        .exchange(
-            &sneaky,
-            json!({"environment": "production", "credentials": ["actor-cert"]}),
-        )
-        .await;
-    assert_eq!(
-        (status, r["error"].as_str()),
-        (403, Some("claim_not_usable")),
-        "{r}"
-    );
+    // The body cannot choose the name (unknown fields are refused); a claim
+    // the token lacks, and a claim value that would add a label, are
+    // refused; nothing is issued.
+    let sneaky = stack.github_token(json!({"actor": "evil.deploy.internal"}));
+    assert_exchanges_refused(
+        &stack,
+        &[
+            (
+                "a common_name in the body",
+                &jwt,
+                request(&["cert"], json!({"common_name": "evil.deploy.internal"})),
+                400,
+                "bad_request",
+                "unknown field `common_name`",
+            ),
+            (
+                "a claim the token lacks",
+                &jwt,
+                request(&["lacking"], json!({})),
+                403,
+                "claim_not_usable",
+                "credential `lacking`: the token has no `deployment_id` claim",
+            ),
+            (
+                "a claim that adds a label",
+                &sneaky,
+                request(&["actor-cert"], json!({})),
+                403,
+                "claim_not_usable",
+                "credential `actor-cert`: the `actor` claim holds characters not allowed",
+            ),
+        ],
+    )
+    .await;
 
     // Revocation puts the serial on the CRL.
     let serial = str_of(c, "/info/serial_number")
         .replace(':', "")
         .to_uppercase();
-    let (status, _) = stack
-        .revoke(
-            str_of(&resp, "/revocation/handle"),
-            str_of(&resp, "/request_id"),
-        )
-        .await;
-    assert_eq!(status, 200);
+    revoke(&stack, &resp).await;
     let crl = dir.path().join("crl.pem");
     std::fs::write(
         &crl,
@@ -435,57 +492,33 @@ fn openssl(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Why the stand-in API server could not check a connection's client
+/// certificate (the CRL could not be fetched or used). Such a connection is
+/// closed, and a refusal for that reason proves nothing: the test reports
+/// these instead.
+type StandInFailures = Arc<Mutex<Vec<String>>>;
+
 /// A TLS server that requires a client certificate from the OpenBao PKI CA,
 /// checks it against the CA's current CRL (fetched at each connection), and
 /// answers `/version` like a Kubernetes API server.
 async fn kube_stand_in(
-    listener: std::net::TcpListener,
+    listener: tokio::net::TcpListener,
     bao_addr: String,
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
+    server_pem: (String, String),
+    failures: StandInFailures,
 ) {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    listener.set_nonblocking(true).unwrap();
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     loop {
         let Ok((mut tcp, _)) = listener.accept().await else {
             return;
         };
-        let crl_pem = reqwest::get(format!("{bao_addr}/v1/pki/crl/pem"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
-            .unwrap();
-        let crls: Vec<_> = CertificateRevocationListDer::pem_slice_iter(crl_pem.as_bytes())
-            .map(Result::unwrap)
-            .collect();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .with_crls(crls)
-        .build()
-        .unwrap();
-        let chain: Vec<_> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-            .map(Result::unwrap)
-            .collect();
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
-        let mut cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .unwrap();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let cfg = match crl_checking_config(&bao_addr, &server_pem).await {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                failures.lock().unwrap().push(e);
+                continue;
+            }
+        };
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         tokio::spawn(async move {
             let Ok(mut tls) = acceptor.accept(&mut tcp).await else {
@@ -510,6 +543,62 @@ async fn kube_stand_in(
     }
 }
 
+/// The stand-in's TLS configuration for one connection: its server
+/// certificate, and client certificates from the PKI CA checked against
+/// the CRL as it is now.
+async fn crl_checking_config(
+    bao_addr: &str,
+    (cert_pem, key_pem): &(String, String),
+) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+    let get = |path: &str| {
+        let url = format!("{bao_addr}/v1/pki/{path}");
+        async move {
+            let answer = reqwest::get(&url).await.and_then(|r| r.error_for_status());
+            match answer {
+                Ok(r) => r.text().await.map_err(|e| format!("{url}: {e}")),
+                Err(e) => Err(format!("{url}: {e}")),
+            }
+        }
+    };
+    let ca_pem = get("ca/pem").await?;
+    let crl_pem = get("crl/pem").await?;
+    let mut roots = rustls::RootCertStore::empty();
+    CertificateDer::from_pem_slice(ca_pem.as_bytes())
+        .map_err(|e| e.to_string())
+        .and_then(|ca| roots.add(ca).map_err(|e| e.to_string()))
+        .map_err(|e| format!("the PKI CA: {e}"))?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(crl_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the CRL: {e}"))?;
+    if crls.is_empty() {
+        return Err(format!("no CRL in {crl_pem:?}"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .with_crls(crls)
+    .build()
+    .map_err(|e| format!("the client verifier: {e}"))?;
+    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the server certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("the server key: {e}"))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            b.with_client_cert_verifier(verifier)
+                .with_single_cert(chain, key)
+        })
+        .map_err(|e| format!("the server configuration: {e}"))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
 async fn kubectl_version(kubeconfig: &str, dir: &Path) -> Result<String, String> {
     let file = dir.join(format!("kubeconfig-{}", random(6)));
     std::fs::write(&file, kubeconfig).unwrap();
@@ -527,116 +616,123 @@ async fn kubectl_version(kubeconfig: &str, dir: &Path) -> Result<String, String>
     }
 }
 
+/// Asserts that kubectl with `kubeconfig` works, its answer the stand-in's.
+async fn assert_kubectl_works(kubeconfig: &str, dir: &Path, failures: &StandInFailures) {
+    let out = kubectl_version(kubeconfig, dir).await;
+    let seen = failures.lock().unwrap().clone();
+    assert!(seen.is_empty(), "the stand-in could not check: {seen:?}");
+    let out = out.expect("kubectl with a valid certificate");
+    assert!(out.contains("v1.32.0-jobkey-test"), "{out}");
+}
+
+/// Asserts that the stand-in's TLS check refused kubectl with `alert` (how
+/// Go's TLS client names the alert it received), after it checked the
+/// certificate against the CA and the CRL.
+async fn assert_kubectl_refused(
+    kubeconfig: &str,
+    dir: &Path,
+    failures: &StandInFailures,
+    alert: &str,
+    why: &str,
+) {
+    let e = kubectl_version(kubeconfig, dir)
+        .await
+        .expect_err(&format!("{why}: still accepted"));
+    let seen = failures.lock().unwrap().clone();
+    assert!(
+        seen.is_empty(),
+        "{why}: the stand-in could not check: {seen:?}"
+    );
+    assert!(
+        e.contains(&format!("remote error: tls: {alert}")),
+        "{why}: not refused with `{alert}`: {e}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubeconfig_with_a_pki_client_certificate_works_with_kubectl_until_revoked_or_expired() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let ca = Arc::new(std::sync::Mutex::new(String::new()));
-    let ca_out = ca.clone();
     let stack = start(false, move |bao| {
         let pem = engines::pki(bao);
-        *ca_out.lock().unwrap() = pem.clone();
-        let creds = format!(
+        format!(
             "  kube:\n    kubeconfig:\n      server: https://127.0.0.1:{port}\n      namespace: apps\n      certificate_authority: |\n{}      client_certificate: {{role: k8s-client, common_name: \"repo:{{repository}}\"}}\n    ttl: 10m\n",
             engines::yaml_block(&pem, 8)
-        );
-        (creds, vec!["kube"])
+        )
     })
     .await;
-    let ca_pem = ca.lock().unwrap().clone();
-    let server = stack.bao.bao(&[
-        "write",
-        "-format=json",
-        "pki/issue/server",
-        "common_name=kube-stand-in",
-        "ip_sans=127.0.0.1",
-        "ttl=1h",
-    ]);
-    let server: Value = serde_json::from_str(&server).unwrap();
+    let failures = StandInFailures::default();
     tokio::spawn(kube_stand_in(
         listener,
         stack.bao.addr(),
-        ca_pem,
-        str_of(&server, "/data/certificate").to_owned(),
-        str_of(&server, "/data/private_key").to_owned(),
+        engines::server_certificate(&stack.bao),
+        failures.clone(),
     ));
     let dir = tempfile::tempdir().unwrap();
-    let jwt = token(&stack, json!({}));
 
-    let (status, resp) = stack
-        .exchange(
-            &jwt,
-            json!({"environment": "production", "credentials": ["kube"]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{resp}");
+    let resp = issue(&stack, &["kube"], json!({})).await;
     let c = &resp["credentials"]["kube"];
     assert_eq!(str_of(c, "/info/user"), "repo:acme/api");
     let kc = str_of(c, "/values/kubeconfig");
-    let out = kubectl_version(kc, dir.path())
-        .await
-        .expect("kubectl with the fresh kubeconfig");
-    assert!(out.contains("v1.32.0-jobkey-test"), "{out}");
+    assert_kubectl_works(kc, dir.path(), &failures).await;
 
     // Negative control: the same kubeconfig without the client certificate
     // is refused by the server, so the success above is the certificate's.
+    // (The user gets a token instead: with no credential at all, kubectl
+    // asks for a username on stdin and fails before it connects.)
     let no_cert: String = kc
         .lines()
         .filter(|l| !l.contains("client-certificate-data") && !l.contains("client-key-data"))
         .map(|l| format!("{l}\n"))
         .collect::<String>()
-        .replace("  user:\n", "  user: {}\n");
-    assert!(kubectl_version(&no_cert, dir.path()).await.is_err());
+        .replace(
+            "  user:\n",
+            "  user:\n    token: \"no-client-certificate\"\n",
+        );
+    assert_ne!(no_cert, kc);
+    assert_kubectl_refused(
+        &no_cert,
+        dir.path(),
+        &failures,
+        "certificate required",
+        "no client certificate",
+    )
+    .await;
 
     // Revoked: the server's CRL check refuses it.
-    let (status, _) = stack
-        .revoke(
-            str_of(&resp, "/revocation/handle"),
-            str_of(&resp, "/request_id"),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let e = kubectl_version(kc, dir.path())
-        .await
-        .expect_err("revoked certificate still accepted");
-    assert!(!e.is_empty());
+    revoke(&stack, &resp).await;
+    assert_kubectl_refused(
+        kc,
+        dir.path(),
+        &failures,
+        "revoked certificate",
+        "revoked certificate",
+    )
+    .await;
 
     // Expired: a 3-second kubeconfig stops working on its own.
-    let (status, resp) = stack
-        .exchange(
-            &jwt,
-            json!({"environment": "production", "credentials": ["kube"], "ttl": "3s"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{resp}");
+    let resp = issue(&stack, &["kube"], json!({"ttl": "3s"})).await;
     let kc = str_of(&resp, "/credentials/kube/values/kubeconfig");
-    assert!(kubectl_version(kc, dir.path()).await.is_ok());
+    assert_kubectl_works(kc, dir.path(), &failures).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(
-        kubectl_version(kc, dir.path()).await.is_err(),
-        "expired certificate still accepted"
-    );
+    assert_kubectl_refused(
+        kc,
+        dir.path(),
+        &failures,
+        "expired certificate",
+        "expired certificate",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_token_reads_what_its_policy_allows_until_revoked() {
     let stack = start(false, |bao| {
         engines::job_policy(bao);
-        (
-            "  vt:\n    vault_token: {policies: [job-read], num_uses: 5}\n    ttl: 10m\n"
-                .to_owned(),
-            vec!["vt"],
-        )
+        "  vt:\n    vault_token: {policies: [job-read], num_uses: 5}\n    ttl: 10m\n".to_owned()
     })
     .await;
-    let jwt = token(&stack, json!({}));
-    let (status, resp) = stack
-        .exchange(
-            &jwt,
-            json!({"environment": "production", "credentials": ["vt"], "ttl": "1m"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{resp}");
+    let resp = issue(&stack, &["vt"], json!({"ttl": "1m"})).await;
     let c = &resp["credentials"]["vt"];
     let ttl = c["ttl_seconds"].as_u64().unwrap();
     assert!((50..=60).contains(&ttl), "{ttl}");
@@ -664,17 +760,22 @@ async fn vault_token_reads_what_its_policy_allows_until_revoked() {
     let lookup = stack.bao.bao(&["token", "lookup", "-format=json", t]);
     assert!(lookup.contains("\"orphan\": true"), "{lookup}");
 
-    let (status, _) = stack
-        .revoke(
-            str_of(&resp, "/revocation/handle"),
-            str_of(&resp, "/request_id"),
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(revoke(&stack, &resp).await, 1);
     assert_eq!(
         read("secret/data/job/config").await.unwrap().status(),
         403,
         "revoked token still works"
+    );
+    // Revoked, not merely refused: Vault no longer knows it.
+    let lookup = stack.bao.bao_as(
+        stack.bao.root_token(),
+        &["token", "lookup", "-accessor", str_of(c, "/info/accessor")],
+        None,
+    );
+    let err = String::from_utf8_lossy(&lookup.stderr);
+    assert!(
+        !lookup.status.success() && err.contains("invalid accessor"),
+        "{err}"
     );
 }
 
@@ -682,10 +783,7 @@ async fn vault_token_reads_what_its_policy_allows_until_revoked() {
 async fn ssh_certificate_carries_the_policy_principals_and_the_ttl() {
     let stack = start(false, |bao| {
         engines::ssh(bao);
-        (
-            "  ssh:\n    ssh_certificate: {role: deploy, valid_principals: [deploy, \"ci-{repository}\"]}\n    ttl: 10m\n".to_owned(),
-            vec!["ssh"],
-        )
+        "  ssh:\n    ssh_certificate: {role: deploy, valid_principals: [deploy, \"ci-{repository}\"]}\n    ttl: 10m\n".to_owned()
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -697,24 +795,38 @@ async fn ssh_certificate_carries_the_policy_principals_and_the_ttl() {
         .unwrap();
     assert!(ok.success());
     let public = std::fs::read_to_string(dir.path().join("id.pub")).unwrap();
-    let jwt = token(&stack, json!({}));
+    let public = public.trim();
+    let jwt = stack.github_token(json!({}));
 
-    let (status, r) = stack
-        .exchange(
-            &jwt,
-            json!({"environment": "production", "credentials": ["ssh"]}),
-        )
-        .await;
-    assert_eq!(status, 400, "no key: {r}");
-    let (status, _) = stack
-        .exchange(&jwt, json!({"environment": "production", "credentials": ["ssh"], "ssh_public_key": format!("{}\n{}", public.trim(), public.trim())}))
-        .await;
-    assert_eq!(status, 400, "two lines");
+    assert_exchanges_refused(
+        &stack,
+        &[
+            (
+                "no key",
+                &jwt,
+                request(&["ssh"], json!({})),
+                400,
+                "bad_request",
+                "credential `ssh`: this credential is an SSH certificate: send your public key as `ssh_public_key`",
+            ),
+            (
+                "two lines",
+                &jwt,
+                request(&["ssh"], json!({"ssh_public_key": format!("{public}\n{public}")})),
+                400,
+                "bad_request",
+                "credential `ssh`: `ssh_public_key` must be a single line",
+            ),
+        ],
+    )
+    .await;
 
-    let (status, resp) = stack
-        .exchange(&jwt, json!({"environment": "production", "credentials": ["ssh"], "ttl": "5m", "ssh_public_key": public.trim()}))
-        .await;
-    assert_eq!(status, 200, "{resp}");
+    let resp = issue(
+        &stack,
+        &["ssh"],
+        json!({"ttl": "5m", "ssh_public_key": public}),
+    )
+    .await;
     let c = &resp["credentials"]["ssh"];
     let ttl = c["ttl_seconds"].as_u64().unwrap();
     assert!(
@@ -755,20 +867,10 @@ async fn ssh_certificate_carries_the_policy_principals_and_the_ttl() {
 async fn rabbitmq_user_authenticates_until_revoked() {
     let stack = start(false, |bao| {
         engines::rabbitmq(bao);
-        (
-            "  mq:\n    rabbitmq: {role: app}\n    ttl: 10m\n".to_owned(),
-            vec!["mq"],
-        )
+        "  mq:\n    rabbitmq: {role: app}\n    ttl: 10m\n".to_owned()
     })
     .await;
-    let jwt = token(&stack, json!({}));
-    let (status, resp) = stack
-        .exchange(
-            &jwt,
-            json!({"environment": "production", "credentials": ["mq"]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{resp}");
+    let resp = issue(&stack, &["mq"], json!({})).await;
     let c = &resp["credentials"]["mq"];
     let (user, pw) = (str_of(c, "/values/username"), str_of(c, "/values/password"));
     let auth = |u: &str, p: &str| {
@@ -781,21 +883,25 @@ async fn rabbitmq_user_authenticates_until_revoked() {
     };
     assert!(auth(user, pw), "the new user authenticates");
     assert!(!auth(user, "wrong-password"), "negative control");
-    let (status, _) = stack
-        .revoke(
-            str_of(&resp, "/revocation/handle"),
-            str_of(&resp, "/request_id"),
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(revoke(&stack, &resp).await, 1);
     assert!(!auth(user, pw), "the revoked user still authenticates");
+    // Refused because the user is gone, not for another reason.
+    let users = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_users"])
+        .output()
+        .unwrap();
+    let users = String::from_utf8_lossy(&users.stdout);
+    assert!(
+        users.contains("guest") && !users.contains(user),
+        "{user} is still a user: {users}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_outage_is_503_and_jobkey_recovers_without_a_restart() {
     let mut stack = start_database(false).await;
-    let jwt = token(&stack, json!({}));
-    let body = json!({"environment": "production", "credentials": ["db"]});
+    let jwt = stack.github_token(json!({}));
+    let body = request(&["db"], json!({}));
     stack.bao.stop();
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/exchange", stack.url))

@@ -38,35 +38,43 @@ fn fetched_environment(rel: &str, text: &str) -> String {
         .to_owned()
 }
 
-fn policies() -> PolicySet {
-    // Buildkite by its real URL, so the shared-issuer tenant check applies.
-    let issuers = [
-        PolicyIssuer::from_url("github", "https://token.actions.githubusercontent.com"),
-        PolicyIssuer::from_url("gitlab", "https://gitlab.com"),
-        PolicyIssuer::from_url("buildkite", "https://agent.buildkite.com"),
-    ];
-    PolicySet::load_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-        &issuers,
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
+/// The shipped policies, loaded once. Buildkite by its real URL, so the
+/// shared-issuer tenant check applies.
+fn policies() -> &'static PolicySet {
+    static SET: std::sync::OnceLock<PolicySet> = std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        let issuers = [
+            PolicyIssuer::from_url("github", "https://token.actions.githubusercontent.com"),
+            PolicyIssuer::from_url("gitlab", "https://gitlab.com"),
+            PolicyIssuer::from_url("buildkite", "https://agent.buildkite.com"),
+        ];
+        PolicySet::load_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+            &issuers,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    })
 }
 
 fn claims(shape: Shape, overrides: Value) -> Map<String, Value> {
     let mut c = shape.claims("https://issuer.example", "jobkey", 1_700_000_000);
-    jobkey::devissuer::apply(&mut c, overrides.as_object().unwrap());
+    jobkey::devissuer::apply(&mut c, &crate::support::overrides(overrides));
     c
 }
 
-fn assert_admitted(rel: &str, env: &str, rule: &str, issuer: &str, c: &Map<String, Value>) {
-    let set = policies();
-    let req = Request {
+/// The decision of the shipped policies for a job of `issuer` with
+/// `claims` asking for everything in `env`.
+fn decide(env: &str, issuer: &str, claims: &Map<String, Value>) -> Decision {
+    policies().decide(&Request {
         environment: env,
         issuer,
-        claims: c,
+        claims,
         credentials: &[],
-    };
-    match set.decide(&req) {
+    })
+}
+
+fn assert_admitted(rel: &str, env: &str, rule: &str, issuer: &str, c: &Map<String, Value>) {
+    match decide(env, issuer, c) {
         Decision::Allow(grants) => {
             assert!(!grants.is_empty());
             assert!(
@@ -80,14 +88,8 @@ fn assert_admitted(rel: &str, env: &str, rule: &str, issuer: &str, c: &Map<Strin
 }
 
 fn assert_denied(rel: &str, env: &str, issuer: &str, c: &Map<String, Value>) {
-    let req = Request {
-        environment: env,
-        issuer,
-        claims: c,
-        credentials: &[],
-    };
     assert!(
-        matches!(policies().decide(&req), Decision::Deny(_)),
+        matches!(decide(env, issuer, c), Decision::Deny(_)),
         "{rel}: a feature branch must be denied"
     );
 }

@@ -6,16 +6,12 @@ use crate::support::{Options, Stack};
 use jobkey::devissuer::Shape;
 use serde_json::{Map, Value, json};
 
-fn overrides(v: Value) -> Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
     let stack = Stack::start().await;
 
     // GitHub: production deploy of acme/api from main.
-    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let gh = stack.github_token(json!({}));
     let body = json!({"environment": "production", "credentials": ["deploy-db"]}).to_string();
     let (status, resp) = stack
         .exchange_raw(Some(format!("Bearer {gh}")), &body)
@@ -37,7 +33,7 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
     assert!(resp["request_id"].as_str().unwrap().len() >= 16);
 
     // GitLab: staging deploy, all that the rule grants.
-    let gl = stack.gitlab.mint(Shape::Gitlab, "jobkey", &Map::new());
+    let gl = stack.gitlab_token();
     let (status, resp) = stack.exchange_status(&gl, "staging").await;
     assert_eq!(status, 200, "{resp}");
     assert_eq!(
@@ -51,11 +47,7 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
 
     // The GitHub workflow on a feature branch: 403 naming the claim, not
     // the expected value.
-    let feature = stack.github.mint(
-        Shape::Github,
-        "jobkey",
-        &overrides(json!({"ref": "refs/heads/feature/x"})),
-    );
+    let feature = stack.github_token(json!({"ref": "refs/heads/feature/x"}));
     let (status, resp) = stack.exchange_status(&feature, "production").await;
     assert_eq!(status, 403, "{resp}");
     assert!(
@@ -70,9 +62,18 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
         "the job is not told the expected value: {resp}"
     );
 
-    // A GitHub token asking for the GitLab environment: denied (issuer).
+    // A GitHub token asking for the GitLab environment: denied because no
+    // rule there is for its issuer, so no claim is named.
     let (status, resp) = stack.exchange_status(&gh, "staging").await;
-    assert_eq!(status, 403, "{resp}");
+    assert_eq!(
+        (status, resp["error"].as_str(), &resp["failed_claims"]),
+        (403, Some("no_rule_matched"), &json!([])),
+        "{resp}"
+    );
+    assert_eq!(
+        resp["message"], "denied by the `staging` policy (no_rule_matched)",
+        "{resp}"
+    );
 
     // Unknown environment and credential.
     let (status, resp) = stack.exchange_status(&gh, "nowhere").await;
@@ -81,10 +82,18 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
         (403, Some("unknown_environment"))
     );
     let body = json!({"environment": "production", "credentials": ["root-ca"]}).to_string();
-    let (status, _) = stack
+    let (status, resp) = stack
         .exchange_raw(Some(format!("Bearer {gh}")), &body)
         .await;
-    assert_eq!(status, 403);
+    assert_eq!(
+        (status, resp["error"].as_str(), &resp["failed_claims"]),
+        (403, Some("unknown_credential"), &json!([])),
+        "{resp}"
+    );
+    assert_eq!(
+        resp["message"], "denied by the `production` policy (unknown_credential)",
+        "{resp}"
+    );
 
     // The audit log: one line per decision, chained, with who/what/why.
     let lines = stack.audit_lines();
@@ -120,6 +129,20 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
                 .contains("refs/heads/main")),
         "the audit line says which rule failed and why: {deny}"
     );
+    // The wrong-issuer denial: every rule of the environment failed on the
+    // issuer, before any claim was compared.
+    let wrong_issuer = &lines[3]["reason"];
+    let failures = wrong_issuer["failures"].as_array().unwrap();
+    assert!(!failures.is_empty(), "{wrong_issuer}");
+    for f in failures {
+        assert_eq!(
+            (&f["failed"]["kind"], &f["failed"]["actual"]),
+            (&json!("issuer"), &json!("github")),
+            "{wrong_issuer}"
+        );
+    }
+    assert_eq!(lines[5]["reason"]["kind"], "unknown_credential");
+    assert_eq!(lines[5]["reason"]["credential"], "root-ca");
     let report = jobkey::audit::verify_file(&stack.audit_path).unwrap();
     assert_eq!(report.lines, 6);
 }
@@ -127,7 +150,7 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_400s() {
     let stack = Stack::start().await;
-    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let gh = stack.github_token(json!({}));
     let auth = Some(format!("Bearer {gh}"));
     let cases = [
         ("not json", "{oops", 400, "bad_request"),
@@ -185,7 +208,7 @@ async fn bad_requests_get_clear_400s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_down_is_503_with_retry_after_and_nothing_issued() {
     let mut stack = Stack::start().await;
-    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let gh = stack.github_token(json!({}));
     stack.bao.stop();
     let (status, resp) = stack.exchange_status(&gh, "production").await;
     assert_eq!(status, 503, "{resp}");
@@ -202,7 +225,7 @@ async fn unwritable_audit_log_means_no_credential() {
         ..Options::default()
     })
     .await;
-    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let gh = stack.github_token(json!({}));
     let (status, resp) = stack.exchange_status(&gh, "production").await;
     assert_eq!(status, 503, "{resp}");
     assert_eq!(resp["error"], "audit_unavailable");
@@ -279,11 +302,11 @@ fn audit_find(config: &std::path::Path, value: &str, json: bool) -> (bool, Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auditor_maps_a_leaked_value_back_to_the_job() {
     let stack = Stack::start().await;
-    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let gh = stack.github_token(json!({}));
     let (status, resp) = stack.exchange_status(&gh, "production").await;
     assert_eq!(status, 200, "{resp}");
     let rid = resp["request_id"].as_str().unwrap().to_owned();
-    let gl = stack.gitlab.mint(Shape::Gitlab, "jobkey", &Map::new());
+    let gl = stack.gitlab_token();
     assert_eq!(stack.exchange_status(&gl, "staging").await.0, 200);
 
     // The audit line carries a keyed fingerprint per field, never the value.
@@ -323,7 +346,7 @@ async fn an_auditor_maps_a_leaked_value_back_to_the_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_by_handle_is_audited_with_the_exchange_owner() {
     let stack = Stack::start().await;
-    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let gh = stack.github_token(json!({}));
     let (status, resp) = stack.exchange_status(&gh, "production").await;
     assert_eq!(status, 200, "{resp}");
     let handle = resp["revocation"]["handle"].as_str().unwrap();

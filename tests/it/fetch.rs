@@ -6,40 +6,11 @@
 //! Revocation after `--exec` and `jobkey revoke` are in `fetch_revoke.rs`.
 
 use crate::fetch_support::{
-    REQUEST_TOKEN, assert_no_secret_outside_masks, buildkite_stub, github_token_endpoint, jobkey,
-    mode, parse_github_file,
+    REQUEST_TOKEN, assert_no_secret_outside_masks, buildkite_stub, fetch, github_env, mode,
+    parse_github_file,
 };
 use crate::support::Stack;
-use jobkey::devissuer::Shape;
-use serde_json::{Map, Value, json};
-
-fn overrides(v: Value) -> Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
-
-/// The environment of a GitHub Actions step with `id-token: write`.
-async fn github_env(
-    stack: &Stack,
-    tmp: &std::path::Path,
-    claims: Value,
-) -> Vec<(&'static str, String)> {
-    let url = github_token_endpoint(stack.github.clone(), overrides(claims)).await;
-    std::fs::write(tmp.join("github_env"), "").unwrap();
-    std::fs::write(tmp.join("github_output"), "").unwrap();
-    std::fs::create_dir_all(tmp.join("runner_temp")).unwrap();
-    vec![
-        ("GITHUB_ACTIONS", "true".into()),
-        ("ACTIONS_ID_TOKEN_REQUEST_URL", url),
-        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN.into()),
-        ("RUNNER_TEMP", tmp.join("runner_temp").display().to_string()),
-        ("GITHUB_ENV", tmp.join("github_env").display().to_string()),
-        (
-            "GITHUB_OUTPUT",
-            tmp.join("github_output").display().to_string(),
-        ),
-        ("JOBKEY_URL", stack.url.clone()),
-    ]
-}
+use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_masks_come_first_and_files_are_private() {
@@ -48,19 +19,7 @@ async fn github_masks_come_first_and_files_are_private() {
     let env = github_env(&stack, tmp.path(), json!({})).await;
     let out = tmp.path().join("creds");
     let out_s = out.display().to_string();
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "production",
-            "-c",
-            "deploy-db",
-            "--out",
-            &out_s,
-        ],
-        &env,
-    )
-    .await;
+    let run = fetch("production", &["-c", "deploy-db", "--out", &out_s], &env).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
     // stdout is the mask commands and nothing else, flushed before any
@@ -113,17 +72,7 @@ async fn github_env_cannot_be_injected_into_by_a_hostile_value() {
     ]);
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({})).await;
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "production",
-            "--github-env",
-            "--github-output",
-        ],
-        &env,
-    )
-    .await;
+    let run = fetch("production", &["--github-env", "--github-output"], &env).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
     let written = std::fs::read_to_string(tmp.path().join("github_env")).unwrap();
@@ -153,7 +102,7 @@ async fn github_env_cannot_be_injected_into_by_a_hostile_value() {
 async fn gitlab_gets_files_only_and_a_notice_that_it_cannot_mask() {
     let stack = Stack::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let token = stack.gitlab.mint(Shape::Gitlab, "jobkey", &Map::new());
+    let token = stack.gitlab_token();
     let out = tmp.path().join("secrets");
     let env = vec![
         ("GITLAB_CI", "true".to_owned()),
@@ -161,17 +110,7 @@ async fn gitlab_gets_files_only_and_a_notice_that_it_cannot_mask() {
         ("JOBKEY_URL", stack.url.clone()),
         ("TMPDIR", tmp.path().display().to_string()),
     ];
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "staging",
-            "--out",
-            &out.display().to_string(),
-        ],
-        &env,
-    )
-    .await;
+    let run = fetch("staging", &["--out", &out.display().to_string()], &env).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(
         run.stdout, "",
@@ -190,8 +129,9 @@ async fn gitlab_gets_files_only_and_a_notice_that_it_cannot_mask() {
     assert_no_secret_outside_masks(&run, &[&stack.app_key, &token]);
 
     // Without the `id_tokens:` variable: a message that says how to add it.
-    let run = jobkey(
-        &["fetch", "-e", "staging"],
+    let run = fetch(
+        "staging",
+        &[],
         &[
             ("GITLAB_CI", "true".into()),
             ("JOBKEY_URL", stack.url.clone()),
@@ -211,7 +151,7 @@ async fn gitlab_gets_files_only_and_a_notice_that_it_cannot_mask() {
 async fn buildkite_redactor_gets_the_values_on_stdin_never_in_argv() {
     let stack = Stack::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let token = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let token = stack.github_token(json!({}));
     let bin = buildkite_stub(tmp.path(), &token);
     let out = tmp.path().join("creds");
     let env = vec![
@@ -219,17 +159,7 @@ async fn buildkite_redactor_gets_the_values_on_stdin_never_in_argv() {
         ("PATH", bin.display().to_string()),
         ("JOBKEY_URL", stack.url.clone()),
     ];
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "production",
-            "--out",
-            &out.display().to_string(),
-        ],
-        &env,
-    )
-    .await;
+    let run = fetch("production", &["--out", &out.display().to_string()], &env).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
     let argv = std::fs::read_to_string(tmp.path().join("argv.log")).unwrap();
@@ -275,17 +205,9 @@ async fn exec_passes_the_credentials_and_the_exit_code_and_writes_nothing_to_the
         "printf %s \"$JOBKEY_DEPLOY_DB_PASSWORD\" > '{s}'; cat \"$JOBKEY_CREDENTIALS_DIR/deploy-db/username\" >> '{s}'; echo \"$JOBKEY_CREDENTIALS_DIR\" > '{s}.dir'; exit 7",
         s = seen.display()
     );
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "production",
-            "--exec",
-            "--",
-            "/bin/sh",
-            "-c",
-            &script,
-        ],
+    let run = fetch(
+        "production",
+        &["--exec", "--", "/bin/sh", "-c", &script],
         &env,
     )
     .await;
@@ -294,7 +216,12 @@ async fn exec_passes_the_credentials_and_the_exit_code_and_writes_nothing_to_the
         std::fs::read_to_string(&seen).unwrap(),
         format!("{}deploy", stack.db_password)
     );
-    assert!(run.stdout.lines().all(|l| l.starts_with("::add-mask::")));
+    assert!(!run.stdout.is_empty(), "the masks come first");
+    assert!(
+        run.stdout.lines().all(|l| l.starts_with("::add-mask::")),
+        "{}",
+        run.stdout
+    );
     assert_eq!(
         std::fs::read_to_string(tmp.path().join("github_env")).unwrap(),
         ""
@@ -306,24 +233,30 @@ async fn exec_passes_the_credentials_and_the_exit_code_and_writes_nothing_to_the
     );
     assert_no_secret_outside_masks(&run, &[&stack.db_password]);
 
-    // `--exec` does not combine with other deliveries; a trailing command
-    // needs `--exec`.
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "production",
-            "--exec",
-            "--github-env",
-            "--",
-            "true",
-        ],
-        &env,
-    )
-    .await;
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    let run = jobkey(&["fetch", "-e", "production", "--", "true"], &env).await;
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    // `--exec` does not combine with other deliveries, and a trailing
+    // command needs `--exec`: refused before any token is asked for, so
+    // nothing is exchanged and nothing written.
+    let exchanges = stack.audit_lines().len();
+    let cases: [(&[&str], i32, &str); 2] = [
+        (
+            &["--exec", "--github-env", "--", "true"],
+            1,
+            "--exec runs the command with the credentials and revokes them when it exits; it does not combine with --out, --github-env or --github-output",
+        ),
+        (&["--", "true"], 2, "a command after `--` needs --exec"),
+    ];
+    for (extra, code, message) in cases {
+        let run = fetch("production", extra, &env).await;
+        assert_eq!(run.code, Some(code), "{extra:?}: {}", run.stderr);
+        assert!(run.stderr.contains(message), "{extra:?}: {}", run.stderr);
+        assert_eq!(run.stdout, "", "{extra:?}");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("github_env")).unwrap(),
+            "",
+            "{extra:?}"
+        );
+        assert_eq!(stack.audit_lines().len(), exchanges, "{extra:?}: exchanged");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +264,7 @@ async fn denials_show_the_broker_code_and_request_id_only() {
     let stack = Stack::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({"ref": "refs/heads/feature/x"})).await;
-    let run = jobkey(&["fetch", "-e", "production"], &env).await;
+    let run = fetch("production", &[], &env).await;
     assert_eq!(run.code, Some(1));
     assert_eq!(run.stdout, "");
     assert!(run.stderr.contains("403 no_rule_matched"), "{}", run.stderr);
@@ -343,8 +276,9 @@ async fn denials_show_the_broker_code_and_request_id_only() {
     );
 
     // No `id-token: write`: the error names the permission.
-    let run = jobkey(
-        &["fetch", "-e", "production"],
+    let run = fetch(
+        "production",
+        &[],
         &[
             ("GITHUB_ACTIONS", "true".into()),
             ("JOBKEY_URL", stack.url.clone()),
@@ -359,17 +293,7 @@ async fn denials_show_the_broker_code_and_request_id_only() {
     );
 
     // A plain-http broker that is not on loopback is refused before any token is sent.
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "production",
-            "--url",
-            "http://jobkey.example.com",
-        ],
-        &env,
-    )
-    .await;
+    let run = fetch("production", &["--url", "http://jobkey.example.com"], &env).await;
     assert_eq!(run.code, Some(1));
     assert!(run.stderr.contains("must be https"), "{}", run.stderr);
 }

@@ -3,38 +3,18 @@
 //! broker's revocation endpoint (issue 4); on a branch without it these
 //! tests fail, by design: nothing here is ignored.
 
-use crate::fetch_support::{REQUEST_TOKEN, github_token_endpoint, jobkey};
+use crate::fetch_support::{fetch, github_env, jobkey};
 use crate::support::Stack;
-use serde_json::Map;
-
-async fn github_env(stack: &Stack, tmp: &std::path::Path) -> Vec<(&'static str, String)> {
-    let url = github_token_endpoint(stack.github.clone(), Map::new()).await;
-    std::fs::create_dir_all(tmp.join("runner_temp")).unwrap();
-    vec![
-        ("GITHUB_ACTIONS", "true".into()),
-        ("ACTIONS_ID_TOKEN_REQUEST_URL", url),
-        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN.into()),
-        ("RUNNER_TEMP", tmp.join("runner_temp").display().to_string()),
-        ("JOBKEY_URL", stack.url.clone()),
-    ]
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_revokes_the_exchange_when_the_command_exits() {
     let stack = Stack::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let env = github_env(&stack, tmp.path()).await;
-    let run = jobkey(
-        &[
-            "fetch",
-            "-e",
-            "production",
-            "--exec",
-            "--",
-            "/bin/sh",
-            "-c",
-            "exit 3",
-        ],
+    let env = github_env(&stack, tmp.path(), json!({})).await;
+    let run = fetch(
+        "production",
+        &["--exec", "--", "/bin/sh", "-c", "exit 3"],
         &env,
     )
     .await;
@@ -49,14 +29,37 @@ async fn exec_revokes_the_exchange_when_the_command_exits() {
         "{}",
         run.stderr
     );
+    // The broker's side: the exchange, then its revocation by its own
+    // handle.
+    let lines = stack.audit_lines();
+    let [exchange, revoke] = lines.as_slice() else {
+        panic!("an exchange and a revocation: {lines:#?}");
+    };
+    assert_eq!(exchange["decision"], "allow", "{exchange}");
+    let revoked = (
+        &revoke["action"],
+        &revoke["auth"],
+        &revoke["decision"],
+        &revoke["exchange"],
+    );
+    assert_eq!(
+        revoked,
+        (
+            &json!("revoke"),
+            &json!("handle"),
+            &json!("allow"),
+            &exchange["request_id"]
+        ),
+        "{revoke}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_uses_the_saved_handle_once() {
     let stack = Stack::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    let env = github_env(&stack, tmp.path()).await;
-    let run = jobkey(&["fetch", "-e", "production"], &env).await;
+    let env = github_env(&stack, tmp.path(), json!({})).await;
+    let run = fetch("production", &[], &env).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let state = tmp.path().join("runner_temp/jobkey/revocation.json");
     assert!(

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::OpenBao;
-use jobkey::devissuer::{self, DevIssuer, Shape, SigningKey};
+use crate::support::{OpenBao, engines, rsa_key};
+use jobkey::devissuer::{self, DevIssuer, Shape};
 use jobkey::token::{DEFAULT_MAX_TOKEN_BYTES, FetchSettings, IssuerSettings, KeySource, Verifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -38,19 +38,6 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// A root CA in a fresh PKI mount; returns its PEM.
-fn root_ca(bao: &OpenBao, mount: &str) -> String {
-    bao.bao(&["secrets", "enable", &format!("-path={mount}"), "pki"]);
-    bao.bao(&["secrets", "tune", "-max-lease-ttl=87600h", mount]);
-    bao.bao(&[
-        "write",
-        "-field=certificate",
-        &format!("{mount}/root/generate/internal"),
-        "common_name=internal CA",
-        "ttl=87600h",
-    ])
-}
-
 fn verifier(issuer: &str, ca_file: Option<std::path::PathBuf>) -> Verifier {
     let settings = IssuerSettings {
         name: "gitlab".into(),
@@ -78,28 +65,9 @@ fn verifier(issuer: &str, ca_file: Option<std::path::PathBuf>) -> Verifier {
 async fn issuer_keys_over_tls_need_the_configured_ca() {
     jobkey::tls::install_rustls_ring_provider();
     let bao = OpenBao::start();
-    let ca = root_ca(&bao, "pki");
-    let other_ca = root_ca(&bao, "pki-other");
-    bao.bao(&[
-        "write",
-        "pki/roles/server",
-        "allow_any_name=true",
-        "allow_ip_sans=true",
-        "key_type=ec",
-        "key_bits=256",
-        "max_ttl=1h",
-    ]);
-    let issued: Value = serde_json::from_str(&bao.bao(&[
-        "write",
-        "-format=json",
-        "pki/issue/server",
-        "common_name=127.0.0.1",
-        "ip_sans=127.0.0.1",
-        "ttl=1h",
-    ]))
-    .unwrap();
-    let cert_pem = issued["data"]["certificate"].as_str().unwrap();
-    let key_pem = issued["data"]["private_key"].as_str().unwrap();
+    let ca = engines::pki(&bao);
+    let other_ca = engines::root_ca(&bao, "pki-other", "another CA");
+    let (cert_pem, key_pem) = engines::server_certificate(&bao);
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain: Vec<_> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
@@ -116,13 +84,7 @@ async fn issuer_keys_over_tls_need_the_configured_ca() {
         .unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", tcp.local_addr().unwrap());
-    let pem = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/keys/issuer-b.pem"
-    ))
-    .unwrap();
-    let issuer: Arc<DevIssuer> =
-        DevIssuer::new(url.clone(), SigningKey::rsa_from_pem(&pem, "gl-1").unwrap());
+    let issuer: Arc<DevIssuer> = DevIssuer::new(url.clone(), rsa_key("issuer-b", "gl-1"));
     let listener = TlsListener {
         tcp,
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),

@@ -1,10 +1,10 @@
 //! Secret hygiene, end to end: run the real binary at trace level, make
-//! allowed, denied and refused exchanges, then search its log and the audit
-//! file for every secret value and every token. None may appear.
+//! allowed, denied and refused exchanges and a revocation, then search its
+//! log and the audit file for every secret value, every token and every
+//! revocation handle. None may appear.
 
 use crate::support::{Options, Stack};
-use jobkey::devissuer::Shape;
-use serde_json::{Map, json};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_and_no_token_in_logs_or_audit() {
@@ -13,24 +13,10 @@ async fn no_secret_and_no_token_in_logs_or_audit() {
         ..Options::default()
     })
     .await;
-    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
-    let gl = stack.gitlab.mint(Shape::Gitlab, "jobkey", &Map::new());
-    let denied = stack.github.mint(
-        Shape::Github,
-        "jobkey",
-        &json!({"ref": "refs/heads/dev"})
-            .as_object()
-            .unwrap()
-            .clone(),
-    );
-    let expired = stack.github.mint(
-        Shape::Github,
-        "jobkey",
-        &json!({"iat": 1, "nbf": 1, "exp": 2})
-            .as_object()
-            .unwrap()
-            .clone(),
-    );
+    let gh = stack.github_token(json!({}));
+    let gl = stack.gitlab_token();
+    let denied = stack.github_token(json!({"ref": "refs/heads/dev"}));
+    let expired = stack.github_token(json!({"iat": 1, "nbf": 1, "exp": 2}));
 
     let (s, resp) = stack.exchange_status(&gh, "production").await;
     assert_eq!(s, 200, "{resp}");
@@ -38,8 +24,16 @@ async fn no_secret_and_no_token_in_logs_or_audit() {
         resp["credentials"]["deploy-db"]["values"]["password"],
         stack.db_password.as_str()
     );
-    let (s, _) = stack.exchange_status(&gl, "staging").await;
-    assert_eq!(s, 200);
+    let handle = resp["revocation"]["handle"].as_str().unwrap().to_owned();
+    let (s, staging) = stack.exchange_status(&gl, "staging").await;
+    assert_eq!(s, 200, "{staging}");
+    let staging_handle = staging["revocation"]["handle"].as_str().unwrap();
+    // The production exchange is revoked with its handle, so the handle
+    // passes through the server's request path as a bearer too.
+    let (s, revoked) = stack
+        .revoke(&handle, resp["request_id"].as_str().unwrap())
+        .await;
+    assert_eq!(s, 200, "{revoked}");
     assert_eq!(stack.exchange_status(&denied, "production").await.0, 403);
     assert_eq!(stack.exchange_status(&expired, "production").await.0, 401);
     assert_eq!(
@@ -56,14 +50,14 @@ async fn no_secret_and_no_token_in_logs_or_audit() {
         log.contains("exchange allowed"),
         "the log is the server's (trace level): {log}"
     );
-    assert_eq!(audit.lines().count(), 5);
+    assert_eq!(audit.lines().count(), 6);
     // The refused tokens are audited with their claims read unverified,
     // and marked so.
     let lines: Vec<serde_json::Value> = audit
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    for (line, code) in [(&lines[3], "token_expired"), (&lines[4], "bad_signature")] {
+    for (line, code) in [(&lines[4], "token_expired"), (&lines[5], "bad_signature")] {
         assert_eq!(line["decision"], "deny", "{line}");
         assert_eq!(line["code"], code, "{line}");
         assert_eq!(line["identity"]["verified"], false, "{line}");
@@ -78,6 +72,8 @@ async fn no_secret_and_no_token_in_logs_or_audit() {
         ("the GitLab token", gl.clone()),
         ("the denied token", denied.clone()),
         ("the expired token", expired.clone()),
+        ("the revocation handle used to revoke", handle.clone()),
+        ("the other revocation handle", staging_handle.to_owned()),
         // A token's signature alone identifies it.
         (
             "the GitHub token's signature",

@@ -3,41 +3,22 @@
 //! and GitLab-shaped tokens verified offline, who-can.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use jobkey::devissuer::{Shape, SigningKey};
+use crate::support::{jobkey_cli, rsa_key};
+use jobkey::devissuer::Shape;
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn jobkey(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_jobkey"))
-        .args(args)
-        .env_remove("JOBKEY_CONFIG")
-        .output()
-        .expect("runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn example_config() -> String {
     root().join("examples/jobkey.toml").display().to_string()
 }
 
-fn key(name: &str, kid: &str) -> SigningKey {
-    let pem = std::fs::read_to_string(root().join(format!("tests/fixtures/keys/{name}.pem")))
-        .expect("key");
-    SigningKey::rsa_from_pem(&pem, kid).expect("key")
-}
-
 #[test]
 fn shipped_fixtures_pass() {
-    let (code, out, err) = jobkey(&["policy", "test", "--config", &example_config()]);
+    let (code, out, err) = jobkey_cli(&["policy", "test", "--config", &example_config()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("PASS  a fork with a lookalike name is refused"),
@@ -74,7 +55,7 @@ cases:
 "#,
     )
     .expect("write");
-    let (code, out, err) = jobkey(&[
+    let (code, out, err) = jobkey_cli(&[
         "policy",
         "test",
         "--config",
@@ -109,7 +90,7 @@ cases:
         "cases:\n  - name: x\n    expekt: allow\n",
     )
     .expect("write");
-    let (code, _, err) = jobkey(&[
+    let (code, _, err) = jobkey_cli(&[
         "policy",
         "test",
         "--config",
@@ -125,7 +106,7 @@ cases:
 
 #[test]
 fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
-    let (code, out, err) = jobkey(&[
+    let (code, out, err) = jobkey_cli(&[
         "policy",
         "lint",
         "--policies",
@@ -148,8 +129,20 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
     )
     .expect("write");
     let d = dir.path().display().to_string();
-    let gh = "github=https://token.actions.githubusercontent.com";
-    let (code, out, _) = jobkey(&["policy", "lint", "--policies", &d, "--issuer", gh]);
+    // `jobkey policy lint` of the temp directory, GitHub only, with `extra`.
+    let lint = |extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "lint",
+            "--policies",
+            &d,
+            "--issuer",
+            "github=https://token.actions.githubusercontent.com",
+        ];
+        args.extend_from_slice(extra);
+        jobkey_cli(&args)
+    };
+    let (code, out, _) = lint(&[]);
     assert_eq!(code, 0, "warnings alone do not fail: {out}");
     assert!(
         out.contains(
@@ -158,27 +151,10 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
         "{out}"
     );
     assert!(out.contains("warning[JK006 self-hosted-runners]"), "{out}");
-    let (code, _, err) = jobkey(&[
-        "policy",
-        "lint",
-        "--policies",
-        &d,
-        "--issuer",
-        gh,
-        "--deny-warnings",
-    ]);
+    let (code, _, err) = lint(&["--deny-warnings"]);
     assert_eq!(code, 1);
     assert!(err.contains("2 warning(s) and --deny-warnings"), "{err}");
-    let (code, out, _) = jobkey(&[
-        "policy",
-        "lint",
-        "--policies",
-        &d,
-        "--issuer",
-        gh,
-        "--format",
-        "json",
-    ]);
+    let (code, out, _) = lint(&["--format", "json"]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).expect("json");
     let codes: Vec<&str> = v["warnings"]
@@ -191,7 +167,7 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
 
     // A compile error is a failure with file:line:column.
     std::fs::write(dir.path().join("production.yaml"), "credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 10m\nrules:\n  - name: r\n    issuer: github\n    claims: {ref: {regex: \"(\"}}\n    grant: [db]\n").expect("write");
-    let (code, _, err) = jobkey(&["policy", "lint", "--policies", &d, "--issuer", gh]);
+    let (code, _, err) = lint(&[]);
     assert_eq!(code, 1);
     assert!(
         err.contains("production.yaml:8:19: rule `r`: claim `ref`: invalid regex"),
@@ -203,7 +179,7 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
 /// `cargo run -- policy schema > schema/policy.schema.json`.
 #[test]
 fn shipped_schema_is_current() {
-    let (code, out, _) = jobkey(&["policy", "schema"]);
+    let (code, out, _) = jobkey_cli(&["policy", "schema"]);
     assert_eq!(code, 0);
     let shipped =
         std::fs::read_to_string(root().join("schema/policy.schema.json")).expect("shipped");
@@ -253,8 +229,8 @@ issuer = "https://agent.buildkite.com"
 fn explain_verifies_real_shaped_tokens_offline() {
     let dir = tempfile::tempdir().expect("tmp");
     let config = provider_config(dir.path());
-    let gh_key = key("issuer-a", "gh-1");
-    let gl_key = key("issuer-b", "gl-1");
+    let gh_key = rsa_key("issuer-a", "gh-1");
+    let gl_key = rsa_key("issuer-b", "gl-1");
     let jwks = dir.path().join("jwks.json");
     std::fs::write(
         &jwks,
@@ -267,25 +243,33 @@ fn explain_verifies_real_shaped_tokens_offline() {
         "jobkey",
         at - 60,
     );
-    let gh = dir.path().join("github.jwt");
-    std::fs::write(&gh, gh_key.mint(&Value::Object(gh_claims.clone()))).expect("token");
-    let jwks_s = jwks.display().to_string();
-    let gh_s = gh.display().to_string();
+    // Writes a token to a file and explains it for `env` at `at`.
+    let explain = |name: &str, token: String, env: &str, at: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, token).expect("token");
+        jobkey_cli(&[
+            "policy",
+            "explain",
+            "--config",
+            &config,
+            "--env",
+            env,
+            "--token",
+            &file.display().to_string(),
+            "--jwks",
+            &jwks.display().to_string(),
+            "--at",
+            at,
+        ])
+    };
+    let gh = gh_key.mint(&Value::Object(gh_claims.clone()));
 
-    let (code, out, err) = jobkey(&[
-        "policy",
-        "explain",
-        "--config",
-        &config,
-        "--env",
+    let (code, out, err) = explain(
+        "github.jwt",
+        gh.clone(),
         "production",
-        "--token",
-        &gh_s,
-        "--jwks",
-        &jwks_s,
-        "--at",
         "2025-11-27T21:40:12Z",
-    ]);
+    );
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("decision: allow (deploy-db by github-api-deploy)"),
@@ -299,63 +283,21 @@ fn explain_verifies_real_shaped_tokens_offline() {
     assert!(out.contains(&want), "{out}");
 
     // The same token much later: expired, refused before any decision.
-    let (code, _, err) = jobkey(&[
-        "policy",
-        "explain",
-        "--config",
-        &config,
-        "--env",
-        "production",
-        "--token",
-        &gh_s,
-        "--jwks",
-        &jwks_s,
-        "--at",
-        &(at + 3600).to_string(),
-    ]);
+    let (code, _, err) = explain("github.jwt", gh, "production", &(at + 3600).to_string());
     assert_eq!(code, 1);
     assert!(err.contains("token_expired"), "{err}");
 
     // A token signed by a key not in the JWKS is refused.
-    let rogue = key("rogue", "gh-1");
-    let forged = dir.path().join("forged.jwt");
-    std::fs::write(&forged, rogue.mint(&Value::Object(gh_claims))).expect("token");
-    let (code, _, err) = jobkey(&[
-        "policy",
-        "explain",
-        "--config",
-        &config,
-        "--env",
-        "production",
-        "--token",
-        &forged.display().to_string(),
-        "--jwks",
-        &jwks_s,
-        "--at",
-        &at.to_string(),
-    ]);
+    let forged = rsa_key("rogue", "gh-1").mint(&Value::Object(gh_claims));
+    let (code, _, err) = explain("forged.jwt", forged, "production", &at.to_string());
     assert_eq!(code, 1);
     assert!(err.contains("bad_signature"), "{err}");
 
     // GitLab: an unprotected ref; the rule and the reason are shown.
     let mut gl_claims = Shape::Gitlab.claims("https://gitlab.com", "jobkey", at - 60);
     gl_claims.insert("ref_protected".into(), json!("false"));
-    let gl = dir.path().join("gitlab.jwt");
-    std::fs::write(&gl, gl_key.mint(&Value::Object(gl_claims))).expect("token");
-    let (code, out, err) = jobkey(&[
-        "policy",
-        "explain",
-        "--config",
-        &config,
-        "--env",
-        "staging",
-        "--token",
-        &gl.display().to_string(),
-        "--jwks",
-        &jwks_s,
-        "--at",
-        &at.to_string(),
-    ]);
+    let gl = gl_key.mint(&Value::Object(gl_claims));
+    let (code, out, err) = explain("gitlab.jwt", gl, "staging", &at.to_string());
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("issuer `gitlab`"), "{out}");
     assert!(out.contains("decision: deny (no_rule_matched)"), "{out}");
@@ -369,7 +311,7 @@ fn explain_verifies_real_shaped_tokens_offline() {
         Value::Object(Shape::Gitlab.claims("https://gitlab.com", "jobkey", at)).to_string(),
     )
     .expect("claims");
-    let (code, out, err) = jobkey(&[
+    let (code, out, err) = jobkey_cli(&[
         "policy",
         "explain",
         "--config",
@@ -389,16 +331,21 @@ fn explain_verifies_real_shaped_tokens_offline() {
 
 #[test]
 fn who_can_lists_the_identities_of_a_production_credential() {
-    let (code, out, err) = jobkey(&[
-        "policy",
-        "who-can",
-        "--config",
-        &example_config(),
-        "--env",
-        "production",
-        "--credential",
-        "deploy-db",
-    ]);
+    // `jobkey policy who-can` on the example config's production, with `extra`.
+    let who_can = |extra: &[&str]| {
+        let config = example_config();
+        let mut args = vec![
+            "policy",
+            "who-can",
+            "--config",
+            &config,
+            "--env",
+            "production",
+        ];
+        args.extend_from_slice(extra);
+        jobkey_cli(&args)
+    };
+    let (code, out, err) = who_can(&["--credential", "deploy-db"]);
     assert_eq!(code, 0, "{out}{err}");
     let header = out.lines().next().unwrap_or("");
     for col in [
@@ -426,16 +373,7 @@ fn who_can_lists_the_identities_of_a_production_credential() {
         assert!(out.contains(cell), "missing {cell} in\n{out}");
     }
 
-    let (code, out, _) = jobkey(&[
-        "policy",
-        "who-can",
-        "--config",
-        &example_config(),
-        "--env",
-        "production",
-        "--format",
-        "json",
-    ]);
+    let (code, out, _) = who_can(&["--format", "json"]);
     assert_eq!(code, 0);
     let v: Value = serde_json::from_str(&out).expect("json");
     let rule = &v["credentials"][0]["rules"][0];
@@ -452,16 +390,7 @@ fn who_can_lists_the_identities_of_a_production_credential() {
         json!(["ref = \"refs/heads/main\""])
     );
 
-    let (code, _, err) = jobkey(&[
-        "policy",
-        "who-can",
-        "--config",
-        &example_config(),
-        "--env",
-        "production",
-        "--credential",
-        "nope",
-    ]);
+    let (code, _, err) = who_can(&["--credential", "nope"]);
     assert_eq!(code, 1);
     assert!(err.contains("has no credential `nope`"), "{err}");
 }

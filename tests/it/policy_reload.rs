@@ -1,13 +1,12 @@
 //! Hot reload against the running server: a valid change takes effect, an
 //! invalid one is refused while the old policy keeps serving and `/readyz`
-//! shows the error; SIGHUP reloads too.
+//! shows the error; SIGHUP reloads a change the file watcher cannot see.
 
 use std::path::Path;
 use std::time::Duration;
 
 use crate::support::{Options, Stack};
-use jobkey::devissuer::Shape;
-use serde_json::{Map, Value};
+use serde_json::json;
 
 fn copy_policies(to: &Path) {
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
@@ -54,7 +53,7 @@ async fn a_valid_change_takes_effect_and_an_invalid_one_is_refused() {
         ..Options::default()
     })
     .await;
-    let token = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let token = stack.github_token(json!({}));
     expect_exchange(&stack, &token, 200).await.unwrap();
     let (_, ready) = stack.get_json("/readyz").await;
     assert_eq!(ready["policies"]["status"], "current", "{ready}");
@@ -107,14 +106,35 @@ async fn a_valid_change_takes_effect_and_an_invalid_one_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_real_binary() {
+    // The served directory holds links to the policy files, which live
+    // elsewhere: editing them changes nothing in the watched directory, so
+    // only SIGHUP can make jobkey read the change.
+    let files = tempfile::tempdir().unwrap();
+    copy_policies(files.path());
     let policies = tempfile::tempdir().unwrap();
-    copy_policies(policies.path());
+    for entry in std::fs::read_dir(files.path()).unwrap() {
+        let path = entry.unwrap().path();
+        std::os::unix::fs::symlink(&path, policies.path().join(path.file_name().unwrap())).unwrap();
+    }
     let stack = Stack::start_with(Options {
         policy_dir: Some(policies.path().to_path_buf()),
         subprocess: true,
         ..Options::default()
     })
     .await;
+    let token = stack.github_token(json!({}));
+    expect_exchange(&stack, &token, 200).await.unwrap();
+
+    // Production now admits a release branch only; unseen without the
+    // signal (well past the file watcher's debounce).
+    let file = files.path().join("production.yaml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let release = original.replace("ref: refs/heads/main", "ref: refs/heads/release");
+    assert_ne!(release, original);
+    std::fs::write(&file, &release).unwrap();
+    tokio::time::sleep(jobkey::server::reload::DEBOUNCE * 4).await;
+    expect_exchange(&stack, &token, 200).await.unwrap();
+
     let pid = stack.pid().unwrap();
     let status = std::process::Command::new("kill")
         .args(["-HUP", &pid.to_string()])
@@ -123,15 +143,21 @@ async fn sighup_reloads_the_real_binary() {
     assert!(status.success());
     eventually("the SIGHUP reload in the log", || async {
         let log = std::fs::read_to_string(&stack.log_path).unwrap_or_default();
-        if log.contains("reloaded policies") && log.contains("SIGHUP") {
-            Ok(())
-        } else {
-            Err("no reload logged".into())
+        match log
+            .lines()
+            .find(|l| l.contains("reloaded policies") && l.contains("SIGHUP"))
+        {
+            Some(_) => Ok(()),
+            None => Err(format!("no reload logged:\n{log}")),
         }
     })
     .await;
-    // Still serving after the signal (SIGHUP did not kill it).
-    let token = stack.github.mint(Shape::Github, "jobkey", &Map::new());
-    let (status, body): (u16, Value) = stack.exchange_status(&token, "production").await;
-    assert_eq!(status, 200, "{body}");
+    // The changed policy decides, and the server still serves (SIGHUP did
+    // not kill it).
+    let (status, body) = stack.exchange_status(&token, "production").await;
+    assert_eq!(
+        (status, body["error"].as_str(), &body["failed_claims"]),
+        (403, Some("no_rule_matched"), &json!(["ref"])),
+        "{body}"
+    );
 }

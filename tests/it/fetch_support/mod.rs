@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::support::{Stack, overrides};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
@@ -85,6 +86,28 @@ exit 2
     bin
 }
 
+/// The environment of a GitHub Actions step with `id-token: write`, whose
+/// token endpoint mints GitHub-shaped tokens with `claims` overrides, with
+/// empty `$GITHUB_ENV` and `$GITHUB_OUTPUT` files and `$RUNNER_TEMP` in `tmp`.
+pub async fn github_env(stack: &Stack, tmp: &Path, claims: Value) -> Vec<(&'static str, String)> {
+    let url = github_token_endpoint(stack.github.clone(), overrides(claims)).await;
+    std::fs::write(tmp.join("github_env"), "").unwrap();
+    std::fs::write(tmp.join("github_output"), "").unwrap();
+    std::fs::create_dir_all(tmp.join("runner_temp")).unwrap();
+    vec![
+        ("GITHUB_ACTIONS", "true".into()),
+        ("ACTIONS_ID_TOKEN_REQUEST_URL", url),
+        ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", REQUEST_TOKEN.into()),
+        ("RUNNER_TEMP", tmp.join("runner_temp").display().to_string()),
+        ("GITHUB_ENV", tmp.join("github_env").display().to_string()),
+        (
+            "GITHUB_OUTPUT",
+            tmp.join("github_output").display().to_string(),
+        ),
+        ("JOBKEY_URL", stack.url.clone()),
+    ]
+}
+
 /// What a `jobkey` run printed.
 pub struct Run {
     pub code: Option<i32>,
@@ -111,6 +134,13 @@ pub async fn jobkey(args: &[&str], env: &[(&str, String)]) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// `jobkey fetch -e ENVIRONMENT ARGS…`, as [`jobkey`] runs it.
+pub async fn fetch(environment: &str, args: &[&str], env: &[(&str, String)]) -> Run {
+    let mut all = vec!["fetch", "-e", environment];
+    all.extend_from_slice(args);
+    jobkey(&all, env).await
 }
 
 /// Asserts that no secret appears in the run's output outside

