@@ -67,6 +67,20 @@ pub fn random(n: usize) -> String {
         .collect()
 }
 
+/// The address in the server's "listening" log line (text or JSON format).
+fn listening_addr(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("listening"))?;
+    let rest = &line[line.find("addr")? + "addr".len()..];
+    let addr: String = rest
+        .trim_start_matches(['=', '"', ':', ' '])
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    addr.parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.to_string())
+}
+
 /// The whole stack, in process.
 pub struct Stack {
     pub bao: OpenBao,
@@ -182,10 +196,10 @@ impl Stack {
             .audit_path
             .clone()
             .unwrap_or_else(|| dir.path().join("audit/audit.jsonl"));
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        // The subprocess binds a port of its own choosing and logs it: a port
+        // picked here and bound there could be taken by another test's
+        // server in between, and that server would answer our requests.
+        let port = 0;
         let config = format!(
             r#"
 listen = "127.0.0.1:{port}"
@@ -252,20 +266,27 @@ algorithms = ["ES256"]
                 .stderr(log)
                 .spawn()
                 .unwrap();
-            let url = format!("http://127.0.0.1:{port}");
-            let mut up = false;
-            for _ in 0..200 {
-                if client.get(format!("{url}/healthz")).send().await.is_ok() {
-                    up = true;
+            let mut url = None;
+            for _ in 0..300 {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if let Some(addr) = listening_addr(&log)
+                    && client
+                        .get(format!("http://{addr}/healthz"))
+                        .send()
+                        .await
+                        .is_ok()
+                {
+                    url = Some(format!("http://{addr}"));
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            assert!(
-                up,
-                "jobkey did not start: {}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
+            let Some(url) = url else {
+                panic!(
+                    "jobkey did not start: {}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            };
             (url, None, Some(child))
         } else {
             let cfg = jobkey::config::Config::load(&config_path).unwrap();

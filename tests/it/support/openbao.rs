@@ -58,15 +58,22 @@ fn free_port() -> u16 {
 
 /// The HTTP status of `GET /v1/sys/health`, or `None` if nothing answers.
 fn health_status(port: u16) -> Option<u16> {
+    get_status(port, "/v1/sys/health", None)
+}
+
+/// The HTTP status of a plain-HTTP GET on loopback, optionally with a
+/// Vault token, or `None` if nothing answers.
+fn get_status(port: u16, path: &str, token: Option<&str>) -> Option<u16> {
     let mut s = TcpStream::connect_timeout(
         &(Ipv4Addr::LOCALHOST, port).into(),
         Duration::from_millis(500),
     )
     .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let auth = token.map_or(String::new(), |t| format!("X-Vault-Token: {t}\r\n"));
     write!(
         s,
-        "GET /v1/sys/health HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{auth}\r\n"
     )
     .ok()?;
     let mut buf = [0u8; 64];
@@ -175,7 +182,15 @@ impl OpenBao {
 
     fn is_healthy(&self) -> bool {
         if !self.tls {
-            return health_status(self.port) == Some(200);
+            // Healthy, and ours: when two tests pick the same free port, the
+            // loser's health check must not be answered by the winner's
+            // server (whose root token differs).
+            return health_status(self.port) == Some(200)
+                && get_status(
+                    self.port,
+                    "/v1/auth/token/lookup-self",
+                    Some(&self.root_token),
+                ) == Some(200);
         }
         // Over TLS: once the listener answers (400 to plain HTTP), ask the
         // CLI, which exits 0 when the server is unsealed.
