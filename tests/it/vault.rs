@@ -15,6 +15,7 @@ fn config(bao: &OpenBao, auth: VaultAuth) -> VaultConfig {
         ca_file: None,
         auth,
         request_timeout: Duration::from_secs(2),
+        token_role: None,
     }
 }
 
