@@ -550,6 +550,27 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_token_says_whether_it_was_refused_or_expired() {
+        let now = Instant::now();
+        let live = TokenState::fresh(Lease::new(60, true), false);
+        assert_eq!(live.problem(now), None);
+        let mut refused = live;
+        refused.logged_in = false;
+        refused.refused = true;
+        assert_eq!(refused.problem(now), Some(TOKEN_REFUSED));
+        assert_eq!(
+            live.problem(now + Duration::from_secs(61)),
+            Some(TOKEN_EXPIRED)
+        );
+        let mut lost = live;
+        lost.logged_in = false;
+        assert_eq!(lost.problem(now), Some(TOKEN_EXPIRED));
+        // A token without TTL (root) never expires on its own.
+        let root = TokenState::fresh(Lease::new(0, false), false);
+        assert_eq!(root.problem(now + Duration::from_secs(1_000_000)), None);
+    }
+
+    #[test]
     fn token_files_are_trimmed_and_checked() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t");
