@@ -137,18 +137,20 @@ async fn policy_file_cannot_mint_admin_token() {
     let bad_config = stack.dir.path().join("bad.toml");
     std::fs::write(&bad_config, &config_text).unwrap();
 
-    // `jobkey check` refuses it.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkey"))
-        .arg("check")
-        .arg("--config")
-        .arg(&bad_config)
-        .output()
-        .unwrap();
-    assert!(
-        !out.status.success(),
-        "jobkey check accepted an admin token"
-    );
-    assert_names_everything(&String::from_utf8_lossy(&out.stderr), &bad_file);
+    // `jobkey check` refuses it, and so do the policy tools given the config.
+    for args in [&["check"][..], &["policy", "lint"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobkey"))
+            .args(args)
+            .arg("--config")
+            .arg(&bad_config)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "jobkey {args:?} accepted an admin token"
+        );
+        assert_names_everything(&String::from_utf8_lossy(&out.stderr), &bad_file);
+    }
 
     // Start-up refuses it.
     let cfg = jobkey::config::Config::load(&bad_config).unwrap();
