@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: the whole local stack and a sample job exchange.
 #
-#   OpenBao (dev mode, in memory) on 127.0.0.1:8200, seeded with two secrets
-#   and a least-privilege policy for jobkey; three stand-in CI issuers
+#   OpenBao (dev mode, in memory) on 127.0.0.1:8200, seeded with two secrets,
+#   jobkey's least-privilege policy and token role (examples/vault/); three
+#   stand-in CI issuers
 #   (`jobkey dev-issuer`: GitHub-shaped on :8401, GitLab-shaped on :8402,
 #   Buildkite-shaped on :8403);
 #   jobkey on :8400 with examples/jobkey.toml and policies/.
@@ -71,18 +72,14 @@ if command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432; then
 else
     echo "PostgreSQL is not answering on 127.0.0.1:5432: the dynamic-credential step is skipped"
 fi
-bao policy write jobkey - >/dev/null <<'POLICY'
-# jobkey may read exactly what the example policies hand out, and revoke it.
-path "secret/data/production/*"  { capabilities = ["read"] }
-path "secret/data/staging/*"     { capabilities = ["read"] }
-path "database/creds/deploy"     { capabilities = ["read"] }
-path "pki-k8s/issue/k8s-deploy"  { capabilities = ["update"] }
-path "pki-k8s/revoke"            { capabilities = ["update"] }
-path "sys/leases/renew"          { capabilities = ["update"] }
-path "sys/leases/revoke"         { capabilities = ["update"] }
-POLICY
-JOBKEY_TOKEN="$(bao token create -policy=jobkey -period=1h -field=token)"
-echo "seeded secret/production/deploy-db and secret/staging/app-config; jobkey logs in with a token limited to them"
+# jobkey logs in with its documented least-privilege policy (no sudo) and
+# creates vault_token credentials only through the token role, whose
+# allowed_policies match [vault] allowed_token_policies in
+# examples/jobkey.toml (docs/vault-policy.md).
+bao policy write jobkey examples/vault/jobkey-policy.hcl >/dev/null
+bao write auth/token/roles/jobkey-job @examples/vault/jobkey-job-role.json >/dev/null
+JOBKEY_TOKEN="$(bao token create -policy=jobkey -no-default-policy -period=1h -field=token)"
+echo "seeded secret/production/deploy-db and secret/staging/app-config; jobkey logs in with examples/vault/jobkey-policy.hcl"
 
 say "Stand-in CI issuers (jobkey dev-issuer)"
 for k in github gitlab buildkite; do

@@ -230,6 +230,8 @@ fn check(config: &std::path::Path) -> Result<(), String> {
     let issuers = crate::policy::PolicyIssuer::from_settings(&cfg.issuers);
     let p =
         crate::policy::PolicySet::load_dir(&cfg.policy_dir, &issuers).map_err(|e| e.to_string())?;
+    p.check_token_policies(cfg.vault.token_role.as_ref())
+        .map_err(|e| e.to_string())?;
     let envs: Vec<&str> = p.environments().collect();
     println!(
         "{}: ok — {} issuer(s) ({}), {} environment(s) ({})",

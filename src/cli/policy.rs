@@ -151,6 +151,10 @@ impl Source {
             }
         };
         let set = PolicySet::load_dir(&dir, &issuers).map_err(|e| e.to_string())?;
+        if let Some(c) = &config {
+            set.check_token_policies(c.vault.token_role.as_ref())
+                .map_err(|e| e.to_string())?;
+        }
         Ok(Loaded {
             config,
             dir,

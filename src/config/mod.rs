@@ -14,7 +14,7 @@ use url::Url;
 
 use crate::outbound::url_is_allowed;
 use crate::token::{FetchSettings, IssuerSettings};
-use crate::vault::{VaultAuth, VaultConfig};
+use crate::vault::{TokenRole, VaultAuth, VaultConfig};
 
 /// A configuration problem. `Display` names the file and the key.
 #[derive(Debug, Error)]
@@ -276,7 +276,70 @@ impl Checker {
             ca_file: v.ca_file.as_deref().map(|p| self.path(p)),
             request_timeout: v.timeout.unwrap_or(VaultConfig::DEFAULT_REQUEST_TIMEOUT),
             auth,
+            token_role: self.token_role(v)?,
         })
+    }
+
+    /// `token_role` and `allowed_token_policies`: both or neither. Without
+    /// them, policies with `vault_token` credentials are refused.
+    fn token_role(&self, v: &raw::RawVault) -> Result<Option<TokenRole>, ConfigError> {
+        const EXAMPLE: &str =
+            "token_role = \"jobkey-job\" and allowed_token_policies = [\"deploy\"]";
+        let (name, policies) = match (&v.token_role, &v.allowed_token_policies) {
+            (None, None) => return Ok(None),
+            (Some(name), Some(policies)) => (name, policies),
+            (Some(_), None) => {
+                return Err(self.err(
+                    "vault.allowed_token_policies",
+                    format!("missing: list the Vault policies a vault_token may carry (the token role's allowed_policies); write e.g. {EXAMPLE}"),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(self.err(
+                    "vault.token_role",
+                    format!("missing: name the Vault token role jobkey creates vault_token credentials through; write e.g. {EXAMPLE}"),
+                ));
+            }
+        };
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+        };
+        if !plain(name) {
+            return Err(self.err(
+                "vault.token_role",
+                format!("{name:?}: a role name is lowercase letters, digits, `-`, `_` and `.`, e.g. \"jobkey-job\""),
+            ));
+        }
+        if policies.is_empty() {
+            return Err(self.err(
+                "vault.allowed_token_policies",
+                "is empty: list at least one Vault policy, or remove both token_role and allowed_token_policies to refuse vault_token credentials",
+            ));
+        }
+        let mut allowed = std::collections::BTreeSet::new();
+        for p in policies {
+            if !plain(p) {
+                return Err(self.err(
+                    "vault.allowed_token_policies",
+                    format!(
+                        "{p:?}: Vault policy names are lowercase letters, digits, `-`, `_` and `.`"
+                    ),
+                ));
+            }
+            if p == "root" {
+                return Err(self.err(
+                    "vault.allowed_token_policies",
+                    "`root` can never be handed to a job; remove it",
+                ));
+            }
+            allowed.insert(p.clone());
+        }
+        Ok(Some(TokenRole {
+            name: name.clone(),
+            allowed_policies: allowed,
+        }))
     }
 }
 

@@ -41,6 +41,12 @@ pub struct RawVault {
     pub ca_file: Option<PathBuf>,
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// The Vault token role `vault_token` credentials are created through.
+    #[serde(default)]
+    pub token_role: Option<String>,
+    /// The Vault policies a `vault_token` credential may carry.
+    #[serde(default)]
+    pub allowed_token_policies: Option<Vec<String>>,
     pub auth: RawVaultAuth,
 }
 

@@ -164,3 +164,55 @@ fn the_shipped_example_config_loads() {
     assert!(c.issuers.iter().any(|i| i.name == "github"));
     assert!(c.issuers.iter().any(|i| i.name == "gitlab"));
 }
+
+#[test]
+fn token_role_and_allowed_policies_go_together() {
+    let with = |keys: &str| {
+        Config::parse(
+            Path::new("/etc/jobkey/jobkey.toml"),
+            &format!("{BASE}\n[issuers.github]\npreset = \"github\"\n")
+                .replace("[vault.auth]", &format!("{keys}\n[vault.auth]")),
+        )
+        .map_err(|e| e.to_string())
+    };
+    let c =
+        with("token_role = \"jobkey-job\"\nallowed_token_policies = [\"deploy\", \"job-read\"]")
+            .unwrap();
+    let role = c.vault.token_role.unwrap();
+    assert_eq!(role.name, "jobkey-job");
+    assert_eq!(role.allowed_list(), "deploy, job-read");
+    assert!(with("").unwrap().vault.token_role.is_none());
+
+    let refused = [
+        (
+            "token_role = \"jobkey-job\"",
+            "vault.allowed_token_policies",
+        ),
+        ("allowed_token_policies = [\"deploy\"]", "vault.token_role"),
+        (
+            "token_role = \"jobkey-job\"\nallowed_token_policies = []",
+            "at least one",
+        ),
+        (
+            "token_role = \"jobkey-job\"\nallowed_token_policies = [\"deploy\", \"root\"]",
+            "`root` can never",
+        ),
+        (
+            "token_role = \"jobkey-job\"\nallowed_token_policies = [\"Admin\"]",
+            "lowercase",
+        ),
+        (
+            "token_role = \"../sys\"\nallowed_token_policies = [\"deploy\"]",
+            "vault.token_role",
+        ),
+        (
+            "token_role = \"jobkey-job\"\nallowed_token_policies = [\"deploy\"]\ntoken_policies = [\"x\"]",
+            "unknown field `token_policies`",
+        ),
+    ];
+    for (keys, want) in refused {
+        let e = with(keys).unwrap_err();
+        assert!(e.contains(want), "{keys}: {e}");
+        assert!(e.starts_with("/etc/jobkey/jobkey.toml"), "{e}");
+    }
+}

@@ -109,6 +109,7 @@ mod matcher;
 mod parse;
 pub mod review;
 mod template;
+mod vault_tokens;
 
 use std::collections::HashMap;
 use std::path::Path;

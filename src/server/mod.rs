@@ -75,6 +75,7 @@ impl AppState {
     pub async fn build(cfg: &Config) -> Result<Arc<AppState>, ServeError> {
         let issuers = PolicyIssuer::from_settings(&cfg.issuers);
         let policies = PolicySet::load_dir(&cfg.policy_dir, &issuers)?;
+        policies.check_token_policies(cfg.vault.token_role.as_ref())?;
         let audit = AuditLog::open(&cfg.audit_path)?;
         let fingerprints = Fingerprinter::load_or_create(&cfg.audit_fingerprint_key)?;
         let verifier = Verifier::new(
@@ -159,7 +160,8 @@ async fn method_not_allowed() -> axum::response::Response {
 }
 
 async fn readyz(State(st): State<Arc<AppState>>) -> axum::response::Response {
-    let vault_ready = st.vault.is_ready();
+    let vault = st.vault.readiness();
+    let vault_ready = vault.ready;
     let status = if vault_ready {
         StatusCode::OK
     } else {
@@ -170,6 +172,7 @@ async fn readyz(State(st): State<Arc<AppState>>) -> axum::response::Response {
         axum::Json(json!({
             "status": if vault_ready { "ready" } else { "not_ready" },
             "vault": if vault_ready { "ready" } else { "not_ready" },
+            "reason": vault.reason,
             "environments": st.policies.load().environments().count(),
             "policies": st.policy_status.load().to_json(),
         })),

@@ -60,10 +60,14 @@ impl PolicyStatus {
 pub async fn reload(state: &AppState, trigger: &str) -> Result<usize, String> {
     let dir = state.policy_dir.clone();
     let issuers = state.policy_issuers.clone();
-    let loaded = tokio::task::spawn_blocking(move || PolicySet::load_dir(&dir, &issuers))
-        .await
-        .map_err(|e| format!("the reload task failed: {e}"))
-        .and_then(|r| r.map_err(|e| e.to_string()));
+    let role = state.vault.token_role().cloned();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let set = PolicySet::load_dir(&dir, &issuers)?;
+        set.check_token_policies(role.as_ref()).map(|()| set)
+    })
+    .await
+    .map_err(|e| format!("the reload task failed: {e}"))
+    .and_then(|r| r.map_err(|e| e.to_string()));
     match loaded {
         Ok(set) => {
             let n = set.environments().count();

@@ -18,7 +18,8 @@ use super::error::{VaultError, from_client};
 use super::{Inner, VaultAuth, kv};
 use crate::secret::SecretString;
 
-/// How often the background task asks `sys/health`.
+/// How often the background task asks `sys/health` and looks jobkey's token
+/// up: two small requests per interval, whatever the traffic.
 pub(crate) const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// A health answer older than this no longer counts for readiness.
 pub(crate) const HEALTH_FRESH: Duration = Duration::from_secs(15);
@@ -326,12 +327,20 @@ pub(crate) async fn token_is_valid(client: &ClientHandle) -> Result<bool, VaultE
     }
 }
 
+/// Readiness reasons (see [`super::Readiness`]).
+pub(crate) const TOKEN_REFUSED: &str = "jobkey's token was refused";
+pub(crate) const TOKEN_EXPIRED: &str = "jobkey's token expired";
+
 /// The token's state, shared by the handles and the background task.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TokenState {
     pub(crate) lease: Lease,
-    /// False once Vault refused the token and no new login succeeded.
+    /// False once Vault refused the token (or it expired) and no new login
+    /// succeeded.
     pub(crate) logged_in: bool,
+    /// Vault refused the token (rather than it expiring); for the
+    /// readiness reason.
+    pub(crate) refused: bool,
     /// When the background task should next renew or log in.
     pub(crate) next: Option<Instant>,
     pub(crate) failures: u32,
@@ -342,6 +351,7 @@ impl TokenState {
         TokenState {
             lease,
             logged_in: true,
+            refused: false,
             next: lease.next_action(approle),
             failures: 0,
         }
@@ -349,6 +359,17 @@ impl TokenState {
 
     pub(crate) fn is_live(&self, now: Instant) -> bool {
         self.logged_in && !self.lease.is_expired(now)
+    }
+
+    /// Why the token is not usable now, if it is not.
+    pub(crate) fn problem(&self, now: Instant) -> Option<&'static str> {
+        if self.is_live(now) {
+            None
+        } else if self.refused {
+            Some(TOKEN_REFUSED)
+        } else {
+            Some(TOKEN_EXPIRED)
+        }
     }
 
     /// Schedules a retry with exponential back-off, early enough to retry
@@ -365,14 +386,18 @@ impl TokenState {
 }
 
 /// Runs until every [`super::Vault`] handle is gone: keeps the token alive
-/// and polls `sys/health`.
+/// and, every [`HEALTH_INTERVAL`], polls `sys/health` and then (when Vault
+/// is healthy and the token is thought live) `lookup-self`. A refused
+/// lookup makes the token due for a new login at once.
 pub(crate) async fn maintain(weak: Weak<Inner>, wake: Arc<Notify>) {
     let mut next_health = Instant::now() + HEALTH_INTERVAL;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let now = Instant::now();
         if now >= next_health {
-            let _ = inner.check_health().await;
+            if inner.check_health().await.is_ok() {
+                let _ = inner.check_token().await;
+            }
             next_health = Instant::now() + HEALTH_INTERVAL;
         }
         let due = inner.state().next.is_some_and(|at| at <= Instant::now());
@@ -430,7 +455,7 @@ async fn token_step(inner: &Inner) {
             }
             Err(e) if e.is_unavailable() => {
                 tracing::warn!(error = %e, "renewing jobkey's Vault token failed; will retry");
-                inner.mark_unhealthy();
+                inner.mark_unhealthy(super::health::UNAVAILABLE);
                 inner.update_state(|s| s.retry_later(Instant::now()));
                 return;
             }
@@ -463,6 +488,7 @@ async fn relogin(inner: &Inner) {
                 // stays usable until it expires even when a new login fails.
                 if static_token && refused {
                     s.logged_in = false;
+                    s.refused = true;
                 }
                 if s.lease.is_expired(now) {
                     s.logged_in = false;
@@ -470,7 +496,7 @@ async fn relogin(inner: &Inner) {
                 s.retry_later(now);
             });
             if e.is_unavailable() {
-                inner.mark_unhealthy();
+                inner.mark_unhealthy(super::health::UNAVAILABLE);
             }
             tracing::warn!(error = %e, "Vault login failed; will retry");
         }
@@ -521,6 +547,27 @@ mod tests {
             st.retry_later(now);
         }
         assert!(st.next.unwrap() - now <= RETRY_MAX);
+    }
+
+    #[test]
+    fn a_dead_token_says_whether_it_was_refused_or_expired() {
+        let now = Instant::now();
+        let live = TokenState::fresh(Lease::new(60, true), false);
+        assert_eq!(live.problem(now), None);
+        let mut refused = live;
+        refused.logged_in = false;
+        refused.refused = true;
+        assert_eq!(refused.problem(now), Some(TOKEN_REFUSED));
+        assert_eq!(
+            live.problem(now + Duration::from_secs(61)),
+            Some(TOKEN_EXPIRED)
+        );
+        let mut lost = live;
+        lost.logged_in = false;
+        assert_eq!(lost.problem(now), Some(TOKEN_EXPIRED));
+        // A token without TTL (root) never expires on its own.
+        let root = TokenState::fresh(Lease::new(0, false), false);
+        assert_eq!(root.problem(now + Duration::from_secs(1_000_000)), None);
     }
 
     #[test]

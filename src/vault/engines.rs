@@ -1,5 +1,6 @@
 //! Dynamic credentials: one typed method per engine endpoint, plus leases,
-//! token accessors, PKI revocation and response wrapping.
+//! token accessors, PKI revocation and response wrapping. (Tokens for jobs
+//! are in `tokens.rs`.)
 //!
 //! Every method checks the mount and role before they become part of a URL
 //! ([`super::kv::check_path`]) and goes through [`Vault::run`], which keeps
@@ -53,14 +54,6 @@ pub struct IssuedCert {
     pub serial_number: String,
     /// Unix seconds.
     pub expiration: u64,
-}
-
-/// A new token.
-#[derive(Debug)]
-pub struct NewToken {
-    pub token: SecretString,
-    pub accessor: String,
-    pub ttl: Duration,
 }
 
 /// A signed SSH public key.
@@ -269,47 +262,6 @@ impl Vault {
             ca_chain,
             serial_number: d.serial_number,
             expiration: d.expiration,
-        })
-    }
-
-    /// `POST auth/token/create-orphan`: a token with these policies, not
-    /// renewable, `explicit_max_ttl = ttl`. Orphan, so that it does not die
-    /// with jobkey's own token (which is replaced at every AppRole login);
-    /// jobkey's Vault policy needs `sudo` on that path.
-    pub async fn create_token(
-        &self,
-        policies: &[String],
-        ttl: Duration,
-        num_uses: Option<u32>,
-        display_name: &str,
-    ) -> Result<NewToken, VaultError> {
-        let body = json!({
-            "policies": policies,
-            "ttl": ttl_param(ttl),
-            "explicit_max_ttl": ttl_param(ttl),
-            "num_uses": num_uses.unwrap_or(0),
-            "renewable": false,
-            "display_name": display_name,
-        });
-        let env = self
-            .run(|c| async move {
-                http::call::<Nothing>(
-                    &c,
-                    Method::POST,
-                    "auth/token/create-orphan",
-                    Some(&body),
-                    "auth/token/create-orphan",
-                )
-                .await
-            })
-            .await?;
-        let mut auth = env
-            .auth
-            .ok_or_else(|| missing("auth/token/create-orphan"))?;
-        Ok(NewToken {
-            token: SecretString::new(std::mem::take(&mut auth.client_token)),
-            accessor: std::mem::take(&mut auth.accessor),
-            ttl: Duration::from_secs(auth.lease_duration),
         })
     }
 

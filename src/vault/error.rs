@@ -18,7 +18,7 @@ use vaultrs::error::ClientError;
 /// (503, retry later); [`VaultError::NotFound`] and
 /// [`VaultError::PermissionDenied`] are facts about the requested secret
 /// (usually a policy or deployment mistake); the rest are bugs or
-/// misconfiguration (500).
+/// misconfiguration (500), [`VaultError::NotAllowed`] included.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum VaultError {
@@ -64,6 +64,14 @@ pub enum VaultError {
         status: u16,
         errors: Vec<String>,
     },
+
+    /// jobkey's own configuration does not allow this request, so it was
+    /// refused before anything reached Vault: a `vault_token` policy outside
+    /// `[vault] allowed_token_policies`, or no token role configured. A
+    /// policy set naming such a policy is refused when it is loaded, so this
+    /// is the second check, not the first.
+    #[error("refused by jobkey's configuration: {reason}")]
+    NotAllowed { reason: String },
 
     /// Vault answered something jobkey could not understand (unexpected
     /// JSON, empty data). The body is deliberately not included.

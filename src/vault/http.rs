@@ -1,6 +1,6 @@
 //! Typed calls to the Vault endpoints vaultrs lacks or handles poorly:
 //! leases, the database / rabbitmq / kubernetes / ssh engines, PKI issue and
-//! revoke, orphan tokens, response wrapping.
+//! revoke, token creation through a role, response wrapping.
 //!
 //! One small function sends a request through vaultrs' own reqwest client
 //! (same CA, same timeout) with jobkey's token, and reads Vault's envelope

@@ -2,8 +2,10 @@
 //!
 //! [`Vault::connect`] logs jobkey in (a token from a file or an environment
 //! variable, or AppRole) and starts a background task that keeps the token
-//! alive and polls `sys/health`. [`Vault`] is a cheap, clonable handle for the
-//! server's request handlers.
+//! alive and, every few seconds, asks `sys/health` and looks jobkey's own
+//! token up (`auth/token/lookup-self`), so that [`Vault::readiness`] tells
+//! the truth without any traffic. [`Vault`] is a cheap, clonable handle for
+//! the server's request handlers.
 //!
 //! Built on vaultrs 0.8. What vaultrs does not do well is done here:
 //! - its `VaultClient` keeps the token it was built with, so the handle holds
@@ -26,6 +28,7 @@ mod error;
 mod health;
 mod http;
 mod kv;
+mod tokens;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -38,9 +41,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use engines::{
-    IssuedCert, NewToken, Revocable, ServiceAccountToken, SignedSshKey, UserCreds, WrappingToken,
+    IssuedCert, Revocable, ServiceAccountToken, SignedSshKey, UserCreds, WrappingToken,
 };
 pub use error::VaultError;
+pub use tokens::{NO_TOKEN_ROLE, NewToken, TokenRole};
 
 use crate::secret::SecretString;
 use auth::{ClientHandle, ClientParams, TokenState};
@@ -57,6 +61,9 @@ pub struct VaultConfig {
     pub auth: VaultAuth,
     /// Timeout for each HTTP request to Vault (connect + answer), e.g. 10 s.
     pub request_timeout: Duration,
+    /// The token role `vault_token` credentials are created through, with
+    /// the policies they may carry. `None`: such credentials are refused.
+    pub token_role: Option<TokenRole>,
 }
 
 impl VaultConfig {
@@ -99,14 +106,40 @@ pub struct Vault {
     inner: Arc<Inner>,
 }
 
+/// Whether jobkey can use Vault now, and if not, why: what `/readyz` says.
+/// Computed without I/O from what the background poll and the last
+/// requests saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    /// A short fixed phrase when not ready: "vault unreachable", "vault
+    /// sealed", "vault not initialized", "vault unavailable", "no recent
+    /// answer from vault", "jobkey's token was refused", "jobkey's token
+    /// expired".
+    pub reason: Option<&'static str>,
+}
+
+/// What jobkey last saw of Vault's health.
+#[derive(Debug, Clone, Copy, Default)]
+struct Health {
+    /// When Vault last answered healthy (sys/health or a successful request).
+    at: Option<Instant>,
+    /// Why the last check or request found it unavailable; cleared by a
+    /// healthy answer.
+    problem: Option<&'static str>,
+}
+
+/// Readiness reason when no health answer is recent enough.
+const STALE: &str = "no recent answer from vault";
+
 pub(crate) struct Inner {
     params: ClientParams,
     auth: VaultAuth,
+    token_role: Option<TokenRole>,
     /// The client carrying the current token; replaced after a new login.
     client: ArcSwap<ClientHandle>,
     token: Mutex<TokenState>,
-    /// When Vault last answered healthy (sys/health or a successful read).
-    healthy_at: Mutex<Option<Instant>>,
+    health: Mutex<Health>,
     /// Wakes the background task early (e.g. the token was found dead).
     wake: Arc<Notify>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
@@ -133,34 +166,89 @@ impl Inner {
         f(&mut self.token.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    fn mark_healthy(&self) {
-        *self.healthy_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    fn health(&self) -> Health {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn mark_unhealthy(&self) {
-        *self.healthy_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    fn mark_healthy(&self) {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = Health {
+            at: Some(Instant::now()),
+            problem: None,
+        };
+    }
+
+    fn mark_unhealthy(&self, reason: &'static str) {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = Health {
+            at: None,
+            problem: Some(reason),
+        };
     }
 
     fn health_is_fresh(&self, now: Instant) -> bool {
-        self.healthy_at
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.health()
+            .at
             .is_some_and(|at| now.saturating_duration_since(at) < auth::HEALTH_FRESH)
     }
 
     async fn check_health(&self) -> Result<(), VaultError> {
         let client = self.client.load_full();
-        let res = health::check(&client.0.http.http, &self.params.address).await;
-        match &res {
-            Ok(()) => self.mark_healthy(),
-            Err(e) => {
+        match health::check(&client.0.http.http, &self.params.address).await {
+            Ok(()) => {
+                self.mark_healthy();
+                Ok(())
+            }
+            Err(u) => {
                 if self.health_is_fresh(Instant::now()) {
-                    tracing::warn!(error = %e, "Vault health check failed");
+                    tracing::warn!(error = %u.error, "Vault health check failed");
                 }
-                self.mark_unhealthy();
+                self.mark_unhealthy(u.reason);
+                Err(u.error)
             }
         }
-        res
+    }
+
+    /// Looks jobkey's own token up (`auth/token/lookup-self`), once: a
+    /// refusal marks it refused at once (and wakes the background task to
+    /// log in again). Skipped while the token is already known not to be
+    /// live.
+    async fn check_token(&self) -> Result<(), VaultError> {
+        if let Some(e) = self.token_error() {
+            return Err(e);
+        }
+        let client = self.client.load_full();
+        match auth::token_is_valid(&client).await {
+            Ok(true) => {
+                self.mark_healthy();
+                Ok(())
+            }
+            Ok(false) => Err(self.mark_refused(&client)),
+            Err(e) => {
+                if e.is_unavailable() {
+                    self.mark_unhealthy(health::UNAVAILABLE);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Vault refused the token of `client`: jobkey is not ready until a new
+    /// login (AppRole) or a reread of the token source works. Only if no
+    /// new login replaced this client meanwhile.
+    fn mark_refused(&self, client: &Arc<ClientHandle>) -> VaultError {
+        if Arc::ptr_eq(client, &self.client.load()) {
+            if self.state().logged_in {
+                tracing::warn!("Vault refused jobkey's token; logging in again");
+            }
+            self.update_state(|s| {
+                s.logged_in = false;
+                s.refused = true;
+                s.next = Some(Instant::now());
+            });
+            self.wake.notify_one();
+        }
+        VaultError::Login {
+            reason: "Vault refused jobkey's token; a new login is pending".into(),
+        }
     }
 
     fn token_error(&self) -> Option<VaultError> {
@@ -177,6 +265,31 @@ impl Inner {
             })
         }
     }
+
+    fn readiness(&self) -> Readiness {
+        let now = Instant::now();
+        let not_ready = |reason| Readiness {
+            ready: false,
+            reason: Some(reason),
+        };
+        // Vault itself first: a token cannot be checked against a Vault
+        // that does not answer.
+        let h = self.health();
+        if let Some(problem) = h.problem {
+            return not_ready(problem);
+        }
+        let st = self.state();
+        if let Some(reason) = st.problem(now) {
+            return not_ready(reason);
+        }
+        if !self.health_is_fresh(now) {
+            return not_ready(STALE);
+        }
+        Readiness {
+            ready: true,
+            reason: None,
+        }
+    }
 }
 
 impl fmt::Debug for Vault {
@@ -184,7 +297,7 @@ impl fmt::Debug for Vault {
         f.debug_struct("Vault")
             .field("address", &self.inner.params.address.as_str())
             .field("auth", &self.inner.auth.kind())
-            .field("ready", &self.is_ready())
+            .field("readiness", &self.readiness())
             .finish_non_exhaustive()
     }
 }
@@ -199,7 +312,10 @@ impl Vault {
     /// logs in again with AppRole when renewal fails, the token is gone or
     /// its max TTL is reached, and rereads a static token from its source
     /// when Vault refuses it (marking itself not ready until that works).
-    /// It also polls `sys/health` every few seconds.
+    /// Every few seconds it also asks `sys/health` and, when Vault is
+    /// healthy, looks the token up: a Vault that restarted and forgot the
+    /// token, or a token revoked behind jobkey's back, makes jobkey not
+    /// ready within one interval, with no request needed.
     ///
     /// Must be called inside a tokio runtime. Installs rustls' ring provider.
     pub async fn connect(cfg: VaultConfig) -> Result<Vault, VaultError> {
@@ -221,14 +337,23 @@ impl Vault {
         // CA file before any credential is read.
         let probe = auth::build_client(&params, None)?;
         health::check(&probe.0.http.http, &params.address).await?;
+        if let Some(role) = &cfg.token_role {
+            kv::check_path("token role", &role.name).map_err(|e| VaultError::Config {
+                reason: e.to_string(),
+            })?;
+        }
         let session = auth::login(&params, &cfg.auth).await?;
         let approle = matches!(cfg.auth, VaultAuth::AppRole { .. });
         let inner = Arc::new(Inner {
             params,
             auth: cfg.auth,
+            token_role: cfg.token_role,
             client: ArcSwap::from_pointee(session.client),
             token: Mutex::new(TokenState::fresh(session.lease, approle)),
-            healthy_at: Mutex::new(Some(Instant::now())),
+            health: Mutex::new(Health {
+                at: Some(Instant::now()),
+                problem: None,
+            }),
             wake: Arc::new(Notify::new()),
             task: Mutex::new(None),
         });
@@ -266,8 +391,8 @@ impl Vault {
     /// call shares: refused at once while jobkey's own token is not live;
     /// a success marks Vault healthy and an unavailable answer unhealthy; a
     /// 403 is [`VaultError::PermissionDenied`] only after checking that
-    /// jobkey's token is still valid (if not: [`VaultError::Login`], and a
-    /// new login is started).
+    /// jobkey's token is still valid (if not: [`VaultError::Login`], jobkey
+    /// is not ready from that moment, and a new login is started).
     pub(crate) async fn run<T, F, Fut>(&self, f: F) -> Result<T, VaultError>
     where
         F: FnOnce(Arc<ClientHandle>) -> Fut,
@@ -284,22 +409,12 @@ impl Vault {
                 Ok(v)
             }
             Err(e) if e.is_unavailable() => {
-                inner.mark_unhealthy();
+                inner.mark_unhealthy(health::UNAVAILABLE);
                 Err(e)
             }
             Err(VaultError::PermissionDenied { what }) => {
                 if let Ok(false) = auth::token_is_valid(&client).await {
-                    // Only if no new login replaced this client meanwhile.
-                    if Arc::ptr_eq(&client, &inner.client.load()) {
-                        inner.update_state(|s| {
-                            s.logged_in = false;
-                            s.next = Some(Instant::now());
-                        });
-                        inner.wake.notify_one();
-                    }
-                    return Err(VaultError::Login {
-                        reason: "Vault refused jobkey's token; a new login is pending".into(),
-                    });
+                    return Err(inner.mark_refused(&client));
                 }
                 Err(VaultError::PermissionDenied { what })
             }
@@ -307,24 +422,27 @@ impl Vault {
         }
     }
 
-    /// Asks Vault's `sys/health` now, then checks jobkey's own token.
-    /// `Ok(())` means ready: Vault is up and unsealed and jobkey holds a live
-    /// token. Also refreshes what [`Vault::is_ready`] reports.
+    /// Does now what the background task does every few seconds: asks
+    /// Vault's `sys/health`, then looks jobkey's own token up. `Ok(())`
+    /// means ready: Vault is up and unsealed and accepts jobkey's token.
+    /// Also refreshes what [`Vault::readiness`] reports.
     pub async fn health(&self) -> Result<(), VaultError> {
         self.inner.check_health().await?;
-        match self.inner.token_error() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        self.inner.check_token().await
     }
 
-    /// Ready = logged in with a live token, and Vault answered healthy
-    /// recently (within the last 15 s: the background task polls every 5 s,
-    /// and any request that finds Vault unavailable clears it at once).
-    /// No I/O: suitable for a readiness probe.
+    /// Ready = Vault answered healthy recently (within the last 15 s: the
+    /// background task polls every 5 s, and any request that finds Vault
+    /// unavailable clears it at once), and jobkey holds a token that is
+    /// live and that Vault accepted at the last lookup. When not ready, the
+    /// reason. No I/O: suitable for a readiness probe.
+    pub fn readiness(&self) -> Readiness {
+        self.inner.readiness()
+    }
+
+    /// [`Vault::readiness`]`().ready`.
     pub fn is_ready(&self) -> bool {
-        let now = Instant::now();
-        self.inner.state().is_live(now) && self.inner.health_is_fresh(now)
+        self.readiness().ready
     }
 
     /// The Vault address this handle talks to.

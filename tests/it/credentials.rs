@@ -117,6 +117,7 @@ async fn vault_as_root(stack: &Stack) -> jobkey::vault::Vault {
         ca_file: None,
         auth: jobkey::vault::VaultAuth::TokenFile(path),
         request_timeout: Duration::from_secs(5),
+        token_role: None,
     })
     .await
     .unwrap()
@@ -727,9 +728,18 @@ async fn kubeconfig_with_a_pki_client_certificate_works_with_kubectl_until_revok
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_token_reads_what_its_policy_allows_until_revoked() {
-    let stack = start(false, |bao| {
-        engines::job_policy(bao);
-        "  vt:\n    vault_token: {policies: [job-read], num_uses: 5}\n    ttl: 10m\n".to_owned()
+    // jobkey holds the documented least-privilege policy, and the token
+    // role allows `job-read` only.
+    let stack = Stack::start_with(Options {
+        setup: Some(Box::new(|bao| {
+            engines::job_policy(bao);
+            let creds =
+                "  vt:\n    vault_token: {policies: [job-read], num_uses: 5}\n    ttl: 10m\n";
+            engines::policy_dir(bao.dir(), creds)
+        })),
+        vault_auth: Some(Box::new(|bao, dir| bao.jobkey_token_auth(dir, "1h"))),
+        token_policies: Some(vec!["job-read"]),
+        ..Default::default()
     })
     .await;
     let resp = issue(&stack, &["vt"], json!({"ttl": "1m"})).await;

@@ -23,4 +23,5 @@ mod no_secrets_in_logs;
 mod policy_cli;
 mod policy_reload;
 mod vault;
+mod vault_policy;
 mod vault_token_env;

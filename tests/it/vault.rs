@@ -6,7 +6,14 @@ use std::time::{Duration, Instant};
 
 use crate::support::OpenBao;
 use jobkey::secret::SecretString;
-use jobkey::vault::{Vault, VaultAuth, VaultConfig, VaultError};
+use jobkey::vault::{Readiness, Vault, VaultAuth, VaultConfig, VaultError};
+
+fn not_ready(reason: &'static str) -> Readiness {
+    Readiness {
+        ready: false,
+        reason: Some(reason),
+    }
+}
 
 fn config(bao: &OpenBao, auth: VaultAuth) -> VaultConfig {
     jobkey::tls::install_rustls_ring_provider();
@@ -15,6 +22,7 @@ fn config(bao: &OpenBao, auth: VaultAuth) -> VaultConfig {
         ca_file: None,
         auth,
         request_timeout: Duration::from_secs(2),
+        token_role: None,
     }
 }
 
@@ -67,7 +75,13 @@ async fn token_file_reads_kv_v2() {
     let cfg = config(&bao, token_file(&bao, bao.root_token()));
     let cfg_debug = format!("{cfg:?}");
     let vault = Vault::connect(cfg).await.expect("connect");
-    assert!(vault.is_ready());
+    assert_eq!(
+        vault.readiness(),
+        Readiness {
+            ready: true,
+            reason: None
+        }
+    );
     vault.health().await.expect("healthy");
 
     // All fields.
@@ -231,11 +245,45 @@ async fn revoked_static_token_is_a_login_error_and_not_ready() {
     bao.bao(&["token", "revoke", &token]);
     let e = vault.read_kv("secret", "app/db", None).await.unwrap_err();
     assert!(matches!(e, VaultError::Login { .. }), "{e:?}");
-    assert!(!vault.is_ready());
+    assert_eq!(vault.readiness(), not_ready("jobkey's token was refused"));
     assert!(matches!(
         vault.health().await,
         Err(VaultError::Login { .. })
     ));
+}
+
+/// Nobody uses the handle: the background poll alone finds that Vault no
+/// longer accepts the token, within one interval, and says so; `health()`
+/// does the same check at once.
+#[tokio::test]
+async fn a_token_revoked_behind_jobkeys_back_is_seen_without_any_request() {
+    let bao = OpenBao::start();
+    let token = bao.jobkey_token("1h");
+    let vault = Vault::connect(config(&bao, token_file(&bao, &token)))
+        .await
+        .expect("connect");
+    assert!(vault.is_ready());
+    bao.bao(&["token", "revoke", &token]);
+    let t0 = Instant::now();
+    while vault.is_ready() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(7),
+            "still ready {:?} after the revocation",
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(vault.readiness(), not_ready("jobkey's token was refused"));
+
+    // The same, asked explicitly, on a second handle.
+    let other = bao.jobkey_token("1h");
+    let vault = Vault::connect(config(&bao, token_file(&bao, &other)))
+        .await
+        .expect("connect");
+    bao.bao(&["token", "revoke", &other]);
+    let e = vault.health().await.unwrap_err();
+    assert!(matches!(e, VaultError::Login { .. }), "{e:?}");
+    assert_eq!(vault.readiness(), not_ready("jobkey's token was refused"));
 }
 
 #[tokio::test]
@@ -252,6 +300,7 @@ async fn stopped_vault_is_unavailable_within_the_timeout_and_recovers() {
     assert!(e.is_unavailable(), "{e:?}");
     assert!(!vault.is_ready());
     assert!(vault.health().await.unwrap_err().is_unavailable());
+    assert_eq!(vault.readiness(), not_ready("vault unreachable"));
 
     // Same port, same root token (dev mode forgot the secrets).
     bao.restart();
@@ -297,7 +346,7 @@ async fn sealed_vault_is_unavailable() {
         e.is_unavailable() && e.to_string().contains("sealed"),
         "{e}"
     );
-    assert!(!vault.is_ready());
+    assert_eq!(vault.readiness(), not_ready("vault sealed"));
     // And connecting to a sealed Vault says so.
     let e = Vault::connect(config(&bao, token_file(&bao, bao.root_token())))
         .await

@@ -55,6 +55,7 @@ fn child(addr: &str) {
             ca_file: None,
             auth,
             request_timeout: Duration::from_secs(2),
+            token_role: None,
         };
         let vault = Vault::connect(cfg(VaultAuth::TokenEnv(VAR.into())))
             .await

@@ -130,6 +130,11 @@ pub struct Options {
     /// Subprocess mode: log with jobkey's default filter instead of
     /// `RUST_LOG=trace`.
     pub default_log_filter: bool,
+    /// `vault_token` credentials: creates the documented token role
+    /// (`OpenBao::write_jobkey_token_role`) with these allowed policies and
+    /// names it, with the same list, in the config's `[vault]` table.
+    /// `None`: no token role, so such credentials are refused.
+    pub token_policies: Option<Vec<&'static str>>,
 }
 
 impl Stack {
@@ -181,6 +186,17 @@ impl Stack {
             .unwrap();
 
         let dir = tempfile::tempdir().unwrap();
+        let token_role = match &opts.token_policies {
+            Some(allowed) => {
+                bao.write_jobkey_token_role(allowed);
+                format!(
+                    "token_role = \"{}\"\nallowed_token_policies = {:?}\n",
+                    openbao::JOBKEY_ROLE,
+                    allowed
+                )
+            }
+            None => String::new(),
+        };
         let vault_auth = match opts.vault_auth.take() {
             Some(setup) => setup(&bao, dir.path()),
             None => {
@@ -211,7 +227,7 @@ fingerprint_key_file = "{fingerprint_key}"
 [vault]
 address = "{vault}"
 timeout = "3s"
-[vault.auth]
+{token_role}[vault.auth]
 {vault_auth}
 [fetch]
 min_refetch_interval = "1s"

@@ -49,6 +49,18 @@ pub fn bao_binary() -> &'static Path {
     })
 }
 
+/// The token role `vault_token` credentials are created through in the
+/// documented setup (`examples/vault/`).
+pub const JOBKEY_ROLE: &str = "jobkey-job";
+
+/// A file of the repository's `examples/vault/`: jobkey's documented Vault
+/// policy and token role, which the tests use as shipped.
+pub fn vault_example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/vault")
+        .join(name)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
@@ -355,6 +367,83 @@ impl OpenBao {
             role_id,
             secret_id,
         }
+    }
+
+    /// Writes jobkey's documented Vault policy,
+    /// `examples/vault/jobkey-policy.hcl`, as policy `jobkey`.
+    pub fn write_jobkey_policy(&self) {
+        let hcl = std::fs::read_to_string(vault_example("jobkey-policy.hcl"))
+            .expect("examples/vault/jobkey-policy.hcl");
+        self.bao_stdin(&["policy", "write", "jobkey", "-"], Some(&hcl));
+    }
+
+    /// The documented token role for `vault_token` credentials
+    /// (`examples/vault/jobkey-job-role.json`, written as `jobkey-job`),
+    /// with `allowed_policies` replaced by `allowed`: the same list as the
+    /// config's `[vault] allowed_token_policies`.
+    pub fn write_jobkey_token_role(&self, allowed: &[&str]) {
+        let text = std::fs::read_to_string(vault_example("jobkey-job-role.json"))
+            .expect("examples/vault/jobkey-job-role.json");
+        let mut role: serde_json::Value = serde_json::from_str(&text).unwrap();
+        role["allowed_policies"] = serde_json::json!(allowed);
+        self.bao_stdin(
+            &["write", &format!("auth/token/roles/{JOBKEY_ROLE}"), "-"],
+            Some(&role.to_string()),
+        );
+    }
+
+    /// A token for jobkey with the documented policy only (no `default`
+    /// policy), renewable for `period` at a time (e.g. "1h").
+    pub fn jobkey_token(&self, period: &str) -> String {
+        self.write_jobkey_policy();
+        self.bao(&[
+            "token",
+            "create",
+            "-policy=jobkey",
+            "-no-default-policy",
+            &format!("-period={period}"),
+            "-field=token",
+        ])
+    }
+
+    /// [`OpenBao::jobkey_token`] written to `dir/jobkey-token`; returns the
+    /// body of the config's `[vault.auth]` table, for a test stack's
+    /// `vault_auth`.
+    pub fn jobkey_token_auth(&self, dir: &Path, period: &str) -> String {
+        let file = dir.join("jobkey-token");
+        std::fs::write(&file, self.jobkey_token(period)).expect("write token file");
+        format!("method = \"token\"\ntoken_file = \"{}\"", file.display())
+    }
+
+    /// AppRole `auth/approle/role/jobkey` with the documented policy only,
+    /// tokens living `ttl` (renewable up to `max_ttl`), and the given
+    /// role_id and secret_id (so that a restarted dev server can be given
+    /// the same ones again). Enables AppRole if needed.
+    pub fn jobkey_approle(&self, ttl: &str, max_ttl: &str, role_id: &str, secret_id: &str) {
+        self.write_jobkey_policy();
+        let enabled = self.bao(&["auth", "list", "-format=json"]);
+        if !enabled.contains("\"approle/\"") {
+            self.bao(&["auth", "enable", "approle"]);
+        }
+        self.bao(&[
+            "write",
+            "auth/approle/role/jobkey",
+            "token_policies=jobkey",
+            "token_no_default_policy=true",
+            &format!("token_ttl={ttl}"),
+            &format!("token_max_ttl={max_ttl}"),
+            "secret_id_ttl=0",
+        ]);
+        self.bao(&[
+            "write",
+            "auth/approle/role/jobkey/role-id",
+            &format!("role_id={role_id}"),
+        ]);
+        self.bao(&[
+            "write",
+            "auth/approle/role/jobkey/custom-secret-id",
+            &format!("secret_id={secret_id}"),
+        ]);
     }
 
     /// Kills the server (a Vault outage). Idempotent.
