@@ -12,6 +12,7 @@ pub mod issue;
 pub mod leases;
 pub mod mask;
 pub mod policy;
+pub mod provider;
 pub mod random;
 pub mod secret;
 pub mod server;
