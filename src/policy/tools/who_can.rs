@@ -6,9 +6,10 @@
 
 use std::fmt::Write as _;
 
-use super::compile::{Condition, Rule};
-use super::parse::Effect;
-use super::{CredentialSource, PolicySet};
+use crate::policy::compile::{Condition, Rule};
+use crate::policy::parse::Effect;
+use crate::policy::{CredentialSource, PolicySet};
+use crate::provider::Role;
 
 /// Who can have one credential.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -57,35 +58,21 @@ fn render(c: &Condition) -> String {
 }
 
 impl Identity {
+    /// The rule's conditions, by the role their claim (the last step of
+    /// its address) has for the rule's provider.
     fn of(rule: &Rule) -> Identity {
         let mut id = Identity::default();
         for c in &rule.conditions {
             let name = c.claim.segments.last().map(String::as_str).unwrap_or("");
-            let bucket = match name {
-                "sub"
-                | "repository"
-                | "repository_id"
-                | "project_path"
-                | "project_id"
-                | "pipeline_slug"
-                | "oidc.circleci.com/project-id" => &mut id.repositories,
-                "repository_owner"
-                | "repository_owner_id"
-                | "namespace_path"
-                | "namespace_id"
-                | "organization_slug"
-                | "organization_id"
-                | "oidc.circleci.com/org-id" => &mut id.owners,
-                "ref" | "ref_type" | "ref_protected" | "ref_path" | "base_ref" | "head_ref" => {
-                    &mut id.refs
-                }
-                "environment" | "environment_protected" | "deployment_tier" => &mut id.environments,
-                "workflow" | "workflow_ref" | "job_workflow_ref" | "ci_config_ref_uri" => {
-                    &mut id.workflows
-                }
-                "event_name" | "pipeline_source" => &mut id.events,
-                "runner_environment" | "runner_id" => &mut id.runners,
-                _ => &mut id.other,
+            let bucket = match rule.provider.role_of(name) {
+                Some(Role::Repository) => &mut id.repositories,
+                Some(Role::Owner) => &mut id.owners,
+                Some(Role::Ref) => &mut id.refs,
+                Some(Role::Environment) => &mut id.environments,
+                Some(Role::Workflow | Role::WorkflowOfRepository) => &mut id.workflows,
+                Some(Role::Event) => &mut id.events,
+                Some(Role::Runner) => &mut id.runners,
+                Some(Role::Run | Role::Other) | None => &mut id.other,
             };
             bucket.push(render(c));
         }
