@@ -106,8 +106,8 @@ pub struct Source {
     /// PROVIDER is github, gitlab, buildkite, circleci, bitbucket,
     /// azure-devops, forgejo or generic, for a URL that is not the CI's own
     /// (a stand-in or a proxy), e.g. buildkite=buildkite:http://127.0.0.1:8403.
-    /// Without it, the provider is known only from the CI's exact issuer URL
-    /// (e.g. https://agent.buildkite.com), and is generic otherwise.
+    /// Without it, the provider is known only from the CI's own exact issuer
+    /// URL, and is generic otherwise.
     #[arg(long = "issuer", value_name = "NAME=[PROVIDER:]URL")]
     issuers: Vec<String>,
 }
@@ -318,7 +318,7 @@ fn read_claims(path: &Path) -> Result<Map<String, Value>, String> {
 fn parse_issuer(spec: &str) -> Result<PolicyIssuer, String> {
     let usage = || {
         format!(
-            "--issuer {spec}: write NAME=URL or NAME=PROVIDER:URL, e.g. github=https://token.actions.githubusercontent.com or buildkite=buildkite:http://127.0.0.1:8403 (providers: {})",
+            "--issuer {spec}: write NAME=URL or NAME=PROVIDER:URL, e.g. buildkite=buildkite:http://127.0.0.1:8403 (providers: {})",
             Provider::names().join(", ")
         )
     };

@@ -85,7 +85,7 @@ fn explicit_issuer(
         c.err(
             key,
             format!(
-                "set a preset ({}) or the exact issuer URL, e.g. issuer = \"https://agent.buildkite.com\"",
+                "set a preset ({}) or the exact issuer URL, e.g. issuer = \"https://ci.example.com/oidc\" (and its `provider`)",
                 Preset::names()
                     .iter()
                     .map(|n| format!("{n:?}"))

@@ -404,7 +404,7 @@ fn compile_rule(scope: &FileScope<'_>, rule: Spanned<RawRule>) -> Result<Rule, P
     }
     let effect = effect.unwrap_or(Effect::Allow);
     let issuer_info = resolve_issuer(scope, &name.value, &issuer)?;
-    let own = own_conditions(&errors, whole, claims)?;
+    let own = own_conditions(&errors, issuer_info.provider, whole, claims)?;
     let conditions = with_requirements(effect, scope.requirements, own);
     check_satisfiable(&errors, &conditions)?;
     check_tenant_bound(&errors, effect, issuer_info, issuer.referenced, &conditions)?;
@@ -452,14 +452,21 @@ fn resolve_issuer<'s>(
 /// The rule's own `claims:`: at least one, each claim once.
 fn own_conditions(
     errors: &RuleErrors<'_>,
+    provider: Provider,
     whole: Location,
     claims: Option<OrderedMap<Spanned<RawMatcher>>>,
 ) -> Result<Vec<Condition>, PolicyError> {
     let claims = claims.map(|m| m.0).unwrap_or_default();
     if claims.is_empty() {
+        let repository = match provider.project_claims() {
+            [] => "the repository".to_owned(),
+            ids => format!("the repository by its id (`{}`)", ids.join("`, `")),
+        };
         return Err(errors.at(
             whole,
-            "no claim conditions; a rule must bind at least one claim (bind repository_id / project_id and ref, not only the audience)",
+            format!(
+                "no claim conditions; a rule must bind at least one claim (bind {repository} and the ref, not only the audience)"
+            ),
         ));
     }
     let own = claims
