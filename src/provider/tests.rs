@@ -442,3 +442,55 @@ fn sub_shapes() {
         assert_eq!(p.sub_names_project(prefix), *want, "{p:?} {prefix}");
     }
 }
+
+/// The audit records, for each provider, every claim of the single list it
+/// used for all tokens before the table that the provider sends.
+#[test]
+fn the_audit_keeps_the_claims_it_recorded_before() {
+    const BEFORE: &[&str] = &[
+        "iss",
+        "sub",
+        "jti",
+        "repository",
+        "repository_id",
+        "repository_owner",
+        "repository_owner_id",
+        "project_path",
+        "project_id",
+        "namespace_path",
+        "namespace_id",
+        "ref",
+        "ref_type",
+        "ref_protected",
+        "sha",
+        "environment",
+        "event_name",
+        "workflow_ref",
+        "job_workflow_ref",
+        "runner_environment",
+        "actor",
+        "user_login",
+        "run_id",
+        "run_attempt",
+        "pipeline_id",
+        "pipeline_source",
+        "job_id",
+        "organization_slug",
+        "organization_id",
+        "pipeline_slug",
+        "build_number",
+        "build_branch",
+        "step_key",
+    ];
+    for p in Provider::ALL {
+        for claim in BEFORE.iter().filter(|c| p.known_claims().contains(c)) {
+            assert!(p.audited_claims().contains(claim), "{p:?}: {claim}");
+        }
+    }
+    for claim in BEFORE {
+        assert!(
+            Provider::Generic.audited_claims().contains(claim),
+            "{claim}"
+        );
+    }
+}

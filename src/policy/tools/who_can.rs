@@ -228,3 +228,70 @@ pub fn render_table(review: &[CredentialAccess]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyIssuer;
+    use crate::policy::test_support::compile;
+    use crate::provider::Provider;
+
+    /// Conditions are grouped by the role their claim has for the rule's
+    /// issuer's provider: (provider, claim, the group it lands in).
+    #[test]
+    fn identities_are_grouped_by_the_providers_roles() {
+        let table: &[(Provider, &str, &str)] = &[
+            (Provider::Buildkite, "organization_id", "owners"),
+            (Provider::Buildkite, "pipeline_slug", "repositories"),
+            (Provider::Buildkite, "build_branch", "refs"),
+            (Provider::Buildkite, "build_number", "other"),
+            (Provider::Github, "repository_id", "repositories"),
+            (Provider::Github, "job_workflow_ref", "workflows"),
+            (Provider::Github, "build_branch", "other"),
+            (Provider::Gitlab, "pipeline_source", "events"),
+            (Provider::Bitbucket, "workspaceUuid", "owners"),
+            (
+                Provider::Bitbucket,
+                "deploymentEnvironmentUuid",
+                "environments",
+            ),
+            (Provider::Circleci, "oidc.circleci.com/vcs-ref", "refs"),
+            // A generic issuer: every provider's roles.
+            (Provider::Generic, "pipeline_slug", "repositories"),
+            (Provider::Generic, "runner_environment", "runners"),
+            (Provider::Generic, "x", "other"),
+        ];
+        for (provider, claim, group) in table {
+            // Bind the tenant too, for shared issuers; it is reported apart.
+            let tenant = provider
+                .tenant_claims()
+                .first()
+                .filter(|t| provider.is_shared() && *t != claim)
+                .map(|t| format!(", {t}: t1"))
+                .unwrap_or_default();
+            let src = format!(
+                "credentials:\n  db:\n    kv: {{mount: s, path: p}}\n    ttl: 10m\nrules:\n  - name: r\n    issuer: ci\n    claims: {{\"{claim}\": v{tenant}}}\n    grant: [db]\n"
+            );
+            let issuers = [PolicyIssuer::new("ci", *provider, None)];
+            let set = compile(&[("env.yaml", &src)], &issuers).expect("compiles");
+            let review = who_can(&set, "env", None).expect("review");
+            let id = &review[0].rules[0].identity;
+            let groups = [
+                ("repositories", &id.repositories),
+                ("owners", &id.owners),
+                ("refs", &id.refs),
+                ("environments", &id.environments),
+                ("workflows", &id.workflows),
+                ("events", &id.events),
+                ("runners", &id.runners),
+                ("other", &id.other),
+            ];
+            let found: Vec<&str> = groups
+                .iter()
+                .filter(|(_, list)| list.iter().any(|c| c.starts_with(&format!("{claim} "))))
+                .map(|(name, _)| *name)
+                .collect();
+            assert_eq!(found, vec![*group], "{provider:?} {claim}");
+        }
+    }
+}
