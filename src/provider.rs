@@ -11,7 +11,7 @@
 //!
 //! Adding a CI is a [`Provider`] variant with its [`ProviderInfo`] entry
 //! (and a [`Preset`] when its issuer has a well-known URL); the table-driven
-//! tests at the bottom run over every entry.
+//! tests in `provider/tests.rs` run over every entry.
 //!
 //! A provider is named by the config: a preset implies it, `provider = "…"`
 //! names it for any other URL (a proxy, a stand-in), and without either it
@@ -24,7 +24,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 /// A CI provider. [`Provider::Generic`] is any issuer jobkey has no entry
-/// for: no tenant check, no run claims, every known claim audited.
+/// for: no tenant check, no run claims, and every provider's claims known
+/// and audited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Provider {
     Github,
@@ -60,8 +61,8 @@ pub struct ProviderInfo {
     /// whole pipeline). Empty: the tokens do not say.
     pub run_claims: &'static [&'static str],
     /// The claims the provider is known to send (beyond the registered
-    /// ones every provider sends), with their role and whether the audit
-    /// records them.
+    /// claims, which any token may carry), with their role and whether the
+    /// audit records them.
     pub claims: &'static [Claim],
     pub lint: LintHints,
     pub client: ClientInfo,
