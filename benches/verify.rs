@@ -36,6 +36,7 @@ fn bench(c: &mut Criterion) {
         vec![IssuerSettings {
             name: "github".into(),
             issuer: iss.into(),
+            provider: jobkey::provider::Provider::Github,
             keys: KeySource::JwksFile(jwks),
             algorithms: vec![jsonwebtoken::Algorithm::RS256],
             leeway: Duration::from_secs(60),

@@ -13,6 +13,7 @@ pub mod issue;
 pub mod mask;
 pub mod outbound;
 pub mod policy;
+pub mod provider;
 pub mod random;
 pub mod secret;
 pub mod server;

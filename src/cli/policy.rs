@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 
-use crate::policy::{self, PolicyIssuer, PolicySet, Request};
+use crate::policy::tools::{explain, fixtures, lint, who_can};
+use crate::policy::{PolicyIssuer, PolicySet, Request};
+use crate::provider::Provider;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -98,8 +100,15 @@ pub struct Source {
     /// The policy directory (default: the config's policy_dir).
     #[arg(long, value_name = "DIR")]
     policies: Option<PathBuf>,
-    /// An issuer as NAME=URL (repeatable), with or instead of --config.
-    #[arg(long = "issuer", value_name = "NAME=URL")]
+    /// An issuer as NAME=URL or NAME=PROVIDER:URL (repeatable), with or
+    /// instead of --config.
+    ///
+    /// PROVIDER is github, gitlab, buildkite, circleci, bitbucket,
+    /// azure-devops, forgejo or generic, for a URL that is not the CI's own
+    /// (a stand-in or a proxy), e.g. buildkite=buildkite:http://127.0.0.1:8403.
+    /// Without it, the provider is known only from the CI's own exact issuer
+    /// URL, and is generic otherwise.
+    #[arg(long = "issuer", value_name = "NAME=[PROVIDER:]URL")]
     issuers: Vec<String>,
 }
 
@@ -133,14 +142,12 @@ impl Source {
             .map(|c| PolicyIssuer::from_settings(&c.issuers))
             .unwrap_or_default();
         for spec in &self.issuers {
-            let (name, url) = spec
-                .split_once('=')
-                .ok_or_else(|| format!("--issuer {spec}: write NAME=URL, e.g. github=https://token.actions.githubusercontent.com"))?;
-            issuers.push(PolicyIssuer::from_url(name, url));
+            issuers.push(parse_issuer(spec)?);
         }
         if issuers.is_empty() {
             return Err(
-                "no issuers: give --config FILE (or $JOBKEY_CONFIG), or --issuer NAME=URL".into(),
+                "no issuers: give --config FILE (or $JOBKEY_CONFIG), or --issuer NAME=[PROVIDER:]URL"
+                    .into(),
             );
         }
         let dir = match (&self.policies, &config) {
@@ -177,7 +184,7 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
             format,
         } => {
             let l = source.load()?;
-            let warnings = policy::lint::lint(&l.set, &l.issuers);
+            let warnings = lint::lint(&l.set);
             match format {
                 TextOrJson::Json => println!("{}", json!({"warnings": warnings})),
                 TextOrJson::Text => {
@@ -200,7 +207,7 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
         PolicyCommand::Test { source, dir } => {
             let l = source.load()?;
             let dir = dir.unwrap_or_else(|| l.dir.join("tests"));
-            let report = policy::fixtures::run_dir(&l.set, &dir)?;
+            let report = fixtures::run_dir(&l.set, &dir)?;
             print!("{}", report.render());
             match report.failed() {
                 0 => Ok(()),
@@ -214,7 +221,7 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
             format,
         } => {
             let l = source.load()?;
-            let review = policy::review::who_can(&l.set, &environment, credential.as_deref())?;
+            let review = who_can::who_can(&l.set, &environment, credential.as_deref())?;
             match format {
                 TableOrJson::Json => println!(
                     "{}",
@@ -223,7 +230,7 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
                     )
                     .map_err(|e| e.to_string())?
                 ),
-                TableOrJson::Table => print!("{}", policy::review::render_table(&review)),
+                TableOrJson::Table => print!("{}", who_can::render_table(&review)),
             }
             Ok(())
         }
@@ -258,7 +265,7 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
                 credentials: &credentials,
             };
             let e = l.set.explain(&req);
-            let decision = policy::fixtures::describe_decision(&e.decision);
+            let decision = explain::describe_decision(&e.decision);
             let matching: Vec<&str> = e
                 .rules
                 .iter()
@@ -291,7 +298,7 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
                     if !e.rules.is_empty() {
                         println!("rules:");
                     }
-                    for line in policy::fixtures::explain_lines(&e) {
+                    for line in explain::explain_lines(&e) {
                         println!("  {line}");
                     }
                 }
@@ -310,21 +317,70 @@ fn read_claims(path: &Path) -> Result<Map<String, Value>, String> {
     }
 }
 
-/// The configured issuer name whose URL is the claims' `iss`.
+/// `--issuer NAME=URL` or `NAME=PROVIDER:URL`. A URL's scheme is never a
+/// provider name, so what stands before the first `:` tells them apart.
+fn parse_issuer(spec: &str) -> Result<PolicyIssuer, String> {
+    let usage = || {
+        format!(
+            "--issuer {spec}: write NAME=URL or NAME=PROVIDER:URL, e.g. buildkite=buildkite:http://127.0.0.1:8403 (providers: {})",
+            Provider::names().join(", ")
+        )
+    };
+    let (name, rest) = spec.split_once('=').ok_or_else(usage)?;
+    if name.is_empty() {
+        return Err(usage());
+    }
+    let (provider, url) = match rest.split_once(':') {
+        Some((p, url)) if Provider::from_name(p).is_some() => (Provider::from_name(p), url),
+        _ => (None, rest),
+    };
+    let parsed =
+        url::Url::parse(url).map_err(|e| format!("{}: {url:?} is not a URL ({e})", usage()))?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(format!(
+            "--issuer {spec}: `{}` is not a provider ({}), and an issuer URL starts with https://",
+            parsed.scheme(),
+            Provider::names().join(", ")
+        ));
+    }
+    let known = Provider::from_issuer_url(url);
+    let provider = match provider {
+        Some(p) if known != Provider::Generic && p != known => {
+            return Err(format!(
+                "--issuer {spec}: {url} is {}'s issuer; write {name}={}:{url} or {name}={url}",
+                known.title(),
+                known.name()
+            ));
+        }
+        Some(p) => p,
+        None => known,
+    };
+    Ok(PolicyIssuer::new(name, provider, Some(url.to_owned())))
+}
+
+/// The issuer (from --config or --issuer) whose URL is the claims' `iss`.
 fn issuer_of(l: &Loaded, claims: &Map<String, Value>) -> Result<String, String> {
-    let iss = claims.get("iss").and_then(Value::as_str);
-    l.config
-        .as_ref()
-        .and_then(|c| c.issuers.iter().find(|i| Some(i.issuer.as_str()) == iss))
+    let names = || {
+        l.issuers
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(iss) = claims.get("iss").and_then(Value::as_str) else {
+        return Err(format!(
+            "the claims have no `iss`; give --as-issuer NAME (one of: {})",
+            names()
+        ));
+    };
+    l.issuers
+        .iter()
+        .find(|i| i.url.as_deref() == Some(iss))
         .map(|i| i.name.clone())
         .ok_or_else(|| {
             format!(
                 "no configured issuer has `iss` {iss:?}; give --as-issuer NAME (one of: {})",
-                l.issuers
-                    .iter()
-                    .map(|i| i.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                names()
             )
         })
 }
@@ -378,4 +434,112 @@ async fn verify(
         )
     })?;
     Ok((verified.issuer, verified.claims))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// `--issuer` specs: (spec, Ok((provider, url)) or a fragment of the error).
+    #[test]
+    fn issuer_specs_name_a_provider_or_look_it_up() {
+        type Want = Result<(Provider, &'static str), &'static str>;
+        let table: &[(&str, Want)] = &[
+            (
+                "github=https://token.actions.githubusercontent.com",
+                Ok((
+                    Provider::Github,
+                    "https://token.actions.githubusercontent.com",
+                )),
+            ),
+            (
+                "buildkite=https://agent.buildkite.com",
+                Ok((Provider::Buildkite, "https://agent.buildkite.com")),
+            ),
+            (
+                "buildkite=buildkite:http://127.0.0.1:8403",
+                Ok((Provider::Buildkite, "http://127.0.0.1:8403")),
+            ),
+            (
+                "bk=http://127.0.0.1:8403",
+                Ok((Provider::Generic, "http://127.0.0.1:8403")),
+            ),
+            (
+                "ghes=github:https://ghe.example.com/_services/token",
+                Ok((Provider::Github, "https://ghe.example.com/_services/token")),
+            ),
+            (
+                "x=generic:https://agent.buildkite.com",
+                Err("is Buildkite's issuer; write x=buildkite:https://agent.buildkite.com"),
+            ),
+            ("github", Err("write NAME=URL or NAME=PROVIDER:URL")),
+            (
+                "=https://a.example",
+                Err("write NAME=URL or NAME=PROVIDER:URL"),
+            ),
+            (
+                "x=jenkins:https://a.example",
+                Err("`jenkins` is not a provider (github, "),
+            ),
+            ("x=buildkite:not a url", Err("is not a URL")),
+            ("x=ftp://a.example", Err("`ftp` is not a provider")),
+        ];
+        for (spec, want) in table {
+            match (want, parse_issuer(spec)) {
+                (Ok((provider, url)), Ok(i)) => {
+                    assert_eq!(i.provider, *provider, "{spec}");
+                    assert_eq!(i.url.as_deref(), Some(*url), "{spec}");
+                }
+                (Err(fragment), Err(e)) => assert!(e.contains(fragment), "{spec}: {e}"),
+                (want, got) => panic!("{spec}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    /// `explain --claims` finds the issuer by `iss` among the --issuer
+    /// ones too, and says what is missing without Rust's `Some(…)`.
+    #[test]
+    fn the_claims_iss_finds_the_issuer() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let staging = std::fs::read_to_string("policies/staging.yaml").expect("staging");
+        std::fs::write(dir.path().join("staging.yaml"), staging).expect("write");
+        let source = Source {
+            config: None,
+            policies: Some(dir.path().to_path_buf()),
+            issuers: vec![
+                "gitlab=https://gitlab.com".into(),
+                "buildkite=buildkite:http://127.0.0.1:8403".into(),
+            ],
+        };
+        let l = source.load().expect("loads");
+        let claims = |v: Value| v.as_object().cloned().unwrap_or_default();
+        let table: &[(Value, Result<&str, &str>)] = &[
+            (json!({"iss": "https://gitlab.com"}), Ok("gitlab")),
+            (json!({"iss": "http://127.0.0.1:8403"}), Ok("buildkite")),
+            (
+                json!({"iss": "https://gitlab.example.com"}),
+                Err(
+                    "no configured issuer has `iss` \"https://gitlab.example.com\"; give --as-issuer NAME (one of: gitlab, buildkite)",
+                ),
+            ),
+            (
+                json!({"sub": "x"}),
+                Err("the claims have no `iss`; give --as-issuer NAME (one of: gitlab, buildkite)"),
+            ),
+            (json!({"iss": 7}), Err("the claims have no `iss`")),
+        ];
+        for (c, want) in table {
+            let got = issuer_of(&l, &claims(c.clone()));
+            match (want, &got) {
+                (Ok(name), Ok(got)) => assert_eq!(got, name, "{c}"),
+                (Err(fragment), Err(e)) => {
+                    assert!(e.contains(fragment), "{c}: {e}");
+                    assert!(!e.contains("Some("), "{e}");
+                }
+                (want, got) => panic!("{c}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
 }

@@ -1,14 +1,17 @@
 //! Which CI the job runs in, and how it gets its OIDC ID token.
 //!
-//! Detection reads the standard variables (`GITHUB_ACTIONS`, `GITLAB_CI`,
-//! `BUILDKITE`, `TF_BUILD`); `--ci` overrides it. The token comes from, in
-//! this order: `--token-file`, `--token-env`, then the CI's own mechanism:
-//! - GitHub Actions: `GET $ACTIONS_ID_TOKEN_REQUEST_URL&audience=AUD` with
-//!   `Authorization: bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN`, JSON `.value`
-//!   (the job needs `permissions: id-token: write`);
-//! - GitLab CI: the variable named by the job's `id_tokens:` entry
-//!   (`JOBKEY_ID_TOKEN` unless `--token-env` says otherwise);
-//! - Buildkite: `buildkite-agent oidc request-token --audience AUD`.
+//! What each CI sets and offers is its entry in the provider table
+//! (`crate::provider`, [`ClientInfo`](crate::provider::ClientInfo)):
+//! detection reads its variable, and `--ci` overrides it. The token comes
+//! from, in this order: `--token-file`, `--token-env`, then the CI's own
+//! mechanism:
+//! - a token request endpoint named by two variables (GitHub Actions,
+//!   Forgejo Actions): `GET <url>&audience=AUD` with `Authorization:
+//!   bearer <token>`, JSON `.value` (the job needs the right to ask);
+//! - a variable the job declares for the audience (GitLab CI's
+//!   `id_tokens:`, `JOBKEY_ID_TOKEN` unless `--token-env` says otherwise);
+//! - a command that prints it (`buildkite-agent oidc request-token
+//!   --audience AUD`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,65 +21,29 @@ use serde::Deserialize;
 use super::ClientError;
 use super::broker::Secret;
 use crate::outbound::{AllowedUrl, HttpClient, OutboundError, Request};
+use crate::provider::TokenFrom;
 use crate::secret::SecretString;
 
-/// The GitLab variable jobkey reads by default (`id_tokens: JOBKEY_ID_TOKEN:`).
-pub const DEFAULT_GITLAB_TOKEN_ENV: &str = "JOBKEY_ID_TOKEN";
+/// The CI a job runs in: a provider of the table (`Generic`, shown as "an
+/// unknown CI", when none is recognised). `--ci` takes its name.
+pub use crate::provider::Provider as Ci;
 
 /// Largest token accepted from any source.
 const MAX_TOKEN_BYTES: usize = 64 * 1024;
-
-/// A CI system, for the token and for the masking command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Ci {
-    Github,
-    Gitlab,
-    Buildkite,
-    /// Azure DevOps Pipelines.
-    Azure,
-    /// Anything else: no run-time masking, the token from a file or variable.
-    None,
-}
-
-impl Ci {
-    /// The CI named by the environment (`env` looks a variable up).
-    pub fn detect(env: &dyn Fn(&str) -> Option<String>) -> Ci {
-        let is = |name: &str| {
-            env(name)
-                .map(|v| v.eq_ignore_ascii_case("true"))
-                .unwrap_or(false)
-        };
-        if is("GITHUB_ACTIONS") {
-            Ci::Github
-        } else if is("GITLAB_CI") {
-            Ci::Gitlab
-        } else if is("BUILDKITE") {
-            Ci::Buildkite
-        } else if is("TF_BUILD") {
-            Ci::Azure
-        } else {
-            Ci::None
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Ci::Github => "GitHub Actions",
-            Ci::Gitlab => "GitLab CI",
-            Ci::Buildkite => "Buildkite",
-            Ci::Azure => "Azure DevOps",
-            Ci::None => "an unknown CI",
-        }
-    }
-}
 
 /// Where the token comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
     File(std::path::PathBuf),
-    Env(String),
-    GithubRequest,
-    BuildkiteAgent,
+    /// A variable: `--token-env`'s, or the one the CI's job declares.
+    Env {
+        name: String,
+        ci: Ci,
+    },
+    /// The CI's token request endpoint.
+    Request(Ci),
+    /// The CI's token command.
+    Command(Ci),
 }
 
 /// The token source for `ci`, given `--token-file` and `--token-env`.
@@ -89,16 +56,29 @@ pub fn token_source(
         return Ok(TokenSource::File(f.to_owned()));
     }
     if let Some(e) = token_env {
-        return Ok(TokenSource::Env(e.to_owned()));
+        return Ok(TokenSource::Env {
+            name: e.to_owned(),
+            ci,
+        });
     }
-    match ci {
-        Ci::Github => Ok(TokenSource::GithubRequest),
-        Ci::Gitlab => Ok(TokenSource::Env(DEFAULT_GITLAB_TOKEN_ENV.to_owned())),
-        Ci::Buildkite => Ok(TokenSource::BuildkiteAgent),
-        Ci::Azure | Ci::None => Err(ClientError::Token(format!(
-            "on {} jobkey cannot request a token itself: pass --token-file FILE or --token-env NAME",
-            ci.name()
-        ))),
+    match &ci.client().token {
+        TokenFrom::RequestEndpoint { .. } => Ok(TokenSource::Request(ci)),
+        TokenFrom::Variable { default, .. } => Ok(TokenSource::Env {
+            name: (*default).to_owned(),
+            ci,
+        }),
+        TokenFrom::Command { .. } => Ok(TokenSource::Command(ci)),
+        TokenFrom::Unsupported { hint } => {
+            let hint = if hint.is_empty() {
+                String::new()
+            } else {
+                format!(" ({hint})")
+            };
+            Err(ClientError::Token(format!(
+                "on {} jobkey cannot request a token itself: pass --token-file FILE or --token-env NAME{hint}",
+                ci.title()
+            )))
+        }
     }
 }
 
@@ -114,16 +94,25 @@ pub async fn obtain(
                 .map_err(|e| ClientError::Token(format!("{}: {e}", path.display())))?;
             SecretString::new(s)
         }
-        TokenSource::Env(name) => match env(name) {
+        TokenSource::Env { name, ci } => match env(name) {
             Some(v) => SecretString::new(v),
             None => {
+                let declare = match &ci.client().token {
+                    TokenFrom::Variable { declare, .. } => format!(
+                        "; {}",
+                        declare
+                            .replace("{name}", name)
+                            .replace("{audience}", audience)
+                    ),
+                    _ => String::new(),
+                };
                 return Err(ClientError::Token(format!(
-                    "the variable {name} is not set; on GitLab CI declare it in the job: `id_tokens: {name}: aud: {audience}`"
+                    "the variable {name} is not set{declare}"
                 )));
             }
         },
-        TokenSource::GithubRequest => github(audience, env).await?,
-        TokenSource::BuildkiteAgent => buildkite(audience).await?,
+        TokenSource::Request(ci) => request(*ci, audience, env).await?,
+        TokenSource::Command(ci) => command(*ci, audience).await?,
     };
     let trimmed = token.expose_secret().trim();
     if trimmed.is_empty() {
@@ -141,31 +130,42 @@ pub async fn obtain(
     }
 }
 
+/// What a token request endpoint answers.
 #[derive(Deserialize)]
-struct GithubTokenAnswer {
+struct TokenAnswer {
     value: Secret,
 }
 
-async fn github(
+/// Asks `ci`'s token request endpoint (named by two variables) for a token.
+async fn request(
+    ci: Ci,
     audience: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<SecretString, ClientError> {
-    let (Some(url), Some(bearer)) = (
-        env("ACTIONS_ID_TOKEN_REQUEST_URL"),
-        env("ACTIONS_ID_TOKEN_REQUEST_TOKEN").map(SecretString::new),
-    ) else {
-        return Err(ClientError::Token(
-            "ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN are not set: give the job `permissions: id-token: write` (and run jobkey in a step of that job, not in a container without those variables)".into(),
-        ));
+    let TokenFrom::RequestEndpoint {
+        url_var,
+        token_var,
+        needs,
+    } = ci.client().token
+    else {
+        return Err(ClientError::Token(format!(
+            "{} has no token request endpoint",
+            ci.title()
+        )));
     };
-    let mut url = url::Url::parse(&url).map_err(|e| {
-        ClientError::Token(format!("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL: {e}"))
-    })?;
+    let (Some(url), Some(bearer)) = (env(url_var), env(token_var).map(SecretString::new)) else {
+        return Err(ClientError::Token(format!(
+            "{url_var} and {token_var} are not set: {needs} (and run jobkey in a step of that job, not in a container without those variables)"
+        )));
+    };
+    let mut url = url::Url::parse(&url)
+        .map_err(|e| ClientError::Token(format!("{url_var} is not a URL: {e}")))?;
     url.query_pairs_mut().append_pair("audience", audience);
     let url = AllowedUrl::new(url).map_err(|source| ClientError::Url {
-        setting: "ACTIONS_ID_TOKEN_REQUEST_URL",
+        setting: url_var,
         source,
     })?;
+    let endpoint = format!("the {} token endpoint", ci.title());
     let http =
         HttpClient::new(super::broker::http_settings()).map_err(ClientError::TokenEndpoint)?;
     let resp = http
@@ -177,44 +177,57 @@ async fn github(
         .await
         .map_err(ClientError::TokenEndpoint)?;
     let body = resp.success().map_err(|e| match e {
-        OutboundError::Status { status, .. } => ClientError::Token(format!(
-            "GitHub's token endpoint answered HTTP {status}; check `permissions: id-token: write`"
-        )),
+        OutboundError::Status { status, .. } => {
+            ClientError::Token(format!("{endpoint} answered HTTP {status}; check: {needs}"))
+        }
         other => ClientError::TokenEndpoint(other),
     })?;
-    let answer: GithubTokenAnswer = serde_json::from_slice(body.expose()).map_err(|_| {
-        ClientError::Token("GitHub's token endpoint did not answer {\"value\": \"<token>\"}".into())
+    let answer: TokenAnswer = serde_json::from_slice(body.expose()).map_err(|_| {
+        ClientError::Token(format!(
+            "{endpoint} did not answer {{\"value\": \"<token>\"}}"
+        ))
     })?;
     Ok(answer.value.0)
 }
 
-async fn buildkite(audience: &str) -> Result<SecretString, ClientError> {
+/// Runs `ci`'s token command for `audience`.
+async fn command(ci: Ci, audience: &str) -> Result<SecretString, ClientError> {
+    let TokenFrom::Command {
+        program,
+        args,
+        shown,
+    } = ci.client().token
+    else {
+        return Err(ClientError::Token(format!(
+            "{} has no token command",
+            ci.title()
+        )));
+    };
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new("buildkite-agent")
-            .args(["oidc", "request-token", "--audience", audience])
+        tokio::process::Command::new(program)
+            .args(args(audience))
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .output(),
     )
     .await
-    .map_err(|_| {
-        ClientError::Token("`buildkite-agent oidc request-token` did not finish in 60s".into())
-    })?
+    .map_err(|_| ClientError::Token(format!("`{shown}` did not finish in 60s")))?
     .map_err(|e| {
         ClientError::Token(format!(
-            "cannot run `buildkite-agent oidc request-token` (is the agent on PATH?): {e}"
+            "cannot run `{shown}` (is `{program}` on PATH?): {e}"
         ))
     })?;
-    let token = SecretString::new(String::from_utf8(out.stdout).map_err(|_| {
-        ClientError::Token("`buildkite-agent oidc request-token` printed non-UTF-8".into())
-    })?);
+    let token = SecretString::new(
+        String::from_utf8(out.stdout)
+            .map_err(|_| ClientError::Token(format!("`{shown}` printed non-UTF-8")))?,
+    );
     if !out.status.success() {
-        // The agent's own message (stderr) carries no token.
+        // The command's own message (stderr) carries no token.
         let why = String::from_utf8_lossy(&out.stderr);
         let why = why.lines().next().unwrap_or("").trim();
         return Err(ClientError::Token(format!(
-            "`buildkite-agent oidc request-token` failed ({}): {why}",
+            "`{shown}` failed ({}): {why}",
             out.status
         )));
     }
@@ -234,79 +247,135 @@ mod tests {
     }
 
     #[test]
-    fn detection_reads_the_standard_variables() {
-        let cases: &[(&[(&str, &str)], Ci)] = &[
-            (&[("GITHUB_ACTIONS", "true")], Ci::Github),
-            (&[("GITLAB_CI", "true")], Ci::Gitlab),
-            (&[("BUILDKITE", "true")], Ci::Buildkite),
-            (&[("TF_BUILD", "True")], Ci::Azure),
-            (&[("GITHUB_ACTIONS", "false")], Ci::None),
-            (&[("CI", "true")], Ci::None),
-            (&[], Ci::None),
-        ];
-        for (vars, want) in cases {
-            let vars: &'static [(&'static str, &'static str)] =
-                Box::leak(vars.to_vec().into_boxed_slice());
-            assert_eq!(Ci::detect(&env_of(vars)), *want, "{vars:?}");
-        }
-    }
-
-    #[test]
     fn token_sources_by_ci_and_flags() {
         let f = Path::new("/tmp/t");
+        let env = |name: &str, ci| TokenSource::Env {
+            name: name.into(),
+            ci,
+        };
         type Case<'a> = (Ci, Option<&'a Path>, Option<&'a str>, Option<TokenSource>);
         let cases: &[Case] = &[
-            (Ci::Github, None, None, Some(TokenSource::GithubRequest)),
+            (
+                Ci::Github,
+                None,
+                None,
+                Some(TokenSource::Request(Ci::Github)),
+            ),
+            (
+                Ci::Forgejo,
+                None,
+                None,
+                Some(TokenSource::Request(Ci::Forgejo)),
+            ),
             (
                 Ci::Gitlab,
                 None,
                 None,
-                Some(TokenSource::Env("JOBKEY_ID_TOKEN".into())),
+                Some(env("JOBKEY_ID_TOKEN", Ci::Gitlab)),
             ),
             (
                 Ci::Gitlab,
                 None,
                 Some("VAULT_ID_TOKEN"),
-                Some(TokenSource::Env("VAULT_ID_TOKEN".into())),
+                Some(env("VAULT_ID_TOKEN", Ci::Gitlab)),
             ),
-            (Ci::Buildkite, None, None, Some(TokenSource::BuildkiteAgent)),
+            (
+                Ci::Bitbucket,
+                None,
+                None,
+                Some(env("BITBUCKET_STEP_OIDC_TOKEN", Ci::Bitbucket)),
+            ),
+            (
+                Ci::Buildkite,
+                None,
+                None,
+                Some(TokenSource::Command(Ci::Buildkite)),
+            ),
             (Ci::Github, Some(f), None, Some(TokenSource::File(f.into()))),
-            (Ci::None, None, None, None),
-            (Ci::Azure, None, None, None),
+            (Ci::Generic, None, None, None),
+            (Ci::AzureDevops, None, None, None),
+            (Ci::Circleci, None, None, None),
+            (
+                Ci::Circleci,
+                None,
+                Some("CIRCLE_TOKEN"),
+                Some(env("CIRCLE_TOKEN", Ci::Circleci)),
+            ),
         ];
         for (ci, file, env, want) in cases {
             let got = token_source(*ci, *file, *env).ok();
             assert_eq!(&got, want, "{ci:?}");
         }
+        // Every CI either has a way to a token, or says how to get one.
+        for ci in Ci::ALL {
+            match token_source(ci, None, None) {
+                Ok(_) => {}
+                Err(e) => assert!(
+                    e.to_string().contains(&format!(
+                        "on {} jobkey cannot request a token itself: pass --token-file FILE or --token-env NAME",
+                        ci.title()
+                    )),
+                    "{e}"
+                ),
+            }
+        }
+        let e = token_source(Ci::Circleci, None, None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("circleci run oidc get"), "{e}");
     }
 
     #[tokio::test]
-    async fn github_without_id_token_permission_names_the_permission() {
+    async fn a_request_endpoint_without_its_variables_names_the_permission() {
+        for ci in [Ci::Github, Ci::Forgejo] {
+            let e = obtain(
+                &TokenSource::Request(ci),
+                "jobkey",
+                &env_of(&[("GITHUB_ACTIONS", "true")]),
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                e.to_string().contains(
+                    "ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN are not set: give the job `permissions: id-token: write`"
+                ),
+                "{e}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_variable_says_how_to_declare_it() {
         let e = obtain(
-            &TokenSource::GithubRequest,
+            &TokenSource::Env {
+                name: "JOBKEY_ID_TOKEN".into(),
+                ci: Ci::Gitlab,
+            },
             "jobkey",
-            &env_of(&[("GITHUB_ACTIONS", "true")]),
+            &env_of(&[]),
         )
         .await
         .unwrap_err();
-        assert!(
-            e.to_string().contains("permissions: id-token: write"),
-            "{e}"
+        assert_eq!(
+            e.to_string().split_once(": ").map(|(_, m)| m),
+            Some(
+                "the variable JOBKEY_ID_TOKEN is not set; on GitLab CI declare it in the job: `id_tokens: JOBKEY_ID_TOKEN: aud: jobkey`"
+            )
         );
-    }
-
-    #[tokio::test]
-    async fn a_missing_gitlab_variable_says_how_to_declare_it() {
+        // `--token-env` on a CI without such a variable: no CI's advice.
         let e = obtain(
-            &TokenSource::Env("JOBKEY_ID_TOKEN".into()),
+            &TokenSource::Env {
+                name: "MY_TOKEN".into(),
+                ci: Ci::Generic,
+            },
             "jobkey",
             &env_of(&[]),
         )
         .await
         .unwrap_err();
         assert!(
-            e.to_string()
-                .contains("id_tokens: JOBKEY_ID_TOKEN: aud: jobkey"),
+            e.to_string().ends_with("the variable MY_TOKEN is not set"),
             "{e}"
         );
     }
@@ -315,7 +384,7 @@ mod tests {
     async fn plain_http_to_a_remote_token_endpoint_is_refused() {
         use crate::outbound::UrlRefusal;
         let e = obtain(
-            &TokenSource::GithubRequest,
+            &TokenSource::Request(Ci::Github),
             "jobkey",
             &env_of(&[
                 (

@@ -1,6 +1,7 @@
-//! Registering masks with the CI, in the CI's own run-time command,
-//! before jobkey writes or prints anything else:
-//! - GitHub Actions: `::add-mask::VALUE` on stdout, with `%`, `\r`, `\n`
+//! Registering masks with the CI, in the CI's own run-time command (its
+//! entry in the provider table says which), before jobkey writes or prints
+//! anything else:
+//! - GitHub Actions and Forgejo Actions: `::add-mask::VALUE` on stdout, with `%`, `\r`, `\n`
 //!   escaped as `%25`, `%0D`, `%0A`; the mask list already carries each line
 //!   of a multi-line value, for runners that do not split lines themselves;
 //! - Buildkite: `buildkite-agent redactor add --format json` with a JSON
@@ -8,8 +9,8 @@
 //!   and the agent's own logs could see them);
 //! - Azure DevOps: `##vso[task.setsecret]VALUE` on stdout, escaped as the
 //!   agent unescapes command data;
-//! - GitLab CI and others cannot mask at run time: nothing is registered,
-//!   jobkey prints no secret and says so.
+//! - GitLab CI and the others cannot mask at run time: nothing is
+//!   registered, jobkey prints no secret and says so.
 
 use std::io::Write;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::ClientError;
 use super::ci::Ci;
+use crate::provider::MaskCommand;
 use crate::secret::SecretString;
 
 /// The GitHub command that masks `v`.
@@ -58,10 +60,10 @@ pub fn buildkite_stdin(masks: &[SecretString]) -> SecretString {
 
 /// What jobkey says on a CI that cannot mask at run time.
 pub fn notice(ci: Ci) -> Option<String> {
-    match ci {
-        Ci::Gitlab | Ci::None => Some(format!(
+    match ci.client().mask {
+        MaskCommand::None => Some(format!(
             "jobkey: {} cannot mask values at run time: jobkey prints no secret; never print the credentials yourself (no `cat`, `env`, `set -x` or `echo` of them)",
-            ci.name()
+            ci.title()
         )),
         _ => None,
     }
@@ -75,28 +77,20 @@ pub async fn register(
     out: &mut dyn Write,
 ) -> Result<(), ClientError> {
     let io = |e: std::io::Error| ClientError::Mask(format!("writing to stdout: {e}"));
-    match ci {
-        Ci::Github | Ci::Azure => {
-            for m in masks {
-                let v = m.expose_secret();
-                let line = SecretString::new(if ci == Ci::Github {
-                    github_command(v)
-                } else {
-                    azure_command(v)
-                });
-                out.write_all(line.expose_secret().as_bytes()).map_err(io)?;
-                out.write_all(b"\n").map_err(io)?;
-            }
-            out.flush().map_err(io)
-        }
-        Ci::Buildkite => {
-            if masks.is_empty() {
-                return Ok(());
-            }
-            buildkite(masks).await
-        }
-        Ci::Gitlab | Ci::None => Ok(()),
+    let line: fn(&str) -> String = match ci.client().mask {
+        MaskCommand::AddMaskLine => github_command,
+        MaskCommand::SetSecretLine => azure_command,
+        MaskCommand::BuildkiteRedactor if masks.is_empty() => return Ok(()),
+        MaskCommand::BuildkiteRedactor => return buildkite(masks).await,
+        MaskCommand::None => return Ok(()),
+    };
+    for m in masks {
+        let command = SecretString::new(line(m.expose_secret()));
+        out.write_all(command.expose_secret().as_bytes())
+            .map_err(io)?;
+        out.write_all(b"\n").map_err(io)?;
     }
+    out.flush().map_err(io)
 }
 
 async fn buildkite(masks: &[SecretString]) -> Result<(), ClientError> {
@@ -186,18 +180,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn github_registration_is_flushed_lines_only() {
+    async fn each_ci_gets_its_mask_lines_or_a_notice() {
         let m = [SecretString::new("line-one\nline-two".into())];
-        let mut out = Vec::new();
-        register(Ci::Github, &m, &mut out).await.unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "::add-mask::line-one%0Aline-two\n"
+        // (CI, what it gets on stdout, whether jobkey says it cannot mask)
+        let table: &[(Ci, &str, bool)] = &[
+            (Ci::Github, "::add-mask::line-one%0Aline-two\n", false),
+            (Ci::Forgejo, "::add-mask::line-one%0Aline-two\n", false),
+            (
+                Ci::AzureDevops,
+                "##vso[task.setsecret]line-one%0Aline-two\n",
+                false,
+            ),
+            (Ci::Gitlab, "", true),
+            (Ci::Circleci, "", true),
+            (Ci::Bitbucket, "", true),
+            (Ci::Generic, "", true),
+        ];
+        for (ci, want, silent) in table {
+            let mut out = Vec::new();
+            register(*ci, &m, &mut out).await.unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), *want, "{ci:?}");
+            assert_eq!(notice(*ci).is_some(), *silent, "{ci:?}");
+        }
+        assert!(
+            notice(Ci::Gitlab)
+                .unwrap()
+                .contains("GitLab CI cannot mask values at run time")
         );
-        let mut out = Vec::new();
-        register(Ci::Gitlab, &m, &mut out).await.unwrap();
-        assert!(out.is_empty(), "GitLab gets nothing on stdout");
-        assert!(notice(Ci::Gitlab).unwrap().contains("cannot mask"));
-        assert!(notice(Ci::Github).is_none());
+        assert!(notice(Ci::Buildkite).is_none());
     }
 }

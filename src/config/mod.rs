@@ -2,7 +2,7 @@
 //! errors), then checked into [`Config`]. Every error names the file, the
 //! key and what to write instead.
 
-mod issuers;
+mod issuer_entry;
 mod raw;
 
 use std::net::SocketAddr;
@@ -168,7 +168,7 @@ impl Checker {
         };
         let mut issuers = Vec::new();
         for (name, ri) in &raw.issuers {
-            let settings = issuers::check(self, name, ri)?;
+            let settings = issuer_entry::check(self, name, ri)?;
             if let Some(other) = issuers
                 .iter()
                 .find(|o: &&IssuerSettings| o.issuer == settings.issuer)

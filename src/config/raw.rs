@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::provider::{Param, Preset, Provider};
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -95,13 +97,20 @@ pub struct RawFetch {
 #[serde(deny_unknown_fields)]
 pub struct RawIssuer {
     #[serde(default)]
-    pub preset: Option<Preset>,
+    pub preset: Option<PresetName>,
+    /// The CI provider, for an issuer without a preset.
+    #[serde(default)]
+    pub provider: Option<Provider>,
     #[serde(default)]
     pub enterprise: Option<String>,
     #[serde(default)]
     pub host: Option<String>,
     #[serde(default)]
     pub url: Option<String>,
+    #[serde(default)]
+    pub organization: Option<String>,
+    #[serde(default)]
+    pub workspace: Option<String>,
     #[serde(default)]
     pub issuer: Option<String>,
     #[serde(default)]
@@ -118,17 +127,28 @@ pub struct RawIssuer {
     pub ca_file: Option<PathBuf>,
 }
 
-/// Presets for the common issuers (GitHub Actions, GitHub Enterprise Cloud, GitHub
-/// Enterprise Server, GitLab).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Preset {
-    /// GitHub Actions on github.com.
-    Github,
-    /// GitHub Enterprise Cloud with an enterprise-specific issuer (`enterprise = "slug"`).
-    GithubEnterprise,
-    /// GitHub Enterprise Server (`host = "ghes.example.com"`).
-    GithubServer,
-    /// GitLab: gitlab.com, or self-managed with `url = "https://gitlab.example.com"`.
-    Gitlab,
+impl RawIssuer {
+    /// The value of a preset parameter's key, as written.
+    pub fn param(&self, p: Param) -> Option<&str> {
+        match p {
+            Param::Enterprise => self.enterprise.as_deref(),
+            Param::Host => self.host.as_deref(),
+            Param::Url => self.url.as_deref(),
+            Param::Organization => self.organization.as_deref(),
+            Param::Workspace => self.workspace.as_deref(),
+        }
+    }
+}
+
+/// `preset = "..."`: one of the presets of `crate::provider`.
+#[derive(Debug, Clone, Copy)]
+pub struct PresetName(pub &'static Preset);
+
+impl<'de> Deserialize<'de> for PresetName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Preset::by_name(&name)
+            .map(PresetName)
+            .ok_or_else(|| serde::de::Error::unknown_variant(&name, Preset::names()))
+    }
 }

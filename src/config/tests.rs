@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::provider::Provider;
 use crate::token::KeySource;
 
 const BASE: &str = r#"
@@ -76,6 +77,176 @@ jwks_file = "jwks.json"
         vec![jsonwebtoken::Algorithm::RS256]
     );
     assert_eq!(c.policy_dir, Path::new("/etc/jobkey/policies"));
+    // Presets imply their provider; a stand-in URL is generic.
+    for (name, provider) in [
+        ("github", Provider::Github),
+        ("ghe", Provider::Github),
+        ("ghes", Provider::Github),
+        ("gitlab", Provider::Gitlab),
+        ("selfgl", Provider::Gitlab),
+        ("local", Provider::Generic),
+    ] {
+        assert_eq!(by(name).provider, provider, "{name}");
+    }
+    assert_eq!(
+        by("github").max_lifetime,
+        std::time::Duration::from_secs(900)
+    );
+    assert_eq!(
+        by("gitlab").max_lifetime,
+        std::time::Duration::from_secs(7200)
+    );
+    assert_eq!(
+        by("local").max_lifetime,
+        std::time::Duration::from_secs(3600)
+    );
+}
+
+/// Every preset from the provider table, with its parameter.
+#[test]
+fn every_preset_of_the_table_loads() {
+    let org = "c9035eb6-6eb2-4c85-8a81-d9ed6a1d1d1e";
+    // (preset, parameter line, issuer URL, provider)
+    let table = [
+        (
+            "github",
+            "",
+            "https://token.actions.githubusercontent.com",
+            Provider::Github,
+        ),
+        (
+            "github-enterprise",
+            "enterprise = \"acme\"",
+            "https://token.actions.githubusercontent.com/acme",
+            Provider::Github,
+        ),
+        (
+            "github-server",
+            "host = \"ghe.acme.internal\"",
+            "https://ghe.acme.internal/_services/token",
+            Provider::Github,
+        ),
+        ("gitlab", "", "https://gitlab.com", Provider::Gitlab),
+        (
+            "buildkite",
+            "",
+            "https://agent.buildkite.com",
+            Provider::Buildkite,
+        ),
+        (
+            "circleci",
+            &format!("organization = \"{org}\""),
+            &format!("https://oidc.circleci.com/org/{org}"),
+            Provider::Circleci,
+        ),
+        (
+            "bitbucket",
+            "workspace = \"acme\"",
+            "https://api.bitbucket.org/2.0/workspaces/acme/pipelines-config/identity/oidc",
+            Provider::Bitbucket,
+        ),
+        (
+            "azure-devops",
+            &format!("organization = \"{org}\""),
+            &format!("https://vstoken.dev.azure.com/{org}"),
+            Provider::AzureDevops,
+        ),
+        (
+            "forgejo",
+            "url = \"https://codeberg.org/\"",
+            "https://codeberg.org/api/actions",
+            Provider::Forgejo,
+        ),
+    ];
+    for (preset, param, url, provider) in table {
+        let c = parse(&format!("[issuers.x]\npreset = \"{preset}\"\n{param}\n"))
+            .unwrap_or_else(|e| panic!("{preset}: {e}"));
+        assert_eq!(c.issuers[0].issuer, url, "{preset}");
+        assert_eq!(c.issuers[0].provider, provider, "{preset}");
+    }
+    assert_eq!(table.len(), crate::provider::PRESETS.len());
+}
+
+/// `provider =` names the provider of a stand-in or proxied URL; without
+/// it, only an exact well-known URL names one; a well-known URL keeps its
+/// own provider.
+#[test]
+fn the_provider_of_an_explicit_issuer() {
+    // (entry, provider, or the error it gives)
+    let table: &[(&str, Result<Provider, &str>)] = &[
+        (
+            "issuer = \"http://127.0.0.1:8403\"\nprovider = \"buildkite\"",
+            Ok(Provider::Buildkite),
+        ),
+        ("issuer = \"http://127.0.0.1:8403\"", Ok(Provider::Generic)),
+        (
+            "issuer = \"https://agent.buildkite.com\"",
+            Ok(Provider::Buildkite),
+        ),
+        (
+            "issuer = \"https://agent.buildkite.com\"\nprovider = \"buildkite\"",
+            Ok(Provider::Buildkite),
+        ),
+        (
+            "issuer = \"https://token.actions.githubusercontent.com/acme\"",
+            Ok(Provider::Github),
+        ),
+        (
+            "issuer = \"https://ghe.example.com/_services/token\"",
+            Ok(Provider::Generic),
+        ),
+        (
+            "issuer = \"https://ghe.example.com/_services/token\"\nprovider = \"github\"",
+            Ok(Provider::Github),
+        ),
+        // A well-known shared issuer cannot lose its tenant check.
+        (
+            "issuer = \"https://agent.buildkite.com\"\nprovider = \"generic\"",
+            Err(
+                "issuers.x.provider`: \"https://agent.buildkite.com\" is Buildkite's issuer; write provider = \"buildkite\"",
+            ),
+        ),
+        (
+            "issuer = \"https://gitlab.com\"\nprovider = \"github\"",
+            Err("is GitLab CI's issuer; write provider = \"gitlab\""),
+        ),
+        (
+            "issuer = \"https://a.example\"\nprovider = \"jenkins\"",
+            Err("unknown variant `jenkins`"),
+        ),
+        (
+            "preset = \"github\"\nprovider = \"github\"",
+            Err("issuers.x.provider`: preset \"github\" is the \"github\" provider already"),
+        ),
+        (
+            "preset = \"buildkite\"\nworkspace = \"acme\"",
+            Err("issuers.x.workspace`: `workspace` does not apply to preset \"buildkite\""),
+        ),
+        (
+            "preset = \"circleci\"",
+            Err("preset \"circleci\" needs `organization`, e.g. organization = \""),
+        ),
+        (
+            "preset = \"circleci\"\norganization = \"acme\"",
+            Err("issuers.x.organization`: write the organisation's id, a UUID"),
+        ),
+        (
+            "preset = \"github-server\"\nhost = \"evil.example/x\"",
+            Err("issuers.x.host`: write the host name only"),
+        ),
+        (
+            "issuer = \"https://a.example\"\nworkspace = \"acme\"",
+            Err("`workspace` only applies with a preset"),
+        ),
+    ];
+    for (entry, want) in table {
+        let got = parse(&format!("[issuers.x]\n{entry}\n")).map(|c| c.issuers[0].provider);
+        match (want, got) {
+            (Ok(p), Ok(got)) => assert_eq!(got, *p, "{entry}"),
+            (Err(fragment), Err(e)) => assert!(e.contains(fragment), "{entry}: {e}"),
+            (want, got) => panic!("{entry}: want {want:?}, got {got:?}"),
+        }
+    }
 }
 
 #[test]
@@ -161,8 +332,16 @@ fn vault_auth_and_address_are_checked() {
 fn the_shipped_example_config_loads() {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jobkey.toml");
     let c = Config::load(&p).unwrap();
-    assert!(c.issuers.iter().any(|i| i.name == "github"));
-    assert!(c.issuers.iter().any(|i| i.name == "gitlab"));
+    // The demo's stand-ins are on loopback; `provider =` names each, so
+    // the Buildkite one gets the shared issuer's tenant check.
+    for (name, provider) in [
+        ("github", Provider::Github),
+        ("gitlab", Provider::Gitlab),
+        ("buildkite", Provider::Buildkite),
+    ] {
+        let i = c.issuers.iter().find(|i| i.name == name);
+        assert_eq!(i.map(|i| i.provider), Some(provider), "{name}");
+    }
 }
 
 #[test]

@@ -1,9 +1,12 @@
 //! Claims shaped like each CI provider's ID tokens (GitHub, GitLab,
-//! Buildkite), for tests and
-//! the demo. Values are the example organisation's (`acme/api`), matching the
-//! example policies in `policies/`.
+//! Buildkite), for tests and the demo. Values are the example
+//! organisation's (`acme/api`), matching the example policies in
+//! `policies/`. The claim names are spelt out here, as the providers send
+//! them; a test of `crate::provider` checks that they fit the table.
 
 use serde_json::{Map, Value, json};
+
+use crate::provider::Provider;
 
 /// The providers the dev issuer can imitate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -15,6 +18,15 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// The provider whose tokens this shape imitates.
+    pub fn provider(self) -> Provider {
+        match self {
+            Shape::Github => Provider::Github,
+            Shape::Gitlab => Provider::Gitlab,
+            Shape::Buildkite => Provider::Buildkite,
+        }
+    }
+
     /// Typical lifetime of the provider's tokens, in seconds.
     pub fn lifetime(self) -> u64 {
         match self {
@@ -102,9 +114,8 @@ fn gitlab(iss: &str, aud: &str, now: u64) -> Value {
     })
 }
 
-/// Buildkite's issuer (`https://agent.buildkite.com`) is shared by every
-/// organization: a policy must bind `organization_slug` or
-/// `organization_id`.
+/// Buildkite's issuer is shared by every organization: a policy must bind
+/// the organization (see the provider table's tenant claims).
 fn buildkite(iss: &str, aud: &str, now: u64) -> Value {
     let sha = "5e4c7a1d2b3f4e5a6b7c8d9e0f1a2b3c4d5e6f70";
     json!({

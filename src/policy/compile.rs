@@ -1,19 +1,28 @@
 //! The checked form of a policy file: every name resolved, every pattern
 //! compiled, every rule shaped as its effect requires. A [`CompiledEnv`]
 //! that exists is one `eval.rs` can use without further checks.
+//!
+//! [`compile`] runs the file's steps in order (the environment's `max_ttl`,
+//! its credentials, its `require:`, its rules, the index); [`compile_rule`]
+//! the rule's (name, issuer, conditions, inherited requirements,
+//! satisfiability, tenant, grant, ttl). Each step checks one thing and says
+//! where it went wrong.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
-use super::CredentialSource;
-use super::credential;
+use super::PolicyIssuer;
+use super::credential::{self, CredentialSource};
 use super::error::PolicyError;
 use super::index::Index;
-use super::issuers::PolicyIssuer;
 use super::matcher::{ClaimPath, Matcher};
-use super::parse::{Effect, RawCredential, RawFile, RawMatcher, RawRule, position};
+use super::parse::{
+    Effect, OrderedMap, RawCredential, RawFile, RawMatcher, RawRule, Ttl, position,
+};
+use crate::provider::Provider;
 
 /// One environment, ready for decisions.
 #[derive(Debug)]
@@ -39,10 +48,12 @@ pub(crate) struct Credential {
 pub(crate) struct Rule {
     pub name: String,
     /// `name`, shared by every failure report of this rule (no copy).
-    pub shared_name: std::sync::Arc<str>,
+    pub shared_name: Arc<str>,
     pub description: Option<String>,
     pub effect: Effect,
     pub issuer: String,
+    /// The issuer's provider, for the tools.
+    pub provider: Provider,
     /// All must hold. For allow rules the file's `require` conditions come
     /// first (marked `inherited`), then the rule's own, in file order.
     pub conditions: Vec<Condition>,
@@ -60,8 +71,8 @@ pub(crate) struct Condition {
     pub matcher: Matcher,
     /// The claim as written and `matcher.describe()`, rendered once here
     /// so a denial shares them instead of formatting them again.
-    pub shown_claim: std::sync::Arc<str>,
-    pub expected: std::sync::Arc<str>,
+    pub shown_claim: Arc<str>,
+    pub expected: Arc<str>,
     /// From the file's `require:` rather than the rule itself.
     pub inherited: bool,
     pub line: Option<usize>,
@@ -78,87 +89,89 @@ pub(crate) fn valid_environment_name(name: &str) -> bool {
     chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
+/// What the rules of one file are compiled against.
+struct FileScope<'a> {
+    file: &'a str,
+    issuers: &'a [PolicyIssuer],
+    /// The file's credential names, in file order.
+    credentials: &'a [String],
+    /// The file's compiled `require:`.
+    requirements: &'a [Condition],
+}
+
 /// Compiles one parsed file against the configured issuers.
 pub(crate) fn compile(
     file: &str,
     raw: RawFile,
     issuers: &[PolicyIssuer],
 ) -> Result<CompiledEnv, PolicyError> {
-    let env_err = |location: Option<Location>, message: String| {
-        let (line, column) = location.map(position).unwrap_or((None, None));
-        PolicyError::InvalidEnvironment {
-            file: file.to_owned(),
-            line,
-            column,
-            message,
-        }
-    };
-
-    let max_ttl = match raw.max_ttl {
-        Some(Spanned {
-            value, referenced, ..
-        }) if value.0.is_zero() => {
-            return Err(env_err(
-                Some(referenced),
-                "max_ttl is zero; no credential could be issued (omit it for no ceiling)".into(),
-            ));
-        }
-        Some(ttl) => Some(ttl.value.0),
-        None => None,
-    };
-
-    let raw_credentials = raw.credentials.map(|m| m.0).unwrap_or_default();
-    if raw_credentials.is_empty() {
-        return Err(env_err(
-            None,
-            "this environment offers no credentials; add a `credentials:` section (or delete the file)"
-                .into(),
-        ));
-    }
-    let mut order = Vec::with_capacity(raw_credentials.len());
-    let mut credentials = HashMap::with_capacity(raw_credentials.len());
-    for (name, credential) in raw_credentials {
-        let compiled = compile_credential(file, &name, credential)?;
-        order.push(name.value.clone());
-        credentials.insert(name.value, compiled);
-    }
-
+    let max_ttl = compile_max_ttl(file, raw.max_ttl)?;
+    let (credentials, credential_order) = compile_credentials(file, raw.credentials)?;
     let requirements = compile_requirements(file, raw.require)?;
-
-    let raw_rules = raw.rules.unwrap_or_default();
-    if raw_rules.is_empty() {
-        return Err(env_err(
-            None,
-            "this environment has no rules, so it admits no job; add a `rules:` section".into(),
-        ));
-    }
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let mut rules = Vec::with_capacity(raw_rules.len());
-    for rule in raw_rules {
-        let (line, column) = position(rule.value.name.referenced);
-        let name = rule.value.name.value.clone();
-        if let Some(first_line) = seen.get(&name) {
-            return Err(PolicyError::DuplicateRule {
-                file: file.to_owned(),
-                line,
-                column,
-                rule: name,
-                first_line: *first_line,
-            });
-        }
-        seen.insert(name, line.unwrap_or(0));
-        rules.push(compile_rule(file, rule, issuers, &order, &requirements)?);
-    }
-
+    let scope = FileScope {
+        file,
+        issuers,
+        credentials: &credential_order,
+        requirements: &requirements,
+    };
+    let rules = compile_rules(&scope, raw.rules)?;
     let index = Index::build(&rules);
     Ok(CompiledEnv {
         file: file.to_owned(),
         max_ttl,
         credentials,
-        credential_order: order,
+        credential_order,
         rules,
         index,
     })
+}
+
+/// An error about the whole environment (at `location` when known).
+fn env_error(file: &str, location: Option<Location>, message: impl Into<String>) -> PolicyError {
+    let (line, column) = location.map(position).unwrap_or((None, None));
+    PolicyError::InvalidEnvironment {
+        file: file.to_owned(),
+        line,
+        column,
+        message: message.into(),
+    }
+}
+
+/// The environment's `max_ttl`: positive when given.
+fn compile_max_ttl(file: &str, raw: Option<Spanned<Ttl>>) -> Result<Option<Duration>, PolicyError> {
+    match raw {
+        Some(ttl) if ttl.value.0.is_zero() => Err(env_error(
+            file,
+            Some(ttl.referenced),
+            "max_ttl is zero; no credential could be issued (omit it for no ceiling)",
+        )),
+        Some(ttl) => Ok(Some(ttl.value.0)),
+        None => Ok(None),
+    }
+}
+
+/// The `credentials:` section: at least one, each compiled; with the names
+/// in file order.
+fn compile_credentials(
+    file: &str,
+    raw: Option<OrderedMap<Spanned<RawCredential>>>,
+) -> Result<(HashMap<String, Credential>, Vec<String>), PolicyError> {
+    let raw = raw.map(|m| m.0).unwrap_or_default();
+    if raw.is_empty() {
+        return Err(env_error(
+            file,
+            None,
+            "this environment offers no credentials; add a `credentials:` section (or delete the file)",
+        ));
+    }
+    let mut order = Vec::with_capacity(raw.len());
+    let mut credentials = HashMap::with_capacity(raw.len());
+    for (name, credential) in raw {
+        let compiled = compile_credential(file, &name, credential)?;
+        order.push(name.value.clone());
+        credentials.insert(name.value, compiled);
+    }
+    Ok((credentials, order))
 }
 
 fn compile_credential(
@@ -179,52 +192,34 @@ fn compile_credential(
     if name.value.trim().is_empty() {
         return Err(err(name.referenced, "the credential name is empty"));
     }
+    let mut raw = credential.value;
+    if raw.ttl.value.0.is_zero() {
+        return Err(err(
+            raw.ttl.referenced,
+            "ttl is zero; give a positive duration such as `10m`",
+        ));
+    }
+    let mut source =
+        credential::compile_kind(&mut raw).map_err(|m| err(credential.referenced, &m))?;
     let RawCredential {
-        kv,
-        database,
-        certificate,
-        kubeconfig,
-        vault_token,
-        ssh_certificate,
-        rabbitmq,
         wrap,
         wrap_ttl,
         ttl,
         ..
-    } = credential.value;
-    if ttl.value.0.is_zero() {
-        return Err(err(
-            ttl.referenced,
-            "ttl is zero; give a positive duration such as `10m`",
-        ));
-    }
-    let kinds = credential::RawKinds {
-        kv,
-        database,
-        certificate,
-        kubeconfig,
-        vault_token,
-        ssh_certificate,
-        rabbitmq,
-    };
-    let mut source = credential::compile_kind(kinds).map_err(|m| err(credential.referenced, &m))?;
+    } = raw;
     let wrap_ttl = match (wrap, wrap_ttl) {
-        (Some(false), Some(t)) => {
-            return Err(err(
-                t.referenced,
-                "`wrap: false` with `wrap_ttl`; remove one of them",
-            ));
-        }
+        (Some(false), Some(t)) => Err((
+            t.referenced,
+            "`wrap: false` with `wrap_ttl`; remove one of them",
+        )),
         (_, Some(t)) if t.value.0.is_zero() => {
-            return Err(err(
-                t.referenced,
-                "wrap_ttl is zero; give a positive duration",
-            ));
+            Err((t.referenced, "wrap_ttl is zero; give a positive duration"))
         }
-        (_, Some(t)) => Some(t.value.0),
-        (Some(true), None) => Some(credential::DEFAULT_WRAP_TTL),
-        _ => None,
-    };
+        (_, Some(t)) => Ok(Some(t.value.0)),
+        (Some(true), None) => Ok(Some(credential::DEFAULT_WRAP_TTL)),
+        _ => Ok(None),
+    }
+    .map_err(|(location, message)| err(location, message))?;
     if let Some(wrap_ttl) = wrap_ttl {
         source = CredentialSource::Wrapped {
             wrap_ttl,
@@ -261,19 +256,13 @@ fn compile_condition(
 /// The file's `require:` section.
 fn compile_requirements(
     file: &str,
-    raw: Option<super::parse::OrderedMap<Spanned<RawMatcher>>>,
+    raw: Option<OrderedMap<Spanned<RawMatcher>>>,
 ) -> Result<Vec<Condition>, PolicyError> {
     let mut out = Vec::new();
     for (claim, matcher) in raw.map(|m| m.0).unwrap_or_default() {
         let condition =
             compile_condition(claim, matcher, true).map_err(|(location, message)| {
-                let (line, column) = position(location);
-                PolicyError::InvalidEnvironment {
-                    file: file.to_owned(),
-                    line,
-                    column,
-                    message: format!("require: {message}"),
-                }
+                env_error(file, Some(location), format!("require: {message}"))
             })?;
         out.push(condition);
     }
@@ -333,13 +322,70 @@ fn contradiction(conditions: &[Condition]) -> Option<(&Condition, &Condition)> {
     None
 }
 
-fn compile_rule(
-    file: &str,
-    rule: Spanned<RawRule>,
-    issuers: &[PolicyIssuer],
-    credentials: &[String],
-    requirements: &[Condition],
-) -> Result<Rule, PolicyError> {
+/// The `rules:` section: at least one, names unique, each compiled.
+fn compile_rules(
+    scope: &FileScope<'_>,
+    raw: Option<Vec<Spanned<RawRule>>>,
+) -> Result<Vec<Rule>, PolicyError> {
+    let raw = raw.unwrap_or_default();
+    if raw.is_empty() {
+        return Err(env_error(
+            scope.file,
+            None,
+            "this environment has no rules, so it admits no job; add a `rules:` section",
+        ));
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut rules = Vec::with_capacity(raw.len());
+    for rule in raw {
+        let (line, column) = position(rule.value.name.referenced);
+        let name = rule.value.name.value.clone();
+        if let Some(first_line) = seen.get(&name) {
+            return Err(PolicyError::DuplicateRule {
+                file: scope.file.to_owned(),
+                line,
+                column,
+                rule: name,
+                first_line: *first_line,
+            });
+        }
+        seen.insert(name, line.unwrap_or(0));
+        rules.push(compile_rule(scope, rule)?);
+    }
+    Ok(rules)
+}
+
+/// Where a rule's errors go: its file and name.
+struct RuleErrors<'a> {
+    file: &'a str,
+    rule: &'a str,
+}
+
+impl RuleErrors<'_> {
+    fn at(&self, location: Location, message: impl Into<String>) -> PolicyError {
+        let (line, column) = position(location);
+        self.at_position(line, column, message)
+    }
+
+    fn at_position(
+        &self,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: impl Into<String>,
+    ) -> PolicyError {
+        PolicyError::InvalidRule {
+            file: self.file.to_owned(),
+            line,
+            column,
+            rule: self.rule.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One rule, step by step.
+fn compile_rule(scope: &FileScope<'_>, rule: Spanned<RawRule>) -> Result<Rule, PolicyError> {
+    let whole = rule.referenced;
     let RawRule {
         name,
         description,
@@ -349,192 +395,21 @@ fn compile_rule(
         grant,
         ttl,
     } = rule.value;
-    let err = |location: Location, message: String| {
-        let (line, column) = position(location);
-        PolicyError::InvalidRule {
-            file: file.to_owned(),
-            line,
-            column,
-            rule: name.value.clone(),
-            message,
-        }
+    let errors = RuleErrors {
+        file: scope.file,
+        rule: &name.value,
     };
     if name.value.trim().is_empty() {
-        return Err(err(name.referenced, "the rule name is empty".into()));
+        return Err(errors.at(name.referenced, "the rule name is empty"));
     }
     let effect = effect.unwrap_or(Effect::Allow);
-
-    let Some(issuer_info) = issuers.iter().find(|i| i.name == issuer.value) else {
-        let (line, column) = position(issuer.referenced);
-        return Err(PolicyError::UnknownIssuer {
-            file: file.to_owned(),
-            line,
-            column,
-            rule: name.value.clone(),
-            issuer: issuer.value,
-            configured: issuers.iter().map(|i| i.name.clone()).collect(),
-        });
-    };
-
-    let claims = claims.map(|m| m.0).unwrap_or_default();
-    if claims.is_empty() {
-        return Err(err(
-            rule.referenced,
-            "no claim conditions; a rule must bind at least one claim (bind repository_id / project_id and ref, not only the audience)".into(),
-        ));
-    }
-    let mut own = Vec::with_capacity(claims.len());
-    for (claim, matcher) in claims {
-        own.push(
-            compile_condition(claim, matcher, false)
-                .map_err(|(location, message)| err(location, message))?,
-        );
-    }
-    if let Some(dup) = own.iter().enumerate().find_map(|(i, a)| {
-        own.iter()
-            .skip(i + 1)
-            .find(|b| b.claim.segments == a.claim.segments)
-            .map(|b| (a, b))
-    }) {
-        let (a, b) = dup;
-        let (line, column) = (b.line, b.column);
-        return Err(PolicyError::InvalidRule {
-            file: file.to_owned(),
-            line,
-            column,
-            rule: name.value.clone(),
-            message: format!(
-                "claim `{}` is the same claim as `{}` (line {}); write one condition (a list is any-of)",
-                b.claim.written,
-                a.claim.written,
-                a.line.unwrap_or(0)
-            ),
-        });
-    }
-    // Allow rules inherit the file's requirements; deny rules are never
-    // narrowed by them (narrowing a deny rule would only weaken it).
-    let conditions: Vec<Condition> = match effect {
-        Effect::Allow => requirements.iter().cloned().chain(own).collect(),
-        Effect::Deny => own,
-    };
-    if let Some((a, b)) = contradiction(&conditions) {
-        let origin = |c: &Condition| {
-            if c.inherited {
-                format!("require, line {}", c.line.unwrap_or(0))
-            } else {
-                format!("line {}", c.line.unwrap_or(0))
-            }
-        };
-        return Err(PolicyError::InvalidRule {
-            file: file.to_owned(),
-            line: b.line,
-            column: b.column,
-            rule: name.value.clone(),
-            message: format!(
-                "can never match: claim `{}` must be {} ({}) and {} ({}); no value is both",
-                b.claim.written,
-                a.matcher.describe(),
-                origin(a),
-                b.matcher.describe(),
-                origin(b)
-            ),
-        });
-    }
-
-    // A shared issuer (Buildkite, CircleCI) signs tokens for every
-    // organisation: an allow rule that does not pin the tenant admits them all.
-    if effect == Effect::Allow && !issuer_info.tenant_claims.is_empty() {
-        let binds_tenant = conditions.iter().any(|c| {
-            c.claim
-                .top_level()
-                .is_some_and(|n| issuer_info.tenant_claims.iter().any(|t| t == n))
-                && c.matcher.exact_values().is_some()
-        });
-        if !binds_tenant {
-            return Err(err(
-                issuer.referenced,
-                format!(
-                    "issuer `{}` is shared by every organisation on it; bind {} to your organisation's exact value (for example `{}: \"acme\"`), in the rule or in the file's `require:`",
-                    issuer_info.name,
-                    issuer_info
-                        .tenant_claims
-                        .iter()
-                        .map(|t| format!("`{t}`"))
-                        .collect::<Vec<_>>()
-                        .join(" or "),
-                    issuer_info
-                        .tenant_claims
-                        .first()
-                        .map(String::as_str)
-                        .unwrap_or("tenant"),
-                ),
-            ));
-        }
-    }
-
-    let grant = match (effect, grant) {
-        (Effect::Allow, None) => {
-            return Err(err(
-                rule.referenced,
-                "an allow rule needs `grant:` naming the credentials it gives".into(),
-            ));
-        }
-        (Effect::Allow, Some(list)) if list.is_empty() => {
-            return Err(err(
-                rule.referenced,
-                "`grant: []` gives nothing; name at least one credential".into(),
-            ));
-        }
-        (Effect::Allow, Some(list)) => {
-            let mut names: Vec<String> = Vec::with_capacity(list.len());
-            for item in list {
-                if !credentials.contains(&item.value) {
-                    let (line, column) = position(item.referenced);
-                    return Err(PolicyError::UnknownCredential {
-                        file: file.to_owned(),
-                        line,
-                        column,
-                        rule: name.value.clone(),
-                        credential: item.value,
-                        available: credentials.into(),
-                    });
-                }
-                if names.contains(&item.value) {
-                    return Err(err(
-                        item.referenced,
-                        format!("grants `{}` twice", item.value),
-                    ));
-                }
-                names.push(item.value);
-            }
-            names
-        }
-        (Effect::Deny, Some(_)) => {
-            return Err(err(
-                rule.referenced,
-                "a deny rule grants nothing; remove `grant:` (or make it an allow rule)".into(),
-            ));
-        }
-        (Effect::Deny, None) => Vec::new(),
-    };
-
-    let ttl = match ttl {
-        Some(ttl) if ttl.value.0.is_zero() => {
-            return Err(err(
-                ttl.referenced,
-                "ttl is zero; give a positive duration or omit it".into(),
-            ));
-        }
-        Some(ttl) if effect == Effect::Deny => {
-            return Err(err(
-                ttl.referenced,
-                "a deny rule has no ttl; remove it".into(),
-            ));
-        }
-        Some(ttl) => Some(ttl.value.0),
-        None => None,
-    };
-
+    let issuer_info = resolve_issuer(scope, &name.value, &issuer)?;
+    let own = own_conditions(&errors, issuer_info.provider, whole, claims)?;
+    let conditions = with_requirements(effect, scope.requirements, own);
+    check_satisfiable(&errors, &conditions)?;
+    check_tenant_bound(&errors, effect, issuer_info, issuer.referenced, &conditions)?;
+    let grant = compile_grant(scope, &errors, effect, whole, grant)?;
+    let ttl = compile_rule_ttl(&errors, effect, ttl)?;
     let (line, column) = position(name.referenced);
     Ok(Rule {
         shared_name: name.value.as_str().into(),
@@ -542,6 +417,7 @@ fn compile_rule(
         description,
         effect,
         issuer: issuer.value,
+        provider: issuer_info.provider,
         conditions,
         grant,
         ttl,
@@ -550,10 +426,230 @@ fn compile_rule(
     })
 }
 
+/// The rule's issuer among the configured ones: a policy cannot add one.
+fn resolve_issuer<'s>(
+    scope: &FileScope<'s>,
+    rule: &str,
+    issuer: &Spanned<String>,
+) -> Result<&'s PolicyIssuer, PolicyError> {
+    scope
+        .issuers
+        .iter()
+        .find(|i| i.name == issuer.value)
+        .ok_or_else(|| {
+            let (line, column) = position(issuer.referenced);
+            PolicyError::UnknownIssuer {
+                file: scope.file.to_owned(),
+                line,
+                column,
+                rule: rule.to_owned(),
+                issuer: issuer.value.clone(),
+                configured: scope.issuers.iter().map(|i| i.name.clone()).collect(),
+            }
+        })
+}
+
+/// The rule's own `claims:`: at least one, each claim once.
+fn own_conditions(
+    errors: &RuleErrors<'_>,
+    provider: Provider,
+    whole: Location,
+    claims: Option<OrderedMap<Spanned<RawMatcher>>>,
+) -> Result<Vec<Condition>, PolicyError> {
+    let claims = claims.map(|m| m.0).unwrap_or_default();
+    if claims.is_empty() {
+        let repository = match provider.project_claims() {
+            [] => "the repository".to_owned(),
+            ids => format!("the repository by its id (`{}`)", ids.join("`, `")),
+        };
+        return Err(errors.at(
+            whole,
+            format!(
+                "no claim conditions; a rule must bind at least one claim (bind {repository} and the ref, not only the audience)"
+            ),
+        ));
+    }
+    let own = claims
+        .into_iter()
+        .map(|(claim, matcher)| {
+            compile_condition(claim, matcher, false)
+                .map_err(|(location, message)| errors.at(location, message))
+        })
+        .collect::<Result<Vec<Condition>, PolicyError>>()?;
+    let duplicate = own.iter().enumerate().find_map(|(i, a)| {
+        own.iter()
+            .skip(i + 1)
+            .find(|b| b.claim.segments == a.claim.segments)
+            .map(|b| (a, b))
+    });
+    if let Some((a, b)) = duplicate {
+        return Err(errors.at_position(
+            b.line,
+            b.column,
+            format!(
+                "claim `{}` is the same claim as `{}` (line {}); write one condition (a list is any-of)",
+                b.claim.written,
+                a.claim.written,
+                a.line.unwrap_or(0)
+            ),
+        ));
+    }
+    Ok(own)
+}
+
+/// Allow rules inherit the file's requirements, checked first; deny rules
+/// are never narrowed by them (narrowing a deny rule would only weaken it).
+fn with_requirements(
+    effect: Effect,
+    requirements: &[Condition],
+    own: Vec<Condition>,
+) -> Vec<Condition> {
+    match effect {
+        Effect::Allow => requirements.iter().cloned().chain(own).collect(),
+        Effect::Deny => own,
+    }
+}
+
+/// No two conditions on one claim contradict each other.
+fn check_satisfiable(errors: &RuleErrors<'_>, conditions: &[Condition]) -> Result<(), PolicyError> {
+    let Some((a, b)) = contradiction(conditions) else {
+        return Ok(());
+    };
+    let origin = |c: &Condition| {
+        if c.inherited {
+            format!("require, line {}", c.line.unwrap_or(0))
+        } else {
+            format!("line {}", c.line.unwrap_or(0))
+        }
+    };
+    Err(errors.at_position(
+        b.line,
+        b.column,
+        format!(
+            "can never match: claim `{}` must be {} ({}) and {} ({}); no value is both",
+            b.claim.written,
+            a.matcher.describe(),
+            origin(a),
+            b.matcher.describe(),
+            origin(b)
+        ),
+    ))
+}
+
+/// A shared issuer signs tokens for every tenant on it: an allow rule that
+/// does not bind one of the provider's tenant claims to exact values (in
+/// the rule or through `require:`) admits them all.
+fn check_tenant_bound(
+    errors: &RuleErrors<'_>,
+    effect: Effect,
+    issuer: &PolicyIssuer,
+    at: Location,
+    conditions: &[Condition],
+) -> Result<(), PolicyError> {
+    let tenant_claims = issuer.tenant_claims();
+    if effect == Effect::Deny || tenant_claims.is_empty() {
+        return Ok(());
+    }
+    let binds_tenant = conditions.iter().any(|c| {
+        c.claim
+            .top_level()
+            .is_some_and(|n| tenant_claims.contains(&n))
+            && c.matcher.exact_values().is_some()
+    });
+    if binds_tenant {
+        return Ok(());
+    }
+    Err(errors.at(
+        at,
+        format!(
+            "issuer `{}` is shared by every organisation on {}; bind {} to your organisation's exact value, in the rule or in the file's `require:`",
+            issuer.name,
+            issuer.provider.title(),
+            tenant_claims
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+        ),
+    ))
+}
+
+/// `grant:`: an allow rule names the file's credentials, each once; a deny
+/// rule grants nothing.
+fn compile_grant(
+    scope: &FileScope<'_>,
+    errors: &RuleErrors<'_>,
+    effect: Effect,
+    whole: Location,
+    grant: Option<Vec<Spanned<String>>>,
+) -> Result<Vec<String>, PolicyError> {
+    let list = match (effect, grant) {
+        (Effect::Deny, None) => return Ok(Vec::new()),
+        (Effect::Deny, Some(_)) => {
+            return Err(errors.at(
+                whole,
+                "a deny rule grants nothing; remove `grant:` (or make it an allow rule)",
+            ));
+        }
+        (Effect::Allow, None) => {
+            return Err(errors.at(
+                whole,
+                "an allow rule needs `grant:` naming the credentials it gives",
+            ));
+        }
+        (Effect::Allow, Some(list)) if list.is_empty() => {
+            return Err(errors.at(
+                whole,
+                "`grant: []` gives nothing; name at least one credential",
+            ));
+        }
+        (Effect::Allow, Some(list)) => list,
+    };
+    let mut names: Vec<String> = Vec::with_capacity(list.len());
+    for item in list {
+        if !scope.credentials.contains(&item.value) {
+            let (line, column) = position(item.referenced);
+            return Err(PolicyError::UnknownCredential {
+                file: scope.file.to_owned(),
+                line,
+                column,
+                rule: errors.rule.to_owned(),
+                credential: item.value,
+                available: scope.credentials.into(),
+            });
+        }
+        if names.contains(&item.value) {
+            return Err(errors.at(item.referenced, format!("grants `{}` twice", item.value)));
+        }
+        names.push(item.value);
+    }
+    Ok(names)
+}
+
+/// The rule's `ttl`: positive, and allow rules only.
+fn compile_rule_ttl(
+    errors: &RuleErrors<'_>,
+    effect: Effect,
+    ttl: Option<Spanned<Ttl>>,
+) -> Result<Option<Duration>, PolicyError> {
+    match ttl {
+        Some(ttl) if ttl.value.0.is_zero() => Err(errors.at(
+            ttl.referenced,
+            "ttl is zero; give a positive duration or omit it",
+        )),
+        Some(ttl) if effect == Effect::Deny => {
+            Err(errors.at(ttl.referenced, "a deny rule has no ttl; remove it"))
+        }
+        Some(ttl) => Ok(Some(ttl.value.0)),
+        None => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::PolicySet;
     use super::*;
+    use crate::policy::PolicySet;
+    use crate::policy::test_support::compile as compile_sources;
 
     const CREDS: &str = "credentials:\n  db:\n    kv: {mount: secret, path: p}\n    ttl: 10m\n  cfg:\n    kv: {mount: secret, path: q}\n    ttl: 5m\n";
 
@@ -562,24 +658,26 @@ mod tests {
     }
 
     fn load(files: &[(&str, &str)]) -> Result<PolicySet, PolicyError> {
-        let sources: Vec<(String, String)> = files
-            .iter()
-            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
-            .collect();
-        PolicySet::from_sources(&sources, &issuers())
+        compile_sources(files, &issuers())
     }
 
     fn rules(body: &str) -> String {
         format!("{CREDS}rules:\n{body}")
     }
 
+    /// A file with one rule `r` for `issuer`, with these claims (a flow
+    /// mapping's inside) and `grant: [db]`: its `issuer:` is on line 10
+    /// and its claims on line 11.
+    fn rule_for(issuer: &str, claims: &str) -> String {
+        rules(&format!(
+            "  - name: r\n    issuer: {issuer}\n    claims: {{{claims}}}\n    grant: [db]\n"
+        ))
+    }
+
     #[test]
     fn valid_file_compiles() {
-        let set = load(&[(
-            "prod.yaml",
-            &rules("  - name: r\n    issuer: github\n    claims: {repository: acme/api}\n    grant: [db]\n"),
-        )])
-        .expect("valid");
+        let set =
+            load(&[("prod.yaml", &rule_for("github", "repository: acme/api"))]).expect("valid");
         assert_eq!(set.environments().collect::<Vec<_>>(), vec!["prod"]);
     }
 
@@ -587,112 +685,112 @@ mod tests {
     /// `file:line:column:` (or `file:`) and says what is wrong.
     #[test]
     fn compile_errors_name_file_line_and_fix() {
-        let r = "  - name: r\n    issuer: github\n    claims: {repository: acme/api}\n";
         // Lines: credentials take 1..=7, `rules:` is 8, the first rule starts at 9.
+        let r = "  - name: r\n    issuer: github\n    claims: {repository: acme/api}\n";
+        let r_with = |rest: &str| rules(&format!("{r}{rest}"));
+        let credential = |body: &str| format!("credentials:\n  db:\n{body}rules: []\n");
+        // (file, the error's `line:column`, or "" for the whole file, what it says)
         let table: Vec<(String, &str, &str)> = vec![
             (
-                rules("  - name: r\n    issuer: githubb\n    claims: {a: b}\n    grant: [db]\n"),
-                "e.yaml:10:13: ",
+                rule_for("githubb", "a: b"),
+                "10:13",
                 "issuer `githubb`, which is not configured (configured: github, gitlab)",
             ),
             (
-                rules(&format!("{r}    grant: [db, deploy-dbb]\n")),
-                "e.yaml:12:17: ",
+                r_with("    grant: [db, deploy-dbb]\n"),
+                "12:17",
                 "grants `deploy-dbb`, which is not among this file's credentials (db, cfg)",
             ),
             (
-                rules(&format!("{r}    grant: [db]\n{r}    grant: [cfg]\n")),
-                "e.yaml:13:11: ",
+                r_with(&format!("    grant: [db]\n{r}    grant: [cfg]\n")),
+                "13:11",
                 "rule name `r` is already used at line 9",
             ),
-            (
-                rules("  - name: r\n    issuer: github\n    claims: {}\n    grant: [db]\n"),
-                "e.yaml:9:5: ",
-                "no claim conditions",
-            ),
+            (rule_for("github", ""), "9:5", "no claim conditions"),
             (
                 rules("  - name: r\n    issuer: github\n    grant: [db]\n"),
-                "e.yaml:9:5: ",
+                "9:5",
                 "no claim conditions",
             ),
             (
-                rules("  - name: r\n    issuer: github\n    claims: {ref: {glob: \"\"}}\n    grant: [db]\n"),
-                "e.yaml:11:19: ",
+                rule_for("github", "ref: {glob: \"\"}"),
+                "11:19",
                 "claim `ref`: the glob pattern is empty",
             ),
             (
-                rules("  - name: r\n    issuer: github\n    claims: {ref: [a, {glob: \"\"}]}\n    grant: [db]\n"),
-                "e.yaml:11:19: ",
+                rule_for("github", "ref: [a, {glob: \"\"}]"),
+                "11:19",
                 "claim `ref`: the glob pattern is empty",
             ),
             (
-                rules("  - name: r\n    issuer: github\n    claims: {ref: []}\n    grant: [db]\n"),
-                "e.yaml:11:19: ",
+                rule_for("github", "ref: []"),
+                "11:19",
                 "claim `ref`: the list is empty",
             ),
+            (rules(r), "9:5", "an allow rule needs `grant:`"),
             (
-                rules(r),
-                "e.yaml:9:5: ",
-                "an allow rule needs `grant:`",
-            ),
-            (
-                rules(&format!("{r}    grant: []\n")),
-                "e.yaml:9:5: ",
+                r_with("    grant: []\n"),
+                "9:5",
                 "`grant: []` gives nothing",
             ),
             (
-                rules(&format!("{r}    grant: [db, db]\n")),
-                "e.yaml:12:17: ",
+                r_with("    grant: [db, db]\n"),
+                "12:17",
                 "grants `db` twice",
             ),
             (
-                rules(&format!("{r}    effect: deny\n    grant: [db]\n")),
-                "e.yaml:9:5: ",
+                r_with("    effect: deny\n    grant: [db]\n"),
+                "9:5",
                 "a deny rule grants nothing",
             ),
             (
-                rules(&format!("{r}    grant: [db]\n    ttl: 0s\n")),
-                "e.yaml:13:10: ",
+                r_with("    grant: [db]\n    ttl: 0s\n"),
+                "13:10",
                 "ttl is zero",
             ),
             (
-                "credentials:\n  db:\n    kv: {mount: secret, path: p}\n    ttl: 0s\nrules: []\n".into(),
-                "e.yaml:4:10: ",
+                credential("    kv: {mount: secret, path: p}\n    ttl: 0s\n"),
+                "4:10",
                 "credential `db`: ttl is zero",
             ),
             (
-                "credentials:\n  db:\n    ttl: 1m\nrules: []\n".into(),
-                "e.yaml:3:5: ",
+                credential("    ttl: 1m\n"),
+                "3:5",
                 "credential `db`: no credential kind",
             ),
             (
-                "credentials:\n  db:\n    kv: {mount: \"\", path: p}\n    ttl: 1m\nrules: []\n".into(),
-                "e.yaml:3:5: ",
+                credential("    kv: {mount: \"\", path: p}\n    ttl: 1m\n"),
+                "3:5",
                 "must not be empty",
             ),
             (
-                "credentials:\n  db:\n    kv: {mount: s, path: p, fields: []}\n    ttl: 1m\nrules: []\n".into(),
-                "e.yaml:3:5: ",
+                credential("    kv: {mount: s, path: p, fields: []}\n    ttl: 1m\n"),
+                "3:5",
                 "omit `fields`",
             ),
             (
-                format!("max_ttl: 0s\n{}", rules(&format!("{r}    grant: [db]\n"))),
-                "e.yaml:1:10: ",
+                format!("max_ttl: 0s\n{}", r_with("    grant: [db]\n")),
+                "1:10",
                 "max_ttl is zero",
             ),
-            (String::new(), "e.yaml: ", "offers no credentials"),
-            ("# only a comment\n".into(), "e.yaml: ", "offers no credentials"),
-            (CREDS.into(), "e.yaml: ", "has no rules"),
-            (rules("  []\n"), "e.yaml: ", "has no rules"),
+            (String::new(), "", "offers no credentials"),
+            ("# only a comment\n".into(), "", "offers no credentials"),
+            (CREDS.into(), "", "has no rules"),
+            (rules("  []\n"), "", "has no rules"),
         ];
-        for (src, position, fragment) in &table {
+        for (src, at, fragment) in &table {
             let err = match load(&[("e.yaml", src)]) {
                 Err(err) => err,
                 Ok(_) => panic!("expected an error for:\n{src}"),
             };
+            let position = if at.is_empty() {
+                "e.yaml: ".to_owned()
+            } else {
+                format!("e.yaml:{at}: ")
+            };
             let text = err.to_string();
             assert!(
-                text.starts_with(position),
+                text.starts_with(&position),
                 "want {position:?}, got {text:?}\n{src}"
             );
             assert!(text.contains(fragment), "want {fragment:?} in {text:?}");
@@ -702,7 +800,7 @@ mod tests {
 
     #[test]
     fn environment_names_and_duplicates() {
-        let ok = rules("  - name: r\n    issuer: github\n    claims: {a: b}\n    grant: [db]\n");
+        let ok = rule_for("github", "a: b");
         for bad in [
             "Prod.yaml",
             "-x.yaml",
@@ -751,7 +849,7 @@ mod tests {
     fn language_compile_errors() {
         let shared = vec![
             PolicyIssuer::from_url("buildkite", "https://agent.buildkite.com"),
-            PolicyIssuer::from_url("circleci", "https://oidc.circleci.com/org/1f4e"),
+            PolicyIssuer::new("circleci", Provider::Circleci, None),
             PolicyIssuer::named("github"),
         ];
         let load =
@@ -819,23 +917,17 @@ mod tests {
                 "require: claim `a`: the glob pattern is empty",
             ),
             (
-                rules(
-                    "  - name: r\n    issuer: buildkite\n    claims: {pipeline_slug: deploy}\n    grant: [db]\n",
-                ),
+                rule_for("buildkite", "pipeline_slug: deploy"),
                 "e.yaml:10:13: ",
-                "issuer `buildkite` is shared by every organisation on it; bind `organization_slug` or `organization_id`",
+                "issuer `buildkite` is shared by every organisation on Buildkite; bind `organization_id` or `organization_slug` to your organisation's exact value",
             ),
             (
-                rules(
-                    "  - name: r\n    issuer: buildkite\n    claims: {organization_slug: {glob: \"acme*\"}}\n    grant: [db]\n",
-                ),
+                rule_for("buildkite", "organization_slug: {glob: \"acme*\"}"),
                 "e.yaml:10:13: ",
                 "is shared by every organisation",
             ),
             (
-                rules(
-                    "  - name: r\n    issuer: circleci\n    claims: {oidc.circleci.com/project-id: p}\n    grant: [db]\n",
-                ),
+                rule_for("circleci", "oidc.circleci.com/project-id: p"),
                 "e.yaml:10:13: ",
                 "bind `oidc.circleci.com/org-id`",
             ),
@@ -858,14 +950,10 @@ mod tests {
         // Tenant bound exactly (in the rule or by require:) compiles; deny
         // rules on a shared issuer need no tenant.
         for ok in [
-            rules(
-                "  - name: r\n    issuer: buildkite\n    claims: {organization_slug: acme}\n    grant: [db]\n",
-            ),
+            rule_for("buildkite", "organization_slug: acme"),
             format!(
                 "require: {{organization_id: [\"1\", \"2\"]}}\n{}",
-                rules(
-                    "  - name: r\n    issuer: buildkite\n    claims: {pipeline_slug: x}\n    grant: [db]\n"
-                )
+                rule_for("buildkite", "pipeline_slug: x")
             ),
             rules(
                 "  - name: r\n    issuer: circleci\n    claims: {oidc.circleci.com/org-id: o1}\n    grant: [db]\n  - name: d\n    effect: deny\n    issuer: circleci\n    claims: {x: y}\n",
@@ -875,5 +963,86 @@ mod tests {
                 panic!("{e}\n{ok}");
             }
         }
+    }
+
+    /// Every provider's tenant check, whatever the issuer's URL: a stand-in
+    /// named with `provider =` gets it as the real issuer does. (provider,
+    /// URL, a rule without the tenant compiles?)
+    #[test]
+    fn tenant_check_follows_the_provider() {
+        let stand_in = "http://127.0.0.1:8403";
+        for provider in Provider::ALL {
+            let issuers = vec![PolicyIssuer::new("ci", provider, Some(stand_in.into()))];
+            let load = |claims: &str| {
+                compile_sources(&[("e.yaml", &rule_for("ci", claims))], &issuers)
+                    .err()
+                    .map(|e| e.to_string())
+            };
+            let open = load("pipeline: p");
+            if provider.is_shared() {
+                let err = open.unwrap_or_default();
+                assert!(
+                    err.starts_with(
+                        "e.yaml:10:13: rule `r`: issuer `ci` is shared by every organisation"
+                    ),
+                    "{provider:?}: {err}"
+                );
+                for tenant in provider.tenant_claims() {
+                    assert!(err.contains(&format!("`{tenant}`")), "{provider:?}: {err}");
+                    // Bound to an exact value (or a list of them): compiles.
+                    assert_eq!(
+                        load(&format!("{tenant}: t1, pipeline: p")),
+                        None,
+                        "{provider:?}"
+                    );
+                    assert_eq!(load(&format!("{tenant}: [t1, t2]")), None, "{provider:?}");
+                    // A pattern does not pin a tenant.
+                    assert!(
+                        load(&format!("{tenant}: {{glob: \"t*\"}}")).is_some(),
+                        "{provider:?}"
+                    );
+                }
+                // A deny rule needs no tenant.
+                let deny =
+                    rules("  - name: d\n    effect: deny\n    issuer: ci\n    claims: {x: y}\n");
+                let deny_only = format!(
+                    "{deny}  - name: r\n    issuer: ci\n    claims: {{{}: t}}\n    grant: [db]\n",
+                    provider.tenant_claims()[0]
+                );
+                assert!(
+                    compile_sources(&[("e.yaml", &deny_only)], &issuers).is_ok(),
+                    "{provider:?}"
+                );
+            } else {
+                assert_eq!(open, None, "{provider:?}");
+            }
+        }
+        // The demo's Buildkite stand-in, named by the shipped config: the
+        // staging policy binds the organisation, so it compiles.
+        let demo = crate::config::Config::load(std::path::Path::new("examples/jobkey.toml"))
+            .expect("the example config loads");
+        let issuers = PolicyIssuer::from_settings(&demo.issuers);
+        let buildkite = issuers
+            .iter()
+            .find(|i| i.name == "buildkite")
+            .expect("buildkite");
+        assert_eq!(buildkite.provider, Provider::Buildkite);
+        assert!(!buildkite.tenant_claims().is_empty());
+        let staging = std::fs::read_to_string("policies/staging.yaml").expect("staging");
+        assert!(compile_sources(&[("staging.yaml", &staging)], &issuers).is_ok());
+        let unbound = staging
+            .replace("      organization_slug: acme\n", "")
+            .replace(
+                "      organization_id: 0189a3c2-7d51-4e3b-9f0a-5b6c7d8e9f01\n",
+                "",
+            );
+        let err = compile_sources(&[("staging.yaml", &unbound)], &issuers)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("issuer `buildkite` is shared by every organisation on Buildkite"),
+            "{err}"
+        );
     }
 }

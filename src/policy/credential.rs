@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::CredentialSource;
+use super::parse::RawCredential;
 use super::template::{NameKind, Template};
 
 /// `database: {mount: database, role: app}`: a fresh database user per
@@ -113,18 +113,6 @@ pub(crate) struct RawRabbitmq {
     pub role: String,
 }
 
-/// The kind fields of one credential, taken out of `RawCredential`.
-#[derive(Default)]
-pub(crate) struct RawKinds {
-    pub kv: Option<super::parse::RawKv>,
-    pub database: Option<RawDatabase>,
-    pub certificate: Option<RawCertificate>,
-    pub kubeconfig: Option<RawKubeconfig>,
-    pub vault_token: Option<RawVaultToken>,
-    pub ssh_certificate: Option<RawSsh>,
-    pub rabbitmq: Option<RawRabbitmq>,
-}
-
 pub(crate) const KINDS: &str =
     "kv, database, certificate, kubeconfig, vault_token, ssh_certificate, rabbitmq";
 
@@ -156,9 +144,10 @@ fn template(field: &str, text: &str, kind: NameKind) -> Result<Template, String>
     Template::parse(text, kind).map_err(|e| format!("`{field}`: {e}"))
 }
 
-/// Compiles the one kind given into a source; errors are messages for the
-/// policy author (the caller adds file, line and credential name).
-pub(crate) fn compile_kind(k: RawKinds) -> Result<CredentialSource, String> {
+/// Compiles the one kind given (taking it out of `k`) into a source;
+/// errors are messages for the policy author (the caller adds file, line
+/// and credential name).
+pub(crate) fn compile_kind(k: &mut RawCredential) -> Result<CredentialSource, String> {
     let given = [
         k.kv.is_some(),
         k.database.is_some(),
@@ -179,7 +168,7 @@ pub(crate) fn compile_kind(k: RawKinds) -> Result<CredentialSource, String> {
             "more than one credential kind; keep exactly one of: {KINDS}"
         ));
     }
-    if let Some(kv) = k.kv {
+    if let Some(kv) = k.kv.take() {
         if kv.mount.trim().is_empty() || kv.path.trim().is_empty() {
             return Err("kv `mount` and `path` must not be empty".into());
         }
@@ -192,19 +181,19 @@ pub(crate) fn compile_kind(k: RawKinds) -> Result<CredentialSource, String> {
             fields: kv.fields,
         });
     }
-    if let Some(d) = k.database {
+    if let Some(d) = k.database.take() {
         return Ok(CredentialSource::Database {
             mount: mount(d.mount, "database")?,
             role: name("role", &d.role)?,
         });
     }
-    if let Some(r) = k.rabbitmq {
+    if let Some(r) = k.rabbitmq.take() {
         return Ok(CredentialSource::Rabbitmq {
             mount: mount(r.mount, "rabbitmq")?,
             role: name("role", &r.role)?,
         });
     }
-    if let Some(c) = k.certificate {
+    if let Some(c) = k.certificate.take() {
         return Ok(CredentialSource::Certificate {
             mount: mount(c.mount, "pki")?,
             role: name("role", &c.role)?,
@@ -216,7 +205,7 @@ pub(crate) fn compile_kind(k: RawKinds) -> Result<CredentialSource, String> {
                 .collect::<Result<_, _>>()?,
         });
     }
-    if let Some(t) = k.vault_token {
+    if let Some(t) = k.vault_token.take() {
         if t.policies.is_empty() {
             return Err("vault_token `policies` must name at least one Vault policy".into());
         }
@@ -236,7 +225,7 @@ pub(crate) fn compile_kind(k: RawKinds) -> Result<CredentialSource, String> {
             num_uses: t.num_uses,
         });
     }
-    if let Some(s) = k.ssh_certificate {
+    if let Some(s) = k.ssh_certificate.take() {
         if s.valid_principals.is_empty() {
             return Err("ssh_certificate `valid_principals` must name at least one principal; an empty list would be valid for any principal".into());
         }
@@ -250,7 +239,7 @@ pub(crate) fn compile_kind(k: RawKinds) -> Result<CredentialSource, String> {
                 .collect::<Result<_, _>>()?,
         });
     }
-    if let Some(kc) = k.kubeconfig {
+    if let Some(kc) = k.kubeconfig.take() {
         return compile_kubeconfig(kc);
     }
     unreachable!("one kind is given")
@@ -336,6 +325,69 @@ fn compile_kubeconfig(kc: RawKubeconfig) -> Result<CredentialSource, String> {
         }),
         user,
     })
+}
+
+/// Where a credential comes from: the compiled `credentials:` kinds (see
+/// the README for the policy syntax).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialSource {
+    /// A KV v2 secret; `fields: None` = every field.
+    Kv {
+        mount: String,
+        path: String,
+        fields: Option<Vec<String>>,
+    },
+    /// A fresh database user (database secrets engine `creds/<role>`).
+    Database { mount: String, role: String },
+    /// A PKI certificate (`issue/<role>`), names filled from claims.
+    Certificate {
+        mount: String,
+        role: String,
+        common_name: Template,
+        alt_names: Vec<Template>,
+    },
+    /// A complete kubeconfig: the cluster (absent for `KubeUser::Kv`) and a
+    /// user credential.
+    Kubeconfig {
+        cluster: Option<KubeCluster>,
+        user: KubeUser,
+    },
+    /// An orphan Vault token with these policies.
+    VaultToken {
+        policies: Vec<String>,
+        num_uses: Option<u32>,
+    },
+    /// The job's SSH public key signed by the SSH engine (`sign/<role>`).
+    SshCertificate {
+        mount: String,
+        role: String,
+        valid_principals: Vec<Template>,
+    },
+    /// A fresh RabbitMQ user (rabbitmq secrets engine `creds/<role>`).
+    Rabbitmq { mount: String, role: String },
+    /// `source`, delivered response-wrapped: the job gets a single-use
+    /// wrapping token valid for `wrap_ttl` (at most the credential's TTL).
+    Wrapped {
+        wrap_ttl: Duration,
+        source: Box<CredentialSource>,
+    },
+}
+
+impl CredentialSource {
+    /// The kind's name in responses and audit lines.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CredentialSource::Kv { .. } => "kv",
+            CredentialSource::Database { .. } => "database",
+            CredentialSource::Certificate { .. } => "certificate",
+            CredentialSource::Kubeconfig { .. } => "kubeconfig",
+            CredentialSource::VaultToken { .. } => "vault_token",
+            CredentialSource::SshCertificate { .. } => "ssh_certificate",
+            CredentialSource::Rabbitmq { .. } => "rabbitmq",
+            CredentialSource::Wrapped { source, .. } => source.kind(),
+        }
+    }
 }
 
 /// The cluster part of a composed kubeconfig (nothing secret).

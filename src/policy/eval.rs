@@ -197,22 +197,15 @@ mod tests {
 
     use serde_json::{Map, Value, json};
 
-    use super::super::{CredentialSource, PolicySet};
     use super::*;
+    use crate::policy::test_support::{claims, compile, denied, granted};
+    use crate::policy::{CredentialSource, PolicyIssuer, PolicySet};
 
     fn set(src: &str) -> PolicySet {
-        let sources = vec![("env.yaml".to_owned(), src.to_owned())];
-        let issuers: Vec<super::super::PolicyIssuer> = vec!["github".into(), "gitlab".into()];
-        match PolicySet::from_sources(&sources, &issuers) {
+        let issuers: Vec<PolicyIssuer> = vec!["github".into(), "gitlab".into()];
+        match compile(&[("env.yaml", src)], &issuers) {
             Ok(set) => set,
             Err(err) => panic!("{err}"),
-        }
-    }
-
-    fn claims(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            _ => panic!("claims must be an object"),
         }
     }
 
@@ -229,23 +222,6 @@ mod tests {
             claims: c,
             credentials: &credentials,
         })
-    }
-
-    fn granted(decision: &Decision) -> Vec<(String, String, Duration)> {
-        match decision {
-            Decision::Allow(grants) => grants
-                .iter()
-                .map(|g| (g.credential.clone(), g.rule.clone(), g.ttl))
-                .collect(),
-            Decision::Deny(reason) => panic!("denied: {reason:?}"),
-        }
-    }
-
-    fn denied(decision: &Decision) -> &DenyReason {
-        match decision {
-            Decision::Deny(reason) => reason,
-            Decision::Allow(grants) => panic!("allowed: {grants:?}"),
-        }
     }
 
     const CREDS: &str = "credentials:\n  db:\n    kv: {mount: secret, path: p/db, fields: [password]}\n    ttl: 10m\n  cfg:\n    kv: {mount: secret, path: p/cfg}\n    ttl: 20m\n  other:\n    kv: {mount: secret, path: p/other}\n    ttl: 1h\n";

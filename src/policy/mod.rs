@@ -69,8 +69,18 @@
 //! that is decidable: `{present: false}` together with another condition on
 //! the same claim, or a set of exact values (from the rule or inherited
 //! from `require:`) that another condition on the same claim rejects.
-//! A rule for a shared issuer (Buildkite, CircleCI: see
-//! [`PolicyIssuer`]) must bind the tenant claim to exact values.
+//! An allow rule for a shared issuer (its provider's entry in
+//! `crate::provider` says so: Buildkite, CircleCI, Bitbucket) must bind one
+//! of the provider's tenant claims to exact values, in the rule or through
+//! `require:`.
+//!
+//! # Layout
+//!
+//! The engine: `parse.rs` (YAML to raw types), `compile.rs` (checks and the
+//! compiled form), `credential.rs` (credential kinds), `matcher.rs`,
+//! `glob.rs` and `template.rs` (conditions and name templates), `index.rs`,
+//! `eval.rs` (decisions), `decision.rs` (what a decision says) and
+//! `error.rs`. The tools built on it are in `tools/`.
 //!
 //! # Deciding
 //!
@@ -98,30 +108,32 @@
 
 mod compile;
 mod credential;
+mod decision;
 mod error;
 mod eval;
-pub mod fixtures;
 mod glob;
 mod index;
-mod issuers;
-pub mod lint;
 mod matcher;
 mod parse;
-pub mod review;
 mod template;
+#[cfg(test)]
+mod test_support;
+pub mod tools;
 mod vault_tokens;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
-pub use credential::{KubeCluster, KubeUser};
+pub use credential::{CredentialSource, KubeCluster, KubeUser};
+pub use decision::{
+    Decision, DenyReason, Explanation, FailedCondition, Grant, RuleExplanation, RuleFailure,
+};
 pub use error::PolicyError;
-pub use issuers::{IssuerKind, PolicyIssuer};
 pub use parse::Effect;
 pub use template::{NameKind, Template, TemplateError};
 
+use crate::provider::Provider;
+use crate::token::IssuerSettings;
 use compile::CompiledEnv;
 
 /// Largest policy file `load_dir` reads.
@@ -147,189 +159,61 @@ pub struct Request<'a> {
     pub credentials: &'a [String],
 }
 
-/// The outcome of [`PolicySet::decide`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
-    Allow(Vec<Grant>),
-    Deny(DenyReason),
+/// One configured issuer, as the policy compiler sees it: the name rules
+/// use, its provider (whether it is shared, and by which tenant claims), and
+/// its URL when known (so a token's `iss` finds it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyIssuer {
+    /// The configured name rules use (`github`).
+    pub name: String,
+    pub provider: Provider,
+    /// The issuer URL (`iss`), when known.
+    pub url: Option<String>,
 }
 
-/// One credential the job may have, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Grant {
-    pub credential: String,
-    /// The rule that granted it.
-    pub rule: String,
-    /// min(credential ttl, rule ttl, environment max_ttl).
-    pub ttl: Duration,
-    pub source: CredentialSource,
-}
-
-/// Where a credential comes from (the `credentials:` kinds; see
-/// `credential.rs` and the README for the policy syntax).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CredentialSource {
-    /// A KV v2 secret; `fields: None` = every field.
-    Kv {
-        mount: String,
-        path: String,
-        fields: Option<Vec<String>>,
-    },
-    /// A fresh database user (database secrets engine `creds/<role>`).
-    Database { mount: String, role: String },
-    /// A PKI certificate (`issue/<role>`), names filled from claims.
-    Certificate {
-        mount: String,
-        role: String,
-        common_name: Template,
-        alt_names: Vec<Template>,
-    },
-    /// A complete kubeconfig: the cluster (absent for `KubeUser::Kv`) and a
-    /// user credential.
-    Kubeconfig {
-        cluster: Option<KubeCluster>,
-        user: KubeUser,
-    },
-    /// An orphan Vault token with these policies.
-    VaultToken {
-        policies: Vec<String>,
-        num_uses: Option<u32>,
-    },
-    /// The job's SSH public key signed by the SSH engine (`sign/<role>`).
-    SshCertificate {
-        mount: String,
-        role: String,
-        valid_principals: Vec<Template>,
-    },
-    /// A fresh RabbitMQ user (rabbitmq secrets engine `creds/<role>`).
-    Rabbitmq { mount: String, role: String },
-    /// `source`, delivered response-wrapped: the job gets a single-use
-    /// wrapping token valid for `wrap_ttl` (at most the credential's TTL).
-    Wrapped {
-        wrap_ttl: Duration,
-        source: Box<CredentialSource>,
-    },
-}
-
-impl CredentialSource {
-    /// The kind's name in responses and audit lines.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            CredentialSource::Kv { .. } => "kv",
-            CredentialSource::Database { .. } => "database",
-            CredentialSource::Certificate { .. } => "certificate",
-            CredentialSource::Kubeconfig { .. } => "kubeconfig",
-            CredentialSource::VaultToken { .. } => "vault_token",
-            CredentialSource::SshCertificate { .. } => "ssh_certificate",
-            CredentialSource::Rabbitmq { .. } => "rabbitmq",
-            CredentialSource::Wrapped { source, .. } => source.kind(),
+impl PolicyIssuer {
+    /// An issuer with a known provider.
+    pub fn new(name: impl Into<String>, provider: Provider, url: Option<String>) -> PolicyIssuer {
+        PolicyIssuer {
+            name: name.into(),
+            provider,
+            url,
         }
     }
-}
 
-/// Why a request was denied. The detail (expected values) is for logs and
-/// the audit trail; the job gets [`code`](Self::code) and
-/// [`failed_claims`](Self::failed_claims).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum DenyReason {
-    UnknownEnvironment {
-        environment: String,
-    },
-    UnknownCredential {
-        credential: String,
-    },
-    DeniedByRule {
-        rule: String,
-    },
-    NoRuleMatched {
-        failures: Vec<RuleFailure>,
-    },
-    CredentialNotGranted {
-        credential: String,
-        failures: Vec<RuleFailure>,
-    },
-}
+    /// An issuer known by name only: generic, no URL.
+    pub fn named(name: impl Into<String>) -> PolicyIssuer {
+        PolicyIssuer::new(name, Provider::Generic, None)
+    }
 
-/// Why one rule did not apply.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct RuleFailure {
-    pub rule: Arc<str>,
-    pub failed: FailedCondition,
-}
+    /// An issuer by its URL: the provider whose exact well-known URL it
+    /// is, or generic (see [`Provider::from_issuer_url`]).
+    pub fn from_url(name: impl Into<String>, url: &str) -> PolicyIssuer {
+        PolicyIssuer::new(name, Provider::from_issuer_url(url), Some(url.to_owned()))
+    }
 
-/// The first condition of a rule that did not hold.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum FailedCondition {
-    Issuer {
-        expected: String,
-        actual: String,
-    },
-    /// `expected` is readable: `"refs/heads/main"`, `glob "acme/*"`,
-    /// `any of ["push", "workflow_dispatch"]`. `actual` is `None` when the
-    /// token lacks the claim.
-    Claim {
-        claim: Arc<str>,
-        expected: Arc<str>,
-        actual: Option<String>,
-    },
-}
-
-/// One rule of an environment, as `explain` reports it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct RuleExplanation {
-    pub rule: String,
-    pub effect: Effect,
-    pub description: Option<String>,
-    /// Line of the rule in its file.
-    pub line: Option<usize>,
-    pub applies: bool,
-    /// The first condition that failed (issuer, then claims in order).
-    pub failed: Option<FailedCondition>,
-    pub grant: Vec<String>,
-}
-
-/// The decision for a request, with every rule's outcome.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Explanation {
-    /// The policy file (empty for an unknown environment).
-    pub file: String,
-    pub decision: Decision,
-    pub rules: Vec<RuleExplanation>,
-}
-
-impl DenyReason {
-    /// The claim names that failed, for the job's 403 (never expected
-    /// values). Sorted, deduplicated.
-    pub fn failed_claims(&self) -> Vec<String> {
-        let failures = match self {
-            DenyReason::NoRuleMatched { failures }
-            | DenyReason::CredentialNotGranted { failures, .. } => failures,
-            _ => return Vec::new(),
-        };
-        let mut claims: Vec<String> = failures
+    /// The issuers of a server configuration, with the providers it names.
+    pub fn from_settings(issuers: &[IssuerSettings]) -> Vec<PolicyIssuer> {
+        issuers
             .iter()
-            .filter_map(|f| match &f.failed {
-                FailedCondition::Claim { claim, .. } => Some(claim.to_string()),
-                FailedCondition::Issuer { .. } => None,
-            })
-            .collect();
-        claims.sort();
-        claims.dedup();
-        claims
+            .map(|i| PolicyIssuer::new(i.name.clone(), i.provider, Some(i.issuer.clone())))
+            .collect()
     }
 
-    /// A stable snake_case code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            DenyReason::UnknownEnvironment { .. } => "unknown_environment",
-            DenyReason::UnknownCredential { .. } => "unknown_credential",
-            DenyReason::DeniedByRule { .. } => "denied_by_rule",
-            DenyReason::NoRuleMatched { .. } => "no_rule_matched",
-            DenyReason::CredentialNotGranted { .. } => "credential_not_granted",
+    /// For a shared issuer, the claims one of which every allow rule must
+    /// bind to exact values; empty otherwise.
+    pub fn tenant_claims(&self) -> &'static [&'static str] {
+        if self.provider.is_shared() {
+            self.provider.tenant_claims()
+        } else {
+            &[]
         }
+    }
+}
+
+impl From<&str> for PolicyIssuer {
+    fn from(name: &str) -> Self {
+        PolicyIssuer::named(name)
     }
 }
 
@@ -424,7 +308,7 @@ impl PolicySet {
         self.names.iter().map(String::as_str)
     }
 
-    /// The compiled environment, for lint and review.
+    /// The compiled environment, for the tools.
     pub(crate) fn env(&self, name: &str) -> Option<&CompiledEnv> {
         self.environments.get(name)
     }
@@ -473,8 +357,11 @@ impl PolicySet {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use serde_json::{Map, Value, json};
 
+    use super::test_support::{claims, denied, granted};
     use super::*;
 
     fn issuers() -> Vec<PolicyIssuer> {
@@ -485,13 +372,6 @@ mod tests {
         match PolicySet::load_dir(Path::new("policies"), &issuers()) {
             Ok(set) => set,
             Err(err) => panic!("{err}"),
-        }
-    }
-
-    fn claims(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            _ => panic!("claims must be an object"),
         }
     }
 
@@ -608,12 +488,11 @@ mod tests {
             "job_workflow_ref".into(),
             json!("acme/api/.github/workflows/lint.yml@refs/heads/main"),
         );
-        if let Decision::Allow(grants) = decide(&set, "production", "github", &c) {
-            assert!(
-                grants.iter().all(|g| g.credential == "deploy-db"),
-                "{grants:?}"
-            );
-        }
+        let names: Vec<String> = granted(&decide(&set, "production", "github", &c))
+            .into_iter()
+            .map(|(credential, ..)| credential)
+            .collect();
+        assert_eq!(names, vec!["deploy-db".to_owned()]);
     }
 
     #[test]
@@ -666,15 +545,11 @@ mod tests {
         );
 
         // The right claims under another issuer name do not get in.
-        match decide(&set, "production", "gitlab", &github_deploy()) {
-            Decision::Deny(reason) => assert_eq!(reason.code(), "no_rule_matched"),
-            other => panic!("{other:?}"),
-        }
+        let d = decide(&set, "production", "gitlab", &github_deploy());
+        assert_eq!(denied(&d).code(), "no_rule_matched");
         // Nor do GitHub's claims get staging's credentials.
-        match decide(&set, "staging", "github", &github_deploy()) {
-            Decision::Deny(reason) => assert_eq!(reason.code(), "no_rule_matched"),
-            other => panic!("{other:?}"),
-        }
+        let d = decide(&set, "staging", "github", &github_deploy());
+        assert_eq!(denied(&d).code(), "no_rule_matched");
     }
 
     #[test]

@@ -8,65 +8,25 @@ use super::audited::Stop;
 use super::{ApiError, AppState};
 use crate::audit::{EventBuilder, Identity, Stage};
 use crate::exchanges::Owner;
+use crate::provider::Provider;
 use crate::secret::SecretString;
 use crate::token::{VerifiedToken, unverified_claims};
 
-/// The claims copied into the audit record's identity (scalars only): who
-/// ran what, where. The one list; a refused token's claims are read
-/// through it too.
-pub(super) fn audited_claims() -> &'static [&'static str] {
-    &[
-        "iss",
-        "sub",
-        "jti",
-        "repository",
-        "repository_id",
-        "repository_owner",
-        "repository_owner_id",
-        "project_path",
-        "project_id",
-        "namespace_path",
-        "namespace_id",
-        "ref",
-        "ref_type",
-        "ref_protected",
-        "sha",
-        "environment",
-        "event_name",
-        "workflow_ref",
-        "job_workflow_ref",
-        "runner_environment",
-        "actor",
-        "user_login",
-        "run_id",
-        "run_attempt",
-        "pipeline_id",
-        "pipeline_source",
-        "job_id",
-        // Buildkite: the organisation (shared issuer), pipeline and build.
-        "organization_slug",
-        "organization_id",
-        "pipeline_slug",
-        "build_number",
-        "build_branch",
-        "step_key",
-    ]
-}
-
 /// The job's identity for revocation by ID token: issuer name, `sub` and
-/// the run (GitHub `run_id`, GitLab `pipeline_id`). `None` when any is
-/// missing; then only the handle can revoke. The one rule for "the same
-/// run".
+/// the run, as the issuer's provider defines one run (GitHub `run_id`,
+/// GitLab `pipeline_id`, Buildkite the organisation, pipeline and build
+/// number: one build, never the whole pipeline). `None` when any is missing
+/// or the provider has no run claims (a `generic` issuer); then only the
+/// handle can revoke.
 pub(super) fn owner(v: &VerifiedToken) -> Option<Owner> {
-    let text = |name: &str| match v.claims.get(name) {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(n @ Value::Number(_)) => Some(n.to_string()),
-        _ => None,
+    let sub = match v.claims.get("sub") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return None,
     };
     Some(Owner {
         issuer: v.issuer.clone(),
-        sub: text("sub")?,
-        run: text("run_id").or_else(|| text("pipeline_id"))?,
+        sub,
+        run: v.provider.run_of(&v.claims)?,
     })
 }
 
@@ -81,12 +41,16 @@ pub(super) async fn verify(
 ) -> Result<VerifiedToken, Stop> {
     match st.verifier.verify(token.expose_secret()).await {
         Ok(v) => {
-            event.identity(Identity::verified(&v.issuer, &v.claims, audited_claims()));
+            let names = v.provider.audited_claims();
+            event.identity(Identity::verified(&v.issuer, &v.claims, names));
             Ok(v)
         }
         Err(e) => {
-            let claims = unverified_claims(token.expose_secret(), audited_claims());
-            event.identity(Identity::unverified(&claims, audited_claims()));
+            // Whose token it claims to be is not known: every provider's
+            // audited claims, read without verification and bounded.
+            let names = Provider::Generic.audited_claims();
+            let claims = unverified_claims(token.expose_secret(), names);
+            event.identity(Identity::unverified(&claims, names));
             let reason = json!({"code": e.code(), "message": e.to_string()});
             Err(Stop::new(Stage::Token, ApiError::Token(e), &reason))
         }

@@ -101,6 +101,7 @@ mod tests {
         IssuerSettings {
             name: "github".into(),
             issuer: "https://token.actions.githubusercontent.com".into(),
+            provider: crate::provider::Provider::Github,
             keys: KeySource::Discovery,
             algorithms: vec![jsonwebtoken::Algorithm::RS256],
             leeway: Duration::from_secs(30),

@@ -14,6 +14,9 @@ pub struct IssuerSettings {
     pub name: String,
     /// The exact `iss` value; compared byte for byte.
     pub issuer: String,
+    /// The CI provider that runs this issuer (from the config's preset,
+    /// its `provider`, or its exact well-known URL).
+    pub provider: crate::provider::Provider,
     /// Where the verification keys come from.
     pub keys: KeySource,
     /// Allowed `alg` values (never `none`, never HMAC).

@@ -36,11 +36,14 @@ pub use unverified::unverified_claims;
 /// Tokens longer than this are refused before parsing.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// A token that passed every check: the issuer's configured name and the
-/// verified claims. Claims are not secret; the token itself is never kept.
+/// A token that passed every check: the issuer's configured name, its
+/// provider and the verified claims. Claims are not secret; the token itself
+/// is never kept.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
     pub issuer: String,
+    /// The issuer's provider, from its settings.
+    pub provider: crate::provider::Provider,
     pub claims: Map<String, Value>,
 }
 
@@ -137,6 +140,7 @@ impl Verifier {
         claims::check(&claims, settings, &self.audiences, now)?;
         Ok(VerifiedToken {
             issuer: settings.name.clone(),
+            provider: settings.provider,
             claims,
         })
     }

@@ -36,6 +36,7 @@ fn verifier(
     let settings = IssuerSettings {
         name: name.into(),
         issuer: issuer.into(),
+        provider: crate::provider::Provider::Github,
         keys,
         algorithms: vec![Algorithm::RS256],
         leeway: Duration::from_secs(30),
@@ -61,6 +62,7 @@ async fn a_github_shaped_token_verifies() {
     let t = issuer.mint(Shape::Github, "jobkey", &no_overrides());
     let ok = v.verify(&t).await.unwrap();
     assert_eq!(ok.issuer, "github");
+    assert_eq!(ok.provider, crate::provider::Provider::Github);
     assert_eq!(ok.claims["repository"], "acme/api");
 }
 

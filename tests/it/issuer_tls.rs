@@ -42,6 +42,7 @@ fn verifier(issuer: &str, ca_file: Option<std::path::PathBuf>) -> Verifier {
     let settings = IssuerSettings {
         name: "gitlab".into(),
         issuer: issuer.into(),
+        provider: jobkey::provider::Provider::Generic,
         keys: KeySource::Discovery,
         algorithms: vec![jsonwebtoken::Algorithm::RS256],
         leeway: Duration::from_secs(30),

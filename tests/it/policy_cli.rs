@@ -175,6 +175,77 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
     );
 }
 
+/// Without --config, `explain --claims` finds the --issuer whose URL is
+/// the claims' `iss`; an unknown `iss` is named plainly. A stand-in URL
+/// named as Buildkite's gets the shared issuer's tenant check.
+#[test]
+fn issuer_flags_carry_urls_and_providers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let github_url = "https://token.actions.githubusercontent.com";
+    let issuers = [
+        "--issuer",
+        "github=https://token.actions.githubusercontent.com",
+        "--issuer",
+        "gitlab=https://gitlab.com",
+        "--issuer",
+        "buildkite=buildkite:http://127.0.0.1:8403",
+    ];
+    let explain = |iss: &str| {
+        let claims = dir.path().join("claims.json");
+        std::fs::write(
+            &claims,
+            Value::Object(Shape::Github.claims(iss, "jobkey", 1_764_279_612)).to_string(),
+        )
+        .expect("claims");
+        let claims = claims.display().to_string();
+        let mut args = vec!["policy", "explain", "--policies", "policies"];
+        args.extend(issuers);
+        args.extend(["--env", "production", "--claims", &claims]);
+        jobkey_cli(&args)
+    };
+    let (code, out, err) = explain(github_url);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("issuer `github`"), "{out}");
+    assert!(
+        out.contains("decision: allow (deploy-db by github-api-deploy)"),
+        "{out}"
+    );
+    let (code, _, err) = explain("https://evil.example");
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no configured issuer has `iss` \"https://evil.example\"; give --as-issuer NAME (one of: github, gitlab, buildkite)"),
+        "{err}"
+    );
+    assert!(!err.contains("Some("), "{err}");
+
+    // The staging policy binds the organisation: it compiles on the
+    // stand-in. Without the binding it is refused, as on the real issuer.
+    let mut args = vec!["policy", "lint", "--policies", "policies"];
+    args.extend(issuers);
+    let (code, out, err) = jobkey_cli(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    let staging = std::fs::read_to_string(root().join("policies/staging.yaml")).expect("staging");
+    std::fs::write(
+        dir.path().join("staging.yaml"),
+        staging
+            .replace("      organization_slug: acme\n", "")
+            .replace(
+                "      organization_id: 0189a3c2-7d51-4e3b-9f0a-5b6c7d8e9f01\n",
+                "",
+            ),
+    )
+    .expect("write");
+    let d = dir.path().display().to_string();
+    let mut args = vec!["policy", "lint", "--policies", &d];
+    args.extend(issuers);
+    let (code, _, err) = jobkey_cli(&args);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("rule `buildkite-api-deploy`: issuer `buildkite` is shared by every organisation on Buildkite; bind `organization_id` or `organization_slug`"),
+        "{err}"
+    );
+}
+
 /// The shipped schema is the generated one. To regenerate:
 /// `cargo run -- policy schema > schema/policy.schema.json`.
 #[test]

@@ -233,15 +233,19 @@ timeout = "3s"
 min_refetch_interval = "1s"
 [issuers.github]
 issuer = "{gh}"
+provider = "github"
 max_lifetime = "15m"
 [issuers.gitlab]
 issuer = "{gl}"
+provider = "gitlab"
 max_lifetime = "2h"
 [issuers.ecdsa]
 issuer = "{ec}"
+provider = "github"
 algorithms = ["ES256"]
 [issuers.buildkite]
 issuer = "{bk}"
+provider = "buildkite"
 algorithms = ["ES256"]
 "#,
             policies = policy_dir

@@ -13,13 +13,17 @@
 //! | JK007 | `ttl-above-limit` | a rule or credential TTL is above the environment's `max_ttl` (silently clamped) |
 //!
 //! Deny rules are only checked by JK007 (they have no TTL) — the others are
-//! about what allow rules admit.
+//! about what allow rules admit. Which claims name a repository or an
+//! owner, and which provider-specific checks apply (JK004, JK006), come
+//! from the rule's issuer's provider (`crate::provider`); a generic issuer
+//! gets every provider's claims, and GitHub's JK004 when its rule binds a
+//! GitHub-shaped branch ref.
 
-use super::PolicySet;
-use super::compile::{CompiledEnv, Condition, Rule};
-use super::issuers::{IssuerKind, PolicyIssuer};
-use super::matcher::Matcher;
-use super::parse::Effect;
+use crate::policy::PolicySet;
+use crate::policy::compile::{CompiledEnv, Condition, Rule};
+use crate::policy::matcher::Matcher;
+use crate::policy::parse::Effect;
+use crate::provider::{BranchEvent, Provider};
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -53,46 +57,12 @@ impl std::fmt::Display for Warning {
     }
 }
 
-/// Claims that identify the repository, project, owner or organisation.
-const IDENTITY_CLAIMS: &[&str] = &[
-    "sub",
-    "repository",
-    "repository_id",
-    "repository_owner",
-    "repository_owner_id",
-    "project_path",
-    "project_id",
-    "namespace_path",
-    "namespace_id",
-    "workflow_ref",
-    "job_workflow_ref",
-    "organization_slug",
-    "organization_id",
-    "pipeline_slug",
-    "oidc.circleci.com/org-id",
-    "oidc.circleci.com/project-id",
-];
-
-/// (name claim, its immutable id claim).
-const NAME_ID_PAIRS: &[(&str, &str)] = &[
-    ("repository", "repository_id"),
-    ("project_path", "project_id"),
-    ("repository_owner", "repository_owner_id"),
-    ("namespace_path", "namespace_id"),
-];
-
-/// Claims whose wildcards can reach other repositories, and the exact id
-/// that makes such a wildcard harmless.
-const REPOSITORY_NAME_CLAIMS: &[&str] = &["sub", "repository", "project_path"];
-const REPOSITORY_ID_CLAIMS: &[&str] = &["repository_id", "project_id"];
-
-/// Lints every environment of `set`. `issuers` are the configured issuers
-/// (their kinds decide the provider-specific checks).
-pub fn lint(set: &PolicySet, issuers: &[PolicyIssuer]) -> Vec<Warning> {
+/// Lints every environment of `set`.
+pub fn lint(set: &PolicySet) -> Vec<Warning> {
     let mut out = Vec::new();
     for name in set.environments() {
         if let Some(env) = set.env(name) {
-            lint_env(name, env, issuers, &mut out);
+            lint_env(name, env, &mut out);
         }
     }
     out
@@ -104,20 +74,11 @@ fn conditions_on<'r>(rule: &'r Rule, claim: &'r str) -> impl Iterator<Item = &'r
         .filter(move |c| c.claim.top_level() == Some(claim))
 }
 
-fn binds_positively(rule: &Rule, claim: &str) -> bool {
-    conditions_on(rule, claim).any(|c| c.matcher.is_positive())
-}
-
 fn binds_exactly(rule: &Rule, claim: &str) -> bool {
     conditions_on(rule, claim).any(|c| c.matcher.exact_values().is_some())
 }
 
-fn lint_env(
-    environment: &str,
-    env: &CompiledEnv,
-    issuers: &[PolicyIssuer],
-    out: &mut Vec<Warning>,
-) {
+fn lint_env(environment: &str, env: &CompiledEnv, out: &mut Vec<Warning>) {
     let warn =
         |out: &mut Vec<Warning>, rule: Option<&Rule>, code, name, message: String, fix: String| {
             out.push(Warning {
@@ -158,21 +119,24 @@ fn lint_env(
         if rule.effect == Effect::Deny {
             continue;
         }
-        let kind = issuers
-            .iter()
-            .find(|i| i.name == rule.issuer)
-            .map(|i| i.kind)
-            .unwrap_or(IssuerKind::Other);
+        let provider = rule.provider;
 
         // JK001
-        if !IDENTITY_CLAIMS.iter().any(|c| binds_positively(rule, c)) {
+        let binds_identity = rule.conditions.iter().any(|c| {
+            c.matcher.is_positive()
+                && c.claim
+                    .top_level()
+                    .and_then(|n| provider.role_of(n))
+                    .is_some_and(|r| r.is_identity())
+        });
+        if !binds_identity {
             warn(out, Some(rule), "JK001", "unbound-identity",
                 "binds no repository, project, owner or organisation claim: any repository of the issuer whose other claims fit is admitted".into(),
-                "bind the repository by its immutable id (GitHub `repository_id`, GitLab `project_id`), or the owner (`repository_owner_id`, `namespace_id`)".into());
+                identity_fix(provider));
         }
 
         // JK002
-        for (name, id) in NAME_ID_PAIRS {
+        for (name, id) in provider.renamed_claims() {
             if binds_exactly(rule, name) && !binds_exactly(rule, id) {
                 warn(
                     out,
@@ -182,43 +146,75 @@ fn lint_env(
                     format!(
                         "binds `{name}` without `{id}`: names can be renamed and re-registered by someone else"
                     ),
-                    format!("add `{id}: \"<the numeric id>\"` next to `{name}`"),
+                    format!("add `{id}: \"<the id>\"` next to `{name}`"),
                 );
             }
         }
 
         // JK003
-        let id_pinned = REPOSITORY_ID_CLAIMS.iter().any(|c| binds_exactly(rule, c));
-        if !id_pinned {
-            for claim in REPOSITORY_NAME_CLAIMS {
+        let ids = provider.project_id_claims();
+        if !ids.iter().any(|c| binds_exactly(rule, c)) {
+            for claim in provider.project_name_claims() {
                 for c in conditions_on(rule, claim) {
-                    if let Some(pattern) = crossing_wildcard(claim, &c.matcher) {
-                        warn(out, Some(rule), "JK003", "wildcard-crosses-repositories",
-                            format!("`{claim}` pattern {pattern} can match other repositories (and a repository anyone creates later under that name)"),
-                            "bind `repository_id` / `project_id` to exact values, or make the pattern name the whole repository before any wildcard (`repo:acme/api:*`)".into());
+                    if let Some(pattern) = crossing_wildcard(provider, claim, &c.matcher) {
+                        warn(
+                            out,
+                            Some(rule),
+                            "JK003",
+                            "wildcard-crosses-repositories",
+                            format!(
+                                "`{claim}` pattern {pattern} can match other repositories (and a repository anyone creates later under that name)"
+                            ),
+                            format!(
+                                "bind {} to exact values, or make the pattern name the whole repository before any wildcard",
+                                or_list(&ids)
+                            ),
+                        );
                     }
                 }
             }
         }
 
         // JK004
-        let github_shaped = kind == IssuerKind::Github
-            || conditions_on(rule, "ref").any(|c| mentions(&c.matcher, "refs/heads/"));
-        if github_shaped && kind != IssuerKind::Gitlab && binds_branch(rule) && !event_pinned(rule)
+        if let Some(check) = branch_event_check(provider, rule)
+            && binds_branch(rule, &check)
+            && !event_pinned(rule, &check)
         {
-            warn(out, Some(rule), "JK004", "branch-without-event",
-                "binds a branch `ref` but not `event_name`: `pull_request_target` runs carry the default branch as `ref` while running a fork's code".into(),
-                "add `event_name: [push, workflow_dispatch]` (the events that run trusted code only)".into());
+            warn(
+                out,
+                Some(rule),
+                "JK004",
+                "branch-without-event",
+                format!(
+                    "binds a branch `{}` but not `{}`: `{}` runs carry the default branch as `{}` while running a fork's code",
+                    check.ref_claim, check.event_claim, check.unsafe_event, check.ref_claim
+                ),
+                format!(
+                    "add `{}: {}` (the events that run trusted code only)",
+                    check.event_claim, check.safe_events
+                ),
+            );
         }
 
         // JK006
-        if production
-            && !matches!(kind, IssuerKind::Buildkite | IssuerKind::Circleci)
-            && !excludes_self_hosted(rule, env)
+        if let Some(runner) = provider.lint().runner
+            && production
+            && !excludes_self_hosted(rule, env, runner.claim, runner.self_hosted)
         {
-            warn(out, Some(rule), "JK006", "self-hosted-runners",
-                format!("production rule open to self-hosted runners (no `runner_environment` condition, and no deny rule for issuer `{}` on `runner_environment: self-hosted`)", rule.issuer),
-                "add `runner_environment: github-hosted` to the rule (or `require:`), or a deny rule `{runner_environment: self-hosted}` for this issuer".into());
+            warn(
+                out,
+                Some(rule),
+                "JK006",
+                "self-hosted-runners",
+                format!(
+                    "production rule open to self-hosted runners (no `{}` condition, and no deny rule for issuer `{}` on `{}: {}`)",
+                    runner.claim, rule.issuer, runner.claim, runner.self_hosted
+                ),
+                format!(
+                    "add `{}: {}` to the rule (or `require:`), or a deny rule `{{{}: {}}}` for this issuer",
+                    runner.claim, runner.hosted, runner.claim, runner.self_hosted
+                ),
+            );
         }
     }
 
@@ -260,49 +256,105 @@ fn mentions(m: &Matcher, needle: &str) -> bool {
     }
 }
 
-/// The rule admits some branch ref: a positive `ref` condition that is not
-/// only tags, or a `sub` naming `:ref:refs/heads/`.
-fn binds_branch(rule: &Rule) -> bool {
-    let ref_branch = conditions_on(rule, "ref").any(|c| {
+/// The fix of JK001: the provider's immutable ids, or every provider's.
+fn identity_fix(provider: Provider) -> String {
+    let ids: Vec<&str> = match provider {
+        Provider::Generic => Provider::ALL
+            .iter()
+            .flat_map(|p| p.project_claims().iter().chain(p.tenant_claims()))
+            .copied()
+            .collect(),
+        p => p
+            .project_claims()
+            .iter()
+            .chain(p.tenant_claims())
+            .copied()
+            .collect(),
+    };
+    let ids = {
+        let mut unique: Vec<&str> = Vec::new();
+        for id in ids {
+            if !unique.contains(&id) {
+                unique.push(id);
+            }
+        }
+        unique
+    };
+    if ids.is_empty() {
+        "bind the repository or project the rule is for (the provider's tokens name it in `sub`)"
+            .into()
+    } else {
+        format!(
+            "bind the repository or its owner by an immutable id ({})",
+            or_list(&ids)
+        )
+    }
+}
+
+/// `a`, `b` or `c`, each in backticks.
+fn or_list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+/// The branch-and-event check for the rule: its provider's, or for a
+/// generic issuer the one whose branch prefix the rule's ref mentions.
+fn branch_event_check(provider: Provider, rule: &Rule) -> Option<BranchEvent> {
+    let checks = provider.branch_event_checks();
+    if provider != Provider::Generic {
+        return checks.first().copied();
+    }
+    checks.into_iter().find(|check| {
+        conditions_on(rule, check.ref_claim).any(|c| mentions(&c.matcher, check.branch_prefix))
+    })
+}
+
+/// The rule admits some branch ref: a positive ref condition that is not
+/// only tags, or a `sub` naming a branch ref.
+fn binds_branch(rule: &Rule, check: &BranchEvent) -> bool {
+    let ref_branch = conditions_on(rule, check.ref_claim).any(|c| {
         c.matcher.is_positive()
             && !c
                 .matcher
                 .exact_values()
-                .is_some_and(|vs| vs.iter().all(|v| v.starts_with("refs/tags/")))
+                .is_some_and(|vs| vs.iter().all(|v| v.starts_with(check.tag_prefix)))
     });
-    ref_branch || conditions_on(rule, "sub").any(|c| mentions(&c.matcher, ":ref:refs/heads/"))
+    ref_branch || conditions_on(rule, "sub").any(|c| mentions(&c.matcher, check.sub_branch))
 }
 
-/// `event_name` is bound to exact values none of which is `pull_request_target`.
-fn event_pinned(rule: &Rule) -> bool {
-    conditions_on(rule, "event_name").any(|c| {
+/// The event claim is bound to exact values, none of them the unsafe event.
+fn event_pinned(rule: &Rule, check: &BranchEvent) -> bool {
+    conditions_on(rule, check.event_claim).any(|c| {
         c.matcher
             .exact_values()
-            .is_some_and(|vs| !vs.contains(&"pull_request_target"))
+            .is_some_and(|vs| !vs.contains(&check.unsafe_event))
     })
 }
 
-/// The rule cannot admit `runner_environment: self-hosted`: its own
-/// condition rejects it, or a deny rule of the file for the same issuer
-/// whose only condition is on `runner_environment` denies it.
-fn excludes_self_hosted(rule: &Rule, env: &CompiledEnv) -> bool {
-    let own = conditions_on(rule, "runner_environment").any(|c| {
-        !matches!(c.matcher, Matcher::Present(false)) && !c.matcher.matches_text("self-hosted")
+/// The rule cannot admit a self-hosted runner: its own condition rejects
+/// it, or a deny rule of the file for the same issuer whose only condition
+/// is on the runner claim denies it.
+fn excludes_self_hosted(rule: &Rule, env: &CompiledEnv, claim: &str, self_hosted: &str) -> bool {
+    let own = conditions_on(rule, claim).any(|c| {
+        !matches!(c.matcher, Matcher::Present(false)) && !c.matcher.matches_text(self_hosted)
     });
     own || env.rules.iter().any(|d| {
         d.effect == Effect::Deny
             && d.issuer == rule.issuer
             && d.conditions.len() == 1
-            && d.conditions.iter().all(|c| {
-                c.claim.top_level() == Some("runner_environment")
-                    && c.matcher.matches_text("self-hosted")
-            })
+            && d.conditions
+                .iter()
+                .all(|c| c.claim.top_level() == Some(claim) && c.matcher.matches_text(self_hosted))
     })
 }
 
-/// For a glob/regex (or a list holding one) on a repository-naming claim,
-/// the pattern when its fixed prefix does not name a whole repository.
-fn crossing_wildcard(claim: &str, m: &Matcher) -> Option<String> {
+/// For a glob/regex (or a list holding one) on a project-naming claim, the
+/// pattern when its fixed start does not name a whole project.
+fn crossing_wildcard(provider: Provider, claim: &str, m: &Matcher) -> Option<String> {
     let prefix = match m {
         Matcher::Glob(g) => {
             if !g.as_str().contains('*') {
@@ -314,23 +366,17 @@ fn crossing_wildcard(claim: &str, m: &Matcher) -> Option<String> {
             .chars()
             .take_while(|c| !"\\.+*?()|[]{}^$".contains(*c))
             .collect(),
-        Matcher::AnyOf(items) => return items.iter().find_map(|i| crossing_wildcard(claim, i)),
+        Matcher::AnyOf(items) => {
+            return items
+                .iter()
+                .find_map(|i| crossing_wildcard(provider, claim, i));
+        }
         _ => return None,
     };
-    let names_repository = if claim == "sub" {
-        // `repo:O/R:` / `project_path:G/P:` / `organization:O:pipeline:P:` /
-        // CircleCI `org/O/project/P/`.
-        if prefix.starts_with("organization:") {
-            prefix.matches(':').count() >= 4
-        } else if prefix.starts_with("org/") {
-            prefix.matches('/').count() >= 4
-        } else {
-            prefix.matches(':').count() >= 2
-        }
-    } else {
-        false // any wildcard in a repository name crosses repositories
-    };
-    if names_repository {
+    // Any wildcard in a name crosses projects; `sub` names one once its
+    // fixed start spells the project out.
+    let names_project = claim == "sub" && provider.sub_names_project(&prefix);
+    if names_project {
         None
     } else {
         Some(m.describe())
@@ -340,18 +386,26 @@ fn crossing_wildcard(claim: &str, m: &Matcher) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::PolicyIssuer;
 
     const CREDS: &str = "credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 10m\n";
     const GOOD: &str = "repository_id: \"1\"\n      repository: acme/api\n      ref: refs/heads/main\n      event_name: [push]\n      runner_environment: github-hosted";
 
     fn codes(env: &str, kind_url: &str, body: &str) -> Vec<&'static str> {
+        warnings(env, PolicyIssuer::from_url("ci", kind_url), body)
+            .iter()
+            .map(|w| w.code)
+            .collect()
+    }
+
+    fn warnings(env: &str, issuer: PolicyIssuer, body: &str) -> Vec<Warning> {
         let src = format!("{CREDS}{body}");
-        let issuers = vec![PolicyIssuer::from_url("ci", kind_url)];
-        let set = match PolicySet::from_sources(&[(format!("{env}.yaml"), src.clone())], &issuers) {
+        let set = match PolicySet::from_sources(&[(format!("{env}.yaml"), src.clone())], &[issuer])
+        {
             Ok(set) => set,
             Err(e) => panic!("{e}\n{src}"),
         };
-        lint(&set, &issuers).iter().map(|w| w.code).collect()
+        lint(&set)
     }
 
     fn rule(claims: &str) -> String {
@@ -558,7 +612,7 @@ mod tests {
         let src = format!("{CREDS}{}", rule("ref: refs/tags/v1"));
         let issuers = vec![PolicyIssuer::from_url("ci", GH)];
         let set = PolicySet::from_sources(&[("p/staging.yaml".into(), src)], &issuers).expect("ok");
-        let text: Vec<String> = lint(&set, &issuers).iter().map(|w| w.to_string()).collect();
+        let text: Vec<String> = lint(&set).iter().map(|w| w.to_string()).collect();
         assert_eq!(text.len(), 1);
         assert!(
             text[0].starts_with(
@@ -572,5 +626,95 @@ mod tests {
             "{}",
             text[0]
         );
+    }
+
+    /// The checks follow the rule's issuer's provider, whatever its URL:
+    /// (environment, provider, claims, expected codes, a fragment of the
+    /// warnings' text).
+    #[test]
+    fn checks_follow_the_provider() {
+        let table: &[(&str, Provider, &str, &[&str], &str)] = &[
+            (
+                "production",
+                Provider::Buildkite,
+                "organization_slug: acme\n      pipeline_slug: api",
+                &["JK002"],
+                "binds `organization_slug` without `organization_id`",
+            ),
+            (
+                "staging",
+                Provider::Buildkite,
+                "organization_id: o1\n      pipeline_slug: {glob: \"api-*\"}",
+                &["JK003"],
+                "`pipeline_slug` pattern glob \"api-*\"",
+            ),
+            (
+                "staging",
+                Provider::Buildkite,
+                "organization_id: o1\n      pipeline_id: p1\n      pipeline_slug: {glob: \"api-*\"}",
+                &[],
+                "",
+            ),
+            (
+                "production",
+                Provider::Gitlab,
+                "project_id: \"1\"",
+                &["JK006"],
+                "add `runner_environment: gitlab-hosted`",
+            ),
+            (
+                "staging",
+                Provider::Github,
+                "project_id: \"1\"",
+                &["JK001"],
+                "(`repository_id` or `repository_owner_id`)",
+            ),
+            (
+                "production",
+                Provider::Forgejo,
+                "repository_id: \"1\"\n      ref: refs/heads/main",
+                &["JK004"],
+                "add `event_name: [push, workflow_dispatch]`",
+            ),
+            (
+                "staging",
+                Provider::Gitlab,
+                "project_id: \"1\"\n      ref: refs/heads/main",
+                &[],
+                "",
+            ),
+            (
+                "staging",
+                Provider::AzureDevops,
+                "sub: {glob: \"sc://acme/*\"}",
+                &["JK003"],
+                "`sub` pattern glob \"sc://acme/*\"",
+            ),
+            (
+                "production",
+                Provider::AzureDevops,
+                "sub: {glob: \"sc://acme/api/*\"}",
+                &[],
+                "",
+            ),
+            (
+                "staging",
+                Provider::Circleci,
+                "oidc.circleci.com/org-id: o1\n      oidc.circleci.com/project-id: p1",
+                &[],
+                "",
+            ),
+        ];
+        for (env, provider, claims, want, fragment) in table {
+            let issuer = PolicyIssuer::new("ci", *provider, Some("http://127.0.0.1:1".into()));
+            let found = warnings(env, issuer, &rule(claims));
+            let codes: Vec<&str> = found.iter().map(|w| w.code).collect();
+            assert_eq!(codes, *want, "{provider:?} {claims}");
+            let text: Vec<String> = found.iter().map(|w| w.to_string()).collect();
+            assert!(
+                text.iter().any(|t| t.contains(fragment)) || fragment.is_empty(),
+                "{provider:?} {claims}: {text:?}"
+            );
+        }
     }
 }

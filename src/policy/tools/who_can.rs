@@ -6,9 +6,10 @@
 
 use std::fmt::Write as _;
 
-use super::compile::{Condition, Rule};
-use super::parse::Effect;
-use super::{CredentialSource, PolicySet};
+use crate::policy::compile::{Condition, Rule};
+use crate::policy::parse::Effect;
+use crate::policy::{CredentialSource, PolicySet};
+use crate::provider::Role;
 
 /// Who can have one credential.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -57,35 +58,21 @@ fn render(c: &Condition) -> String {
 }
 
 impl Identity {
+    /// The rule's conditions, by the role their claim (the last step of
+    /// its address) has for the rule's provider.
     fn of(rule: &Rule) -> Identity {
         let mut id = Identity::default();
         for c in &rule.conditions {
             let name = c.claim.segments.last().map(String::as_str).unwrap_or("");
-            let bucket = match name {
-                "sub"
-                | "repository"
-                | "repository_id"
-                | "project_path"
-                | "project_id"
-                | "pipeline_slug"
-                | "oidc.circleci.com/project-id" => &mut id.repositories,
-                "repository_owner"
-                | "repository_owner_id"
-                | "namespace_path"
-                | "namespace_id"
-                | "organization_slug"
-                | "organization_id"
-                | "oidc.circleci.com/org-id" => &mut id.owners,
-                "ref" | "ref_type" | "ref_protected" | "ref_path" | "base_ref" | "head_ref" => {
-                    &mut id.refs
-                }
-                "environment" | "environment_protected" | "deployment_tier" => &mut id.environments,
-                "workflow" | "workflow_ref" | "job_workflow_ref" | "ci_config_ref_uri" => {
-                    &mut id.workflows
-                }
-                "event_name" | "pipeline_source" => &mut id.events,
-                "runner_environment" | "runner_id" => &mut id.runners,
-                _ => &mut id.other,
+            let bucket = match rule.provider.role_of(name) {
+                Some(Role::Repository) => &mut id.repositories,
+                Some(Role::Owner) => &mut id.owners,
+                Some(Role::Ref) => &mut id.refs,
+                Some(Role::Environment) => &mut id.environments,
+                Some(Role::Workflow | Role::WorkflowOfRepository) => &mut id.workflows,
+                Some(Role::Event) => &mut id.events,
+                Some(Role::Runner) => &mut id.runners,
+                Some(Role::Run | Role::Other) | None => &mut id.other,
             };
             bucket.push(render(c));
         }
@@ -240,4 +227,71 @@ pub fn render_table(review: &[CredentialAccess]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyIssuer;
+    use crate::policy::test_support::compile;
+    use crate::provider::Provider;
+
+    /// Conditions are grouped by the role their claim has for the rule's
+    /// issuer's provider: (provider, claim, the group it lands in).
+    #[test]
+    fn identities_are_grouped_by_the_providers_roles() {
+        let table: &[(Provider, &str, &str)] = &[
+            (Provider::Buildkite, "organization_id", "owners"),
+            (Provider::Buildkite, "pipeline_slug", "repositories"),
+            (Provider::Buildkite, "build_branch", "refs"),
+            (Provider::Buildkite, "build_number", "other"),
+            (Provider::Github, "repository_id", "repositories"),
+            (Provider::Github, "job_workflow_ref", "workflows"),
+            (Provider::Github, "build_branch", "other"),
+            (Provider::Gitlab, "pipeline_source", "events"),
+            (Provider::Bitbucket, "workspaceUuid", "owners"),
+            (
+                Provider::Bitbucket,
+                "deploymentEnvironmentUuid",
+                "environments",
+            ),
+            (Provider::Circleci, "oidc.circleci.com/vcs-ref", "refs"),
+            // A generic issuer: every provider's roles.
+            (Provider::Generic, "pipeline_slug", "repositories"),
+            (Provider::Generic, "runner_environment", "runners"),
+            (Provider::Generic, "x", "other"),
+        ];
+        for (provider, claim, group) in table {
+            // Bind the tenant too, for shared issuers; it is reported apart.
+            let tenant = provider
+                .tenant_claims()
+                .first()
+                .filter(|t| provider.is_shared() && *t != claim)
+                .map(|t| format!(", {t}: t1"))
+                .unwrap_or_default();
+            let src = format!(
+                "credentials:\n  db:\n    kv: {{mount: s, path: p}}\n    ttl: 10m\nrules:\n  - name: r\n    issuer: ci\n    claims: {{\"{claim}\": v{tenant}}}\n    grant: [db]\n"
+            );
+            let issuers = [PolicyIssuer::new("ci", *provider, None)];
+            let set = compile(&[("env.yaml", &src)], &issuers).expect("compiles");
+            let review = who_can(&set, "env", None).expect("review");
+            let id = &review[0].rules[0].identity;
+            let groups = [
+                ("repositories", &id.repositories),
+                ("owners", &id.owners),
+                ("refs", &id.refs),
+                ("environments", &id.environments),
+                ("workflows", &id.workflows),
+                ("events", &id.events),
+                ("runners", &id.runners),
+                ("other", &id.other),
+            ];
+            let found: Vec<&str> = groups
+                .iter()
+                .filter(|(_, list)| list.iter().any(|c| c.starts_with(&format!("{claim} "))))
+                .map(|(name, _)| *name)
+                .collect();
+            assert_eq!(found, vec![*group], "{provider:?} {claim}");
+        }
+    }
 }
