@@ -427,3 +427,42 @@ async fn a_buildkite_job_is_audited_with_its_organisation_and_pipeline() {
     assert_eq!(identity["build_number"], 1234);
     assert_eq!(identity["step_key"], "deploy");
 }
+
+/// Regression: on Buildkite "the same run" fell back to `pipeline_id`, so
+/// build 1235 of a pipeline could revoke build 1234's exchange. The run is
+/// one build (organisation, pipeline, build number).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildkite_build_cannot_revoke_another_builds_exchange() {
+    let stack = Stack::start().await;
+    let build = |n: u64| {
+        stack.buildkite.mint(
+            Shape::Buildkite,
+            "jobkey",
+            json!({"build_number": n}).as_object().unwrap(),
+        )
+    };
+    let (status, resp) = stack
+        .exchange(
+            &build(1234),
+            json!({"environment": "staging", "credentials": ["app-config"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    let rid = resp["request_id"].as_str().unwrap();
+
+    // The next build of the same pipeline is not the owner.
+    let (status, r) = stack.revoke(&build(1235), rid).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (404, Some("unknown_exchange")),
+        "{r}"
+    );
+    // The build itself is.
+    let (status, r) = stack.revoke(&build(1234), rid).await;
+    assert_eq!((status, r["revoked"].as_u64()), (200, Some(0)), "{r}");
+    let lines = stack.audit_lines();
+    let revokes: Vec<&Value> = lines.iter().filter(|l| l["action"] == "revoke").collect();
+    assert_eq!(revokes.len(), 2, "{revokes:?}");
+    assert_eq!(revokes[0]["decision"], "deny", "{}", revokes[0]);
+    assert_eq!(revokes[1]["decision"], "allow", "{}", revokes[1]);
+}
