@@ -70,6 +70,48 @@ impl Ci {
     }
 }
 
+/// The variables through which a job can obtain new ID tokens, per CI: one
+/// table, the only place jobkey lists them. `--exec` leaves them out of the
+/// command's environment unless `--exec-keep-token-env` is given, so a
+/// command run with the credentials cannot mint tokens of its own (the ID
+/// token jobkey used is already spent on its exchange).
+pub const TOKEN_ENV: &[(Ci, &[&str])] = &[
+    // The request token and URL of GitHub's token endpoint (present with
+    // `permissions: id-token: write`).
+    (
+        Ci::Github,
+        &[
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+        ],
+    ),
+    // The `id_tokens:` variable jobkey reads by default; another one named
+    // with `--token-env` is added by `token_env_to_strip`.
+    (Ci::Gitlab, &[DEFAULT_GITLAB_TOKEN_ENV]),
+    // The agent's access token, with which `buildkite-agent oidc
+    // request-token` asks for tokens.
+    (Ci::Buildkite, &["BUILDKITE_AGENT_ACCESS_TOKEN"]),
+    // The job access token (when mapped into the environment) and the OIDC
+    // request URL it is sent to.
+    (Ci::Azure, &["SYSTEM_ACCESSTOKEN", "SYSTEM_OIDCREQUESTURI"]),
+];
+
+/// The variables `--exec` removes from the command's environment: every
+/// CI's in [`TOKEN_ENV`] (a job may run one CI's tools inside another, or
+/// pass `--ci`), and the variable the token was read from, if any.
+pub fn token_env_to_strip(source: &TokenSource) -> Vec<String> {
+    let mut names: Vec<String> = TOKEN_ENV
+        .iter()
+        .flat_map(|(_, vars)| vars.iter().map(|v| (*v).to_owned()))
+        .collect();
+    if let TokenSource::Env(name) = source {
+        names.push(name.clone());
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Where the token comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
@@ -277,6 +319,40 @@ mod tests {
         for (ci, file, env, want) in cases {
             let got = token_source(*ci, *file, *env).ok();
             assert_eq!(&got, want, "{ci:?}");
+        }
+    }
+
+    #[test]
+    fn exec_strips_every_variable_that_mints_id_tokens() {
+        let every = [
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            "BUILDKITE_AGENT_ACCESS_TOKEN",
+            "JOBKEY_ID_TOKEN",
+            "SYSTEM_ACCESSTOKEN",
+            "SYSTEM_OIDCREQUESTURI",
+        ];
+        // (token source, what is stripped besides every CI's variables)
+        let cases: [(TokenSource, Option<&str>); 4] = [
+            (TokenSource::GithubRequest, None),
+            (TokenSource::BuildkiteAgent, None),
+            (
+                TokenSource::Env("VAULT_ID_TOKEN".into()),
+                Some("VAULT_ID_TOKEN"),
+            ),
+            (TokenSource::File("/t".into()), None),
+        ];
+        for (source, extra) in cases {
+            let mut want: Vec<&str> = every.iter().copied().chain(extra).collect();
+            want.sort();
+            assert_eq!(token_env_to_strip(&source), want, "{source:?}");
+        }
+        // Every CI that can mint tokens has its row.
+        for ci in [Ci::Github, Ci::Gitlab, Ci::Buildkite, Ci::Azure] {
+            assert!(
+                TOKEN_ENV.iter().any(|(c, v)| *c == ci && !v.is_empty()),
+                "{ci:?}"
+            );
         }
     }
 
