@@ -116,7 +116,9 @@ mod tests {
             "{inherited} is inherited"
         );
         assert_eq!(
-            run(&cmd(&script), &[], &[inherited.clone()]).await.unwrap(),
+            run(&cmd(&script), &[], std::slice::from_ref(&inherited))
+                .await
+                .unwrap(),
             0,
             "{inherited} is removed"
         );

@@ -272,7 +272,13 @@ mod tests {
             ..fast
         };
         // (policy, script, outcome, attempts)
-        let cases: [(RetryPolicy, &[Result<(), u16>], Result<usize, u16>, usize); 5] = [
+        type Case<'a> = (
+            RetryPolicy,
+            &'a [Result<(), u16>],
+            Result<usize, u16>,
+            usize,
+        );
+        let cases: [Case; 5] = [
             (fast, &[Err(503), Err(503), Ok(())], Ok(3), 3),
             (fast, &[Err(429), Ok(())], Ok(2), 2),
             (fast, &[Err(503), Err(403)], Err(403), 2),

@@ -390,7 +390,13 @@ async fn exec_children_cannot_mint_new_id_tokens() {
     let url = ("JOBKEY_URL", stack.url.clone());
     // (case, environment, fetch arguments before --exec, the variables
     // that must not reach the command)
-    let cases: [(&str, Vec<(&'static str, String)>, Vec<&str>, Vec<&str>); 4] = [
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'static str, String)>,
+        Vec<&'a str>,
+        Vec<&'a str>,
+    );
+    let cases: [Case; 4] = [
         (
             "github",
             // Another CI's agent token in the environment goes too.
@@ -408,7 +414,7 @@ async fn exec_children_cannot_mint_new_id_tokens() {
         (
             "gitlab",
             with(
-                &[url.clone()],
+                std::slice::from_ref(&url),
                 &[("GITLAB_CI", "true"), ("JOBKEY_ID_TOKEN", &gitlab_token)],
             ),
             vec!["-e", "staging"],
@@ -417,7 +423,7 @@ async fn exec_children_cannot_mint_new_id_tokens() {
         (
             "gitlab, another id_tokens variable",
             with(
-                &[url.clone()],
+                std::slice::from_ref(&url),
                 &[("GITLAB_CI", "true"), ("VAULT_ID_TOKEN", &gitlab_token)],
             ),
             vec!["-e", "staging", "--token-env", "VAULT_ID_TOKEN"],
