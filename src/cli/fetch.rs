@@ -206,18 +206,24 @@ fn run<T>(f: impl std::future::Future<Output = Result<T, client::ClientError>>) 
 
 #[cfg(test)]
 mod tests {
-    use clap::{Args, Command};
+    use clap::CommandFactory;
 
     use super::*;
 
-    fn long_help(cmd: Command) -> String {
-        cmd.term_width(0).render_long_help().to_string()
+    /// `jobkey NAME --help`, as the binary prints it.
+    fn long_help(name: &str) -> String {
+        let mut cli = crate::cli::Cli::command().term_width(0);
+        cli.build();
+        cli.find_subcommand_mut(name)
+            .unwrap()
+            .render_long_help()
+            .to_string()
     }
 
     #[test]
     fn help_describes_the_state_file_the_retries_and_the_stripped_variables() {
-        let fetch = long_help(FetchArgs::augment_args(Command::new("fetch")));
-        let revoke = long_help(RevokeArgs::augment_args(Command::new("revoke")));
+        let fetch = long_help("fetch");
+        let revoke = long_help("revoke");
         for (help, says) in [
             (&fetch, "--exec-keep-token-env"),
             (&fetch, "--retry-for <DURATION>"),
