@@ -143,6 +143,30 @@ pub async fn revoke(o: &RevokeOptions, env: Env<'_>) -> Result<Revoked, ClientEr
     })?;
     let loaded = state::load(&path)?;
     let exchanges = &loaded.state.exchanges;
+    let (mut done, keep) = revoke_each(o, exchanges).await;
+    let failed = exchanges.len() - done.exchanges;
+    done.files = remove_files_of(exchanges);
+    let made = loaded.state.created_dirs();
+    let total = exchanges.len();
+    let all_gone = keep.is_empty();
+    loaded.finish(&keep)?;
+    if all_gone {
+        deliver::remove_created_dirs(made.iter().map(PathBuf::as_path));
+    }
+    if failed > 0 {
+        return Err(ClientError::Revoke { failed, total });
+    }
+    Ok(done)
+}
+
+/// `jobkey revoke`, step 1: revokes each exchange at its broker (or
+/// `--url`), one stderr line each. Returns what was revoked and the indexes
+/// of the exchanges to keep for another try: those that failed, except
+/// the ones the broker no longer knows (revoked or expired already).
+async fn revoke_each(
+    o: &RevokeOptions,
+    exchanges: &[state::SavedExchange],
+) -> (Revoked, Vec<usize>) {
     let mut done = Revoked::default();
     let mut keep = Vec::new();
     for (i, ex) in exchanges.iter().enumerate() {
@@ -164,14 +188,20 @@ pub async fn revoke(o: &RevokeOptions, env: Env<'_>) -> Result<Revoked, ClientEr
             }
             Err(e) => {
                 eprintln!("jobkey: exchange {}: not revoked: {e}", ex.request_id);
-                // The broker no longer knows it: nothing is left to revoke.
-                if !matches!(e, ClientError::Refused { status: 404, .. }) {
+                let unknown = matches!(&e, ClientError::Refused { status: 404, code, .. } if code == "unknown_exchange");
+                if !unknown {
                     keep.push(i);
                 }
             }
         }
     }
-    let failed = exchanges.len() - done.exchanges;
+    (done, keep)
+}
+
+/// `jobkey revoke`, step 2: removes the files each exchange wrote (and the
+/// credential directories `fetch` made for them); returns how many.
+fn remove_files_of(exchanges: &[state::SavedExchange]) -> usize {
+    let mut removed = 0;
     for ex in exchanges {
         let Some(files) = &ex.files else { continue };
         match files.remove_files() {
@@ -181,7 +211,7 @@ pub async fn revoke(o: &RevokeOptions, env: Env<'_>) -> Result<Revoked, ClientEr
                     ex.request_id,
                     files.dir.display()
                 );
-                done.files += n;
+                removed += n;
             }
             Err(e) => eprintln!(
                 "jobkey: warning: exchange {}: its files are not removed: {e}",
@@ -189,27 +219,7 @@ pub async fn revoke(o: &RevokeOptions, env: Env<'_>) -> Result<Revoked, ClientEr
             ),
         }
     }
-    let made: Vec<PathBuf> = loaded
-        .state
-        .created
-        .iter()
-        .chain(
-            exchanges
-                .iter()
-                .flat_map(|e| e.files.iter().flat_map(|f| &f.created)),
-        )
-        .cloned()
-        .collect();
-    let total = exchanges.len();
-    let everything_done = keep.is_empty();
-    loaded.finish(&keep)?;
-    if everything_done {
-        deliver::remove_created_dirs(made.iter().map(PathBuf::as_path));
-    }
-    if failed > 0 {
-        return Err(ClientError::Revoke { failed, total });
-    }
-    Ok(done)
+    removed
 }
 
 /// `jobkey fetch`'s options, checked before any token is obtained.

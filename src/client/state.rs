@@ -52,6 +52,22 @@ pub struct State {
     pub exchanges: Vec<SavedExchange>,
 }
 
+impl State {
+    /// Every directory `jobkey fetch` made: for the state file and for
+    /// each exchange's files.
+    pub fn created_dirs(&self) -> Vec<PathBuf> {
+        self.created
+            .iter()
+            .chain(
+                self.exchanges
+                    .iter()
+                    .flat_map(|e| e.files.iter().flat_map(|f| &f.created)),
+            )
+            .cloned()
+            .collect()
+    }
+}
+
 /// One exchange, as read.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

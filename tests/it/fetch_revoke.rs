@@ -242,3 +242,59 @@ async fn exec_leaves_no_file_and_no_directory_behind() {
         "the directories fetch made for it are gone too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_that_could_not_be_revoked_stays_for_another_try() {
+    let stack = Stack::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let env = github_env(&stack, tmp.path()).await;
+    let state = tmp.path().join("runner_temp/jobkey/revocation.json");
+    let run = jobkey(&["fetch", "-e", "production"], &env).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let (request_id, _) = last_exchange(&state);
+
+    // The broker cannot be reached: nothing is revoked, the state stays,
+    // the files go anyway.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let closed = format!("http://127.0.0.1:{closed}");
+    let run = jobkey(&["revoke", "--url", &closed, "--retry-for", "0"], &env).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "jobkey: exchange {request_id}: not revoked: the broker: cannot connect"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("1 of 1 exchange(s) could not be revoked"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(last_exchange(&state).0, request_id, "kept for another try");
+    assert!(
+        !tmp.path()
+            .join("runner_temp/jobkey/credentials/deploy-db")
+            .exists()
+    );
+
+    // Another try, with the broker: revoked, and everything is gone.
+    let run = jobkey(&["revoke"], &env).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("jobkey: exchange {request_id}: revoked ")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !tmp.path().join("runner_temp/jobkey").exists(),
+        "{}",
+        run.stderr
+    );
+}
