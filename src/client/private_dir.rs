@@ -36,6 +36,9 @@ pub enum FsError {
     /// Something other than a directory is in the way.
     #[error("{path} exists and is not a directory")]
     NotADirectory { path: PathBuf },
+    /// Something other than a regular file is where a file is read.
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
     /// The directory or file belongs to another user.
     #[error(
         "{path} belongs to uid {owner}, not to the user jobkey runs as (uid {me}); remove it or choose another directory"
@@ -289,14 +292,15 @@ impl PrivateDir {
         Ok(())
     }
 
-    /// Reads the file `name` (at most `limit` bytes) if it exists, is not a
-    /// symlink, belongs to the user and is closed to group and others.
+    /// Reads the file `name` (at most `limit` bytes) if it exists, is a
+    /// regular file (not a symlink; a FIFO does not block the open), belongs
+    /// to the user and is closed to group and others.
     pub fn read_private_file(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>, FsError> {
         let path = self.path.join(name);
         let fd = match rustix::fs::openat(
             &self.fd,
             name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
             Ok(fd) => fd,
@@ -305,6 +309,9 @@ impl PrivateDir {
             Err(e) => return Err(io_error(&path, e)),
         };
         let st = rustix::fs::fstat(&fd).map_err(|e| io_error(&path, e))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(FsError::NotAFile { path });
+        }
         check_owner_and_mode(&st, &path, current_uid())?;
         let mut buf = Vec::new();
         File::from(fd)
@@ -600,6 +607,19 @@ mod tests {
             Err(FsError::OpenToOthers { mode: 0o644, .. })
         ));
         assert_eq!(d.read_private_file("absent", 1024).unwrap(), None);
+        // A FIFO planted at the name neither blocks nor is read.
+        let fifo = base.join("creds/fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert!(matches!(
+            d.read_private_file("fifo", 1024),
+            Err(FsError::NotAFile { .. })
+        ));
     }
 
     #[test]
