@@ -62,9 +62,8 @@ pub enum Command {
         #[arg(long, default_value = "dev-key-1")]
         kid: String,
     },
-    /// Run inside a CI job: get credentials from the broker.
+    // The help of `fetch` and `revoke` is their arguments' doc (fetch.rs).
     Fetch(Box<fetch::FetchArgs>),
-    /// Revoke the leases of an earlier `jobkey fetch` in this job.
     Revoke(fetch::RevokeArgs),
     /// Policy tools: lint, schema, test, explain, who-can.
     Policy {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::ClientError;
+use super::retry::{self, RetryPolicy};
 use crate::outbound::{AllowedUrl, Body, ClientSettings, HttpClient, Request};
 use crate::secret::SecretString;
 
@@ -110,6 +111,7 @@ pub(super) fn http_settings() -> ClientSettings {
 pub struct Broker {
     base: AllowedUrl,
     http: HttpClient,
+    retry: RetryPolicy,
 }
 
 impl Broker {
@@ -126,7 +128,18 @@ impl Broker {
             source,
         })?;
         let http = HttpClient::new(http_settings()).map_err(ClientError::Broker)?;
-        Ok(Broker { base, http })
+        Ok(Broker {
+            base,
+            http,
+            retry: RetryPolicy::within(Duration::ZERO),
+        })
+    }
+
+    /// Retries a request that found the broker or Vault unavailable for up
+    /// to `window` (`--retry-for`; zero: never). See `retry`.
+    pub fn retrying_for(mut self, window: Duration) -> Broker {
+        self.retry = RetryPolicy::within(window);
+        self
     }
 
     /// The base URL, as `jobkey revoke` should find it again.
@@ -142,6 +155,7 @@ impl Broker {
     ) -> Result<ExchangeResponse, ClientError> {
         let body = self
             .post(
+                "the exchange",
                 "/v1/exchange",
                 token,
                 serde_json::to_vec(req).unwrap_or_default(),
@@ -163,7 +177,9 @@ impl Broker {
         request_id: &str,
     ) -> Result<RevokeResponse, ClientError> {
         let req = serde_json::json!({ "request_id": request_id }).to_string();
-        let body = self.post("/v1/revoke", bearer, req.into_bytes()).await?;
+        let body = self
+            .post("the revocation", "/v1/revoke", bearer, req.into_bytes())
+            .await?;
         serde_json::from_slice(body.expose()).map_err(|_| {
             ClientError::Transport(
                 "the broker's answer to /v1/revoke has no \"revoked\" count".into(),
@@ -171,10 +187,12 @@ impl Broker {
         })
     }
 
-    /// A JSON `POST` with a bearer; a jobkey error body becomes
-    /// [`ClientError::Refused`].
+    /// A JSON `POST` with a bearer, retried as `retry` allows; a jobkey
+    /// error body becomes [`ClientError::Refused`]. `what` names the request
+    /// in the retry messages.
     async fn post(
         &self,
+        what: &str,
         path: &str,
         bearer: &SecretString,
         body: Vec<u8>,
@@ -186,9 +204,21 @@ impl Broker {
                 setting: "--url / JOBKEY_URL",
                 source,
             })?;
+        retry::run(&self.retry, what, || {
+            self.post_once(&url, bearer, body.clone())
+        })
+        .await
+    }
+
+    async fn post_once(
+        &self,
+        url: &AllowedUrl,
+        bearer: &SecretString,
+        body: Vec<u8>,
+    ) -> Result<Body, ClientError> {
         let resp = self
             .http
-            .send(Request::post_json(&url, body).authorization("Bearer", bearer))
+            .send(Request::post_json(url, body).authorization("Bearer", bearer))
             .await
             .map_err(ClientError::Broker)?;
         if (200..300).contains(&resp.status) {
@@ -201,11 +231,12 @@ impl Broker {
                     code: e.error,
                     message: e.message,
                     request_id: e.request_id,
+                    retry_after: resp.retry_after,
                 },
-                Err(_) => ClientError::Transport(format!(
-                    "the broker answered HTTP {} without a jobkey error body; is --url the broker?",
-                    resp.status
-                )),
+                Err(_) => ClientError::BrokerStatus {
+                    status: resp.status,
+                    retry_after: resp.retry_after,
+                },
             },
         )
     }

@@ -31,6 +31,51 @@ pub use crate::provider::Provider as Ci;
 /// Largest token accepted from any source.
 const MAX_TOKEN_BYTES: usize = 64 * 1024;
 
+/// The variables through which a job can obtain new ID tokens, per CI: one
+/// table, the only place jobkey lists them. `--exec` leaves them out of the
+/// command's environment unless `--exec-keep-token-env` is given, so a
+/// command run with the credentials cannot mint tokens of its own (the ID
+/// token jobkey used is already spent on its exchange).
+pub const TOKEN_ENV: &[(Ci, &[&str])] = &[
+    // The request token and URL of GitHub's token endpoint (present with
+    // `permissions: id-token: write`).
+    (
+        Ci::Github,
+        &[
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+        ],
+    ),
+    // The `id_tokens:` variable jobkey reads by default; another one named
+    // with `--token-env` is added by `token_env_to_strip`.
+    (Ci::Gitlab, &["JOBKEY_ID_TOKEN"]),
+    // The agent's access token, with which `buildkite-agent oidc
+    // request-token` asks for tokens.
+    (Ci::Buildkite, &["BUILDKITE_AGENT_ACCESS_TOKEN"]),
+    // The job access token (when mapped into the environment) and the OIDC
+    // request URL it is sent to.
+    (
+        Ci::AzureDevops,
+        &["SYSTEM_ACCESSTOKEN", "SYSTEM_OIDCREQUESTURI"],
+    ),
+];
+
+/// The variables `--exec` removes from the command's environment: every
+/// CI's in [`TOKEN_ENV`] (a job may run one CI's tools inside another, or
+/// pass `--ci`), and the variable the token was read from, if any.
+pub fn token_env_to_strip(source: &TokenSource) -> Vec<String> {
+    let mut names: Vec<String> = TOKEN_ENV
+        .iter()
+        .flat_map(|(_, vars)| vars.iter().map(|v| (*v).to_owned()))
+        .collect();
+    if let TokenSource::Env { name, .. } = source {
+        names.push(name.clone());
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Where the token comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
@@ -324,6 +369,43 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("circleci run oidc get"), "{e}");
+    }
+
+    #[test]
+    fn exec_strips_every_variable_that_mints_id_tokens() {
+        let every = [
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            "BUILDKITE_AGENT_ACCESS_TOKEN",
+            "JOBKEY_ID_TOKEN",
+            "SYSTEM_ACCESSTOKEN",
+            "SYSTEM_OIDCREQUESTURI",
+        ];
+        // (token source, what is stripped besides every CI's variables)
+        let cases: [(TokenSource, Option<&str>); 4] = [
+            (TokenSource::Request(Ci::Github), None),
+            (TokenSource::Command(Ci::Buildkite), None),
+            (
+                TokenSource::Env {
+                    name: "VAULT_ID_TOKEN".into(),
+                    ci: Ci::Gitlab,
+                },
+                Some("VAULT_ID_TOKEN"),
+            ),
+            (TokenSource::File("/t".into()), None),
+        ];
+        for (source, extra) in cases {
+            let mut want: Vec<&str> = every.iter().copied().chain(extra).collect();
+            want.sort();
+            assert_eq!(token_env_to_strip(&source), want, "{source:?}");
+        }
+        // Every CI that can mint tokens has its row.
+        for ci in [Ci::Github, Ci::Gitlab, Ci::Buildkite, Ci::AzureDevops] {
+            assert!(
+                TOKEN_ENV.iter().any(|(c, v)| *c == ci && !v.is_empty()),
+                "{ci:?}"
+            );
+        }
     }
 
     #[tokio::test]

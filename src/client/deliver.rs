@@ -13,11 +13,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use super::ClientError;
 use super::broker::ExchangeResponse;
+use super::private_dir::{self, Existing, FsError, PrivateDir, Removal};
 use crate::secret::SecretString;
 
 /// One field of one credential, secret or not.
@@ -141,88 +143,145 @@ pub fn env_vars(
     Ok(out)
 }
 
-/// Creates `dir` with mode 0700 (its parents as usual), or accepts an
-/// existing directory that is not a symlink and that no one else can read.
-pub fn private_dir(dir: &Path) -> Result<(), ClientError> {
-    let err = |e: std::io::Error| ClientError::Deliver(format!("{}: {e}", dir.display()));
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) => {
-            if !m.is_dir() {
-                return Err(ClientError::Deliver(format!(
-                    "{} exists and is not a directory (a symlink is not followed)",
-                    dir.display()
-                )));
-            }
-            let mode = m.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(ClientError::Deliver(format!(
-                    "{} exists with mode {mode:o}, open to other users; remove it or choose another directory",
-                    dir.display()
-                )));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(err)?;
-            }
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(dir)
-                .map_err(err)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
-        }
-        Err(e) => Err(err(e)),
-    }
-}
-
-/// Writes `bytes` to `path` with mode 0600: into a new file next to it
-/// (created exclusively, so a planted symlink is not followed), then renamed
-/// over `path`.
-pub fn private_file(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
-    let err = |e: std::io::Error| ClientError::Deliver(format!("{}: {e}", path.display()));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", random_hex::<8>()?));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    let written = f
-        .write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(err(e));
-    }
-    Ok(())
-}
-
 /// What `write_files` wrote.
 #[derive(Debug, Default)]
 pub struct Written {
     /// The kubeconfig files, for `KUBECONFIG`.
     pub kubeconfigs: Vec<PathBuf>,
     pub files: usize,
+    /// What to remove later (`jobkey revoke`, or after `--exec`).
+    pub delivered: Delivered,
 }
 
-/// Writes every field to `dir` (see the module docs).
+/// What `fetch` put on disk, kept in the revocation state so that `jobkey
+/// revoke` removes it: the credentials directory, the directories `fetch`
+/// created, and each credential's files. Names only, never a value.
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivered {
+    /// The credentials directory (absolute).
+    pub dir: PathBuf,
+    /// The directories `fetch` created for it (missing parents and the
+    /// directory itself), outermost first.
+    #[serde(default)]
+    pub created: Vec<PathBuf>,
+    /// Each credential's sub-directory and files.
+    #[serde(default)]
+    pub credentials: Vec<DeliveredCredential>,
+}
+
+/// One credential's sub-directory of [`Delivered::dir`].
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveredCredential {
+    /// The credential's name, which is its sub-directory's name.
+    pub name: String,
+    /// `true` when `fetch` created the sub-directory.
+    pub created: bool,
+    /// The file names in it.
+    pub files: Vec<String>,
+}
+
+/// Writes every field to `dir` (see the module docs). On a failure, what
+/// was written is removed again before the error is returned.
 pub fn write_files(dir: &Path, fields: &[Field<'_>]) -> Result<Written, ClientError> {
-    private_dir(dir)?;
-    let mut w = Written::default();
-    for f in fields {
-        let cdir = dir.join(f.credential);
-        private_dir(&cdir)?;
-        let path = cdir.join(file_name(f.kind, f.name));
-        private_file(&path, f.value.as_bytes())?;
-        w.files += 1;
-        if f.kind == "kubeconfig" && f.name == "kubeconfig" {
-            w.kubeconfigs.push(path);
+    let opened = PrivateDir::open(dir, Existing::MustBePrivate).map_err(ClientError::Files)?;
+    let mut w = Written {
+        delivered: Delivered {
+            dir: opened.dir.path().to_owned(),
+            created: opened.created,
+            credentials: Vec::new(),
+        },
+        ..Written::default()
+    };
+    let mut subdirs: BTreeMap<&str, (PrivateDir, usize)> = BTreeMap::new();
+    let mut write_all = || -> Result<(), FsError> {
+        for f in fields {
+            let (sub, i) = match subdirs.entry(f.credential) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let (sub, created) = opened.dir.subdir(f.credential)?;
+                    w.delivered.credentials.push(DeliveredCredential {
+                        name: f.credential.to_owned(),
+                        created,
+                        files: Vec::new(),
+                    });
+                    e.insert((sub, w.delivered.credentials.len() - 1))
+                }
+            };
+            let name = file_name(f.kind, f.name);
+            sub.write_file(name, f.value.as_bytes())?;
+            w.delivered.credentials[*i].files.push(name.to_owned());
+            w.files += 1;
+            if f.kind == "kubeconfig" && f.name == "kubeconfig" {
+                w.kubeconfigs.push(sub.path().join(name));
+            }
         }
+        Ok(())
+    };
+    if let Err(e) = write_all() {
+        drop(subdirs);
+        let _ = w.delivered.remove_files();
+        remove_created_dirs(w.delivered.created.iter().map(PathBuf::as_path));
+        return Err(ClientError::Files(e));
     }
     Ok(w)
+}
+
+impl Delivered {
+    /// Removes the files, through handles on the checked directories, and
+    /// the credential sub-directories `fetch` created once they are empty.
+    /// Returns how many files were removed. The directories in `created`
+    /// are left for [`remove_created_dirs`], once nothing else is in them.
+    pub fn remove_files(&self) -> Result<usize, FsError> {
+        let Some(dir) = PrivateDir::open_existing(&self.dir, Existing::MustBePrivate)? else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for c in &self.credentials {
+            let Some(sub) = dir.existing_subdir(&c.name)? else {
+                continue;
+            };
+            for f in &c.files {
+                if sub.remove_file(f)? {
+                    removed += 1;
+                }
+            }
+            if c.created {
+                match dir.remove_subdir(&c.name)? {
+                    Removal::NotEmpty => eprintln!(
+                        "jobkey: left {}: something other than jobkey's files is in it",
+                        sub.path().display()
+                    ),
+                    Removal::Removed | Removal::Absent => {}
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Removes the directories `fetch` created, innermost first, each only
+/// when it is empty.
+pub fn remove_created_dirs<'a>(dirs: impl Iterator<Item = &'a Path>) {
+    let mut dirs: Vec<&Path> = dirs.collect();
+    dirs.sort_by(|a, b| {
+        b.components()
+            .count()
+            .cmp(&a.components().count())
+            .then_with(|| a.cmp(b))
+    });
+    dirs.dedup();
+    for d in dirs {
+        match private_dir::remove_empty_dir(d) {
+            Ok(Removal::NotEmpty) => eprintln!(
+                "jobkey: left {}: it is not empty (or no longer a directory)",
+                d.display()
+            ),
+            Ok(Removal::Removed | Removal::Absent) => {}
+            Err(e) => eprintln!("jobkey: warning: cannot remove {e}"),
+        }
+    }
 }
 
 /// `KUBECONFIG` for the kubeconfig files written, if any.
@@ -456,6 +515,7 @@ mod tests {
 
     #[test]
     fn files_are_0600_in_a_0700_directory_and_symlinks_are_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("creds");
         let fields = [
@@ -503,9 +563,90 @@ mod tests {
         let open = tmp.path().join("open");
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert!(write_files(&open, &fields).is_err());
+        assert!(matches!(
+            write_files(&open, &fields),
+            Err(ClientError::Files(FsError::OpenToOthers { .. }))
+        ));
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&dir, &link).unwrap();
-        assert!(write_files(&link, &fields).is_err());
+        assert!(matches!(
+            write_files(&link, &fields),
+            Err(ClientError::Files(FsError::Symlink { .. }))
+        ));
+    }
+
+    #[test]
+    fn what_was_delivered_is_recorded_and_removed_to_the_last_directory_fetch_made() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(tmp.path()).unwrap();
+        let field = |credential, name| Field {
+            credential,
+            kind: "kv",
+            name,
+            value: "v",
+        };
+        // An existing private directory, with one credential directory the
+        // job made itself.
+        let existing = base.join("existing");
+        std::fs::create_dir(&existing).unwrap();
+        std::fs::set_permissions(
+            &existing,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        std::fs::create_dir(existing.join("app")).unwrap();
+        std::fs::set_permissions(
+            existing.join("app"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let fields = [
+            field("db", "password"),
+            field("db", "username"),
+            field("app", "key"),
+        ];
+        let w = write_files(&existing, &fields).unwrap();
+        assert_eq!(
+            w.delivered,
+            Delivered {
+                dir: existing.clone(),
+                created: vec![],
+                credentials: vec![
+                    DeliveredCredential {
+                        name: "db".into(),
+                        created: true,
+                        files: vec!["password".into(), "username".into()],
+                    },
+                    DeliveredCredential {
+                        name: "app".into(),
+                        created: false,
+                        files: vec!["key".into()],
+                    },
+                ],
+            }
+        );
+        assert_eq!(w.delivered.remove_files().unwrap(), 3);
+        assert!(!existing.join("db").exists(), "fetch made it: removed");
+        assert!(existing.join("app").is_dir(), "the job made it: kept");
+        assert!(existing.is_dir());
+
+        // A new directory under new parents: all of them go.
+        let fresh = base.join("a/b/creds");
+        let w = write_files(&fresh, &fields).unwrap();
+        assert_eq!(
+            w.delivered.created,
+            [base.join("a"), base.join("a/b"), fresh.clone()]
+        );
+        assert_eq!(w.delivered.remove_files().unwrap(), 3);
+        remove_created_dirs(w.delivered.created.iter().map(PathBuf::as_path));
+        assert!(!base.join("a").exists());
+
+        // A failed write leaves nothing behind.
+        let e = write_files(
+            &base.join("c/creds"),
+            &[field("db", "x"), field("db", "x/y")],
+        );
+        assert!(matches!(e, Err(ClientError::Files(_))), "{e:?}");
+        assert!(!base.join("c").exists());
     }
 }

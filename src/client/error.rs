@@ -2,6 +2,9 @@
 //! with. Messages say what to fix and never contain a token, a credential
 //! value, a revocation handle or a response body.
 
+use std::time::Duration;
+
+use super::private_dir::FsError;
 use crate::outbound::OutboundError;
 
 /// The job client's errors.
@@ -32,6 +35,14 @@ pub enum ClientError {
     /// The broker's answer is not what jobkey sends.
     #[error("{0}")]
     Transport(String),
+    /// An error status without a jobkey error body (a proxy in front of the
+    /// broker, or not the broker at all).
+    #[error("the broker answered HTTP {status} without a jobkey error body; is --url the broker?")]
+    BrokerStatus {
+        status: u16,
+        /// The `Retry-After` sent with it, if any.
+        retry_after: Option<Duration>,
+    },
     /// The broker refused, with its error code, message and request id.
     #[error("the broker refused ({status} {code}): {message}{}", request_id.as_deref().map(|r| format!(" [request_id {r}]")).unwrap_or_default())]
     Refused {
@@ -39,6 +50,8 @@ pub enum ClientError {
         code: String,
         message: String,
         request_id: Option<String>,
+        /// The broker's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
     },
     /// The masks could not be registered with the CI; nothing was delivered.
     #[error("cannot register the masks with the CI, so nothing was delivered: {0}")]
@@ -46,10 +59,22 @@ pub enum ClientError {
     /// Writing the credentials (files, `$GITHUB_ENV`, outputs) failed.
     #[error("cannot deliver the credentials: {0}")]
     Deliver(String),
+    /// The credentials directory was refused (a symlink, another user's, open
+    /// to others) or could not be written.
+    #[error("cannot deliver the credentials: {0}")]
+    Files(FsError),
     /// Running the `--exec` command failed.
     #[error("cannot run the command: {0}")]
     Exec(String),
     /// Reading or writing the revocation state file failed.
     #[error("revocation state: {0}")]
     State(String),
+    /// The revocation state file or its directory was refused or could not
+    /// be written.
+    #[error("revocation state: {0}")]
+    StateFiles(FsError),
+    /// `jobkey revoke` could not revoke some of the exchanges (each is
+    /// reported on stderr); they stay in the state file for another try.
+    #[error("{failed} of {total} exchange(s) could not be revoked (see above)")]
+    Revoke { failed: usize, total: usize },
 }

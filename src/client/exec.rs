@@ -1,5 +1,6 @@
 //! `--exec -- COMMAND…`: runs the command with the credentials in its
-//! environment, forwards the signals a CI sends on cancel (SIGINT, SIGTERM,
+//! environment (and without the variables that mint ID tokens, unless
+//! asked to keep them), forwards the signals a CI sends on cancel (SIGINT, SIGTERM,
 //! SIGHUP, SIGQUIT) to it, and returns the exit code to pass on (128 + the
 //! signal number when the command was killed by a signal, as shells do).
 
@@ -10,8 +11,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::ClientError;
 use crate::secret::SecretString;
 
-/// Runs `command` with `env` added to jobkey's own environment.
-pub async fn run(command: &[String], env: &[(String, SecretString)]) -> Result<u8, ClientError> {
+/// Runs `command` with jobkey's own environment less the variables in
+/// `remove`, plus `env`.
+pub async fn run(
+    command: &[String],
+    env: &[(String, SecretString)],
+    remove: &[String],
+) -> Result<u8, ClientError> {
     let Some((program, args)) = command.split_first() else {
         return Err(ClientError::Usage(
             "--exec needs a command after `--`".into(),
@@ -19,6 +25,9 @@ pub async fn run(command: &[String], env: &[(String, SecretString)]) -> Result<u
     };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args);
+    for k in remove {
+        cmd.env_remove(k);
+    }
     for (k, v) in env {
         cmd.env(k, v.expose_secret());
     }
@@ -88,9 +97,36 @@ mod tests {
         ];
         for (script, want) in cases {
             let env = [("JOBKEY_A_B".to_owned(), SecretString::new("v a l".into()))];
-            assert_eq!(run(&cmd(script), &env).await.unwrap(), want, "{script}");
+            assert_eq!(
+                run(&cmd(script), &env, &[]).await.unwrap(),
+                want,
+                "{script}"
+            );
         }
-        assert!(run(&["/nonexistent/cmd".to_owned()], &[]).await.is_err());
-        assert!(run(&[], &[]).await.is_err());
+        // A variable of jobkey's own environment, removed, is gone from
+        // the command's (the shell sets PATH itself, so not that one).
+        let inherited = std::env::vars()
+            .map(|(k, _)| k)
+            .find(|k| k != "PATH" && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .expect("the test runs with some environment");
+        let script = format!("test -z \"${{{inherited}+set}}\"");
+        assert_eq!(
+            run(&cmd(&script), &[], &[]).await.unwrap(),
+            1,
+            "{inherited} is inherited"
+        );
+        assert_eq!(
+            run(&cmd(&script), &[], std::slice::from_ref(&inherited))
+                .await
+                .unwrap(),
+            0,
+            "{inherited} is removed"
+        );
+        assert!(
+            run(&["/nonexistent/cmd".to_owned()], &[], &[])
+                .await
+                .is_err()
+        );
+        assert!(run(&[], &[], &[]).await.is_err());
     }
 }

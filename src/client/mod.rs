@@ -1,11 +1,15 @@
 //! The job's side: `jobkey fetch` and `jobkey revoke`, run inside a CI job.
 //!
 //! `fetch` obtains the job's ID token (`ci`), exchanges it at the broker
-//! (`broker`), registers every mask with the CI before it writes or prints
-//! anything else (`masking`), then delivers the credentials without printing
-//! them (`deliver`: files, `$GITHUB_ENV`, step outputs; or `exec`: a command
-//! run with them in its environment and revoked when it exits). Without
-//! `--exec` it leaves the revocation handle for `jobkey revoke` (`state`).
+//! (`broker`, retrying a short outage as `retry` allows), registers every
+//! mask with the CI before it writes or prints anything else (`masking`),
+//! then delivers the credentials without printing them (`deliver`: files
+//! through directory handles (`private_dir`), `$GITHUB_ENV`, step outputs;
+//! or `exec`: a command run with them in its environment, without the
+//! variables that mint ID tokens, revoked when it exits). Without `--exec`
+//! it adds the exchange, with the files it wrote, to the job's revocation
+//! state for `jobkey revoke` (`state`), which revokes every exchange of the
+//! job and removes their files.
 //!
 //! Human messages go to stderr; stdout carries only the CI's commands.
 
@@ -15,13 +19,17 @@ mod deliver;
 mod error;
 mod exec;
 mod masking;
+mod private_dir;
+mod retry;
 mod state;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-pub use ci::Ci;
+pub use ci::{Ci, TOKEN_ENV};
 pub use error::ClientError;
+pub use private_dir::FsError;
 
 use broker::Broker;
 
@@ -53,6 +61,12 @@ pub struct FetchOptions {
     pub state: Option<PathBuf>,
     /// `--exec -- COMMAND…`.
     pub exec: Option<Vec<String>>,
+    /// `--exec-keep-token-env`: leave the variables that mint ID tokens in
+    /// the command's environment.
+    pub exec_keep_token_env: bool,
+    /// `--retry-for`: how long to retry a broker or Vault outage (zero:
+    /// never).
+    pub retry_for: Duration,
 }
 
 /// What `jobkey revoke` was asked to do.
@@ -61,6 +75,19 @@ pub struct RevokeOptions {
     pub url: Option<String>,
     pub state: Option<PathBuf>,
     pub out: Option<PathBuf>,
+    /// `--retry-for`, as for `fetch`.
+    pub retry_for: Duration,
+}
+
+/// What `jobkey revoke` did, over every exchange of the state file.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Revoked {
+    /// Exchanges revoked.
+    pub exchanges: usize,
+    /// Leases the broker revoked for them.
+    pub leases: u64,
+    /// Credential files removed.
+    pub files: usize,
 }
 
 /// Runs `jobkey fetch`; returns the exit code (the command's, with `--exec`).
@@ -76,7 +103,7 @@ pub async fn fetch(
     stdout: &mut dyn Write,
 ) -> Result<u8, ClientError> {
     let plan = Plan::check(o, env)?;
-    let token = job_token(o, plan.ci, env).await?;
+    let token = ci::obtain(&plan.token_source, &o.audience, env).await?;
     let resp = plan.broker.exchange(&token, &plan.request()).await?;
     let issued = Issued {
         broker: &plan.broker,
@@ -88,30 +115,111 @@ pub async fn fetch(
     let fields = issued.or_revoke(deliver::fields(&resp)).await?;
     announce(plan.ci, &resp);
     match &plan.delivery {
-        Delivery::Exec(command) => exec_and_revoke(command, &fields, &issued, env).await,
+        Delivery::Exec { command, strip } => {
+            exec_and_revoke(command, strip, &fields, &issued, env).await
+        }
         Delivery::Outside(targets) => {
-            let out_dir = issued
+            let delivered = issued
                 .or_revoke(deliver_outside(targets, &fields, env, &resp.request_id))
                 .await?;
-            keep_revocation_state(o.state.as_deref(), env, out_dir.as_deref(), &issued)?;
+            keep_revocation_state(o.state.as_deref(), env, delivered.as_ref(), &issued).await?;
             Ok(0)
         }
     }
 }
 
-/// Runs `jobkey revoke`.
-pub async fn revoke(o: &RevokeOptions, env: Env<'_>) -> Result<u64, ClientError> {
+/// Runs `jobkey revoke`: revokes every exchange in the state file (each
+/// reported on stderr), removes the files each one wrote and the
+/// directories `fetch` made, then the state file. Exchanges that could not
+/// be revoked stay in the state file for another try, and the result is
+/// [`ClientError::Revoke`]; one the broker no longer knows (revoked or
+/// expired) is reported and dropped.
+pub async fn revoke(o: &RevokeOptions, env: Env<'_>) -> Result<Revoked, ClientError> {
     let path = state::default_path(o.state.as_deref(), env, o.out.as_deref()).ok_or_else(|| {
         ClientError::Usage(
             "no revocation state: pass --state FILE (as given to `jobkey fetch`) or --out DIR"
                 .into(),
         )
     })?;
-    let st = state::load(&path)?;
-    let broker = Broker::new(o.url.as_deref().unwrap_or(&st.url))?;
-    let r = broker.revoke(&st.handle.0, &st.request_id).await?;
-    let _ = std::fs::remove_file(&path);
-    Ok(r.revoked)
+    let loaded = state::load(&path)?;
+    let exchanges = &loaded.state.exchanges;
+    let (mut done, keep) = revoke_each(o, exchanges).await;
+    let failed = exchanges.len() - done.exchanges;
+    done.files = remove_files_of(exchanges);
+    let made = loaded.state.created_dirs();
+    let total = exchanges.len();
+    let all_gone = keep.is_empty();
+    loaded.finish(&keep)?;
+    if all_gone {
+        deliver::remove_created_dirs(made.iter().map(PathBuf::as_path));
+    }
+    if failed > 0 {
+        return Err(ClientError::Revoke { failed, total });
+    }
+    Ok(done)
+}
+
+/// `jobkey revoke`, step 1: revokes each exchange at its broker (or
+/// `--url`), one stderr line each. Returns what was revoked and the indexes
+/// of the exchanges to keep for another try: those that failed, except
+/// the ones the broker no longer knows (revoked or expired already).
+async fn revoke_each(
+    o: &RevokeOptions,
+    exchanges: &[state::SavedExchange],
+) -> (Revoked, Vec<usize>) {
+    let mut done = Revoked::default();
+    let mut keep = Vec::new();
+    for (i, ex) in exchanges.iter().enumerate() {
+        let revoked = async {
+            Broker::new(o.url.as_deref().unwrap_or(&ex.url))?
+                .retrying_for(o.retry_for)
+                .revoke(&ex.handle.0, &ex.request_id)
+                .await
+        }
+        .await;
+        match revoked {
+            Ok(r) => {
+                eprintln!(
+                    "jobkey: exchange {}: revoked {} lease(s)",
+                    ex.request_id, r.revoked
+                );
+                done.exchanges += 1;
+                done.leases += r.revoked;
+            }
+            Err(e) => {
+                eprintln!("jobkey: exchange {}: not revoked: {e}", ex.request_id);
+                let unknown = matches!(&e, ClientError::Refused { status: 404, code, .. } if code == "unknown_exchange");
+                if !unknown {
+                    keep.push(i);
+                }
+            }
+        }
+    }
+    (done, keep)
+}
+
+/// `jobkey revoke`, step 2: removes the files each exchange wrote (and the
+/// credential directories `fetch` made for them); returns how many.
+fn remove_files_of(exchanges: &[state::SavedExchange]) -> usize {
+    let mut removed = 0;
+    for ex in exchanges {
+        let Some(files) = &ex.files else { continue };
+        match files.remove_files() {
+            Ok(n) => {
+                eprintln!(
+                    "jobkey: exchange {}: removed {n} file(s) under {}",
+                    ex.request_id,
+                    files.dir.display()
+                );
+                removed += n;
+            }
+            Err(e) => eprintln!(
+                "jobkey: warning: exchange {}: its files are not removed: {e}",
+                ex.request_id
+            ),
+        }
+    }
+    removed
 }
 
 /// `jobkey fetch`'s options, checked before any token is obtained.
@@ -119,14 +227,19 @@ struct Plan<'o> {
     options: &'o FetchOptions,
     broker: Broker,
     ci: Ci,
+    token_source: ci::TokenSource,
     ssh_public_key: Option<String>,
     delivery: Delivery<'o>,
 }
 
 /// Where the credentials go.
 enum Delivery<'o> {
-    /// Into the environment of this command, revoked when it exits.
-    Exec(&'o [String]),
+    /// Into the environment of this command, revoked when it exits; the
+    /// command runs without the variables in `strip`.
+    Exec {
+        command: &'o [String],
+        strip: Vec<String>,
+    },
     /// Into files and GitHub's variable files, for later steps.
     Outside(Targets<'o>),
 }
@@ -139,9 +252,12 @@ struct Targets<'o> {
 
 impl<'o> Plan<'o> {
     /// Step 1: every usage error comes out here, before the job's token is
-    /// asked for (the URL, `--ttl`, the delivery flags, the SSH key).
+    /// asked for (the URL, `--ttl`, where the token comes from, the delivery
+    /// flags, the SSH key).
     fn check(o: &'o FetchOptions, env: Env<'_>) -> Result<Self, ClientError> {
-        let broker = Broker::new(&o.url)?;
+        let broker = Broker::new(&o.url)?.retrying_for(o.retry_for);
+        let ci = o.ci.unwrap_or_else(|| Ci::detect(env));
+        let token_source = ci::token_source(ci, o.token_file.as_deref(), o.token_env.as_deref())?;
         if let Some(t) = &o.ttl {
             humantime::parse_duration(t).map_err(|e| {
                 ClientError::Usage(format!("--ttl `{t}`: {e}; write e.g. 10m or 1h"))
@@ -153,7 +269,14 @@ impl<'o> Plan<'o> {
                     "--exec runs the command with the credentials and revokes them when it exits; it does not combine with --out, --github-env or --github-output".into(),
                 ));
             }
-            Some(command) => Delivery::Exec(command),
+            Some(command) => Delivery::Exec {
+                command,
+                strip: if o.exec_keep_token_env {
+                    Vec::new()
+                } else {
+                    ci::token_env_to_strip(&token_source)
+                },
+            },
             None => Delivery::Outside(Targets {
                 out: o.out.as_deref(),
                 github_env: file_var(o.github_env, "GITHUB_ENV", "--github-env", env)?,
@@ -174,7 +297,8 @@ impl<'o> Plan<'o> {
         Ok(Plan {
             options: o,
             broker,
-            ci: o.ci.unwrap_or_else(|| Ci::detect(env)),
+            ci,
+            token_source,
             ssh_public_key,
             delivery,
         })
@@ -188,12 +312,6 @@ impl<'o> Plan<'o> {
             ssh_public_key: self.ssh_public_key.as_deref(),
         }
     }
-}
-
-/// Step 2: the job's ID token, from `--token-file`, `--token-env` or the CI.
-async fn job_token(o: &FetchOptions, ci: Ci, env: Env<'_>) -> Result<SecretString, ClientError> {
-    let source = ci::token_source(ci, o.token_file.as_deref(), o.token_env.as_deref())?;
-    ci::obtain(&source, &o.audience, env).await
 }
 
 /// An exchange the broker answered, which a failing step revokes.
@@ -278,13 +396,14 @@ fn announce(ci: Ci, resp: &broker::ExchangeResponse) {
 
 /// Step 4 without `--exec`: files (under `--out`, or a default directory
 /// when no GitHub file was asked for), `$GITHUB_ENV`, step outputs. Returns
-/// the directory the files went to.
+/// what was written to disk. When a later part fails, the files written
+/// are removed again before the error is returned.
 fn deliver_outside(
     t: &Targets<'_>,
     fields: &[deliver::Field<'_>],
     env: Env<'_>,
     request_id: &str,
-) -> Result<Option<PathBuf>, ClientError> {
+) -> Result<Option<deliver::Delivered>, ClientError> {
     let files_wanted = t.out.is_some() || (t.github_env.is_none() && t.github_output.is_none());
     let out_dir = match (t.out, files_wanted) {
         (Some(d), _) => Some(d.to_owned()),
@@ -292,6 +411,7 @@ fn deliver_outside(
         (None, false) => None,
     };
     let mut kubeconfig = None;
+    let mut delivered = None;
     if let Some(dir) = &out_dir {
         let w = deliver::write_files(dir, fields)?;
         kubeconfig = deliver::kubeconfig_var(&w);
@@ -300,31 +420,51 @@ fn deliver_outside(
             w.files,
             dir.display()
         );
+        delivered = Some(w.delivered);
     }
-    if let Some(path) = &t.github_env {
-        let mut vars = deliver::env_vars(fields, deliver::env_name)?;
-        if let Some(k) = &kubeconfig {
-            vars.push(("KUBECONFIG".into(), SecretString::new(k.clone())));
+    let variables = (|| {
+        if let Some(path) = &t.github_env {
+            let mut vars = deliver::env_vars(fields, deliver::env_name)?;
+            if let Some(k) = &kubeconfig {
+                vars.push(("KUBECONFIG".into(), SecretString::new(k.clone())));
+            }
+            deliver::append_github_file(path, &vars)?;
+            let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+            eprintln!("jobkey: set for later steps: {}", names.join(", "));
         }
-        deliver::append_github_file(path, &vars)?;
-        let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-        eprintln!("jobkey: set for later steps: {}", names.join(", "));
+        if let Some(path) = &t.github_output {
+            let vars = deliver::env_vars(fields, deliver::output_name)?;
+            deliver::append_github_file(path, &vars)?;
+            let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+            eprintln!("jobkey: step outputs: {}", names.join(", "));
+        }
+        Ok(())
+    })();
+    if let Err(e) = variables {
+        if let Some(d) = &delivered {
+            remove_delivered(d);
+        }
+        return Err(e);
     }
-    if let Some(path) = &t.github_output {
-        let vars = deliver::env_vars(fields, deliver::output_name)?;
-        deliver::append_github_file(path, &vars)?;
-        let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-        eprintln!("jobkey: step outputs: {}", names.join(", "));
-    }
-    Ok(out_dir)
+    Ok(delivered)
 }
 
-/// Step 5 without `--exec`: leaves the revocation handle for `jobkey
-/// revoke`, or says why it cannot.
-fn keep_revocation_state(
+/// Removes what `fetch` wrote (files, then the directories it made).
+fn remove_delivered(d: &deliver::Delivered) {
+    if let Err(e) = d.remove_files() {
+        eprintln!("jobkey: warning: the credential files are not removed: {e}");
+    }
+    deliver::remove_created_dirs(d.created.iter().map(PathBuf::as_path));
+}
+
+/// Step 5 without `--exec`: adds the exchange (its handle and the files it
+/// wrote) to the job's revocation state for `jobkey revoke`, or says why it
+/// cannot. When the state cannot be written, the files are removed and the
+/// exchange revoked: nothing is left that the job could not clean up.
+async fn keep_revocation_state(
     state: Option<&Path>,
     env: Env<'_>,
-    out_dir: Option<&Path>,
+    delivered: Option<&deliver::Delivered>,
     issued: &Issued<'_>,
 ) -> Result<(), ClientError> {
     let resp = issued.resp;
@@ -334,24 +474,49 @@ fn keep_revocation_state(
         );
         return Ok(());
     };
-    match state::default_path(state, env, out_dir) {
-        Some(p) => {
-            state::save(
-                &p,
-                issued.broker.url().as_str(),
-                &resp.request_id,
-                &r.handle.0,
-            )?;
-            eprintln!(
-                "jobkey: revoke these leases with `jobkey revoke --state {}`",
-                p.display()
-            );
-        }
-        None => eprintln!(
+    let Some(p) = state::default_path(state, env, delivered.map(|d| d.dir.as_path())) else {
+        eprintln!(
             "jobkey: warning: no place for the revocation state; pass --state FILE to be able to revoke early"
-        ),
+        );
+        return Ok(());
+    };
+    let saved = state::append(
+        &p,
+        state::NewExchange {
+            url: issued.broker.url().as_str(),
+            request_id: &resp.request_id,
+            handle: &r.handle.0,
+            files: delivered,
+        },
+    );
+    match saved {
+        Ok(n) => {
+            eprintln!(
+                "jobkey: revoke these leases with `jobkey revoke --state {}`{}",
+                p.display(),
+                if n > 1 {
+                    format!(" (it holds the {n} exchanges of this job, and revokes them all)")
+                } else {
+                    String::new()
+                }
+            );
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(d) = delivered {
+                remove_delivered(d);
+            }
+            match issued.revoke_now().await {
+                Ok(n) => eprintln!(
+                    "jobkey: the revocation state cannot be kept, so the files were removed and the exchange revoked ({n} lease(s))"
+                ),
+                Err(r) => eprintln!(
+                    "jobkey: warning: the revocation state cannot be kept, the files were removed, and revoking failed: {r}"
+                ),
+            }
+            Err(e)
+        }
     }
-    Ok(())
 }
 
 fn file_var(
@@ -421,10 +586,13 @@ fn default_out_dir(env: Env<'_>, request_id: &str) -> PathBuf {
 }
 
 /// Step 4 with `--exec`: writes the files to a private temporary
-/// directory, runs the command with the credentials in its environment,
-/// removes the directory and revokes the exchange, whatever the command did.
+/// directory, runs the command with the credentials in its environment
+/// (without the variables in `strip`), removes the directory and any
+/// directory it made above it, and revokes the exchange, whatever the
+/// command did.
 async fn exec_and_revoke(
     command: &[String],
+    strip: &[String],
     fields: &[deliver::Field<'_>],
     issued: &Issued<'_>,
     env: Env<'_>,
@@ -435,23 +603,46 @@ async fn exec_and_revoke(
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     let dir = tmp_root.join(format!("jobkey-exec-{}", deliver::random_hex::<8>()?));
+    let mut delivered = None;
     let prepared = (|| {
         let w = deliver::write_files(&dir, fields)?;
+        let kubeconfig = deliver::kubeconfig_var(&w);
+        let credentials_dir = w.delivered.dir.display().to_string();
+        delivered = Some(w.delivered);
         let mut vars = deliver::env_vars(fields, deliver::env_name)?;
-        if let Some(k) = deliver::kubeconfig_var(&w) {
+        if let Some(k) = kubeconfig {
             vars.push(("KUBECONFIG".into(), SecretString::new(k)));
         }
         vars.push((
             "JOBKEY_CREDENTIALS_DIR".into(),
-            SecretString::new(dir.display().to_string()),
+            SecretString::new(credentials_dir),
         ));
         Ok::<_, ClientError>(vars)
     })();
     let result = match prepared {
-        Ok(vars) => exec::run(command, &vars).await,
+        Ok(vars) => {
+            let held: Vec<&str> = strip
+                .iter()
+                .filter(|n| env(n).is_some())
+                .map(String::as_str)
+                .collect();
+            if !held.is_empty() {
+                eprintln!(
+                    "jobkey: the command runs without {} (they obtain new ID tokens; --exec-keep-token-env keeps them)",
+                    held.join(", ")
+                );
+            }
+            exec::run(command, &vars, strip).await
+        }
         Err(e) => Err(e),
     };
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(d) = &delivered {
+        // The whole directory: the command may have added files to it. It
+        // was made for this run (a fresh random name); a symlink put in its
+        // place is removed, not followed.
+        let _ = std::fs::remove_dir_all(&d.dir);
+        deliver::remove_created_dirs(d.created.iter().map(PathBuf::as_path));
+    }
     if resp.revocation.is_some() {
         match issued.revoke_now().await {
             Ok(n) => eprintln!(

@@ -27,7 +27,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use url::Url;
 use zeroize::Zeroize;
 
@@ -275,10 +275,18 @@ impl HttpClient {
                 status: status.as_u16(),
             });
         }
+        // Only the delay-seconds form; an HTTP date is ignored.
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = self.read_capped(resp, url).await?;
         Ok(Response {
             url: url.to_owned(),
             status: status.as_u16(),
+            retry_after,
             body,
         })
     }
@@ -384,6 +392,8 @@ impl<'a> Request<'a> {
 pub struct Response {
     url: String,
     pub status: u16,
+    /// `Retry-After` in seconds, when the server sent it in that form.
+    pub retry_after: Option<Duration>,
     pub body: Body,
 }
 

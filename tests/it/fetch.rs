@@ -10,7 +10,8 @@ use crate::fetch_support::{
     parse_github_file,
 };
 use crate::support::Stack;
-use serde_json::{Value, json};
+use jobkey::devissuer::Shape;
+use serde_json::{Map, Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_masks_come_first_and_files_are_private() {
@@ -296,4 +297,169 @@ async fn denials_show_the_broker_code_and_request_id_only() {
     let run = fetch("production", &["--url", "http://jobkey.example.com"], &env).await;
     assert_eq!(run.code, Some(1));
     assert!(run.stderr.contains("must be https"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_children_cannot_mint_new_id_tokens() {
+    let stack = Stack::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let github = github_env(&stack, tmp.path(), json!({})).await;
+    let gitlab_token = stack.gitlab.mint(Shape::Gitlab, "jobkey", &Map::new());
+    let buildkite_token = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let bin = buildkite_stub(&tmp.path().join("bk"), &buildkite_token);
+    let with = |base: &[(&'static str, String)], more: &[(&'static str, &str)]| {
+        let mut env = base.to_vec();
+        env.extend(more.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        env
+    };
+    let url = ("JOBKEY_URL", stack.url.clone());
+    // (case, environment, fetch arguments before --exec, the variables
+    // that must not reach the command)
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'static str, String)>,
+        Vec<&'a str>,
+        Vec<&'a str>,
+    );
+    let cases: [Case; 4] = [
+        (
+            "github",
+            // Another CI's agent token in the environment goes too.
+            with(
+                &github,
+                &[("BUILDKITE_AGENT_ACCESS_TOKEN", "bk-agent-token")],
+            ),
+            vec!["-e", "production"],
+            vec![
+                "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+                "ACTIONS_ID_TOKEN_REQUEST_URL",
+                "BUILDKITE_AGENT_ACCESS_TOKEN",
+            ],
+        ),
+        (
+            "gitlab",
+            with(
+                std::slice::from_ref(&url),
+                &[("GITLAB_CI", "true"), ("JOBKEY_ID_TOKEN", &gitlab_token)],
+            ),
+            vec!["-e", "staging"],
+            vec!["JOBKEY_ID_TOKEN"],
+        ),
+        (
+            "gitlab, another id_tokens variable",
+            with(
+                std::slice::from_ref(&url),
+                &[("GITLAB_CI", "true"), ("VAULT_ID_TOKEN", &gitlab_token)],
+            ),
+            vec!["-e", "staging", "--token-env", "VAULT_ID_TOKEN"],
+            vec!["VAULT_ID_TOKEN"],
+        ),
+        (
+            "buildkite",
+            with(
+                &[url.clone(), ("PATH", bin.display().to_string())],
+                &[
+                    ("BUILDKITE", "true"),
+                    ("BUILDKITE_AGENT_ACCESS_TOKEN", "bk-agent-token"),
+                ],
+            ),
+            vec!["-e", "production"],
+            vec!["BUILDKITE_AGENT_ACCESS_TOKEN"],
+        ),
+    ];
+    let seen = tmp.path().join("seen");
+    for (case, env, args, stripped) in cases {
+        // The command writes NAME=<value or unset> for each variable, and
+        // shows it had the credentials.
+        let script = stripped
+            .iter()
+            .map(|v| format!("echo \"{v}=${{{v}-unset}}\";"))
+            .chain(["ls \"$JOBKEY_CREDENTIALS_DIR\"".to_owned()])
+            .collect::<String>();
+        let script = format!("{{ {script}; }} > '{}'", seen.display());
+        for keep in [false, true] {
+            let mut argv = vec!["fetch"];
+            argv.extend(&args);
+            if keep {
+                argv.push("--exec-keep-token-env");
+            }
+            argv.extend(["--exec", "--", "/bin/sh", "-c", &script]);
+            let run = crate::fetch_support::jobkey(&argv, &env).await;
+            assert_eq!(run.code, Some(0), "{case}: {}", run.stderr);
+            let out = std::fs::read_to_string(&seen).unwrap();
+            for v in &stripped {
+                let value = &env.iter().find(|(k, _)| k == v).unwrap().1;
+                let want = if keep {
+                    format!("{v}={value}")
+                } else {
+                    format!("{v}=unset")
+                };
+                assert!(out.contains(&want), "{case}, keep={keep}: {out}");
+            }
+            assert_eq!(
+                run.stderr.contains("the command runs without"),
+                !keep,
+                "{case}: {}",
+                run.stderr
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_directories_of_another_user_or_behind_a_symlink_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let stack = Stack::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let env = github_env(&stack, tmp.path(), json!({})).await;
+    let private = |p: &std::path::Path| {
+        std::fs::create_dir(p).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).unwrap();
+    };
+    let real = tmp.path().join("real");
+    private(&real);
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    // (directory, what stderr says)
+    let mut cases = Vec::new();
+    if jobkey_runs_as_root() {
+        let theirs = tmp.path().join("theirs");
+        private(&theirs);
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        cases.push((theirs, "belongs to uid 65534".to_owned()));
+    }
+    cases.push((link.clone(), format!("{} is a symlink", link.display())));
+    for (dir, says) in cases {
+        let run = crate::fetch_support::jobkey(
+            &[
+                "fetch",
+                "-e",
+                "production",
+                "--out",
+                &dir.display().to_string(),
+            ],
+            &env,
+        )
+        .await;
+        assert_eq!(run.code, Some(1), "{}", run.stderr);
+        assert!(run.stderr.contains(&says), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("nothing was delivered; revoked"),
+            "the exchange is revoked: {}",
+            run.stderr
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "nothing written in {}",
+            dir.display()
+        );
+        assert!(!tmp.path().join("runner_temp/jobkey").exists(), "no state");
+    }
+}
+
+/// Whether this test (and the `jobkey` it starts) runs as root, which can
+/// give a directory to another user.
+fn jobkey_runs_as_root() -> bool {
+    rustix::process::geteuid().is_root()
 }

@@ -15,6 +15,7 @@ mod credentials;
 mod examples;
 mod exchange;
 mod fetch;
+mod fetch_retry;
 mod fetch_revoke;
 mod hostile_tokens;
 mod issuer_tls;

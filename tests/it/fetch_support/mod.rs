@@ -115,8 +115,8 @@ pub struct Run {
     pub stderr: String,
 }
 
-/// Runs the real binary with only `env` (plus a PATH) in its environment.
-pub async fn jobkey(args: &[&str], env: &[(&str, String)]) -> Run {
+/// The real binary with only `env` (plus a PATH) in its environment.
+fn command(args: &[&str], env: &[(&str, String)]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobkey"));
     cmd.args(args).env_clear();
     let mut path = std::env::var("PATH").unwrap_or_default();
@@ -128,7 +128,12 @@ pub async fn jobkey(args: &[&str], env: &[(&str, String)]) -> Run {
         }
     }
     cmd.env("PATH", path);
-    let out = cmd.output().await.unwrap();
+    cmd
+}
+
+/// Runs the real binary with only `env` (plus a PATH) in its environment.
+pub async fn jobkey(args: &[&str], env: &[(&str, String)]) -> Run {
+    let out = command(args, env).output().await.unwrap();
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -141,6 +146,63 @@ pub async fn fetch(environment: &str, args: &[&str], env: &[(&str, String)]) -> 
     let mut all = vec!["fetch", "-e", environment];
     all.extend_from_slice(args);
     jobkey(&all, env).await
+}
+
+/// A run of the real binary whose stderr is read while it runs.
+pub struct Running {
+    child: tokio::process::Child,
+    stderr: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    seen: String,
+}
+
+/// Starts the real binary as [`jobkey`] does, stdout discarded.
+pub fn spawn_jobkey(args: &[&str], env: &[(&str, String)]) -> Running {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = command(args, env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    Running {
+        child,
+        stderr,
+        seen: String::new(),
+    }
+}
+
+impl Running {
+    /// Reads stderr until a line contains `needle` (panics with what was
+    /// seen if the process ends first or `timeout` passes).
+    pub async fn wait_for_line(&mut self, needle: &str, timeout: std::time::Duration) {
+        let found = tokio::time::timeout(timeout, async {
+            while let Some(line) = self.stderr.next_line().await.unwrap() {
+                self.seen.push_str(&line);
+                self.seen.push('\n');
+                if line.contains(needle) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            matches!(found, Ok(true)),
+            "no stderr line with `{needle}`: {}",
+            self.seen
+        );
+    }
+
+    /// Waits for the exit; the exit code and all of stderr.
+    pub async fn finish(mut self) -> (Option<i32>, String) {
+        while let Some(line) = self.stderr.next_line().await.unwrap() {
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+        }
+        let status = self.child.wait().await.unwrap();
+        (status.code(), self.seen)
+    }
 }
 
 /// Asserts that no secret appears in the run's output outside
