@@ -71,13 +71,19 @@ impl std::fmt::Debug for StateSettings {
     }
 }
 
+/// Largest config file [`Config::load`] reads.
+pub const MAX_CONFIG_BYTES: u64 = crate::files::MIB;
+
 impl Config {
-    /// Reads and checks `path`. Relative paths inside the file are relative
+    /// Reads (a regular file of at most [`MAX_CONFIG_BYTES`]) and checks
+    /// `path`. Relative paths inside the file are relative
     /// to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            file: path.display().to_string(),
-            reason: e.to_string(),
+        let text = crate::files::read_to_string(path, MAX_CONFIG_BYTES).map_err(|e| {
+            ConfigError::Read {
+                file: path.display().to_string(),
+                reason: e.reason(),
+            }
         })?;
         Self::parse(path, &text)
     }

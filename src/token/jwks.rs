@@ -153,12 +153,14 @@ impl KeyCache {
 
     async fn fetch_set(&self) -> Result<KeySet, FetchError> {
         let set = match &self.issuer.keys {
-            KeySource::JwksFile(path) => {
-                parse_jwks(&std::fs::read(path).map_err(|e| FetchError::File {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?)?
-            }
+            KeySource::JwksFile(path) => parse_jwks(
+                &crate::files::read(path, self.fetch.max_bytes as u64).map_err(|e| {
+                    FetchError::File {
+                        path: path.display().to_string(),
+                        reason: e.reason(),
+                    }
+                })?,
+            )?,
             KeySource::JwksUrl(url) => {
                 parse_jwks(self.get(&AllowedUrl::new(url.clone())?).await?.expose())?
             }

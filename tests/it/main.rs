@@ -16,6 +16,7 @@ mod examples;
 mod exchange;
 mod fetch;
 mod fetch_revoke;
+mod hostile_files;
 mod hostile_tokens;
 mod issuer_tls;
 mod logging;
