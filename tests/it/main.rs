@@ -20,6 +20,7 @@ mod hostile_files;
 mod hostile_tokens;
 mod issuer_tls;
 mod logging;
+mod masking;
 mod no_secrets_in_logs;
 mod policy_cli;
 mod policy_reload;
