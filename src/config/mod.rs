@@ -163,14 +163,15 @@ impl Checker {
                 "no issuer is trusted; add one, e.g. [issuers.github] preset = \"github\"",
             ));
         }
+        let defaults = FetchSettings::default();
         let fetch = FetchSettings {
-            timeout: raw.fetch.timeout.unwrap_or(Duration::from_secs(5)),
-            max_bytes: raw.fetch.max_bytes.unwrap_or(256 * 1024),
+            timeout: raw.fetch.timeout.unwrap_or(defaults.timeout),
+            max_bytes: raw.fetch.max_bytes.unwrap_or(defaults.max_bytes),
             min_refetch_interval: raw
                 .fetch
                 .min_refetch_interval
-                .unwrap_or(Duration::from_secs(30)),
-            max_key_age: raw.fetch.max_key_age.unwrap_or(Duration::from_secs(3600)),
+                .unwrap_or(defaults.min_refetch_interval),
+            max_key_age: raw.fetch.max_key_age.unwrap_or(defaults.max_key_age),
         };
         let mut issuers = Vec::new();
         for (name, ri) in &raw.issuers {
