@@ -315,5 +315,72 @@ fn the_library_loaders_refuse_impostors_too() {
             }
             other => panic!("{imp:?}: {other:?}"),
         }
+
+        // The audit fingerprint key (at most 4 KiB), an issuer's CA file
+        // (at most 1 MiB), and the audit log `audit verify` reads.
+        let big = Impostor::Oversized(2 * 1024 * 1024);
+        let imp = if matches!(imp, Impostor::Oversized(_)) {
+            big
+        } else {
+            imp
+        };
+        let key = tmp.path().join("fingerprint.key");
+        imp.make(&key);
+        let ca = tmp.path().join("ca.pem");
+        imp.make(&ca);
+        let log = tmp.path().join("audit.jsonl");
+        imp.make(&log);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (k, c, l) = (key.clone(), ca.clone(), log.clone());
+        std::thread::spawn(move || {
+            let key = jobkey::audit::Fingerprinter::load(&k).map(drop);
+            let ca = jobkey::outbound::HttpClient::new(jobkey::outbound::ClientSettings {
+                connect_timeout: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                max_body_bytes: 1024,
+                ca_file: Some(c),
+            })
+            .map(drop);
+            let log = jobkey::audit::verify_file(&l).map(drop);
+            let _ = tx.send((
+                key.map_err(|e| e.to_string()),
+                ca.map_err(|e| e.to_string()),
+                log.map_err(|e| e.to_string()),
+            ));
+        });
+        let (key_err, ca_err, log_err) = rx
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("{imp:?}: a loader hung"));
+        assert_eq!(
+            key_err,
+            Err(format!(
+                "audit log {}: it {}",
+                key.display(),
+                imp.says("is larger than 4 KiB")
+            )),
+            "{imp:?}"
+        );
+        assert_eq!(
+            ca_err,
+            Err(format!(
+                "CA file {}: it {}",
+                ca.display(),
+                imp.says("is larger than 1 MiB")
+            )),
+            "{imp:?}"
+        );
+        match imp {
+            // The log is read line by line, with no cap: a large log is
+            // fine (this one is not a chain, so it is refused as such).
+            Impostor::Oversized(_) => assert!(
+                log_err.as_ref().is_err_and(|e| e.contains("line 1")),
+                "{log_err:?}"
+            ),
+            _ => assert_eq!(
+                log_err,
+                Err(format!("audit log {}: it {}", log.display(), imp.says(""))),
+                "{imp:?}"
+            ),
+        }
     }
 }
