@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod devissuer;
 pub mod exchanges;
+pub mod files;
 pub mod issue;
 pub mod mask;
 pub mod outbound;

@@ -3,9 +3,10 @@
 //!
 //! For every secret value the hints carry (what the CIs' own maskers miss):
 //! - the value itself;
-//! - each line of a multi-line value, without `\r`: runners mask line by line,
-//!   and a multi-line value masked as one string leaks line by line
-//!   (CVE-2021-32074);
+//! - each line of a multi-line value, split at `\r\n`, `\n` and a lone `\r`:
+//!   runners mask line by line, and a multi-line value masked as one string
+//!   leaks line by line (CVE-2021-32074); a log reader that breaks lines at
+//!   a bare CR would show each half of a `\r`-joined pair;
 //! - its JSON-string-escaped form (what `{"key": "<value>"}` prints);
 //! - its standard and URL-safe base64 forms at the three byte offsets, the
 //!   way GitHub's runner derives them (`ValueEncoders.Base64StringEscape`,
@@ -20,14 +21,23 @@
 //! - its URL-encoded forms (percent-encoding of everything but RFC 3986's
 //!   unreserved characters, and the form variant with `+` for space).
 //!
+//! Then the secrets inside a composite value (`src/mask/composite.rs`),
+//! each hinted like a value of its own (its lines, its encodings, and the
+//! secrets inside it in turn): a kubeconfig's `client-key-data` (the base64
+//! value `kubectl … -o jsonpath=` prints, and the PEM key `base64 -d`
+//! prints), its `token:`, every secret field of a JSON or YAML document,
+//! and the password of a URL or DSN with its percent-decoded form. A whole
+//! line of a composite value is no help when a job prints one field of it.
+//!
 //! CIs that derive no encodings themselves (GitLab, Buildkite, Forgejo) are
 //! covered by these hints; GitHub derives most of them itself as well.
 //!
 //! Left out, and reported in `warnings` (which name the credential, the
-//! field and the line number, never the value): pieces under
-//! [`MIN_MASK_CHARS`] characters, whose masking would blank unrelated text
-//! all over a log, and PEM armor lines (`-----BEGIN … KEY-----`), which are
-//! public and identical in every key. Blank lines are left out silently.
+//! field, the path inside a composite value and the line number, never the
+//! value): pieces under [`MIN_MASK_CHARS`] characters, whose masking would
+//! blank unrelated text all over a log, and PEM armor lines
+//! (`-----BEGIN … KEY-----`), which are public and identical in every key.
+//! Blank lines are left out silently.
 
 use std::collections::BTreeSet;
 
@@ -36,6 +46,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::secret::SecretString;
+
+mod composite;
 
 /// Pieces shorter than this (in characters) are not masked.
 pub const MIN_MASK_CHARS: usize = 8;
@@ -64,27 +76,56 @@ pub struct MaskHints {
 pub fn hints<'a, L: AsRef<str>>(
     values: impl IntoIterator<Item = (L, &'a SecretString)>,
 ) -> MaskHints {
-    let mut set = BTreeSet::new();
-    let mut warnings = Vec::new();
+    let mut acc = Collected::default();
     for (label, v) in values {
-        let v = v.expose_secret();
+        acc.add(label.as_ref(), v.expose_secret(), 0);
+    }
+    let mut mask: Vec<String> = acc.set.into_iter().collect();
+    mask.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    MaskHints {
+        mask: mask.into_iter().map(SecretString::new).collect(),
+        warnings: acc.warnings,
+    }
+}
+
+/// How deep secrets inside secrets are followed (a DSN in a JSON field in a
+/// base64-decoded document is depth 3).
+const MAX_DEPTH: usize = 4;
+
+/// At most this many parts are taken from one value, all depths together.
+const MAX_PARTS_PER_VALUE: usize = 512;
+
+#[derive(Default)]
+struct Collected {
+    set: BTreeSet<String>,
+    warnings: Vec<String>,
+    /// What is left of the current top-level value's parts budget.
+    budget: usize,
+}
+
+impl Collected {
+    /// `v` with its lines and encodings, then the secrets inside it (see
+    /// `composite`), each as a value of its own under a longer label.
+    fn add(&mut self, label: &str, v: &str, depth: usize) {
+        if depth == 0 {
+            self.budget = MAX_PARTS_PER_VALUE;
+        }
         if v.trim().is_empty() {
-            continue;
+            return;
         }
         let mut left_out = LeftOut::default();
         if long_enough(v) {
-            set.insert(v.to_owned());
+            self.set.insert(v.to_owned());
             for form in encodings(v) {
                 if long_enough(&form) {
-                    set.insert(form);
+                    self.set.insert(form);
                 }
             }
         } else {
             left_out.short_value = true;
         }
         if v.contains('\n') || v.contains('\r') {
-            for (i, line) in v.split('\n').enumerate() {
-                let line = line.trim_end_matches('\r');
+            for (i, line) in lines(v).enumerate() {
                 if line.trim().is_empty() {
                     continue;
                 }
@@ -93,20 +134,44 @@ pub fn hints<'a, L: AsRef<str>>(
                 } else if !long_enough(line) {
                     left_out.short_lines.push(i + 1);
                 } else {
-                    set.insert(line.to_owned());
+                    self.set.insert(line.to_owned());
                 }
             }
         }
-        if let Some(w) = left_out.warning(label.as_ref()) {
-            warnings.push(w);
+        if let Some(w) = left_out.warning(label) {
+            self.warnings.push(w);
+        }
+        if depth >= MAX_DEPTH || self.budget == 0 {
+            return;
+        }
+        let parts = composite::parts(v, self.budget);
+        self.budget -= parts.len();
+        for p in parts {
+            if p.value.as_str() != v {
+                self.add(&format!("{label} {}", p.label), &p.value, depth + 1);
+            }
         }
     }
-    let mut mask: Vec<String> = set.into_iter().collect();
-    mask.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-    MaskHints {
-        mask: mask.into_iter().map(SecretString::new).collect(),
-        warnings,
-    }
+}
+
+/// The lines of `v`, split at `\r\n`, `\n` and a lone `\r` (a log reader
+/// that breaks lines at a bare CR shows each half on its own).
+fn lines(v: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(v);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.find(['\r', '\n']) {
+            None => {
+                rest = None;
+                Some(r)
+            }
+            Some(i) => {
+                let skip = if r[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&r[i + skip..]);
+                Some(&r[..i])
+            }
+        }
+    })
 }
 
 /// The masks for unlabelled values (see [`hints`]; the warnings are dropped).

@@ -33,9 +33,9 @@ pub struct VerifyReport {
 /// error.
 pub fn verify_file(path: &Path) -> Result<VerifyReport, AuditError> {
     let p = path.display().to_string();
-    let f = std::fs::File::open(path).map_err(|e| AuditError::Io {
+    let (f, _) = crate::files::open_regular(path).map_err(|e| AuditError::Io {
         path: p.clone(),
-        reason: e.to_string(),
+        reason: e.reason(),
     })?;
     let mut prev = GENESIS.to_owned();
     let mut n: u64 = 0;

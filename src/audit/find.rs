@@ -44,9 +44,9 @@ struct Stored {
 /// out of a build log often carries a newline.
 pub fn find_value(log: &Path, fp: &Fingerprinter, value: &str) -> Result<Found, AuditError> {
     let wanted = [fp.fingerprint(value), fp.fingerprint(value.trim())];
-    let f = std::fs::File::open(log).map_err(|e| AuditError::Io {
+    let (f, _) = crate::files::open_regular(log).map_err(|e| AuditError::Io {
         path: log.display().to_string(),
-        reason: e.to_string(),
+        reason: e.reason(),
     })?;
     let mut found = Found::default();
     for (i, line) in BufReader::new(f).lines().enumerate() {

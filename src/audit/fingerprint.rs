@@ -76,10 +76,11 @@ impl Fingerprinter {
 
     /// Reads an existing key file.
     pub fn load(path: &Path) -> Result<Self, AuditError> {
-        let bytes = std::fs::read(path).map_err(|e| AuditError::Io {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let bytes =
+            crate::files::read_secret(path, 4 * crate::files::KIB).map_err(|e| AuditError::Io {
+                path: path.display().to_string(),
+                reason: e.reason(),
+            })?;
         if bytes.len() < 32 {
             return Err(AuditError::Io {
                 path: path.display().to_string(),

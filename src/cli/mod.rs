@@ -249,7 +249,8 @@ async fn dev_issuer(listen: SocketAddr, key: &std::path::Path, kid: &str) -> Res
             "{listen}: the dev issuer signs any token it is asked for; it listens on loopback only (e.g. 127.0.0.1:8401)"
         ));
     }
-    let pem = std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let pem =
+        crate::files::read_to_string(key, 64 * crate::files::KIB).map_err(|e| e.to_string())?;
     let key = crate::devissuer::SigningKey::rsa_from_pem(&pem, kid)
         .map_err(|e| format!("{}: {e}", key.display()))?;
     let issuer = crate::devissuer::spawn(listen, key)

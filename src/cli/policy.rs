@@ -309,7 +309,7 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
 }
 
 fn read_claims(path: &Path) -> Result<Map<String, Value>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = crate::files::read_to_string(path, crate::files::MIB).map_err(|e| e.to_string())?;
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(format!("{}: not a JSON object of claims", path.display())),
@@ -421,7 +421,8 @@ async fn verify(
         cfg.max_token_bytes,
     )
     .map_err(|e| e.to_string())?;
-    let text = std::fs::read_to_string(token).map_err(|e| format!("{}: {e}", token.display()))?;
+    let text =
+        crate::files::read_to_string(token, 64 * crate::files::KIB).map_err(|e| e.to_string())?;
     let now = match at {
         Some(at) => parse_instant(at)?,
         None => crate::devissuer::now(),

@@ -71,13 +71,19 @@ impl std::fmt::Debug for StateSettings {
     }
 }
 
+/// Largest config file [`Config::load`] reads.
+pub const MAX_CONFIG_BYTES: u64 = crate::files::MIB;
+
 impl Config {
-    /// Reads and checks `path`. Relative paths inside the file are relative
+    /// Reads (a regular file of at most [`MAX_CONFIG_BYTES`]) and checks
+    /// `path`. Relative paths inside the file are relative
     /// to the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            file: path.display().to_string(),
-            reason: e.to_string(),
+        let text = crate::files::read_to_string(path, MAX_CONFIG_BYTES).map_err(|e| {
+            ConfigError::Read {
+                file: path.display().to_string(),
+                reason: e.reason(),
+            }
         })?;
         Self::parse(path, &text)
     }
@@ -157,14 +163,15 @@ impl Checker {
                 "no issuer is trusted; add one, e.g. [issuers.github] preset = \"github\"",
             ));
         }
+        let defaults = FetchSettings::default();
         let fetch = FetchSettings {
-            timeout: raw.fetch.timeout.unwrap_or(Duration::from_secs(5)),
-            max_bytes: raw.fetch.max_bytes.unwrap_or(256 * 1024),
+            timeout: raw.fetch.timeout.unwrap_or(defaults.timeout),
+            max_bytes: raw.fetch.max_bytes.unwrap_or(defaults.max_bytes),
             min_refetch_interval: raw
                 .fetch
                 .min_refetch_interval
-                .unwrap_or(Duration::from_secs(30)),
-            max_key_age: raw.fetch.max_key_age.unwrap_or(Duration::from_secs(3600)),
+                .unwrap_or(defaults.min_refetch_interval),
+            max_key_age: raw.fetch.max_key_age.unwrap_or(defaults.max_key_age),
         };
         let mut issuers = Vec::new();
         for (name, ri) in &raw.issuers {

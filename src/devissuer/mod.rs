@@ -29,6 +29,8 @@ pub struct DevIssuer {
     keys: RwLock<Vec<Arc<SigningKey>>>,
     jwks_fetches: AtomicUsize,
     jwks_failing: std::sync::atomic::AtomicBool,
+    /// How long the JWKS endpoint waits before answering, in milliseconds.
+    jwks_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl DevIssuer {
@@ -38,6 +40,7 @@ impl DevIssuer {
             keys: RwLock::new(vec![Arc::new(key)]),
             jwks_fetches: AtomicUsize::new(0),
             jwks_failing: std::sync::atomic::AtomicBool::new(false),
+            jwks_delay_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -80,6 +83,13 @@ impl DevIssuer {
     /// Makes the JWKS endpoint answer 503 (an issuer outage) or recover.
     pub fn set_jwks_failing(&self, failing: bool) {
         self.jwks_failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Makes the JWKS endpoint wait this long before answering (a slow
+    /// issuer).
+    pub fn set_jwks_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.jwks_delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// How many times the JWKS was asked for.
@@ -156,6 +166,10 @@ async fn discovery(State(i): State<Arc<DevIssuer>>) -> Json<Value> {
 
 async fn jwks(State(i): State<Arc<DevIssuer>>) -> Result<Json<Value>, axum::http::StatusCode> {
     i.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let delay = i.jwks_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     if i.jwks_failing.load(Ordering::SeqCst) {
         return Err(axum::http::StatusCode::SERVICE_UNAVAILABLE);
     }

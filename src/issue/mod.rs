@@ -12,7 +12,7 @@
 //! reported TTL is what Vault answered (lease duration, token TTL,
 //! certificate expiry).
 
-mod kubeconfig;
+pub(crate) mod kubeconfig;
 mod ssh;
 
 use std::collections::BTreeMap;

@@ -400,3 +400,309 @@ fn a_simulated_github_log_shows_none_of_the_forms() {
         assert!(s == "cat: ***" || s.starts_with("cat: -----"), "{s}");
     }
 }
+
+/// Runs `script` with `sh -c`, `$F` set to `file`; its stdout, split into
+/// the lines a log shows.
+fn printed(script: &str, file: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("sh")
+        .args(["-c", script])
+        .env("F", file)
+        .output()
+        .expect("sh runs");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("UTF-8 output");
+    assert!(!text.trim().is_empty(), "{script} printed nothing");
+    text.lines().map(str::to_owned).collect()
+}
+
+/// What a runner that registered `masks` shows of `line`.
+fn shown(masks: &[String], line: &str) -> String {
+    let mut runner = SimulatedRunner::new();
+    for m in masks {
+        runner.line(&add_mask_command(m));
+    }
+    runner.line(line).unwrap()
+}
+
+/// Every line is hidden whole, or is PEM armor that a warning about
+/// `armor_label` lists.
+fn assert_covered(what: &str, lines: &[String], m: &[String], w: &[String], armor_label: &str) {
+    for line in lines {
+        let s = shown(m, line);
+        if line.trim().is_empty() || s.split("***").all(|rest| rest.trim().is_empty()) {
+            continue;
+        }
+        assert!(
+            is_pem_armor(line)
+                && w.iter()
+                    .any(|w| w.starts_with(&format!("{armor_label}: ")) && w.contains("PEM armor")),
+            "{what}: a printed line is not masked (shows {} characters); warnings: {w:?}",
+            s.len()
+        );
+    }
+}
+
+fn cluster() -> crate::policy::KubeCluster {
+    crate::policy::KubeCluster {
+        name: "prod".into(),
+        server: "https://k8s.internal:6443".into(),
+        certificate_authority: std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/keys/issuer-a.pub.pem"),
+        )
+        .unwrap(),
+        namespace: Some("apps".into()),
+    }
+}
+
+/// A kubeconfig jobkey composed, read back the way jobs do: `kubectl
+/// config view --raw -o jsonpath=…` prints the bare `client-key-data`
+/// value, `base64 -d` of it prints the PEM key line by line, `yq` the same
+/// from YAML; a service-account kubeconfig's `token`. Every line printed is
+/// masked, or is PEM armor listed in the warnings.
+#[test]
+fn a_composed_kubeconfig_read_with_kubectl_and_base64_is_masked_line_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretString::new(pem_key());
+    let sa_token = SecretString::new(format!(
+        "eyJhbGciOiJSUzI1NiIsImtpZCI6InNhIn0.{}.c2lnbmF0dXJl",
+        URL_SAFE_NO_PAD.encode(r#"{"sub":"system:serviceaccount:apps:deployer"}"#)
+    ));
+    let cert = cluster().certificate_authority;
+    let with_cert = crate::issue::kubeconfig::with_client_certificate(&cluster(), &cert, &key);
+    let with_token = crate::issue::kubeconfig::with_token(&cluster(), &sa_token);
+    // (kubeconfig, what a job runs on it, the label whose warning lists armor)
+    let user = "{.users[0].user";
+    let cases: Vec<(&SecretString, String, &str)> = vec![
+        (
+            &with_cert,
+            format!(
+                r#"kubectl config view --kubeconfig "$F" --raw -o jsonpath='{user}.client-key-data}}'"#
+            ),
+            "",
+        ),
+        (
+            &with_cert,
+            format!(
+                r#"kubectl config view --kubeconfig "$F" --raw -o jsonpath='{user}.client-key-data}}' | base64 -d"#
+            ),
+            "kube.kubeconfig users[0].user.client-key-data, base64-decoded",
+        ),
+        (
+            &with_cert,
+            r#"yq -r '.users[0].user["client-key-data"]' "$F" | base64 -d"#.into(),
+            "kube.kubeconfig users[0].user.client-key-data, base64-decoded",
+        ),
+        (
+            &with_cert,
+            r#"yq -r '.users[0].user["client-key-data"]' "$F""#.into(),
+            "",
+        ),
+        (
+            &with_token,
+            format!(r#"kubectl config view --kubeconfig "$F" --raw -o jsonpath='{user}.token}}'"#),
+            "",
+        ),
+        (
+            &with_token,
+            r#"yq -r '.users[0].user.token' "$F""#.into(),
+            "",
+        ),
+    ];
+    for (kc, script, armor_label) in cases {
+        let file = dir.path().join("kubeconfig");
+        std::fs::write(&file, kc.expose_secret()).unwrap();
+        let (m, w) = run(&[("kube.kubeconfig", kc.expose_secret())]);
+        let lines = printed(&script, &file);
+        assert_covered(&script, &lines, &m, &w, armor_label);
+    }
+    // The certificate and the cluster's CA are public: not masked.
+    let (m, _) = run(&[("kube.kubeconfig", with_cert.expose_secret())]);
+    let cert_b64 = STANDARD.encode(cert.as_bytes());
+    assert!(!m.contains(&cert_b64), "the certificate is public");
+}
+
+/// The secrets inside other composite credentials, read the way a job
+/// does: each printed piece is masked; what is not secret is not.
+#[test]
+fn secrets_inside_composite_values_get_their_own_masks() {
+    let key_pem = pem_key();
+    let service_account = serde_json::json!({
+        "type": "service_account",
+        "project_id": "acme-prod-4242",
+        "private_key_id": "0f3c5e2a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e",
+        "private_key": key_pem,
+        "client_email": "deployer@acme-prod-4242.iam.gserviceaccount.com",
+        "token_uri": "https://oauth2.googleapis.com/token",
+        "nested": {"credentials": {"user": "svc-nested", "pass": "nested-pass-123"}},
+        "env": [{"name": "DB_PASSWORD", "value": "env-pair-secret-1"}, {"name": "REGION", "value": "eu-west-1-region"}],
+    })
+    .to_string();
+    // (label, value, printed pieces that must be hidden, pieces that must stay)
+    let cases: Vec<(&str, String, Vec<String>, Vec<&str>)> = vec![
+        (
+            "db.url",
+            "postgres://deploy:p%40ss%2Fw0rd%21x@db.internal:5432/app?sslmode=require".into(),
+            vec![
+                "p%40ss%2Fw0rd%21x".into(),
+                "p@ss/w0rd!x".into(),
+            ],
+            vec!["db.internal:5432", "sslmode=require", "deploy"],
+        ),
+        (
+            "db.url",
+            "amqp://svc:unencoded@pass-word@mq.internal/vhost".into(),
+            vec!["unencoded@pass-word".into()],
+            vec!["mq.internal"],
+        ),
+        (
+            "db.dsn",
+            r#"host=db.internal user=deploy password='s3cr3t pa\'ss' dbname=app"#.into(),
+            vec!["s3cr3t pa'ss".into()],
+            vec!["db.internal", "dbname=app"],
+        ),
+        (
+            "db.jdbc",
+            "jdbc:postgresql://db.internal/app?user=deploy&password=hunter2%2Bhunter+2&ssl=true"
+                .into(),
+            vec![
+                "hunter2%2Bhunter+2".into(),
+                "hunter2+hunter+2".into(),
+                "hunter2+hunter 2".into(),
+            ],
+            vec!["db.internal", "ssl=true"],
+        ),
+        (
+            "app.env",
+            "DB_PASSWORD=\"correct horse battery\"\nAPI_URL=https://api.internal/v1\nexport API_TOKEN=tok_live_0123456789\n".into(),
+            vec!["correct horse battery".into(), "tok_live_0123456789".into()],
+            vec!["https://api.internal/v1"],
+        ),
+        (
+            "gcp.key",
+            service_account,
+            key_pem
+                .lines()
+                .filter(|l| !is_pem_armor(l))
+                .map(str::to_owned)
+                .chain([
+                    // Everything under a secret field is secret.
+                    "nested-pass-123".to_owned(),
+                    "svc-nested".into(),
+                    "env-pair-secret-1".into(),
+                ])
+                .collect(),
+            vec![
+                "https://oauth2.googleapis.com/token",
+                "service_account",
+                "acme-prod-4242",
+                "0f3c5e2a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e",
+                "eu-west-1-region",
+            ],
+        ),
+    ];
+    for (label, value, hidden, kept) in &cases {
+        let (m, w) = run(&[(label, value)]);
+        for piece in hidden {
+            let s = shown(&m, &format!("log: {piece} :end"));
+            assert_eq!(s, "log: *** :end", "{label}: a secret piece is not masked");
+        }
+        for piece in kept {
+            assert!(
+                shown(&m, piece) == *piece,
+                "{label}: {piece:?} is not secret but is masked"
+            );
+        }
+        assert!(
+            w.iter()
+                .all(|w| !hidden.iter().any(|h| w.contains(h.as_str()))),
+            "{label}: a warning shows a secret: {w:?}"
+        );
+    }
+}
+
+/// Which field names hold a secret: the words say so, unless the last
+/// word says the field describes one (`private_key_id`, `token_uri`) or
+/// the name says `public`.
+#[test]
+fn field_names_that_hold_secrets() {
+    // (field name, secret?)
+    let cases = [
+        ("password", true),
+        ("client-key-data", true),
+        ("client-certificate-data", false),
+        ("certificate-authority-data", false),
+        ("token", true),
+        ("id-token", true),
+        ("refresh-token", true),
+        ("client_secret", true),
+        ("clientSecret", true),
+        ("APIKey", true),
+        ("api_key", true),
+        ("DB_PASSWORD", true),
+        ("connectionString", true),
+        ("private_key", true),
+        ("privateKey", true),
+        ("private_key_id", false),
+        ("token_uri", false),
+        ("token_type", false),
+        ("public_key", false),
+        ("publicKey", false),
+        ("password_file", false),
+        ("monkey", false),
+        ("username", false),
+        ("client_email", false),
+        ("sslmode", false),
+        ("name", false),
+        ("", false),
+    ];
+    for (name, secret) in cases {
+        assert_eq!(composite::is_secret_name(name), secret, "{name:?}");
+    }
+}
+
+/// A value broken by a lone `\r` (no `\n`): a log reader that breaks lines
+/// at a bare CR shows each half; each half is masked.
+#[test]
+fn lines_split_at_a_lone_cr_and_at_crlf() {
+    // (value, lines that must each be a mask)
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "first-half-secret\rsecond-half-secret",
+            &["first-half-secret", "second-half-secret"],
+        ),
+        (
+            "line-one-secret\r\nline-two-secret\nline-three-secret\r",
+            &["line-one-secret", "line-two-secret", "line-three-secret"],
+        ),
+        (
+            "alpha-secret-1\r\rbeta-secret-2",
+            &["alpha-secret-1", "beta-secret-2"],
+        ),
+    ];
+    for (value, lines) in cases {
+        let (m, _) = run(&[("x", value)]);
+        for line in *lines {
+            assert!(m.iter().any(|s| s == line), "{value:?}: {line:?} missing");
+        }
+        assert!(
+            m.iter().all(|s| s == value || !s.contains('\r')),
+            "{value:?}: a line keeps a CR"
+        );
+    }
+    // Line numbers in warnings count CR, LF and CRLF breaks alike.
+    let (_, w) = run(&[(
+        "k",
+        "-----BEGIN KEY-----\rAAAABBBBCCCC\r\nshort\n-----END KEY-----",
+    )]);
+    assert_eq!(
+        w,
+        vec![
+            "k: not masked: lines 1, 4 are PEM armor (public, the same in every key); line 3 is shorter than 8 characters"
+        ]
+    );
+}

@@ -455,7 +455,7 @@ fn ca_certificates(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, 
         path: path.display().to_string(),
         reason,
     };
-    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let pem = crate::files::read(path, crate::files::MIB).map_err(|e| err(e.reason()))?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|e| err(format!("not a PEM certificate bundle: {e}")))?;
     if certs.is_empty() {

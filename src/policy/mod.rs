@@ -251,17 +251,17 @@ impl PolicySet {
         paths.sort();
         let mut sources = Vec::with_capacity(paths.len());
         for path in paths {
-            let size = std::fs::metadata(&path)
-                .map_err(|e| io_err(&path, e))?
-                .len();
-            if size > MAX_FILE_BYTES {
-                return Err(PolicyError::TooLarge {
-                    file: path.display().to_string(),
-                    size,
-                    limit: MAX_FILE_BYTES,
-                });
-            }
-            let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+            let text = match crate::files::read_to_string(&path, MAX_FILE_BYTES) {
+                Ok(text) => text,
+                Err(crate::files::FileError::TooLarge { size, limit, .. }) => {
+                    return Err(PolicyError::TooLarge {
+                        file: path.display().to_string(),
+                        size,
+                        limit,
+                    });
+                }
+                Err(e) => return Err(io_err(&path, e.into_io())),
+            };
             sources.push((path.display().to_string(), text));
         }
         Self::from_sources(&sources, issuers)

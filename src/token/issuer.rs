@@ -50,11 +50,15 @@ pub struct FetchSettings {
     pub timeout: Duration,
     /// Largest discovery or JWKS document accepted.
     pub max_bytes: usize,
-    /// An unknown `kid` triggers at most one refetch per this interval, so
-    /// tokens with random key ids cannot turn into a flood of fetches.
+    /// Fetches for an unknown `kid` start at most once per this interval:
+    /// tokens with random key ids cost one fetch per interval however many
+    /// there are, and a token signed with a newly published key waits at
+    /// most this long (if it is no longer than two seconds; a longer
+    /// interval refuses such a token until it has passed).
     pub min_refetch_interval: Duration,
-    /// Keys older than this are refreshed on the next use (the old set is
-    /// kept if the refresh fails).
+    /// Keys are refreshed in the background when three quarters of this age
+    /// have passed (the old set is kept if the refresh fails); requests
+    /// never wait for it.
     pub max_key_age: Duration,
 }
 
@@ -63,7 +67,7 @@ impl Default for FetchSettings {
         FetchSettings {
             timeout: Duration::from_secs(5),
             max_bytes: 256 * 1024,
-            min_refetch_interval: Duration::from_secs(30),
+            min_refetch_interval: Duration::from_secs(1),
             max_key_age: Duration::from_secs(3600),
         }
     }

@@ -49,7 +49,7 @@ pub struct VerifiedToken {
 
 struct Entry {
     settings: Arc<IssuerSettings>,
-    keys: KeyCache,
+    keys: Arc<KeyCache>,
 }
 
 /// Verifies tokens against the configured issuers.
@@ -71,7 +71,7 @@ impl Verifier {
         let mut by_iss = HashMap::new();
         for s in issuers {
             let settings = Arc::new(s);
-            let keys = KeyCache::new(settings.clone(), fetch.clone())?;
+            let keys = Arc::new(KeyCache::new(settings.clone(), fetch.clone())?);
             by_iss.insert(settings.issuer.clone(), Entry { settings, keys });
         }
         Ok(Verifier {
@@ -81,9 +81,10 @@ impl Verifier {
         })
     }
 
-    /// Fetches every issuer's keys once; failures are returned per issuer
-    /// name (the server logs them and keeps starting: keys are fetched again
-    /// on first use).
+    /// Fetches every issuer's keys once, and starts each issuer's background
+    /// refresh; failures are returned per issuer name (the server logs them
+    /// and keeps starting: the keys are fetched again on first use, and in
+    /// the background with a backoff).
     pub async fn warm_up(&self) -> Vec<(String, FetchError)> {
         let mut failures = Vec::new();
         for e in self.by_iss.values() {

@@ -323,3 +323,155 @@ async fn discovery_naming_another_issuer_or_a_non_http_jwks_is_refused() {
         );
     }
 }
+
+/// A token with `kid` and the issuer's claims whose signature is junk: an
+/// unknown `kid` is refused before any signature check, so a flood needs
+/// no signing.
+fn with_kid(issuer: &DevIssuer, kid: &str) -> String {
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.c2lnbmF0dXJl",
+        b64(&json!({"alg": "RS256", "kid": kid})),
+        b64(&Value::Object(issuer.claims(Shape::Github, "jobkey")))
+    )
+}
+
+/// Verifies every token concurrently; the refusal codes.
+async fn flood(v: &std::sync::Arc<Verifier>, tokens: &[String]) -> Vec<&'static str> {
+    let mut set = tokio::task::JoinSet::new();
+    for t in tokens {
+        let (v, t) = (v.clone(), t.clone());
+        set.spawn(async move { v.verify(&t).await.map(drop).map_err(|e| e.code()) });
+    }
+    let mut codes = Vec::new();
+    while let Some(r) = set.join_next().await {
+        codes.push(r.unwrap().err().unwrap_or("accepted"));
+    }
+    codes
+}
+
+/// Waits (up to `within`) until the issuer has served more than `n` JWKS
+/// requests.
+async fn fetches_exceed(issuer: &DevIssuer, n: usize, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if issuer.jwks_fetches() > n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// With the default settings: 1,000 tokens with random key ids cost at most
+/// a couple of fetches (counted at the issuer), repeating them costs none
+/// and no wait, and right after the flood a token signed with a key the
+/// issuer has just published is accepted within about a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_kid_flood_costs_a_couple_of_fetches_and_delays_no_new_key() {
+    let (issuer, v) = setup(FetchSettings::default()).await;
+    let v = std::sync::Arc::new(v);
+    v.verify(&issuer.mint(Shape::Github, "jobkey", &no_overrides()))
+        .await
+        .unwrap();
+    let before = issuer.jwks_fetches();
+    let tokens: Vec<String> = (0..1000)
+        .map(|i| with_kid(&issuer, &format!("random-{i}")))
+        .collect();
+
+    let codes = flood(&v, &tokens).await;
+    assert!(codes.iter().all(|c| *c == "unknown_key"), "{codes:?}");
+    let flood_fetches = issuer.jwks_fetches() - before;
+    assert!(
+        flood_fetches <= 2,
+        "1,000 random kids cost {flood_fetches} fetches"
+    );
+
+    let started = std::time::Instant::now();
+    let codes = flood(&v, &tokens).await;
+    assert!(codes.iter().all(|c| *c == "unknown_key"));
+    assert_eq!(
+        issuer.jwks_fetches() - before,
+        flood_fetches,
+        "repeated unknown kids are remembered"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "repeated unknown kids wait for nothing: {:?}",
+        started.elapsed()
+    );
+
+    issuer.publish(vec![key("issuer-b", "k2"), key("issuer-a", "k1")]);
+    let started = std::time::Instant::now();
+    let fresh = issuer.mint(Shape::Github, "jobkey", &no_overrides());
+    assert_eq!(v.verify(&fresh).await.unwrap().issuer, "github");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the new key took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Keys are refreshed in the background before they reach `max_key_age`,
+/// with no request asking, again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_refreshed_in_the_background_before_max_key_age() {
+    let (issuer, v) = setup(FetchSettings {
+        max_key_age: Duration::from_secs(1),
+        ..FetchSettings::default()
+    })
+    .await;
+    assert!(v.warm_up().await.is_empty());
+    for round in 0..2 {
+        let n = issuer.jwks_fetches();
+        assert!(
+            fetches_exceed(&issuer, n, Duration::from_secs(3)).await,
+            "no background refresh in round {round}"
+        );
+    }
+    // Dropping the verifier stops its refresh task.
+    drop(v);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let n = issuer.jwks_fetches();
+    assert!(!fetches_exceed(&issuer, n, Duration::from_millis(2500)).await);
+}
+
+/// While a refresh hangs on a slow issuer (its JWKS answers after 5 s),
+/// requests whose `kid` is cached answer at once, even with a request for
+/// an unknown `kid` waiting for that fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_issuer_delays_no_request_whose_kid_is_cached() {
+    let (issuer, v) = setup(FetchSettings {
+        timeout: Duration::from_secs(10),
+        max_key_age: Duration::from_secs(1),
+        min_refetch_interval: Duration::ZERO,
+        ..FetchSettings::default()
+    })
+    .await;
+    let v = std::sync::Arc::new(v);
+    assert!(v.warm_up().await.is_empty());
+    let good = issuer.mint(Shape::Github, "jobkey", &no_overrides());
+    issuer.set_jwks_delay(Duration::from_secs(5));
+    // Past `max_key_age`: the keys are due for a refresh, which hangs.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let waiting = {
+        let (v, t) = (v.clone(), with_kid(&issuer, "not-yet-published"));
+        tokio::spawn(async move { v.verify(&t).await.map(drop) })
+    };
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        v.verify(&good).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(300),
+            "a cached kid waited {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!waiting.is_finished(), "the unknown kid waits for a fetch");
+    waiting.abort();
+    assert!(
+        issuer.jwks_fetches() >= 2,
+        "a refresh was under way all along"
+    );
+}

@@ -166,7 +166,7 @@ pub fn run_dir(set: &PolicySet, dir: &Path) -> Result<Report, String> {
 /// Runs one fixture file; a malformed fixture is an error, not a failure.
 pub fn run_file(set: &PolicySet, path: &Path, report: &mut Report) -> Result<(), String> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{file}: {e}"))?;
+    let text = crate::files::read_to_string(path, crate::files::MIB).map_err(|e| e.to_string())?;
     let raw: RawFixtures = serde_saphyr::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
     for case in raw.cases {
         let claims = case_claims(path, &raw.templates, &case)
@@ -209,8 +209,8 @@ fn case_claims(
             .ok_or_else(|| format!("no template `{base}`"))?,
         (None, Some(token)) => {
             let at = path.parent().unwrap_or(Path::new(".")).join(token);
-            let text =
-                std::fs::read_to_string(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+            let text = crate::files::read_to_string(&at, 64 * crate::files::KIB)
+                .map_err(|e| e.to_string())?;
             unverified_claims(&text).map_err(|e| format!("{}: {e}", at.display()))?
         }
         (None, None) => Map::new(),
