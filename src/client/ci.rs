@@ -135,9 +135,13 @@ pub async fn obtain(
 ) -> Result<SecretString, ClientError> {
     let token = match source {
         TokenSource::File(path) => {
-            let s = std::fs::read_to_string(path)
-                .map_err(|e| ClientError::Token(format!("{}: {e}", path.display())))?;
-            SecretString::new(s)
+            // Capped, and only a regular file: a FIFO or /dev/zero is
+            // refused, not read until memory runs out.
+            let bad = |why: String| ClientError::Token(format!("{}: {why}", path.display()));
+            let bytes = crate::files::read_secret(path, MAX_TOKEN_BYTES as u64)
+                .map_err(|e| bad(e.reason()))?;
+            let s = std::str::from_utf8(&bytes).map_err(|_| bad("it is not UTF-8 text".into()))?;
+            SecretString::new(s.to_owned())
         }
         TokenSource::Env { name, ci } => match env(name) {
             Some(v) => SecretString::new(v),

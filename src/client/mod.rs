@@ -285,10 +285,8 @@ impl<'o> Plan<'o> {
         };
         let ssh_public_key = match &o.ssh_public_key {
             Some(p) => Some(
-                std::fs::read_to_string(p)
-                    .map_err(|e| {
-                        ClientError::Usage(format!("--ssh-public-key {}: {e}", p.display()))
-                    })?
+                crate::files::read_to_string(p, 16 * crate::files::KIB)
+                    .map_err(|e| ClientError::Usage(format!("--ssh-public-key {e}")))?
                     .trim()
                     .to_owned(),
             ),

@@ -93,7 +93,7 @@ fn check_ca_file(path: &std::path::Path) -> Result<(), VaultError> {
     let bad = |why: String| VaultError::Config {
         reason: format!("CA file {}: {why}", path.display()),
     };
-    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let pem = crate::files::read(path, crate::files::MIB).map_err(|e| bad(e.reason()))?;
     let mut count = 0;
     for cert in CertificateDer::pem_slice_iter(&pem) {
         cert.map_err(|e| bad(format!("bad PEM: {e}")))?;
@@ -117,11 +117,15 @@ pub(crate) enum Credentials {
 }
 
 fn read_secret_file(path: &std::path::Path, what: &str) -> Result<SecretString, VaultError> {
-    let raw = SecretString::new(
-        std::fs::read_to_string(path).map_err(|e| VaultError::Config {
-            reason: format!("cannot read the {what} file {}: {e}", path.display()),
-        })?,
-    );
+    // A token or secret_id is short: 64 KiB is generous, and a FIFO or a
+    // device is refused instead of read until memory runs out.
+    let cannot = |why: String| VaultError::Config {
+        reason: format!("cannot read the {what} file {}: {why}", path.display()),
+    };
+    let bytes =
+        crate::files::read_secret(path, 64 * crate::files::KIB).map_err(|e| cannot(e.reason()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| cannot("it is not UTF-8 text".into()))?;
+    let raw = SecretString::new(text.to_owned());
     let value = raw.expose_secret().trim();
     if value.is_empty() {
         return Err(VaultError::Config {

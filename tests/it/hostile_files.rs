@@ -385,3 +385,72 @@ fn the_library_loaders_refuse_impostors_too() {
         }
     }
 }
+
+/// The job's `--token-file` and `--ssh-public-key`, and jobkey's own Vault
+/// token file: each impostor is refused promptly, naming the file.
+#[test]
+fn token_and_key_files_of_the_job_and_of_jobkey_refuse_impostors() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    jobkey::tls::install_rustls_ring_provider();
+    // jobkey reads its token file when it logs in, after Vault answered.
+    let bao = crate::support::OpenBao::start();
+    for imp in [
+        Impostor::Fifo,
+        Impostor::DevZero,
+        Impostor::Oversized(1024 * 1024),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let bad = tmp.path().join("token");
+        imp.make(&bad);
+        let b = bad.display().to_string();
+
+        // The job's token file.
+        let run = jobkey(&[
+            "fetch",
+            "-e",
+            "production",
+            "--ci",
+            "none",
+            "--url",
+            "http://127.0.0.1:9",
+            "--token-file",
+            &b,
+            "--retry-for",
+            "0",
+        ]);
+        check(
+            "--token-file",
+            run,
+            &bad,
+            &imp.says("is larger than 64 KiB"),
+        );
+
+        // jobkey's own Vault token file: refused before any connection.
+        let started = Instant::now();
+        let e = rt
+            .block_on(jobkey::vault::Vault::connect(jobkey::vault::VaultConfig {
+                address: bao.addr().parse().unwrap(),
+                auth: jobkey::vault::VaultAuth::TokenFile(bad.clone()),
+                request_timeout: Duration::from_secs(1),
+                ca_file: None,
+                token_role: None,
+            }))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{imp:?}: took {:?}",
+            started.elapsed()
+        );
+        assert!(e.contains(&b), "{imp:?}: {e}");
+        let why = match imp {
+            Impostor::Oversized(_) => "larger than 64 KiB".to_owned(),
+            other => other.says(""),
+        };
+        assert!(e.contains(why.trim_start_matches("is ")), "{imp:?}: {e}");
+    }
+}
