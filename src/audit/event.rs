@@ -303,8 +303,8 @@ impl Refusal {
 
 /// What a `refusals_summarized` line counts: the refusals of one key (the
 /// line's `source`, `action` in `of`, `stage`, `code`, and for a verified
-/// caller its `subject` and `environment`) that were counted instead of
-/// written, between `first` and `last`.
+/// caller its `subject`, `jti` and `environment`) that were counted instead
+/// of written, between `first` and `last`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// The requests' action (`exchange` or `revoke`).
@@ -319,9 +319,12 @@ pub struct Summary {
     pub last_request_id: String,
     /// The window's length, in seconds.
     pub window_s: u64,
-    /// A verified caller: the issuer's configured name and `sub`.
+    /// A verified caller: the issuer's configured name and `sub`, and the
+    /// token's `jti`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
     /// `true`: refusals from sources the table had no room for, counted
     /// together (the line has no `source`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

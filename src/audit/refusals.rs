@@ -3,7 +3,9 @@
 //! A refusal (a request that ended `deny` or `error`) belongs to a [`Key`]:
 //! the caller's source (an IPv4 address, or an IPv6 caller's /64), the
 //! action, the stage and the code, and, when the caller's token verified,
-//! its issuer, `sub` and the environment asked for. The first refusal of a
+//! the token (its issuer, `sub` and `jti`) and the environment asked for.
+//! So one token replayed is counted, while each token of a shared issuer
+//! (anyone's GitHub job can get one) is recorded once per window. The first refusal of a
 //! key opens a window and is written in full; the rest of that window's
 //! refusals of the key are only counted. When the window ends (or on
 //! shutdown), a key that counted any becomes one `refusals_summarized`
@@ -48,8 +50,9 @@ struct Key {
     action: Action,
     stage: Option<Stage>,
     code: Option<String>,
-    /// A verified caller: its issuer and `sub`, and the environment.
-    verified: Option<(String, Option<String>)>,
+    /// A verified caller: its issuer and `sub`, its `jti`, and the
+    /// environment.
+    verified: Option<(String, Option<String>, Option<String>)>,
 }
 
 /// The overflow bucket: everything but the source and the caller.
@@ -93,6 +96,7 @@ impl Window {
     fn summary(self, source: Option<String>, window: Duration, overflow: bool) -> Option<Event> {
         let (first, last) = (self.first?, self.last?);
         let subject = subject(&self.like);
+        let jti = subject.as_ref().and_then(|_| jti(&self.like));
         let summary = Summary {
             of: self.like.action(),
             count: self.counted,
@@ -102,6 +106,7 @@ impl Window {
             last_request_id: last.1,
             window_s: window.as_secs(),
             subject,
+            jti,
             overflow,
         };
         Some(Event::refusals_summarized(&self.like, source, summary))
@@ -232,13 +237,19 @@ fn subject(e: &Event) -> Option<String> {
     Some(bounded(&format!("{issuer} {sub}")))
 }
 
+/// A verified caller's token id.
+fn jti(e: &Event) -> Option<String> {
+    let id = e.identity().filter(|id| id.is_verified())?;
+    Some(bounded(&id.claim("jti")?.to_text()))
+}
+
 fn key_of(e: &Event) -> Key {
     Key {
         source: source_of(e),
         action: e.action(),
         stage: e.stage(),
         code: e.code().map(str::to_owned),
-        verified: subject(e).map(|s| (s, e.environment().map(str::to_owned))),
+        verified: subject(e).map(|s| (s, jti(e), e.environment().map(str::to_owned))),
     }
 }
 
@@ -265,10 +276,15 @@ mod tests {
 
     /// A policy denial of a verified `sub` asking for `environment`.
     fn policy_denial(rid: &str, sub: &str, environment: &str) -> Event {
+        token_denial(rid, sub, "jti-1", environment)
+    }
+
+    /// The same, naming the token's `jti`.
+    fn token_denial(rid: &str, sub: &str, jti: &str, environment: &str) -> Event {
         let mut b = Event::exchange(rid, environment, &[]);
         b.source("192.0.2.1".parse().unwrap());
-        let claims = json!({"sub": sub}).as_object().unwrap().clone();
-        b.identity(Identity::verified("github", &claims, &["sub"]));
+        let claims = json!({"sub": sub, "jti": jti}).as_object().unwrap().clone();
+        b.identity(Identity::verified("github", &claims, &["sub", "jti"]));
         b.refused(Refusal::deny(Stage::Policy, "no_rule_matched", &json!({})))
     }
 
@@ -305,6 +321,12 @@ mod tests {
             (policy_denial("r10", "repo:a", "production"), 4, false),
             (policy_denial("r11", "repo:a", "staging"), 4, true),
             (policy_denial("r12", "repo:b", "production"), 4, true),
+            // Another token of the same job: its own key.
+            (
+                token_denial("r14", "repo:a", "jti-2", "production"),
+                4,
+                true,
+            ),
         ];
         for (e, at, written) in &cases {
             let a = t.admit(e, t0 + Duration::from_secs(*at));
@@ -346,6 +368,7 @@ mod tests {
             .find(|l| l["summary"]["first_request_id"] == "r10")
             .unwrap();
         assert_eq!(verified["summary"]["subject"], "github repo:a");
+        assert_eq!(verified["summary"]["jti"], "jti-1");
         assert_eq!(verified["environment"], "production");
         assert_eq!(lines.len(), 3, "keys that counted nothing need no summary");
         // A new window: written again.

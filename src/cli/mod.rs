@@ -327,10 +327,15 @@ fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     // Colour only on a terminal: a log file or a journal gets plain text.
+    // A log line that cannot be written (stderr on a full disk) is lost,
+    // not reported with `eprintln!`, which would panic in whatever task
+    // was logging: the broker keeps serving, and its audit log says what
+    // it can.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => b.try_init(),
         LogFormat::Json => b.json().try_init(),

@@ -2,9 +2,11 @@
 //! limits a broker reachable by anyone needs (`axum::serve` has no timer).
 //!
 //! - **Connections**: at most `max_connections` are served at once. One
-//!   more is answered `503 server_busy` with `Retry-After` at once, without
-//!   reading it, and closed (at most [`TURN_AWAY_AT_ONCE`] such answers are
-//!   in progress; beyond that a connection is closed unanswered).
+//!   more is answered `503 server_busy` with `Retry-After` as soon as its
+//!   request line and headers are in (within a second or two; its body is
+//!   never looked at), and closed. At most [`TURN_AWAY_AT_ONCE`] such
+//!   answers are in progress; beyond that a connection is closed
+//!   unanswered.
 //! - **Idle**: a connection with no request in progress is closed after
 //!   `idle_timeout` without a byte from the client.
 //! - **Headers**: once the first byte of a request arrives, its request
@@ -144,12 +146,25 @@ pub(super) async fn run(
     Ok(())
 }
 
-/// Answers `503 server_busy` without reading the request, then closes.
-/// The request is read and thrown away after the answer, so the close does
-/// not reset the connection before the client has read it.
+/// Answers `503 server_busy` once the request's headers are in (a client
+/// reads no answer before it has sent its request), then closes. What
+/// follows is read and thrown away after the answer, so the close does
+/// not reset the connection before the client has read it. A client that
+/// does not send its headers in time is closed unanswered.
 async fn turn_away(mut stream: TcpStream, _permit: OwnedSemaphorePermit) {
     let answer = ApiError::Busy.into_http1_bytes(&super::request::request_id());
     let _ = tokio::time::timeout(TURN_AWAY_TIME, async {
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            if head.len() > 64 * 1024 {
+                return Ok(());
+            }
+            match stream.read(&mut chunk).await? {
+                0 => return Ok(()),
+                n => head.extend_from_slice(&chunk[..n]),
+            }
+        }
         stream.write_all(&answer).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 4096];
@@ -176,16 +191,23 @@ enum Phase {
     Handling,
 }
 
-/// A connection's phase, shared by its reader and its requests.
-struct Clock(Mutex<Phase>);
+/// A connection's phase, shared by its reader and its requests; the
+/// watchdog is woken when it changes.
+struct Clock {
+    phase: Mutex<Phase>,
+    changed: tokio::sync::Notify,
+}
 
 impl Clock {
     fn new() -> Clock {
-        Clock(Mutex::new(Phase::Idle(Instant::now())))
+        Clock {
+            phase: Mutex::new(Phase::Idle(Instant::now())),
+            changed: tokio::sync::Notify::new(),
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Phase) -> T) -> T {
-        match self.0.lock() {
+        match self.phase.lock() {
             Ok(mut p) => f(&mut p),
             Err(poisoned) => f(&mut poisoned.into_inner()),
         }
@@ -193,11 +215,16 @@ impl Clock {
 
     /// Bytes arrived: when idle, a request has started.
     fn bytes_arrived(&self) {
-        self.with(|p| {
-            if let Phase::Idle(_) = p {
+        let started = self.with(|p| match p {
+            Phase::Idle(_) => {
                 *p = Phase::Receiving(Instant::now());
+                true
             }
+            _ => false,
         });
+        if started {
+            self.changed.notify_one();
+        }
     }
 
     /// The headers are complete: when the request started.
@@ -215,6 +242,7 @@ impl Clock {
 
     fn request_done(&self) {
         self.with(|p| *p = Phase::Idle(Instant::now()));
+        self.changed.notify_one();
     }
 
     fn phase(&self) -> Phase {
@@ -327,6 +355,7 @@ async fn connection(
                 }
                 return;
             }
+            () = clock.changed.notified() => {}
             changed = stopping.changed(), if !finishing => {
                 if changed.is_err() || *stopping.borrow() {
                     finishing = true;

@@ -316,7 +316,9 @@ async fn revocation_is_for_the_same_job_only_and_works_across_replicas() {
     // Audited on this replica: refusals and no secrets.
     let lines = stack.audit_lines();
     let revokes: Vec<&Value> = lines.iter().filter(|l| l["action"] == "revoke").collect();
-    assert!(revokes.len() >= 5, "{revokes:?}");
+    // The second made-up/unknown handle refusal from this address is
+    // counted into a summary at the end of its window, not written again.
+    assert!(revokes.len() >= 4, "{revokes:?}");
     let text = std::fs::read_to_string(&stack.audit_path).unwrap();
     assert!(!text.contains(handle) && !text.contains(pw));
 }
