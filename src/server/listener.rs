@@ -9,9 +9,10 @@
 //!   unanswered.
 //! - **Idle**: a connection with no request in progress is closed after
 //!   `idle_timeout` without a byte from the client.
-//! - **Headers**: once the first byte of a request arrives, its request
-//!   line and headers must be complete within `header_read_timeout`, or
-//!   the connection is closed. Headers are capped in size too.
+//! - **Headers**: once the first byte of a request arrives (for a
+//!   connection's first request: once it is accepted), its request line
+//!   and headers must be complete within `header_read_timeout`, or the
+//!   connection is closed. Headers are capped in size too.
 //! - **Whole request**: the body must be complete within
 //!   `request_timeout` of the request's first byte, or the answer is
 //!   `408 request_timeout` and the connection is closed. The body is read
@@ -50,7 +51,8 @@ use super::ApiError;
 /// The listener's timeouts and limits (`[server]` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerSettings {
-    /// From a request's first byte to the end of its headers.
+    /// From a request's first byte (a new connection's: from its
+    /// opening) to the end of its headers.
     pub header_read_timeout: Duration,
     /// From a request's first byte to the end of its body.
     pub request_timeout: Duration,
@@ -199,9 +201,10 @@ struct Clock {
 }
 
 impl Clock {
+    /// A new connection owes its first request's headers from now.
     fn new() -> Clock {
         Clock {
-            phase: Mutex::new(Phase::Idle(Instant::now())),
+            phase: Mutex::new(Phase::Receiving(Instant::now())),
             changed: tokio::sync::Notify::new(),
         }
     }

@@ -54,6 +54,9 @@ async fn a_header_trickled_byte_by_byte_is_cut_off() {
         cfg.server.header_read_timeout = Duration::from_secs(2);
     })
     .await;
+    // A connection that sends nothing at all is not kept either.
+    let mut silent = TcpStream::connect(broker.addr).await.unwrap();
+    let silent_since = Instant::now();
     let s = TcpStream::connect(broker.addr).await.unwrap();
     let (mut r, w) = s.into_split();
     let header = b"GET /healthz HTTP/1.1\r\nHost: jobkey\r\nX-Slow: 0123456789\r\n\r\n".to_vec();
@@ -76,6 +79,12 @@ async fn a_header_trickled_byte_by_byte_is_cut_off() {
         got.is_empty(),
         "no answer: {}",
         String::from_utf8_lossy(&got)
+    );
+    let (got, closed) = read_until_closed(&mut silent, Duration::from_secs(3)).await;
+    let closed = closed.expect("the silent connection is closed");
+    assert!(
+        got.is_empty() && closed - silent_since < Duration::from_millis(3500),
+        "closed unanswered at the header timeout: {got}"
     );
     // Others are still served.
     let (status, _) = get(&broker.url, "/healthz").await;
