@@ -1,11 +1,18 @@
-//! The audit record: one [`Event`] per request, whatever its outcome.
+//! The audit record: one [`Event`] per request, whatever its outcome, and
+//! the log's own lines.
 //!
 //! An exchange or a revocation starts an [`EventBuilder`]
 //! ([`Event::exchange`], [`Event::revoke`]), fills it as it goes (the
-//! caller's [`Identity`], the exchange's environment and owner), and ends it
-//! once: [`EventBuilder::allow`], [`EventBuilder::revocation_done`] or
-//! [`EventBuilder::refused`] with a [`Refusal`]. Only a finished `Event` can
-//! be appended to the log.
+//! caller's source address and [`Identity`], the exchange's environment and
+//! owner), and ends it once: [`EventBuilder::allow`],
+//! [`EventBuilder::revocation_done`] or [`EventBuilder::refused`] with a
+//! [`Refusal`]. Only a finished `Event` can be appended to the log.
+//!
+//! The log writes three lines of its own, each an `Event` with its own
+//! [`Action`] and no request id: `refusals_summarized` ([`Summary`]: the
+//! refusals counted instead of written), `log_recovered` ([`Recovery`]: a
+//! torn last line set aside at start-up) and `log_resumed` ([`Outage`]:
+//! appends work again after failing).
 //!
 //! No secret type can enter an `Event`. Its fields are strings, numbers,
 //! the enums below, an exchange's [`Owner`], [`Fingerprint`]s (made by the
@@ -70,8 +77,10 @@ pub const MAX_REQUESTED: usize = 32;
 /// Most claims kept in an identity.
 pub const MAX_IDENTITY_CLAIMS: usize = 48;
 
-/// What the request asked for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What the line records: a request (`exchange`, `revoke`), or the log's
+/// own housekeeping (`refusals_summarized`, `log_recovered`,
+/// `log_resumed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// `POST /v1/exchange` (lines written before `action` existed are
@@ -80,11 +89,21 @@ pub enum Action {
     Exchange,
     /// `POST /v1/revoke`.
     Revoke,
+    /// Refusals that were counted instead of written one by one: the
+    /// repeats, within one window, of a refusal from the same source at
+    /// the same stage with the same code ([`Summary`]).
+    RefusalsSummarized,
+    /// At start-up, a torn last line (an interrupted write) was moved to a
+    /// file beside the log ([`Recovery`]).
+    LogRecovered,
+    /// Appends failed for a while (a full disk) and work again; the
+    /// requests refused meanwhile are counted ([`Outage`]).
+    LogResumed,
 }
 
 /// How the request ended. One meaning each, for both actions: `action`
 /// says whether an `allow` granted credentials or revoked them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Done: credentials were issued (exchange), or an exchange's
@@ -100,7 +119,7 @@ pub enum Decision {
 }
 
 /// Where a request that was not allowed stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Token verification.
@@ -282,16 +301,74 @@ impl Refusal {
     }
 }
 
+/// What a `refusals_summarized` line counts: the refusals of one key (the
+/// line's `source`, `action` in `of`, `stage`, `code`, and for a verified
+/// caller its `subject`, `jti` and `environment`) that were counted instead
+/// of written, between `first` and `last`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The requests' action (`exchange` or `revoke`).
+    pub of: Action,
+    /// How many refusals were counted (not written one by one).
+    pub count: u64,
+    /// When the first and the last of them arrived.
+    pub first: String,
+    pub last: String,
+    /// Their request ids (in the response and jobkey's own log).
+    pub first_request_id: String,
+    pub last_request_id: String,
+    /// The window's length, in seconds.
+    pub window_s: u64,
+    /// A verified caller: the issuer's configured name and `sub`, and the
+    /// token's `jti`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// `true`: refusals from sources the table had no room for, counted
+    /// together (the line has no `source`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overflow: bool,
+}
+
+/// What a `log_recovered` line says: the torn last line found at start-up
+/// and where it was put.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovery {
+    /// The file beside the log that now holds the torn bytes.
+    pub set_aside: String,
+    /// Its line number in the log, its size and its SHA-256.
+    pub line: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    /// What was wrong with it.
+    pub why: String,
+}
+
+/// What a `log_resumed` line says: appends failed from `since` until the
+/// line's `time`; `refused` requests were answered `audit_unavailable`
+/// meanwhile; `error` is the first failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outage {
+    pub since: String,
+    pub refused: u64,
+    pub error: String,
+}
+
 /// One line of the audit log (without `seq`, `prev` and `hash`, which
 /// [`AuditLog::append`](super::AuditLog::append) adds). Field order does
 /// not matter: the line's keys are written sorted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     time: String,
-    request_id: String,
+    /// A request's id (the log's own lines have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
     #[serde(default)]
     action: Action,
-    decision: Decision,
+    /// A request's outcome; a summary's refusals' outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    decision: Option<Decision>,
     /// For `deny`/`error`: the error code the caller got.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     code: Option<String>,
@@ -299,6 +376,10 @@ pub struct Event {
     stage: Option<Stage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<Value>,
+    /// The caller's address (without the port); on a summary, the
+    /// source counted (an IPv6 caller's /64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
     /// The environment asked for (exchange), or the revoked exchange's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     environment: Option<String>,
@@ -327,6 +408,15 @@ pub struct Event {
     /// Revoke: whose exchange it was, when it was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     exchange_owner: Option<Owner>,
+    /// `refusals_summarized`: what was counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    summary: Option<Summary>,
+    /// `log_recovered`: the torn line set aside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recovery: Option<Recovery>,
+    /// `log_resumed`: the failed appends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    outage: Option<Outage>,
 }
 
 /// An [`Event`] being filled; it becomes one through one of its endings.
@@ -346,7 +436,7 @@ impl Event {
             .map(|n| bounded(n))
             .collect();
         let omitted = requested.len() - kept.len();
-        let mut event = Event::new(request_id, Action::Exchange);
+        let mut event = Event::new(Some(request_id), Action::Exchange);
         event.environment = Some(bounded(environment));
         event.requested = Some(kept);
         event.requested_omitted = (omitted > 0).then_some(omitted);
@@ -355,21 +445,59 @@ impl Event {
 
     /// A revocation of the exchange the caller names, now.
     pub fn revoke(request_id: &str, exchange: &str) -> EventBuilder {
-        let mut event = Event::new(request_id, Action::Revoke);
+        let mut event = Event::new(Some(request_id), Action::Revoke);
         event.exchange = Some(bounded(exchange));
         EventBuilder { event }
     }
 
-    fn new(request_id: &str, action: Action) -> Event {
+    /// The log's own line: refusals counted instead of written. `like` is
+    /// the first refusal of the key (its decision, stage, code and, for a
+    /// verified caller, environment are the summary's); `source` is the
+    /// key's source (`None`: the overflow bucket).
+    pub(super) fn refusals_summarized(
+        like: &Event,
+        source: Option<String>,
+        summary: Summary,
+    ) -> Event {
+        let mut event = Event::new(None, Action::RefusalsSummarized);
+        event.decision = like.decision;
+        event.stage = like.stage;
+        event.code = like.code.clone();
+        event.source = source;
+        event.environment = if summary.subject.is_some() {
+            like.environment.clone()
+        } else {
+            None
+        };
+        event.summary = Some(summary);
+        event
+    }
+
+    /// The log's own line: a torn last line was set aside at start-up.
+    pub(super) fn log_recovered(recovery: Recovery) -> Event {
+        let mut event = Event::new(None, Action::LogRecovered);
+        event.recovery = Some(recovery);
+        event
+    }
+
+    /// The log's own line: appends work again after an outage.
+    pub(super) fn log_resumed(outage: Outage) -> Event {
+        let mut event = Event::new(None, Action::LogResumed);
+        event.outage = Some(outage);
+        event
+    }
+
+    fn new(request_id: Option<&str>, action: Action) -> Event {
         Event {
             time: super::timestamp(),
-            request_id: bounded(request_id),
+            request_id: request_id.map(bounded),
             action,
-            // Replaced by every ending; never written as is.
-            decision: Decision::Error,
+            // Set by every ending of a request.
+            decision: None,
             code: None,
             stage: None,
             reason: None,
+            source: None,
             environment: None,
             requested: None,
             requested_omitted: None,
@@ -380,6 +508,9 @@ impl Event {
             auth: None,
             revoked: None,
             exchange_owner: None,
+            summary: None,
+            recovery: None,
+            outage: None,
         }
     }
 
@@ -387,15 +518,17 @@ impl Event {
         &self.time
     }
 
+    /// The request's id; empty on the log's own lines.
     pub fn request_id(&self) -> &str {
-        &self.request_id
+        self.request_id.as_deref().unwrap_or_default()
     }
 
     pub fn action(&self) -> Action {
         self.action
     }
 
-    pub fn decision(&self) -> Decision {
+    /// `None` on the log's own lines (`log_recovered`, `log_resumed`).
+    pub fn decision(&self) -> Option<Decision> {
         self.decision
     }
 
@@ -405,6 +538,10 @@ impl Event {
 
     pub fn stage(&self) -> Option<Stage> {
         self.stage
+    }
+
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
     }
 
     pub fn environment(&self) -> Option<&str> {
@@ -427,6 +564,26 @@ impl Event {
         self.exchange_owner.as_ref()
     }
 
+    pub fn summary(&self) -> Option<&Summary> {
+        self.summary.as_ref()
+    }
+
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
+    }
+
+    pub fn outage(&self) -> Option<&Outage> {
+        self.outage.as_ref()
+    }
+
+    /// Whether this is a request that was not allowed (`deny` or `error`):
+    /// such lines go through the refusal table and are not synced on
+    /// their own.
+    pub(super) fn is_refusal(&self) -> bool {
+        matches!(self.action, Action::Exchange | Action::Revoke)
+            && matches!(self.decision, Some(Decision::Deny | Decision::Error))
+    }
+
     /// The line's JSON object (before `seq`, `prev` and `hash`). A struct
     /// with string keys serializes to an object; should that ever fail,
     /// the append fails rather than write a line without its content.
@@ -440,6 +597,12 @@ impl Event {
 }
 
 impl EventBuilder {
+    /// The caller's address (the peer of the connection; behind a proxy,
+    /// the proxy's).
+    pub fn source(&mut self, addr: std::net::IpAddr) {
+        self.event.source = Some(canonical_ip(addr).to_string());
+    }
+
     /// Who made the request.
     pub fn identity(&mut self, identity: Identity) {
         self.event.identity = Some(identity);
@@ -463,7 +626,7 @@ impl EventBuilder {
 
     /// Exchange: allowed, and these credentials were issued.
     pub fn allow(mut self, credentials: Vec<IssuedCredential>, revocable: usize) -> Event {
-        self.event.decision = Decision::Allow;
+        self.event.decision = Some(Decision::Allow);
         self.event.credentials = Some(credentials);
         self.event.revocable = Some(revocable);
         self.event
@@ -471,18 +634,29 @@ impl EventBuilder {
 
     /// Revoke: the exchange's credentials were revoked, `count` items.
     pub fn revocation_done(mut self, count: usize) -> Event {
-        self.event.decision = Decision::Allow;
+        self.event.decision = Some(Decision::Allow);
         self.event.revoked = Some(count);
         self.event
     }
 
     /// Not allowed: denied or failed, as `refusal` says.
     pub fn refused(mut self, refusal: Refusal) -> Event {
-        self.event.decision = refusal.decision;
+        self.event.decision = Some(refusal.decision);
         self.event.stage = Some(refusal.stage);
         self.event.code = Some(refusal.code);
         self.event.reason = Some(refusal.reason);
         self.event
+    }
+}
+
+/// An IPv4 address written as IPv6 (`::ffff:a.b.c.d`) is the IPv4 address.
+pub(super) fn canonical_ip(addr: std::net::IpAddr) -> std::net::IpAddr {
+    match addr {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => addr,
+        },
+        v4 => v4,
     }
 }
 

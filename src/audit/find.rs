@@ -58,7 +58,7 @@ pub fn find_value(log: &Path, fp: &Fingerprinter, value: &str) -> Result<Found, 
             found.unreadable.push(i + 1);
             continue;
         };
-        if event.action() != Action::Exchange || event.decision() != Decision::Allow {
+        if event.action() != Action::Exchange || event.decision() != Some(Decision::Allow) {
             continue;
         }
         for c in event.credentials() {

@@ -18,7 +18,7 @@ use super::AuditError;
 /// Prefix of every fingerprint (names the scheme, so it can change later).
 pub const PREFIX: &str = "hmac-sha256:";
 
-/// A keyed fingerprint: [`PREFIX`] and 128 bits of HMAC-SHA256, in hex.
+/// A keyed fingerprint: `hmac-sha256:` and 128 bits of HMAC-SHA256, in hex.
 /// Made by [`Fingerprinter::fingerprint`] (or read back from a log).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]

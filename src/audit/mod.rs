@@ -1,14 +1,32 @@
-//! The audit log: one JSON line per request (its decision), hash-chained,
-//! on disk before the response leaves.
+//! The audit log: one JSON line per request (its decision), hash-chained.
 //!
 //! Each line carries `seq`, `prev` (the previous line's `hash`) and `hash`
 //! = SHA-256 over `prev` and the line's other fields. Editing, removing or
 //! reordering a line breaks the chain, which [`verify_file`] reports.
-//! Appends are flushed and `fsync`ed; when that fails the caller must not
-//! release any credential (the server answers 503).
 //!
 //! Each line is one [`Event`] (`event.rs`): a typed record that no secret
 //! type can enter.
+//!
+//! What reaches the disk, and when ([`AuditLog::append`]):
+//! - an `allow` (and the log's own lines) is written and `fsync`ed before
+//!   `append` returns, and with it everything written before it: the
+//!   caller may then release credentials;
+//! - a refusal (`deny`, `error`) goes through the refusal table
+//!   (`refusals.rs`): the first of its key in a window is written, the
+//!   repeats are counted into one `refusals_summarized` line at the end of
+//!   the window. A refusal costs no `fsync` of its own: it reaches the
+//!   disk with the next `allow` or the next [`AuditLog::tick`].
+//!
+//! A failed write or sync leaves the file at the last good record (it is
+//! truncated back) and starts an outage: every append fails, and
+//! [`AuditLog::is_writable`] is false, until [`AuditLog::tick`] manages to
+//! write a `log_resumed` line, which counts the requests refused
+//! meanwhile. No restart is needed.
+//!
+//! At start-up ([`AuditLog::open`]), a torn last line (a write cut off by
+//! a crash or a full disk) is moved to a file beside the log, and a
+//! `log_recovered` line, chained to the last good one, says so. Damage
+//! anywhere before the last line refuses the log.
 //!
 //! Architecture invariant: nothing secret is passed to this module; events
 //! are built from claims, decisions, credential names, rules, TTLs and
@@ -19,22 +37,28 @@ mod chain;
 mod event;
 mod find;
 mod fingerprint;
+mod refusals;
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use thiserror::Error;
 
-pub use chain::{VerifyReport, verify_file};
+pub use chain::{TornLine, VerifyReport, verify_file};
 pub use event::{
     Action, Auth, ClaimValue, Decision, Event, EventBuilder, Identity, IssuedCredential,
-    MAX_IDENTITY_CLAIMS, MAX_REQUESTED, MAX_STRING_BYTES, Refusal, Stage, bounded,
+    MAX_IDENTITY_CLAIMS, MAX_REQUESTED, MAX_STRING_BYTES, Outage, Recovery, Refusal, Stage,
+    Summary, bounded,
 };
 pub use find::{Found, Match, find_value};
 pub use fingerprint::{Fingerprint, Fingerprinter, default_key_path};
+pub use refusals::RefusalSettings;
 
 /// Why the audit log could not be opened, written or verified.
 #[derive(Debug, Error)]
@@ -47,16 +71,67 @@ pub enum AuditError {
         line: usize,
         reason: String,
     },
+    /// An earlier write failed and the log has not accepted a write since.
+    #[error("audit log {path}: appends have failed since {since} ({error}); retrying every tick")]
+    Unavailable {
+        path: String,
+        since: String,
+        error: String,
+    },
+}
+
+/// How the log writes: the refusal table and how often unsynced lines are
+/// synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub refusals: RefusalSettings,
+    /// How often [`AuditLog::tick`] runs (the server's timer): the longest
+    /// a refusal's line waits for its `fsync`, and how soon appends are
+    /// retried after a failure.
+    pub sync_interval: Duration,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            refusals: RefusalSettings::default(),
+            sync_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A place in the chain: after `seq` lines, whose last hash is `prev`,
+/// `len` bytes into the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Position {
+    seq: u64,
+    prev: String,
+    len: u64,
+}
+
+/// An outage: appends fail until a `log_resumed` line is written.
+struct Down {
+    since: String,
+    error: String,
+    refused: u64,
 }
 
 struct State {
     file: File,
-    seq: u64,
-    prev: String,
-    /// Set when a write failed part way: whether the line reached the disk
-    /// is unknown, so the chain cannot continue safely. Every later append
-    /// fails (fail closed) until an operator checks the log and restarts.
-    broken: bool,
+    /// Only a regular file has a length to truncate back to (a device such
+    /// as /dev/full or a FIFO is written to as is).
+    regular: bool,
+    /// After the last line written.
+    written: Position,
+    /// After the last line known to be on disk.
+    synced: Position,
+    /// A truncation back to `written.len` failed; retried before writing.
+    truncate_pending: bool,
+    down: Option<Down>,
+    refusals: refusals::RefusalTable,
+    /// Summaries waiting to be written (their window ended while the log
+    /// was down).
+    pending: VecDeque<Event>,
 }
 
 /// An append-only, hash-chained JSON-lines file.
@@ -64,13 +139,21 @@ struct State {
 pub struct AuditLog {
     path: PathBuf,
     state: Arc<Mutex<State>>,
+    writable: Arc<AtomicBool>,
+    sync_interval: Duration,
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log; an existing log is verified and the chain
-    /// continues from its last line. A log that fails verification is
-    /// refused: jobkey does not write after a tampered record.
+    /// [`open_with`](Self::open_with) the default settings.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
+        Self::open_with(path, AuditSettings::default())
+    }
+
+    /// Opens (or creates) the log; an existing log is verified and the chain
+    /// continues from its last line. A torn last line is set aside and a
+    /// `log_recovered` line says so. A log damaged before its last line is
+    /// refused: jobkey does not write after a tampered record.
+    pub fn open_with(path: &Path, settings: AuditSettings) -> Result<Self, AuditError> {
         let io = |e: std::io::Error| AuditError::Io {
             path: path.display().to_string(),
             reason: e.to_string(),
@@ -80,13 +163,24 @@ impl AuditLog {
         {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        // Only a regular file has a chain to continue (a device such as
-        // /dev/full or a FIFO is written to as is).
-        let (seq, prev) = if path.is_file() {
+        let regular = path.is_file();
+        let mut recovered = None;
+        let start = if regular {
             let report = verify_file(path)?;
-            (report.lines, report.last_hash)
+            if let Some(torn) = &report.torn {
+                recovered = Some(set_aside(path, torn)?);
+            }
+            Position {
+                seq: report.lines,
+                prev: report.last_hash,
+                len: report.bytes,
+            }
         } else {
-            (0, chain::GENESIS.to_owned())
+            Position {
+                seq: 0,
+                prev: chain::GENESIS.to_owned(),
+                len: 0,
+            }
         };
         let mut opts = OpenOptions::new();
         opts.create(true).append(true);
@@ -96,22 +190,160 @@ impl AuditLog {
             opts.mode(0o600);
         }
         let file = opts.open(path).map_err(io)?;
-        Ok(AuditLog {
+        let regular = regular || file.metadata().map(|m| m.is_file()).unwrap_or(false);
+        let log = AuditLog {
             path: path.to_path_buf(),
             state: Arc::new(Mutex::new(State {
                 file,
-                seq,
-                prev,
-                broken: false,
+                regular,
+                written: start.clone(),
+                synced: start,
+                truncate_pending: false,
+                down: None,
+                refusals: refusals::RefusalTable::new(settings.refusals),
+                pending: VecDeque::new(),
             })),
-        })
+            writable: Arc::new(AtomicBool::new(true)),
+            sync_interval: settings.sync_interval,
+        };
+        if let Some(recovery) = recovered {
+            tracing::warn!(
+                log = %path.display(),
+                set_aside = %recovery.set_aside,
+                line = recovery.line,
+                why = %recovery.why,
+                "the audit log's last line was torn; it was moved beside the log"
+            );
+            log.append_blocking(&Event::log_recovered(recovery))?;
+        }
+        Ok(log)
     }
 
-    /// Appends one event and waits until it is on disk.
+    /// How often the server runs [`tick`](Self::tick).
+    pub fn sync_interval(&self) -> Duration {
+        self.sync_interval
+    }
+
+    /// Whether appends work (false during an outage). `/readyz` reports it.
+    pub fn is_writable(&self) -> bool {
+        self.writable.load(Ordering::SeqCst)
+    }
+
+    /// `Ok` when appends work. During an outage, the request that asked is
+    /// counted as refused (the `log_resumed` line reports the count) and
+    /// must not run: nothing may be issued that cannot be recorded.
+    pub fn check_writable(&self) -> Result<(), AuditError> {
+        if self.is_writable() {
+            return Ok(());
+        }
+        let mut st = self.lock();
+        match &mut st.down {
+            Some(down) => {
+                down.refused += 1;
+                Err(self.unavailable(down))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Appends one event (see the module docs for when it reaches the
+    /// disk). `Ok` for an `allow` means it is on disk.
     pub async fn append(&self, event: &Event) -> Result<(), AuditError> {
         let this = self.clone();
         let event = event.clone();
-        tokio::task::spawn_blocking(move || this.append_blocking(&event))
+        self.blocking(move || this.append_blocking(&event)).await
+    }
+
+    /// The synchronous append (for the CLI and tests).
+    pub fn append_blocking(&self, event: &Event) -> Result<(), AuditError> {
+        let mut st = self.lock();
+        if let Some(down) = &mut st.down {
+            down.refused += 1;
+            return Err(self.unavailable(down));
+        }
+        if !event.is_refusal() {
+            let done = st
+                .write(&self.path, event)
+                .and_then(|()| st.sync(&self.path));
+            return done.map_err(|e| self.fail(&mut st, e));
+        }
+        let admitted = st.refusals.admit(event, Instant::now());
+        st.pending.extend(admitted.summaries);
+        if let Err(e) = st.write_pending(&self.path) {
+            return Err(self.fail(&mut st, e));
+        }
+        if admitted.write
+            && let Err(e) = st.write(&self.path, event)
+        {
+            return Err(self.fail(&mut st, e));
+        }
+        Ok(())
+    }
+
+    /// The server's timer, every [`sync_interval`](Self::sync_interval):
+    /// during an outage, tries to resume (writes `log_resumed`); then
+    /// writes the summaries of windows that ended, and syncs what is not
+    /// on disk yet.
+    pub async fn tick(&self) -> Result<(), AuditError> {
+        let this = self.clone();
+        self.blocking(move || this.tick_blocking(Instant::now()))
+            .await
+    }
+
+    /// [`tick`](Self::tick), synchronously, as if at `now`.
+    pub fn tick_blocking(&self, now: Instant) -> Result<(), AuditError> {
+        let mut st = self.lock();
+        if let Some(down) = &st.down {
+            let outage = Outage {
+                since: down.since.clone(),
+                refused: down.refused,
+                error: down.error.clone(),
+            };
+            let line = Event::log_resumed(outage.clone());
+            let resumed = st
+                .write(&self.path, &line)
+                .and_then(|()| st.sync(&self.path));
+            if let Err(e) = resumed {
+                tracing::debug!(error = %e, "the audit log still refuses writes");
+                let down = st.down.as_ref().map(|d| self.unavailable(d));
+                return Err(down.unwrap_or(e));
+            }
+            tracing::warn!(
+                since = %outage.since,
+                refused = outage.refused,
+                "the audit log accepts writes again"
+            );
+            st.down = None;
+            self.writable.store(true, Ordering::SeqCst);
+        }
+        let ended = st.refusals.due(now);
+        st.pending.extend(ended);
+        let done = st
+            .write_pending(&self.path)
+            .and_then(|()| st.sync(&self.path));
+        done.map_err(|e| self.fail(&mut st, e))
+    }
+
+    /// Shutdown: every open window's summary is written, and everything
+    /// synced.
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        let this = self.clone();
+        self.blocking(move || {
+            {
+                let mut st = this.lock();
+                let all = st.refusals.drain();
+                st.pending.extend(all);
+            }
+            this.tick_blocking(Instant::now())
+        })
+        .await
+    }
+
+    async fn blocking(
+        &self,
+        f: impl FnOnce() -> Result<(), AuditError> + Send + 'static,
+    ) -> Result<(), AuditError> {
+        tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| AuditError::Io {
                 path: self.path.display().to_string(),
@@ -119,46 +351,186 @@ impl AuditLog {
             })?
     }
 
-    /// The synchronous append (for the CLI and tests).
-    pub fn append_blocking(&self, event: &Event) -> Result<(), AuditError> {
-        let mut event = event.to_map().map_err(|reason| AuditError::Io {
-            path: self.path.display().to_string(),
-            reason,
-        })?;
-        let mut st = match self.state.lock() {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
-        };
-        if st.broken {
-            return Err(AuditError::Io {
-                path: self.path.display().to_string(),
-                reason: "an earlier write failed; refusing to continue the chain until restarted (run `jobkey audit verify`)".into(),
+        }
+    }
+
+    fn unavailable(&self, down: &Down) -> AuditError {
+        AuditError::Unavailable {
+            path: self.path.display().to_string(),
+            since: down.since.clone(),
+            error: down.error.clone(),
+        }
+    }
+
+    /// A write or sync failed: the outage starts (the file was already put
+    /// back to the last good record).
+    fn fail(&self, st: &mut State, e: AuditError) -> AuditError {
+        if st.down.is_none() {
+            tracing::error!(error = %e, "writing the audit log failed; refusing requests until it accepts writes again");
+            st.down = Some(Down {
+                since: timestamp(),
+                error: match &e {
+                    AuditError::Io { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                },
+                refused: 1,
             });
         }
-        let seq = st.seq + 1;
-        event.insert("seq".into(), Value::from(seq));
-        event.insert("prev".into(), Value::from(st.prev.clone()));
-        let hash = chain::hash(&st.prev, &event);
-        event.insert("hash".into(), Value::from(hash.clone()));
-        let mut line = Value::Object(event).to_string();
-        line.push('\n');
-        let io = |e: std::io::Error| AuditError::Io {
-            path: self.path.display().to_string(),
-            reason: e.to_string(),
+        self.writable.store(false, Ordering::SeqCst);
+        e
+    }
+}
+
+impl State {
+    /// Writes one line after `written` (not synced). On failure the file
+    /// goes back to `written.len`.
+    fn write(&mut self, path: &Path, event: &Event) -> Result<(), AuditError> {
+        let err = |reason: String| AuditError::Io {
+            path: path.display().to_string(),
+            reason,
         };
-        let written = st
+        if self.truncate_pending {
+            self.file
+                .set_len(self.written.len)
+                .map_err(|e| err(format!("cannot cut the file back to its last record: {e}")))?;
+            self.truncate_pending = false;
+        }
+        let mut map = event.to_map().map_err(err)?;
+        let seq = self.written.seq + 1;
+        map.insert("seq".into(), Value::from(seq));
+        map.insert("prev".into(), Value::from(self.written.prev.clone()));
+        let hash = chain::hash(&self.written.prev, &map);
+        map.insert("hash".into(), Value::from(hash.clone()));
+        let mut line = Value::Object(map).to_string();
+        line.push('\n');
+        let written = self
             .file
             .write_all(line.as_bytes())
-            .and_then(|()| st.file.flush())
-            .and_then(|()| st.file.sync_data());
+            .and_then(|()| self.file.flush());
         if let Err(e) = written {
-            st.broken = true;
-            return Err(io(e));
+            self.roll_back(self.written.clone());
+            return Err(err(e.to_string()));
         }
-        st.seq = seq;
-        st.prev = hash;
+        self.written = Position {
+            seq,
+            prev: hash,
+            len: self.written.len + line.len() as u64,
+        };
         Ok(())
     }
+
+    /// Syncs what was written. On failure, what was not known to be on
+    /// disk is cut off (whether it reached the disk is unknown).
+    fn sync(&mut self, path: &Path) -> Result<(), AuditError> {
+        if self.written == self.synced {
+            return Ok(());
+        }
+        if let Err(e) = self.file.sync_data() {
+            self.roll_back(self.synced.clone());
+            return Err(AuditError::Io {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            });
+        }
+        self.synced = self.written.clone();
+        Ok(())
+    }
+
+    fn write_pending(&mut self, path: &Path) -> Result<(), AuditError> {
+        while let Some(e) = self.pending.front().cloned() {
+            self.write(path, &e)?;
+            self.pending.pop_front();
+        }
+        Ok(())
+    }
+
+    fn roll_back(&mut self, to: Position) {
+        if self.regular && self.file.set_len(to.len).is_err() {
+            self.truncate_pending = true;
+        }
+        self.written = to;
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        if self.written != self.synced {
+            let _ = self.file.sync_data();
+        }
+    }
+}
+
+/// Moves a torn last line into a new file beside the log
+/// (`<log>.torn-<UTC time>`, mode 0600, synced), then cuts it off the log.
+fn set_aside(path: &Path, torn: &TornLine) -> Result<Recovery, AuditError> {
+    let io = |what: &Path, e: std::io::Error| AuditError::Io {
+        path: what.display().to_string(),
+        reason: format!("setting the torn last line aside: {e}"),
+    };
+    let mut bytes = Vec::new();
+    let mut log = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    log.seek(SeekFrom::Start(torn.offset))
+        .and_then(|_| log.read_to_end(&mut bytes))
+        .map_err(|e| io(path, e))?;
+    let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "audit".into());
+    let mut n = 0;
+    let (aside, mut out) = loop {
+        let name = match n {
+            0 => format!("{base}.torn-{stamp}"),
+            n => format!("{base}.torn-{stamp}-{n}"),
+        };
+        let candidate = path.with_file_name(&name);
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        match opts.open(&candidate) {
+            Ok(f) => break (candidate, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 100 => n += 1,
+            Err(e) => return Err(io(&candidate, e)),
+        }
+    };
+    out.write_all(&bytes)
+        .and_then(|()| out.sync_all())
+        .map_err(|e| io(&aside, e))?;
+    log.set_len(torn.offset)
+        .and_then(|()| log.sync_all())
+        .map_err(|e| io(path, e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    Ok(Recovery {
+        set_aside: aside
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        line: torn.line,
+        bytes: bytes.len() as u64,
+        sha256: crate::random::hex(digest.as_ref()),
+        why: torn.why.clone(),
+    })
 }
 
 /// Now, as RFC 3339 with milliseconds (UTC).

@@ -44,12 +44,20 @@ fn tampering_is_detected() {
     let edited = good.replace("\"allow\"", "\"deny\"");
     let removed = format!("{}\n{}\n{}\n", lines[0], lines[2], lines[3]);
     let swapped = format!("{}\n{}\n{}\n{}\n", lines[0], lines[2], lines[1], lines[3]);
-    let truncated = format!("{}\n{}", lines[0], &lines[1][..10]);
+    // Damage before the last line is never taken for a torn write.
+    let cut_then_more = format!("{}\n{}\n{}\n", lines[0], &lines[1][..10], lines[2]);
+    let edited_then_torn = format!(
+        "{}\n{}\n{}",
+        lines[0],
+        lines[1].replace("\"allow\"", "\"deny\""),
+        &lines[2][..10]
+    );
     for (name, text, line) in [
         ("edited", edited, 1),
         ("removed", removed, 2),
         ("swapped", swapped, 2),
-        ("truncated", truncated, 2),
+        ("cut, then more lines", cut_then_more, 2),
+        ("edited, then a torn last line", edited_then_torn, 2),
     ] {
         std::fs::write(&p, text).unwrap();
         match verify_file(&p) {
@@ -63,13 +71,245 @@ fn tampering_is_detected() {
     }
 }
 
+/// The files beside the log whose name starts with `<log>.torn-`.
+fn torn_files(p: &Path) -> Vec<PathBuf> {
+    let prefix = format!("{}.torn-", p.file_name().unwrap().to_string_lossy());
+    let mut found: Vec<PathBuf> = std::fs::read_dir(p.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|f| {
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn a_torn_last_line_is_set_aside_and_the_chain_continues_from_the_last_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&p).unwrap();
+    for i in 0..3 {
+        log.append_blocking(&ev(i)).unwrap();
+    }
+    drop(log);
+    let good = std::fs::read(&p).unwrap();
+    let text = String::from_utf8(good.clone()).unwrap();
+    let last = text.lines().last().unwrap().to_owned();
+    let two: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+    // (case, what follows the two good lines, why)
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "cut off in the middle",
+            last.as_bytes()[..40].to_vec(),
+            "not a JSON object",
+        ),
+        (
+            "complete but no newline",
+            last.as_bytes().to_vec(),
+            "no newline at its end",
+        ),
+        (
+            "the last line edited",
+            format!("{}\n", last.replace("\"allow\"", "\"deny\"")).into_bytes(),
+            "does not match its hash",
+        ),
+        ("zeros after a crash", vec![0u8; 300], "not a JSON object"),
+        ("an empty line", b"\n".to_vec(), "not a JSON object"),
+    ];
+    for (name, tail, why) in cases {
+        for f in torn_files(&p) {
+            std::fs::remove_file(f).unwrap();
+        }
+        let mut bytes = two.clone().into_bytes();
+        bytes.extend_from_slice(&tail);
+        std::fs::write(&p, &bytes).unwrap();
+        let r = verify_file(&p).unwrap();
+        let torn = r.torn.as_ref().unwrap_or_else(|| panic!("{name}: {r:?}"));
+        assert_eq!((r.lines, torn.line), (2, 3), "{name}");
+        assert!(torn.why.contains(why), "{name}: {}", torn.why);
+
+        let log = AuditLog::open(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+        log.append_blocking(&ev(9)).unwrap();
+        drop(log);
+        let [aside] = torn_files(&p)
+            .try_into()
+            .unwrap_or_else(|f| panic!("{name}: {f:?}"));
+        assert_eq!(
+            std::fs::read(&aside).unwrap(),
+            tail,
+            "{name}: kept as it was"
+        );
+        let r = verify_file(&p).unwrap();
+        assert_eq!((r.lines, r.torn), (4, None), "{name}");
+        let got = lines(&p);
+        assert_eq!(
+            got[..2],
+            lines_of(&two)[..],
+            "{name}: the good lines are untouched"
+        );
+        let rec = &got[2];
+        assert_eq!(rec["action"], "log_recovered", "{name}");
+        assert_eq!(rec["seq"], 3);
+        assert_eq!(
+            rec["prev"], got[1]["hash"],
+            "{name}: chained to the last good line"
+        );
+        assert_eq!(
+            rec["recovery"]["set_aside"],
+            aside.file_name().unwrap().to_string_lossy().as_ref()
+        );
+        assert_eq!(rec["recovery"]["bytes"], tail.len());
+        assert_eq!(rec["recovery"]["line"], 3);
+        let digest = ring::digest::digest(&ring::digest::SHA256, &tail);
+        assert_eq!(
+            rec["recovery"]["sha256"],
+            crate::random::hex(digest.as_ref())
+        );
+        assert!(rec.get("decision").is_none() && rec.get("request_id").is_none());
+        assert_eq!(got[3]["request_id"], "r9");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&aside).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+    }
+}
+
+fn lines_of(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 #[cfg(target_os = "linux")]
 #[test]
-fn a_failed_write_fails_closed_for_every_later_append() {
+fn a_failed_write_fails_closed_until_the_log_accepts_writes_again() {
     let log = AuditLog::open(std::path::Path::new("/dev/full")).unwrap();
+    assert!(log.is_writable());
     assert!(log.append_blocking(&ev(1)).is_err());
+    assert!(!log.is_writable());
     let again = log.append_blocking(&ev(2)).unwrap_err().to_string();
-    assert!(again.contains("earlier write failed"), "{again}");
+    assert!(again.contains("appends have failed since"), "{again}");
+    assert!(log.check_writable().is_err());
+    // Still failing: the retry fails too, and the log stays down.
+    assert!(log.tick_blocking(std::time::Instant::now()).is_err());
+    assert!(!log.is_writable());
+}
+
+#[test]
+fn appends_resume_after_a_failure_with_a_line_that_counts_the_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&p).unwrap();
+    log.append_blocking(&ev(1)).unwrap();
+    // The file stops taking writes (a read-only handle stands in for a
+    // full disk).
+    let writable = std::mem::replace(&mut log.lock().file, std::fs::File::open(&p).unwrap());
+    let e = log.append_blocking(&ev(2)).unwrap_err().to_string();
+    assert!(!log.is_writable(), "{e}");
+    assert!(log.check_writable().is_err(), "a request is refused");
+    assert!(log.tick_blocking(std::time::Instant::now()).is_err());
+    assert_eq!(
+        verify_file(&p).unwrap().lines,
+        1,
+        "the file is at its last good record"
+    );
+    // The disk takes writes again: the next tick resumes, no reopening.
+    log.lock().file = writable;
+    log.tick_blocking(std::time::Instant::now()).unwrap();
+    assert!(log.is_writable());
+    log.append_blocking(&ev(3)).unwrap();
+    let r = verify_file(&p).unwrap();
+    assert_eq!((r.lines, r.torn), (3, None));
+    let got = lines(&p);
+    assert_eq!(got[1]["action"], "log_resumed");
+    assert_eq!(
+        got[1]["outage"]["refused"], 2,
+        "the failed request and the one refused meanwhile"
+    );
+    assert!(got[1]["outage"]["since"].is_string() && got[1]["outage"]["error"].is_string());
+    assert_eq!(got[2]["request_id"], "r3");
+}
+
+/// A token refusal from 192.0.2.7.
+fn refusal(rid: &str) -> Event {
+    let mut b = Event::exchange(rid, "production", &[]);
+    b.source("192.0.2.7".parse().unwrap());
+    b.refused(Refusal::deny(
+        Stage::Token,
+        "bad_signature",
+        &json!({"code": "bad_signature"}),
+    ))
+}
+
+#[test]
+fn refusals_cost_no_sync_of_their_own_and_repeats_become_one_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let settings = AuditSettings {
+        refusals: RefusalSettings {
+            window: std::time::Duration::from_secs(60),
+            table_size: 16,
+        },
+        sync_interval: std::time::Duration::from_secs(1),
+    };
+    let log = AuditLog::open_with(&p, settings).unwrap();
+    let synced = |log: &AuditLog| {
+        let st = log.lock();
+        st.written == st.synced
+    };
+    for i in 0..1000 {
+        log.append_blocking(&refusal(&format!("r{i}"))).unwrap();
+    }
+    assert!(!synced(&log), "written, not synced");
+    assert_eq!(lines(&p).len(), 1, "the first refusal only");
+    // An allow is synced, and everything before it.
+    log.append_blocking(&ev(1)).unwrap();
+    assert!(synced(&log));
+    log.append_blocking(&refusal("late")).unwrap();
+    assert!(
+        synced(&log) && lines(&p).len() == 2,
+        "a counted refusal writes nothing"
+    );
+    // The window ends: the tick writes the summary and syncs.
+    log.tick_blocking(std::time::Instant::now() + std::time::Duration::from_secs(61))
+        .unwrap();
+    assert!(synced(&log));
+    let got = lines(&p);
+    assert_eq!(got.len(), 3, "{got:#?}");
+    let s = &got[2];
+    assert_eq!(s["action"], "refusals_summarized");
+    assert_eq!(s["summary"]["count"], 1000);
+    assert_eq!(s["summary"]["first_request_id"], "r1");
+    assert_eq!(s["summary"]["last_request_id"], "late");
+    assert_eq!(s["source"], "192.0.2.7");
+    assert_eq!(
+        (&s["stage"], &s["code"]),
+        (&json!("token"), &json!("bad_signature"))
+    );
+    assert_eq!(verify_file(&p).unwrap().lines, 3);
+}
+
+#[tokio::test]
+async fn flush_writes_the_open_windows_summaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&p).unwrap();
+    for i in 0..3 {
+        log.append(&refusal(&format!("r{i}"))).await.unwrap();
+    }
+    log.flush().await.unwrap();
+    let got = lines(&p);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1]["summary"]["count"], 2);
+    let st = log.lock();
+    assert_eq!(st.written, st.synced);
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -119,29 +359,50 @@ fn old_log_lines_read_as_events() {
         .into_iter()
         .map(|l| serde_json::from_value(l).unwrap())
         .collect();
-    let summary: Vec<(Action, Decision, Option<Stage>, Option<&str>)> = events
+    type Line<'a> = (Action, Option<Decision>, Option<Stage>, Option<&'a str>);
+    let summary: Vec<Line<'_>> = events
         .iter()
         .map(|e| (e.action(), e.decision(), e.stage(), e.environment()))
         .collect();
     assert_eq!(
         summary,
         [
-            (Action::Exchange, Decision::Allow, None, Some("production")),
-            (Action::Exchange, Decision::Allow, None, Some("staging")),
             (
                 Action::Exchange,
-                Decision::Deny,
+                Some(Decision::Allow),
+                None,
+                Some("production")
+            ),
+            (
+                Action::Exchange,
+                Some(Decision::Allow),
+                None,
+                Some("staging")
+            ),
+            (
+                Action::Exchange,
+                Some(Decision::Deny),
                 Some(Stage::Policy),
                 Some("production")
             ),
             (
                 Action::Exchange,
-                Decision::Deny,
+                Some(Decision::Deny),
                 Some(Stage::Token),
                 Some("production")
             ),
-            (Action::Revoke, Decision::Allow, None, Some("production")),
-            (Action::Revoke, Decision::Deny, Some(Stage::Revoke), None),
+            (
+                Action::Revoke,
+                Some(Decision::Allow),
+                None,
+                Some("production")
+            ),
+            (
+                Action::Revoke,
+                Some(Decision::Deny),
+                Some(Stage::Revoke),
+                None
+            ),
         ]
     );
     let id = events[0].identity().unwrap();

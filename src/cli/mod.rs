@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod fetch;
 mod policy;
 pub use policy::PolicyCommand;
+use policy::TextOrJson;
 
 /// jobkey: a secrets broker for CI/CD jobs.
 ///
@@ -80,6 +81,11 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the hash chain of an audit log; names the first broken line.
+    ///
+    /// Exit status: 0 when the chain is intact, 1 when a line is broken.
+    /// A torn last line (a write cut off by a crash or a full disk) is not
+    /// part of the chain: it is reported on stderr and the status is 0;
+    /// `jobkey serve` moves it beside the log at its next start.
     Verify {
         /// The audit log file.
         file: PathBuf,
@@ -88,6 +94,9 @@ pub enum AuditCommand {
     /// from the command line, where other users could see it), computes its
     /// keyed fingerprint, and lists the allowed exchanges whose credentials
     /// carried it: who, when, which credential and rule.
+    ///
+    /// Exit status: 0 when an exchange issued the value, 1 when none did,
+    /// 2 on an error (no log, no key, nothing on stdin).
     Find {
         /// The server config: its audit log and fingerprint key.
         #[arg(long, short, env = "JOBKEY_CONFIG", conflicts_with = "log")]
@@ -98,10 +107,21 @@ pub enum AuditCommand {
         /// The fingerprint key of that log.
         #[arg(long)]
         key: Option<PathBuf>,
-        /// Print the matches as JSON.
-        #[arg(long)]
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+        format: TextOrJson,
+        /// The same as `--format json` (kept for scripts written before
+        /// `--format`).
+        #[arg(long, hide = true, conflicts_with = "format")]
         json: bool,
     },
+}
+
+/// What `jobkey audit find` found: its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FindOutcome {
+    Found,
+    NotFound,
 }
 
 /// `jobkey audit find`: the value comes from stdin.
@@ -110,7 +130,7 @@ fn audit_find(
     log: Option<PathBuf>,
     key: Option<PathBuf>,
     json: bool,
-) -> Result<(), String> {
+) -> Result<FindOutcome, String> {
     let (log, key) = match (config, log, key) {
         (Some(c), _, _) => {
             let cfg = crate::config::Config::load(&c).map_err(|e| e.to_string())?;
@@ -160,6 +180,31 @@ fn audit_find(
             );
         }
     }
+    Ok(if found.matches.is_empty() {
+        FindOutcome::NotFound
+    } else {
+        FindOutcome::Found
+    })
+}
+
+/// `jobkey audit verify`: the chain, and a torn last line if there is one.
+fn audit_verify(file: &std::path::Path) -> Result<(), String> {
+    let r = crate::audit::verify_file(file).map_err(|e| e.to_string())?;
+    println!(
+        "{}: {} records, chain intact (last hash {})",
+        file.display(),
+        r.lines,
+        r.last_hash
+    );
+    if let Some(torn) = &r.torn {
+        eprintln!(
+            "warning: {}: line {} ({} bytes) is torn and not part of the chain: {}. A write was cut off (a crash or a full disk); `jobkey serve` moves it to a file beside the log at its next start and records that",
+            file.display(),
+            torn.line,
+            torn.bytes,
+            torn.why
+        );
+    }
     Ok(())
 }
 
@@ -169,6 +214,26 @@ pub fn run(cli: Cli) -> ExitCode {
     let command = match cli.command {
         Command::Fetch(a) => return fetch::fetch(*a),
         Command::Revoke(a) => return fetch::revoke(a),
+        Command::Audit {
+            command:
+                AuditCommand::Find {
+                    config,
+                    log,
+                    key,
+                    format,
+                    json,
+                },
+        } => {
+            let json = json || matches!(format, TextOrJson::Json);
+            return match audit_find(config, log, key, json) {
+                Ok(FindOutcome::Found) => ExitCode::SUCCESS,
+                Ok(FindOutcome::NotFound) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         other => other,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -192,26 +257,12 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Policy { command } => policy::run(command).await,
             Command::Audit {
                 command: AuditCommand::Verify { file },
-            } => {
-                let r = crate::audit::verify_file(&file).map_err(|e| e.to_string())?;
-                println!(
-                    "{}: {} records, chain intact (last hash {})",
-                    file.display(),
-                    r.lines,
-                    r.last_hash
-                );
-                Ok(())
-            }
+            } => audit_verify(&file),
             Command::Audit {
-                command:
-                    AuditCommand::Find {
-                        config,
-                        log,
-                        key,
-                        json,
-                    },
-            } => audit_find(config, log, key, json),
-            Command::Fetch(_) | Command::Revoke(_) => Ok(()),
+                command: AuditCommand::Find { .. },
+            }
+            | Command::Fetch(_)
+            | Command::Revoke(_) => Ok(()),
         }
     });
     match result {
@@ -278,10 +329,15 @@ fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     // Colour only on a terminal: a log file or a journal gets plain text.
+    // A log line that cannot be written (stderr on a full disk) is lost,
+    // not reported with `eprintln!`, which would panic in whatever task
+    // was logging: the broker keeps serving, and its audit log says what
+    // it can.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => b.try_init(),
         LogFormat::Json => b.json().try_init(),

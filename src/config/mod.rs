@@ -3,6 +3,7 @@
 //! key and what to write instead.
 
 mod issuer_entry;
+mod limits;
 mod raw;
 
 use std::net::SocketAddr;
@@ -44,6 +45,10 @@ pub struct Config {
     pub audit_path: PathBuf,
     /// The key of the audit log's value fingerprints (created if missing).
     pub audit_fingerprint_key: PathBuf,
+    /// `[audit]`: how refusals are collapsed and how often lines are synced.
+    pub audit_settings: crate::audit::AuditSettings,
+    /// `[server]`: the listener's timeouts and limits.
+    pub server: crate::server::ServerSettings,
     pub max_token_bytes: usize,
     pub max_body_bytes: usize,
     /// Where Vault is and how jobkey logs in (paths and names only).
@@ -217,6 +222,8 @@ impl Checker {
                 })
             }
         };
+        let audit_settings = limits::audit(self, &raw.audit)?;
+        let server = limits::server(self, &raw.server)?;
         Ok(Config {
             file: PathBuf::from(&self.file),
             listen,
@@ -227,6 +234,8 @@ impl Checker {
                 Some(p) => self.path(p),
                 None => crate::audit::default_key_path(&self.path(&raw.audit.path)),
             },
+            audit_settings,
+            server,
             max_token_bytes: raw
                 .max_token_bytes
                 .unwrap_or(crate::token::DEFAULT_MAX_TOKEN_BYTES),

@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub fetch: RawFetch,
     #[serde(default)]
     pub state: Option<RawState>,
+    #[serde(default)]
+    pub server: RawServer,
     pub issuers: BTreeMap<String, RawIssuer>,
 }
 
@@ -33,6 +35,28 @@ pub struct RawAudit {
     pub path: PathBuf,
     #[serde(default)]
     pub fingerprint_key_file: Option<PathBuf>,
+    #[serde(default, with = "humantime_serde")]
+    pub refusal_window: Option<Duration>,
+    #[serde(default)]
+    pub refusal_table_size: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub sync_interval: Option<Duration>,
+}
+
+/// `[server]`: timeouts and limits of the HTTP listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    #[serde(default, with = "humantime_serde")]
+    pub header_read_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub request_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

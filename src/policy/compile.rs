@@ -36,6 +36,8 @@ pub(crate) struct CompiledEnv {
     pub rules: Vec<Rule>,
     /// Which rules can apply to a request, without scanning them all.
     pub index: Index,
+    /// `report_failed_claims` (default true).
+    pub report_failed_claims: bool,
 }
 
 #[derive(Debug)]
@@ -123,6 +125,7 @@ pub(crate) fn compile(
         credential_order,
         rules,
         index,
+        report_failed_claims: raw.report_failed_claims.unwrap_or(true),
     })
 }
 

@@ -313,6 +313,15 @@ impl PolicySet {
         self.environments.get(name)
     }
 
+    /// Whether denials in `environment` name the failed claims (its
+    /// `report_failed_claims`; true for an unknown environment, which has
+    /// no claims to report).
+    pub fn reports_failed_claims(&self, environment: &str) -> bool {
+        self.environments
+            .get(environment)
+            .is_none_or(|e| e.report_failed_claims)
+    }
+
     /// The policy file of an environment.
     pub fn file_of(&self, environment: &str) -> Option<&str> {
         self.environments.get(environment).map(|e| e.file.as_str())

@@ -28,6 +28,13 @@ pub(crate) struct RawFile {
     #[serde(default)]
     #[allow(dead_code)] // documentation for humans; kept so the field is accepted
     pub description: Option<String>,
+    /// Whether a denial tells the job which claims failed (`failed_claims`,
+    /// and which kind of denial it was). Default true. With false, every
+    /// denial in this environment is `403 policy_denied` with one message,
+    /// so a job cannot guess a claim it controls (`environment`, `ref`) by
+    /// watching the answer change; the audit log keeps the detail.
+    #[serde(default)]
+    pub report_failed_claims: Option<bool>,
     /// Ceiling on the TTL of every credential handed out in this environment.
     #[serde(default)]
     #[schemars(with = "Option<Ttl>")]

@@ -30,6 +30,25 @@ impl Stop {
     }
 }
 
+/// Lets a request start: a place among the requests in flight (`None`:
+/// `503 server_busy`), and an audit log that accepts writes (otherwise
+/// `503 audit_unavailable`: nothing may run that cannot be recorded).
+/// The permit is held until the request ends.
+pub(super) fn admit(st: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    let permit = st.in_flight.try_acquire().map_err(|_| {
+        tracing::warn!(
+            max_in_flight = st.server.max_in_flight,
+            "too many requests in flight; answering 503"
+        );
+        ApiError::Busy
+    })?;
+    st.audit.check_writable().map_err(|e| {
+        tracing::warn!(error = %e, "the audit log is unwritable; refusing the request");
+        ApiError::AuditUnavailable
+    })?;
+    Ok(permit)
+}
+
 /// Writes the audit record; a failure means no credential may leave.
 pub(super) async fn record(st: &AppState, event: &Event) -> Result<(), ApiError> {
     st.audit.append(event).await.map_err(|e| {
@@ -61,7 +80,7 @@ mod tests {
                 ApiError::Denied {
                     code: "no_rule_matched",
                     message: "x".into(),
-                    failed_claims: vec![],
+                    failed_claims: Some(vec![]),
                 },
                 Decision::Deny,
             ),
@@ -83,6 +102,8 @@ mod tests {
             (ApiError::StoreUnavailable, Decision::Error),
             (ApiError::RevokeIncomplete, Decision::Error),
             (ApiError::Internal, Decision::Error),
+            (ApiError::Busy, Decision::Error),
+            (ApiError::RequestTimeout, Decision::Deny),
         ];
         for (api, decision) in cases {
             let code = api.code();

@@ -2,7 +2,9 @@
 //!
 //! Every failure the API returns is an [`ApiError`]; its body is always
 //! `{"error": "<stable code>", "message": "...", "request_id": "..."}` (plus
-//! `failed_claims` for a policy denial), with `Cache-Control: no-store`.
+//! `failed_claims` for a policy denial that reports them), with
+//! `Cache-Control: no-store`. A connection over the listener's cap gets the
+//! same answer written raw ([`ApiError::into_http1_bytes`]).
 //! Messages say what is wrong and what to do; they never carry a token, a
 //! secret, or a policy's expected values.
 
@@ -24,11 +26,12 @@ pub enum ApiError {
     /// The ID token was refused (401), or the issuer's keys are unavailable (503).
     Token(TokenError),
     /// The policy denied the request (403). `failed_claims` names the claims
-    /// that did not match, never what was expected.
+    /// that did not match, never what was expected; `None` when the
+    /// environment does not report them (`report_failed_claims: false`).
     Denied {
         code: &'static str,
         message: String,
-        failed_claims: Vec<String>,
+        failed_claims: Option<Vec<String>>,
     },
     /// Vault is unreachable, sealed or failing (503): nothing was issued.
     VaultUnavailable,
@@ -57,6 +60,11 @@ pub enum ApiError {
     Internal,
     /// The route exists, not with this method (405).
     MethodNotAllowed,
+    /// Too many connections, or too many exchanges and revocations in
+    /// flight (503, `Retry-After: 1`): nothing was done.
+    Busy,
+    /// The request's body did not arrive within `request_timeout` (408).
+    RequestTimeout,
 }
 
 impl ApiError {
@@ -78,6 +86,8 @@ impl ApiError {
             ApiError::UnknownExchange | ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -97,6 +107,8 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Internal => "internal_error",
+            ApiError::Busy => "server_busy",
+            ApiError::RequestTimeout => "request_timeout",
         }
     }
 
@@ -120,7 +132,34 @@ impl ApiError {
             ApiError::AuditUnavailable => {
                 "the decision could not be recorded in the audit log, so nothing was issued. Retry later.".into()
             }
+            ApiError::Busy => "jobkey is handling as many requests as it may; nothing was done. Retry after the time in Retry-After.".into(),
+            ApiError::RequestTimeout => "the request did not arrive in time; send the whole request at once".into(),
         }
+    }
+
+    /// The seconds in `Retry-After`, on a 503.
+    fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Busy => Some("1"),
+            _ if self.status() == StatusCode::SERVICE_UNAVAILABLE => Some("5"),
+            _ => None,
+        }
+    }
+
+    fn body(&self, request_id: &str) -> serde_json::Value {
+        let mut body = json!({
+            "error": self.code(),
+            "message": self.message(),
+            "request_id": request_id,
+        });
+        if let ApiError::Denied {
+            failed_claims: Some(claims),
+            ..
+        } = self
+        {
+            body["failed_claims"] = json!(claims);
+        }
+        body
     }
 
     /// A credential of an exchange could not be issued (nothing was: what
@@ -143,24 +182,37 @@ impl ApiError {
     /// The response, tagged with the request id.
     pub fn into_response_with(self, request_id: &str) -> Response {
         let status = self.status();
-        let mut body = json!({
-            "error": self.code(),
-            "message": self.message(),
-            "request_id": request_id,
-        });
-        if let ApiError::Denied { failed_claims, .. } = &self {
-            body["failed_claims"] = json!(failed_claims);
-        }
-        let mut resp = (status, axum::Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let mut resp = (status, axum::Json(self.body(request_id))).into_response();
+        if let Some(seconds) = self.retry_after() {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+
+    /// The same answer as raw HTTP/1.1 bytes, for a connection the
+    /// listener turns away without serving it: the same headers as every
+    /// response, and `Connection: close`.
+    pub fn into_http1_bytes(self, request_id: &str) -> Vec<u8> {
+        let status = self.status();
+        let body = self.body(request_id).to_string();
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\nx-content-type-options: nosniff\r\nconnection: close\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        );
+        if let Some(seconds) = self.retry_after() {
+            head.push_str(&format!("retry-after: {seconds}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body.as_bytes());
+        bytes
     }
 }
 
@@ -195,11 +247,13 @@ mod tests {
                 ApiError::Denied {
                     code: "no_rule_matched",
                     message: "x".into(),
-                    failed_claims: vec![],
+                    failed_claims: Some(vec![]),
                 },
                 403,
                 "no_rule_matched",
             ),
+            (ApiError::Busy, 503, "server_busy"),
+            (ApiError::RequestTimeout, 408, "request_timeout"),
             (ApiError::VaultUnavailable, 503, "vault_unavailable"),
             (ApiError::VaultFailed, 502, "vault_error"),
             (ApiError::AuditUnavailable, 503, "audit_unavailable"),
@@ -227,6 +281,44 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    #[test]
+    fn failed_claims_are_in_the_body_only_when_reported() {
+        for (claims, present) in [(Some(vec!["ref".to_owned()]), true), (None, false)] {
+            let body = ApiError::Denied {
+                code: "no_rule_matched",
+                message: "x".into(),
+                failed_claims: claims,
+            }
+            .body("rid");
+            assert_eq!(body.get("failed_claims").is_some(), present, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_raw_answer_is_the_same_answer_with_connection_close() {
+        let raw = String::from_utf8(ApiError::Busy.into_http1_bytes("rid")).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{head}"
+        );
+        for line in [
+            "retry-after: 1",
+            "connection: close",
+            "cache-control: no-store",
+            "x-content-type-options: nosniff",
+            "content-type: application/json",
+        ] {
+            assert!(head.lines().any(|l| l == line), "{line}: {head}");
+        }
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (v["error"].as_str(), v["request_id"].as_str()),
+            (Some("server_busy"), Some("rid"))
+        );
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! written, everything issued is revoked and nothing leaves.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -18,13 +20,13 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::json;
 
-use super::audited::{Stop, record};
+use super::audited::{Stop, admit, record};
 use super::request::{bearer, json_body, request_id};
-use super::{ApiError, AppState, identity};
+use super::{ApiError, AppState, Peer, identity};
 use crate::audit::{Event, EventBuilder, Fingerprinter, IssuedCredential, Stage};
 use crate::exchanges::{ExchangeRecord, RevocationHandle};
 use crate::issue::{self, IssueError, Issued};
-use crate::policy::{Decision, Grant, Request};
+use crate::policy::{Decision, DenyReason, Grant, Request};
 use crate::secret::SecretString;
 use crate::token::VerifiedToken;
 
@@ -53,11 +55,13 @@ struct Parsed {
 
 pub async fn exchange(
     State(st): State<Arc<AppState>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let request_id = request_id();
-    match handle(&st, &request_id, &headers, body).await {
+    let peer = peer.map(|Extension(Peer(addr))| addr.ip());
+    match handle(&st, &request_id, peer, &headers, body).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::info!(%request_id, code = e.code(), status = e.status().as_u16(), "exchange refused");
@@ -66,17 +70,24 @@ pub async fn exchange(
     }
 }
 
-/// Requests without a bearer token or with a bad body are answered without
-/// an audit record; every other one gets exactly one.
+/// Requests refused before they start (too many in flight, the audit log
+/// unwritable, no bearer token, a bad body) are answered without an audit
+/// record; every other one gets exactly one (or, a repeated refusal, is
+/// counted in one: see `crate::audit`).
 async fn handle(
     st: &AppState,
     request_id: &str,
+    peer: Option<IpAddr>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let _in_flight = admit(st)?;
     let token = bearer(headers)?;
     let req = parse_body(body)?;
     let mut event = Event::exchange(request_id, &req.environment, &req.credentials);
+    if let Some(ip) = peer {
+        event.source(ip);
+    }
     match run(st, request_id, token, &req, &mut event).await {
         Err(stop) => {
             record(st, &event.refused(*stop.refusal)).await?;
@@ -129,10 +140,14 @@ async fn run(
     })
 }
 
-/// The policy's decision; a denial names the failed claims, never the
-/// expected values (those are in the audit record).
+/// The policy's decision. A denial names the failed claims, never the
+/// expected values (those are in the audit record), unless the environment
+/// reports none (`report_failed_claims: false`): then every denial is the
+/// same `policy_denied` with the same message. An environment without a
+/// policy is said to be one, naming no other.
 fn decide(st: &AppState, req: &Parsed, verified: &VerifiedToken) -> Result<Vec<Grant>, Stop> {
-    let decision = st.policies.load().decide(&Request {
+    let policies = st.policies.load();
+    let decision = policies.decide(&Request {
         environment: &req.environment,
         issuer: &verified.issuer,
         claims: &verified.claims,
@@ -142,24 +157,36 @@ fn decide(st: &AppState, req: &Parsed, verified: &VerifiedToken) -> Result<Vec<G
         Decision::Allow(grants) => return Ok(grants),
         Decision::Deny(reason) => reason,
     };
-    let failed_claims = reason.failed_claims();
-    let message = if failed_claims.is_empty() {
-        format!(
-            "denied by the `{}` policy ({})",
-            req.environment,
-            reason.code()
-        )
+    let env = crate::audit::bounded(&req.environment);
+    let api = if let DenyReason::UnknownEnvironment { .. } = reason {
+        ApiError::Denied {
+            code: reason.code(),
+            message: format!(
+                "there is no policy for the environment `{env}`: check the environment name the job asks for"
+            ),
+            failed_claims: None,
+        }
+    } else if !policies.reports_failed_claims(&req.environment) {
+        ApiError::Denied {
+            code: "policy_denied",
+            message: format!("denied by the `{env}` policy"),
+            failed_claims: None,
+        }
     } else {
-        format!(
-            "denied by the `{}` policy: these claims did not match: {}",
-            req.environment,
-            failed_claims.join(", ")
-        )
-    };
-    let api = ApiError::Denied {
-        code: reason.code(),
-        message,
-        failed_claims,
+        let failed_claims = reason.failed_claims();
+        let message = if failed_claims.is_empty() {
+            format!("denied by the `{env}` policy ({})", reason.code())
+        } else {
+            format!(
+                "denied by the `{env}` policy: these claims did not match: {}",
+                failed_claims.join(", ")
+            )
+        };
+        ApiError::Denied {
+            code: reason.code(),
+            message,
+            failed_claims: Some(failed_claims),
+        }
     };
     Err(Stop::new(Stage::Policy, api, &reason))
 }

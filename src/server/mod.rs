@@ -8,6 +8,7 @@ mod audited;
 mod error;
 mod exchange;
 mod identity;
+mod listener;
 pub mod reload;
 mod request;
 mod revoke;
@@ -26,6 +27,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
+pub use listener::{Peer, ServerSettings, TURN_AWAY_AT_ONCE};
 
 use crate::audit::{AuditError, AuditLog, Fingerprinter};
 use crate::config::Config;
@@ -67,6 +69,13 @@ pub struct AppState {
     /// Each exchange's revocable credentials (Redis, or in-memory).
     pub exchanges: ExchangeStore,
     pub max_body_bytes: usize,
+    /// The longest token accepted (the header cap is set from it).
+    pub max_token_bytes: usize,
+    /// The listener's timeouts and limits.
+    pub server: ServerSettings,
+    /// Exchanges and revocations handled at once
+    /// (`server.max_in_flight`); one more is answered `503 server_busy`.
+    pub in_flight: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -76,7 +85,7 @@ impl AppState {
         let issuers = PolicyIssuer::from_settings(&cfg.issuers);
         let policies = PolicySet::load_dir(&cfg.policy_dir, &issuers)?;
         policies.check_token_policies(cfg.vault.token_role.as_ref())?;
-        let audit = AuditLog::open(&cfg.audit_path)?;
+        let audit = AuditLog::open_with(&cfg.audit_path, cfg.audit_settings)?;
         let fingerprints = Fingerprinter::load_or_create(&cfg.audit_fingerprint_key)?;
         let verifier = Verifier::new(
             cfg.issuers.clone(),
@@ -116,6 +125,9 @@ impl AppState {
             fingerprints,
             exchanges,
             max_body_bytes: cfg.max_body_bytes,
+            max_token_bytes: cfg.max_token_bytes,
+            server: cfg.server,
+            in_flight: tokio::sync::Semaphore::new(cfg.server.max_in_flight),
         }))
     }
 }
@@ -135,9 +147,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+async fn no_store(resp: axum::response::Response) -> axum::response::Response {
+    secure_headers(resp)
+}
+
 /// Every response: `Cache-Control: no-store` (credentials must not be cached
 /// by any proxy), and no MIME sniffing.
-async fn no_store(mut resp: axum::response::Response) -> axum::response::Response {
+fn secure_headers(mut resp: axum::response::Response) -> axum::response::Response {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
@@ -159,10 +175,14 @@ async fn method_not_allowed() -> axum::response::Response {
     ApiError::MethodNotAllowed.into_response_with(&request::request_id())
 }
 
+/// Status only: what is ready, never why not (the reasons, which may name
+/// internal things, are in jobkey's log and `jobkey check`).
 async fn readyz(State(st): State<Arc<AppState>>) -> axum::response::Response {
     let vault = st.vault.readiness();
     let vault_ready = vault.ready;
-    let status = if vault_ready {
+    let audit_writable = st.audit.is_writable();
+    let ready = vault_ready && audit_writable;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -170,22 +190,29 @@ async fn readyz(State(st): State<Arc<AppState>>) -> axum::response::Response {
     let mut resp = (
         status,
         axum::Json(json!({
-            "status": if vault_ready { "ready" } else { "not_ready" },
+            "status": if ready { "ready" } else { "not_ready" },
             "vault": if vault_ready { "ready" } else { "not_ready" },
-            "reason": vault.reason,
+            // Why not ready, in a few fixed words (never a policy's or an
+            // error's text): Vault's reason first, then the audit log's.
+            "reason": vault
+                .reason
+                .or((!audit_writable).then_some("the audit log is unwritable")),
+            "audit": if audit_writable { "ready" } else { "unwritable" },
             "environments": st.policies.load().environments().count(),
             "policies": st.policy_status.load().to_json(),
         })),
     )
         .into_response();
-    if !vault_ready {
+    if !ready {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     }
     resp
 }
 
-/// Serves `state` on `listener` until `shutdown` completes.
+/// Serves `state` on `listener` until `shutdown` completes, with the
+/// listener's timeouts and limits (`src/server/listener.rs`); then waits
+/// for the requests in progress and writes the audit log's open summaries.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -194,10 +221,42 @@ pub async fn serve(
     tracing::info!(addr = %listener.local_addr()?, "listening");
     // Policies reload on SIGHUP and file change while serving.
     let _reloader = reload::spawn(state.clone());
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let _ticker = AuditTicker::spawn(state.audit.clone());
+    let limits = listener::Limits {
+        settings: state.server,
+        max_body_bytes: state.max_body_bytes,
+        // The token, and room for the other headers.
+        max_header_bytes: state.max_token_bytes.saturating_add(16 * 1024),
+    };
+    listener::run(listener, router(state.clone()), limits, shutdown).await?;
+    if let Err(error) = state.audit.flush().await {
+        tracing::error!(%error, "could not write the audit log's last summaries");
+    }
     Ok(())
+}
+
+/// Runs [`AuditLog::tick`] every `sync_interval` until dropped: refusal
+/// lines reach the disk, ended windows are summarized, and after a failed
+/// write appends are retried.
+struct AuditTicker(tokio::task::JoinHandle<()>);
+
+impl AuditTicker {
+    fn spawn(audit: AuditLog) -> AuditTicker {
+        AuditTicker(tokio::spawn(async move {
+            let mut every = tokio::time::interval(audit.sync_interval());
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let _ = audit.tick().await;
+            }
+        }))
+    }
+}
+
+impl Drop for AuditTicker {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// `jobkey serve`: load, bind, serve until Ctrl-C or SIGTERM.

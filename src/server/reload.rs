@@ -4,8 +4,10 @@
 //! only a set that compiles is swapped into [`AppState::policies`] (one
 //! atomic pointer store: a request sees the old set or the new one, never a
 //! mix). An invalid set is refused: the old set keeps serving, the error is
-//! logged and shown by `/readyz` as `"policies": {"status": "stale",
-//! "error": "..."}` until a later reload succeeds. Readiness stays 200
+//! logged, and `/readyz` shows `"policies": {"status": "stale",
+//! "refused_at": "..."}` until a later reload succeeds. `/readyz` never
+//! shows the error itself: anyone can ask, and a policy's text may name
+//! internal things (`jobkey check` and the log say what is wrong). Readiness stays 200
 //! while stale: the broker is serving a policy that was valid, and taking
 //! every replica out of rotation because of a typo would be an outage.
 //!
@@ -30,27 +32,31 @@ pub const DEBOUNCE: Duration = Duration::from_millis(250);
 pub struct PolicyStatus {
     /// When the serving set was loaded.
     pub loaded_at: SystemTime,
-    /// The error of the last reload attempt, when it failed (the set that
-    /// serves is then older than the files on disk).
-    pub error: Option<String>,
+    /// When the last reload attempt was refused, if it was (the set that
+    /// serves is then older than the files on disk). The error itself is
+    /// only logged.
+    pub refused_at: Option<SystemTime>,
 }
 
 impl PolicyStatus {
     pub fn current() -> PolicyStatus {
         PolicyStatus {
             loaded_at: SystemTime::now(),
-            error: None,
+            refused_at: None,
         }
     }
 
-    /// The `/readyz` JSON.
+    /// The `/readyz` JSON: status and times only.
     pub fn to_json(&self) -> serde_json::Value {
-        let loaded_at = humantime::format_rfc3339_seconds(self.loaded_at).to_string();
-        match &self.error {
+        let time = |t| humantime::format_rfc3339_seconds(t).to_string();
+        let loaded_at = time(self.loaded_at);
+        match self.refused_at {
             None => serde_json::json!({"status": "current", "loaded_at": loaded_at}),
-            Some(error) => {
-                serde_json::json!({"status": "stale", "loaded_at": loaded_at, "error": error})
-            }
+            Some(refused) => serde_json::json!({
+                "status": "stale",
+                "loaded_at": loaded_at,
+                "refused_at": time(refused),
+            }),
         }
     }
 }
@@ -81,7 +87,7 @@ pub async fn reload(state: &AppState, trigger: &str) -> Result<usize, String> {
             let loaded_at = state.policy_status.load().loaded_at;
             state.policy_status.store(Arc::new(PolicyStatus {
                 loaded_at,
-                error: Some(error.clone()),
+                refused_at: Some(SystemTime::now()),
             }));
             Err(error)
         }

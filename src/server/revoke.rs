@@ -15,8 +15,10 @@
 //! fails part-way, what is left is stored again and the answer is `503`
 //! (retry the same request). Every outcome is audited, in one record.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -25,9 +27,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::audited::{Stop, record};
+use super::audited::{Stop, admit, record};
 use super::request::{bearer, json_body, request_id};
-use super::{ApiError, AppState, identity};
+use super::{ApiError, AppState, Peer, identity};
 use crate::audit::{Auth, Event, EventBuilder, Stage};
 use crate::exchanges::{ExchangeRecord, ExchangeStoreError, HandleHash, Owner, RevocationHandle};
 use crate::secret::SecretString;
@@ -40,11 +42,13 @@ struct RevokeRequest {
 
 pub async fn revoke(
     State(st): State<Arc<AppState>>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let rid = request_id();
-    match handle(&st, &rid, &headers, body).await {
+    let peer = peer.map(|Extension(Peer(addr))| addr.ip());
+    match handle(&st, &rid, peer, &headers, body).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::info!(request_id = %rid, code = e.code(), status = e.status().as_u16(), "revocation refused");
@@ -75,12 +79,17 @@ impl Caller {
 async fn handle(
     st: &AppState,
     rid: &str,
+    peer: Option<IpAddr>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let _in_flight = admit(st)?;
     let secret = bearer(headers)?;
     let req: RevokeRequest = json_body(body, r#"{"request_id": "<the exchange's request_id>"}"#)?;
     let mut event = Event::revoke(rid, &req.request_id);
+    if let Some(ip) = peer {
+        event.source(ip);
+    }
     match run(st, secret, &req.request_id, &mut event).await {
         Err(stop) => {
             record(st, &event.refused(*stop.refusal)).await?;

@@ -337,7 +337,7 @@ async fn an_auditor_maps_a_leaked_value_back_to_the_job() {
     assert_eq!(found[0]["credential"], "app-config");
     assert_eq!(found[0]["identity"]["project_id"], "4242");
     let (ok, out, _) = audit_find(&stack.config_path, "a-value-jobkey-never-issued", false);
-    assert!(ok);
+    assert!(!ok, "no match is not success (exit status 1)");
     assert!(out.contains("no exchange issued this value"), "{out}");
     let (ok, _, err) = audit_find(&stack.config_path, "  \n", false);
     assert!(!ok && err.contains("stdin"), "{err}");

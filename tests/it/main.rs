@@ -9,9 +9,13 @@
 mod fetch_support;
 mod support;
 
+mod audit_cli;
+mod audit_flood;
+mod broker_support;
 mod broker_vault_login;
 mod cli;
 mod credentials;
+mod disclosure;
 mod examples;
 mod exchange;
 mod fetch;
@@ -25,6 +29,7 @@ mod masking;
 mod no_secrets_in_logs;
 mod policy_cli;
 mod policy_reload;
+mod server_limits;
 mod vault;
 mod vault_policy;
 mod vault_token_env;

@@ -1,6 +1,7 @@
 //! Hot reload against the running server: a valid change takes effect, an
 //! invalid one is refused while the old policy keeps serving and `/readyz`
-//! shows the error; SIGHUP reloads a change the file watcher cannot see.
+//! shows it is stale (not why: that is in the log); SIGHUP reloads a change
+//! the file watcher cannot see.
 
 use std::path::Path;
 use std::time::Duration;
@@ -70,18 +71,14 @@ async fn a_valid_change_takes_effect_and_an_invalid_one_is_refused() {
     assert_eq!(body["failed_claims"], serde_json::json!(["ref"]), "{body}");
 
     // An invalid change: refused; the previous (release-only) policy keeps
-    // serving and readiness shows the error, still 200.
+    // serving and readiness shows it is stale, still 200.
     let broken = original.replace("ref: refs/heads/main", "ref: {regex: \"(\"}");
     std::fs::write(&file, &broken).unwrap();
     eventually("readyz showing the refused reload", || async {
         let (status, ready) = stack.get_json("/readyz").await;
         let p = &ready["policies"];
-        match (status, p["status"].as_str(), p["error"].as_str()) {
-            (200, Some("stale"), Some(e))
-                if e.contains("production.yaml:") && e.contains("invalid regex") =>
-            {
-                Ok(())
-            }
+        match (status, p["status"].as_str(), p["refused_at"].as_str()) {
+            (200, Some("stale"), Some(_)) if p.get("error").is_none() => Ok(()),
             _ => Err(format!("{status} {ready}")),
         }
     })

@@ -1,0 +1,249 @@
+//! The `[server]` section and the audit log's write settings: timeouts and
+//! limits, each with a default and a sane range.
+
+use std::time::Duration;
+
+use super::{Checker, ConfigError, raw};
+use crate::audit::{AuditSettings, RefusalSettings};
+use crate::server::ServerSettings;
+
+/// A duration key: its value or default, within `[min, max]`.
+fn duration(
+    c: &Checker,
+    key: &str,
+    value: Option<Duration>,
+    default: Duration,
+    (min, max): (Duration, Duration),
+) -> Result<Duration, ConfigError> {
+    let d = value.unwrap_or(default);
+    if d < min || d > max {
+        return Err(c.err(
+            key,
+            format!(
+                "{} is out of range; write a duration from {} to {}, e.g. \"{}\"",
+                humantime::format_duration(d),
+                humantime::format_duration(min),
+                humantime::format_duration(max),
+                humantime::format_duration(default)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// A count key: its value or default, within `[min, max]`.
+fn count(
+    c: &Checker,
+    key: &str,
+    value: Option<usize>,
+    default: usize,
+    (min, max): (usize, usize),
+) -> Result<usize, ConfigError> {
+    let n = value.unwrap_or(default);
+    if n < min || n > max {
+        return Err(c.err(
+            key,
+            format!("{n} is out of range; write a number from {min} to {max}, e.g. {default}"),
+        ));
+    }
+    Ok(n)
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+
+pub(super) fn server(c: &Checker, s: &raw::RawServer) -> Result<ServerSettings, ConfigError> {
+    let d = ServerSettings::default();
+    Ok(ServerSettings {
+        header_read_timeout: duration(
+            c,
+            "server.header_read_timeout",
+            s.header_read_timeout,
+            d.header_read_timeout,
+            (Duration::from_millis(100), Duration::from_secs(300)),
+        )?,
+        request_timeout: duration(
+            c,
+            "server.request_timeout",
+            s.request_timeout,
+            d.request_timeout,
+            (Duration::from_millis(100), Duration::from_secs(600)),
+        )?,
+        idle_timeout: duration(
+            c,
+            "server.idle_timeout",
+            s.idle_timeout,
+            d.idle_timeout,
+            (Duration::from_millis(100), HOUR),
+        )?,
+        max_connections: count(
+            c,
+            "server.max_connections",
+            s.max_connections,
+            d.max_connections,
+            (1, 1_000_000),
+        )?,
+        max_in_flight: count(
+            c,
+            "server.max_in_flight",
+            s.max_in_flight,
+            d.max_in_flight,
+            (1, 100_000),
+        )?,
+    })
+}
+
+pub(super) fn audit(c: &Checker, a: &raw::RawAudit) -> Result<AuditSettings, ConfigError> {
+    let d = AuditSettings::default();
+    Ok(AuditSettings {
+        refusals: RefusalSettings {
+            window: duration(
+                c,
+                "audit.refusal_window",
+                a.refusal_window,
+                d.refusals.window,
+                (SECOND, HOUR),
+            )?,
+            table_size: count(
+                c,
+                "audit.refusal_table_size",
+                a.refusal_table_size,
+                d.refusals.table_size,
+                (1, 100_000),
+            )?,
+        },
+        sync_interval: duration(
+            c,
+            "audit.sync_interval",
+            a.sync_interval,
+            d.sync_interval,
+            (Duration::from_millis(10), Duration::from_secs(60)),
+        )?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    const BASE: &str = r#"
+listen = "127.0.0.1:8400"
+audiences = ["jobkey"]
+policy_dir = "policies"
+[vault]
+address = "http://127.0.0.1:8200"
+[vault.auth]
+method = "token"
+token_env = "VAULT_TOKEN"
+[issuers.github]
+preset = "github"
+"#;
+
+    fn parse(audit: &str, server: &str) -> Result<Config, String> {
+        Config::parse(
+            Path::new("/etc/jobkey/jobkey.toml"),
+            &format!("{BASE}[audit]\npath = \"audit.jsonl\"\n{audit}\n[server]\n{server}\n"),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_apply_when_the_keys_are_absent() {
+        let c = parse("", "").unwrap();
+        assert_eq!(c.server, ServerSettings::default());
+        assert_eq!(c.audit_settings, AuditSettings::default());
+        let d = ServerSettings::default();
+        assert_eq!(d.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(d.request_timeout, Duration::from_secs(30));
+        assert_eq!(d.idle_timeout, Duration::from_secs(75));
+        assert_eq!((d.max_connections, d.max_in_flight), (512, 64));
+        let a = AuditSettings::default();
+        assert_eq!(a.refusals.window, Duration::from_secs(60));
+        assert_eq!(a.refusals.table_size, 256);
+        assert_eq!(a.sync_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_keys_are_read() {
+        let c = parse(
+            "refusal_window = \"5s\"\nrefusal_table_size = 3\nsync_interval = \"200ms\"",
+            "header_read_timeout = \"2s\"\nrequest_timeout = \"4s\"\nidle_timeout = \"6s\"\nmax_connections = 7\nmax_in_flight = 2",
+        )
+        .unwrap();
+        assert_eq!(
+            c.server,
+            ServerSettings {
+                header_read_timeout: Duration::from_secs(2),
+                request_timeout: Duration::from_secs(4),
+                idle_timeout: Duration::from_secs(6),
+                max_connections: 7,
+                max_in_flight: 2,
+            }
+        );
+        assert_eq!(c.audit_settings.refusals.window, Duration::from_secs(5));
+        assert_eq!(c.audit_settings.refusals.table_size, 3);
+        assert_eq!(c.audit_settings.sync_interval, Duration::from_millis(200));
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key_and_the_range() {
+        for (audit, server, key, hint) in [
+            (
+                "",
+                "max_connections = 0",
+                "`server.max_connections`",
+                "from 1 to",
+            ),
+            (
+                "",
+                "max_in_flight = 0",
+                "`server.max_in_flight`",
+                "from 1 to",
+            ),
+            (
+                "",
+                "header_read_timeout = \"0s\"",
+                "`server.header_read_timeout`",
+                "from 100ms to 5m",
+            ),
+            (
+                "",
+                "request_timeout = \"1h\"",
+                "`server.request_timeout`",
+                "from 100ms to 10m",
+            ),
+            (
+                "",
+                "idle_timeout = \"1ms\"",
+                "`server.idle_timeout`",
+                "from 100ms",
+            ),
+            (
+                "refusal_window = \"0s\"",
+                "",
+                "`audit.refusal_window`",
+                "from 1s to 1h",
+            ),
+            (
+                "refusal_table_size = 0",
+                "",
+                "`audit.refusal_table_size`",
+                "from 1 to",
+            ),
+            (
+                "sync_interval = \"2m\"",
+                "",
+                "`audit.sync_interval`",
+                "from 10ms to 1m",
+            ),
+        ] {
+            let e = parse(audit, server).unwrap_err();
+            assert!(e.contains(key) && e.contains(hint), "{audit}{server}: {e}");
+        }
+        let e = parse("", "max_conections = 3").unwrap_err();
+        assert!(e.contains("unknown field"), "{e}");
+    }
+}
