@@ -18,8 +18,13 @@
 //!   removed when padding was needed: that character mixes in the bits of
 //!   whatever follows the value (`base64(value + "\n")`), so only the part
 //!   before it is stable;
+//! - the JSON string forms of Python's `json.dumps` (`\u00e9`), Go's
+//!   `encoding/json` (`\u003c`) and PHP's `json_encode` (`\/`), where they
+//!   differ;
 //! - its URL-encoded forms (percent-encoding of everything but RFC 3986's
-//!   unreserved characters, and the form variant with `+` for space).
+//!   unreserved characters, as `Uri.EscapeDataString` and Python's
+//!   `quote(v, safe="")` write it; the same leaving `!'()*` as JavaScript's
+//!   `encodeURIComponent` does; and each with `+` for space).
 //!
 //! Then the secrets inside a composite value (`src/mask/composite.rs`),
 //! each hinted like a value of its own (its lines, its encodings, and the
@@ -53,12 +58,20 @@ mod composite;
 pub const MIN_MASK_CHARS: usize = 8;
 
 /// RFC 3986 unreserved characters stay; everything else is escaped (as
-/// `encodeURIComponent` and .NET's `Uri.EscapeDataString` do).
+/// .NET's `Uri.EscapeDataString` and Python's `quote(v, safe="")` do).
 const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// JavaScript's `encodeURIComponent` also leaves `!'()*` as they are.
+const JS_URI_COMPONENT: &AsciiSet = &URI_COMPONENT
+    .remove(b'!')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*');
 
 /// The masks for a set of labelled secret values, and the warnings for what
 /// was left out.
@@ -221,14 +234,48 @@ fn encodings(v: &str) -> Vec<String> {
             out.push(padded);
         }
     }
-    out.push(utf8_percent_encode(v, URI_COMPONENT).to_string());
-    out.push(
-        v.split(' ')
-            .map(|p| utf8_percent_encode(p, URI_COMPONENT).to_string())
-            .collect::<Vec<_>>()
-            .join("+"),
-    );
+    for set in [URI_COMPONENT, JS_URI_COMPONENT] {
+        out.push(utf8_percent_encode(v, set).to_string());
+        out.push(
+            v.split(' ')
+                .map(|p| utf8_percent_encode(p, set).to_string())
+                .collect::<Vec<_>>()
+                .join("+"),
+        );
+    }
+    out.extend(json_dialects(v));
     out
+}
+
+/// The JSON string forms other common encoders write, where they differ
+/// from serde_json's: Python's `json.dumps` (non-ASCII as `\uXXXX`, UTF-16
+/// surrogate pairs beyond the BMP), Go's `encoding/json` (`<`, `>`, `&`,
+/// U+2028 and U+2029 as `\u003c`, `\u003e`, `\u0026`, `\u2028`,
+/// `\u2029`) and PHP's `json_encode` (`/` as `\/`, non-ASCII as Python's
+/// unless `JSON_UNESCAPED_UNICODE`). Duplicates of the plain form are
+/// dropped later.
+fn json_dialects(v: &str) -> Vec<String> {
+    let plain = json_escaped(v);
+    let mut python = String::with_capacity(plain.len());
+    for c in plain.chars() {
+        if c.is_ascii() {
+            python.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                python.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    let go = plain
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029");
+    let php = python.replace('/', "\\/");
+    let php_unicode = plain.replace('/', "\\/");
+    vec![python, go, php, php_unicode]
 }
 
 /// The JSON string form without its quotes (`"` → `\"`, newline → `\n`, …).

@@ -706,3 +706,81 @@ fn lines_split_at_a_lone_cr_and_at_crlf() {
         ]
     );
 }
+
+/// Regression: a password printed with JavaScript's `encodeURIComponent`
+/// (which leaves `!'()*` as they are) was not masked, nor one in the JSON
+/// of Python's `json.dumps` (`\u00e9`), Go's `encoding/json` (`\u003c`) or
+/// PHP's `json_encode` (`\/`). Python and Node print the forms here; Go's
+/// and PHP's are written out by hand.
+#[test]
+fn forms_printed_by_common_encoders_are_masked() {
+    let value = "p@ss w0rd/<é>&'(x)*!\u{1F511}";
+    let (masks, _) = run(&[("db.password", value)]);
+    let mut printed: Vec<(String, String)> = Vec::new();
+    let run_tool = |program: &str, args: &[&str]| -> String {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .env("V", value)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        assert!(out.status.success(), "{program}: {:?}", out);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for (what, program, script) in [
+        (
+            "python json.dumps",
+            "python3",
+            "import json,os; print(json.dumps(os.environ['V'])[1:-1])",
+        ),
+        (
+            "python quote",
+            "python3",
+            "import os,urllib.parse as u; print(u.quote(os.environ['V'], safe=''))",
+        ),
+        (
+            "python quote_plus",
+            "python3",
+            "import os,urllib.parse as u; print(u.quote_plus(os.environ['V'], safe=''))",
+        ),
+        (
+            "node encodeURIComponent",
+            "node",
+            "console.log(encodeURIComponent(process.env.V))",
+        ),
+        (
+            "node JSON.stringify",
+            "node",
+            "console.log(JSON.stringify(process.env.V).slice(1, -1))",
+        ),
+    ] {
+        let flag = if program == "node" { "-e" } else { "-c" };
+        printed.push((
+            what.to_owned(),
+            run_tool(program, &[flag, script]).trim_end().to_owned(),
+        ));
+    }
+    // Go's encoding/json and PHP's json_encode, by hand.
+    printed.push((
+        "go encoding/json".into(),
+        "p@ss w0rd/\\u003cé\\u003e\\u0026'(x)*!\u{1F511}".into(),
+    ));
+    printed.push((
+        "php json_encode".into(),
+        "p@ss w0rd\\/<\\u00e9>&'(x)*!\\ud83d\\udd11".into(),
+    ));
+    // The independent encoders print what the test expects them to.
+    assert_eq!(
+        printed[0].1, "p@ss w0rd/<\\u00e9>&'(x)*!\\ud83d\\udd11",
+        "python json.dumps"
+    );
+    assert_eq!(
+        printed[3].1, "p%40ss%20w0rd%2F%3C%C3%A9%3E%26'(x)*!%F0%9F%94%91",
+        "encodeURIComponent"
+    );
+    for (what, form) in &printed {
+        assert!(
+            masks.iter().any(|m| m == form),
+            "{what} prints `{form}`, which no mask covers"
+        );
+    }
+}
