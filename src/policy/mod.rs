@@ -69,10 +69,16 @@
 //! that is decidable: `{present: false}` together with another condition on
 //! the same claim, or a set of exact values (from the rule or inherited
 //! from `require:`) that another condition on the same claim rejects.
-//! An allow rule for a shared issuer (its provider's entry in
-//! `crate::provider` says so: Buildkite, CircleCI, Bitbucket) must bind one
-//! of the provider's tenant claims to exact values, in the rule or through
-//! `require:`.
+//! An allow rule for a shared issuer ([`PolicyIssuer::is_shared`]: the
+//! issuer of github.com and its enterprises, gitlab.com, Buildkite,
+//! CircleCI, Bitbucket; the provider table in `crate::provider` says which)
+//! must bind the provider's tenant id and project id claims
+//! (`repository_owner_id` and `repository_id`, `namespace_id` and
+//! `project_id`, ...) to exact values (a scalar or a list of scalars), in
+//! the rule or through `require:`; for GitHub an exact `sub` in its
+//! immutable form `repo:OWNER-OWNERID/REPO-REPOID:…` binds both. Names are
+//! not enough: a renamed repository's name can be registered by someone
+//! else.
 //!
 //! # Layout
 //!
@@ -200,14 +206,12 @@ impl PolicyIssuer {
             .collect()
     }
 
-    /// For a shared issuer, the claims one of which every allow rule must
-    /// bind to exact values; empty otherwise.
-    pub fn tenant_claims(&self) -> &'static [&'static str] {
-        if self.provider.is_shared() {
-            self.provider.tenant_claims()
-        } else {
-            &[]
-        }
+    /// Whether the issuer signs for many tenants (github.com, gitlab.com,
+    /// Buildkite, ...; see [`Provider::issuer_is_shared`]): then every
+    /// allow rule must bind the tenant and the project by their immutable
+    /// ids.
+    pub fn is_shared(&self) -> bool {
+        self.provider.issuer_is_shared(self.url.as_deref())
     }
 }
 

@@ -391,11 +391,22 @@ mod tests {
     const CREDS: &str = "credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 10m\n";
     const GOOD: &str = "repository_id: \"1\"\n      repository: acme/api\n      ref: refs/heads/main\n      event_name: [push]\n      runner_environment: github-hosted";
 
-    fn codes(env: &str, kind_url: &str, body: &str) -> Vec<&'static str> {
-        warnings(env, PolicyIssuer::from_url("ci", kind_url), body)
+    fn codes(env: &str, url: &str, body: &str) -> Vec<&'static str> {
+        warnings(env, issuer(url), body)
             .iter()
             .map(|w| w.code)
             .collect()
+    }
+
+    /// GitHub Enterprise Server and a self-managed GitLab (single-tenant:
+    /// a rule without ids compiles and lint has its say), or a generic
+    /// issuer at any other URL.
+    fn issuer(url: &str) -> PolicyIssuer {
+        match url {
+            GH => PolicyIssuer::new("ci", Provider::Github, Some(GH.into())),
+            GL => PolicyIssuer::new("ci", Provider::Gitlab, Some(GL.into())),
+            other => PolicyIssuer::from_url("ci", other),
+        }
     }
 
     fn warnings(env: &str, issuer: PolicyIssuer, body: &str) -> Vec<Warning> {
@@ -414,8 +425,8 @@ mod tests {
         )
     }
 
-    const GH: &str = "https://token.actions.githubusercontent.com";
-    const GL: &str = "https://gitlab.com";
+    const GH: &str = "https://ghe.example.com/_services/token";
+    const GL: &str = "https://gitlab.acme.internal";
 
     /// (environment, issuer URL, file body after credentials, expected codes)
     #[test]
@@ -610,7 +621,7 @@ mod tests {
     #[test]
     fn warnings_print_position_code_rule_and_fix() {
         let src = format!("{CREDS}{}", rule("ref: refs/tags/v1"));
-        let issuers = vec![PolicyIssuer::from_url("ci", GH)];
+        let issuers = vec![issuer(GH)];
         let set = PolicySet::from_sources(&[("p/staging.yaml".into(), src)], &issuers).expect("ok");
         let text: Vec<String> = lint(&set).iter().map(|w| w.to_string()).collect();
         assert_eq!(text.len(), 1);
@@ -635,15 +646,15 @@ mod tests {
     fn checks_follow_the_provider() {
         let table: &[(&str, Provider, &str, &[&str], &str)] = &[
             (
-                "production",
-                Provider::Buildkite,
+                "staging",
+                Provider::Generic,
                 "organization_slug: acme\n      pipeline_slug: api",
                 &["JK002"],
                 "binds `organization_slug` without `organization_id`",
             ),
             (
                 "staging",
-                Provider::Buildkite,
+                Provider::Generic,
                 "organization_id: o1\n      pipeline_slug: {glob: \"api-*\"}",
                 &["JK003"],
                 "`pipeline_slug` pattern glob \"api-*\"",

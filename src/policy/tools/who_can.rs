@@ -262,13 +262,14 @@ mod tests {
             (Provider::Generic, "x", "other"),
         ];
         for (provider, claim, group) in table {
-            // Bind the tenant too, for shared issuers; it is reported apart.
-            let tenant = provider
+            // Bind the ids too, for shared issuers; they are reported apart.
+            let tenant: String = provider
                 .tenant_claims()
-                .first()
-                .filter(|t| provider.is_shared() && *t != claim)
-                .map(|t| format!(", {t}: t1"))
-                .unwrap_or_default();
+                .iter()
+                .chain(provider.project_claims())
+                .filter(|t| provider.issuer_is_shared(None) && *t != claim)
+                .map(|t| format!(", \"{t}\": t1"))
+                .collect();
             let src = format!(
                 "credentials:\n  db:\n    kv: {{mount: s, path: p}}\n    ttl: 10m\nrules:\n  - name: r\n    issuer: ci\n    claims: {{\"{claim}\": v{tenant}}}\n    grant: [db]\n"
             );
