@@ -264,6 +264,17 @@ fn compile_requirements(
             compile_condition(claim, matcher, true).map_err(|(location, message)| {
                 env_error(file, Some(location), format!("require: {message}"))
             })?;
+        if matches!(condition.matcher, Matcher::MissingOr(_)) {
+            return Err(PolicyError::InvalidEnvironment {
+                file: file.to_owned(),
+                line: condition.line,
+                column: condition.column,
+                message: format!(
+                    "require: claim `{}`: `missing_or` would admit tokens without the claim; it is for deny rules only",
+                    condition.claim.written
+                ),
+            });
+        }
         out.push(condition);
     }
     if let Some((a, b)) = contradiction(&out) {
@@ -293,7 +304,10 @@ fn contradiction(conditions: &[Condition]) -> Option<(&Condition, &Condition)> {
                 continue;
             }
             let absent = |m: &Matcher| matches!(m, Matcher::Present(false));
-            if absent(&a.matcher) != absent(&b.matcher) {
+            let admits_absent = |m: &Matcher| absent(m) || matches!(m, Matcher::MissingOr(_));
+            if absent(&a.matcher) != absent(&b.matcher)
+                && !(admits_absent(&a.matcher) && admits_absent(&b.matcher))
+            {
                 return Some((a, b));
             }
         }
@@ -405,6 +419,7 @@ fn compile_rule(scope: &FileScope<'_>, rule: Spanned<RawRule>) -> Result<Rule, P
     let effect = effect.unwrap_or(Effect::Allow);
     let issuer_info = resolve_issuer(scope, &name.value, &issuer)?;
     let own = own_conditions(&errors, issuer_info.provider, whole, claims)?;
+    check_missing_or(&errors, effect, &own)?;
     let conditions = with_requirements(effect, scope.requirements, own);
     check_satisfiable(&errors, &conditions)?;
     check_ids_bound(&errors, effect, issuer_info, issuer.referenced, &conditions)?;
@@ -495,6 +510,26 @@ fn own_conditions(
         ));
     }
     Ok(own)
+}
+
+/// `missing_or` makes a deny rule refuse tokens without the claim; in an
+/// allow rule it would admit them, so it is for deny rules only.
+fn check_missing_or(
+    errors: &RuleErrors<'_>,
+    effect: Effect,
+    own: &[Condition],
+) -> Result<(), PolicyError> {
+    match own.iter().find(|c| matches!(c.matcher, Matcher::MissingOr(_))) {
+        Some(c) if effect == Effect::Allow => Err(errors.at_position(
+            c.line,
+            c.column,
+            format!(
+                "claim `{}`: `missing_or` would admit tokens without the claim; it is for deny rules only (an allow rule's conditions already refuse a token that lacks the claim)",
+                c.claim.written
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Allow rules inherit the file's requirements, checked first; deny rules
@@ -971,6 +1006,23 @@ mod tests {
                 "require: {a: x, /a: {not: x}}\n".to_owned() + &r("b: c"),
                 "e.yaml:1:21: ",
                 "require: claim `/a` can never match",
+            ),
+            (
+                r("runner_environment: {missing_or: self-hosted}"),
+                "e.yaml:12:27: ",
+                "rule `r`: claim `runner_environment`: `missing_or` would admit tokens without the claim; it is for deny rules only",
+            ),
+            (
+                "require: {a: {missing_or: x}}\n".to_owned() + &r("b: c"),
+                "e.yaml:1:14: ",
+                "require: claim `a`: `missing_or` would admit tokens without the claim",
+            ),
+            (
+                rules(
+                    "  - name: d\n    effect: deny\n    issuer: github\n    claims:\n      runner_environment: {missing_or: self-hosted}\n",
+                ) + "  - name: r\n    issuer: github\n    claims: {a: b}\n    grant: [db]\n",
+                "",
+                "",
             ),
             (
                 "require: {a: {glob: \"\"}}\n".to_owned() + &r("b: c"),

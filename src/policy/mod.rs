@@ -55,13 +55,22 @@
 //! - `{not: condition}`: the claim is **present**, has a text, and the
 //!   inner condition does not match it (`not` never admits a missing claim);
 //! - `{present: true}`: the claim exists and is not null;
-//!   `{present: false}`: it does not (the only condition a missing claim
-//!   satisfies).
+//!   `{present: false}`: it does not;
+//! - `{missing_or: condition}` (deny rules only): the claim is missing (or
+//!   null, or not a scalar), or the inner condition matches it.
 //!
 //! A claim that is **absent** from the token never matches any value
-//! condition, not even `{glob: "*"}` or `{not: x}`. A claim whose value is
-//! an object, an array or null never matches a value condition either:
-//! list claims such as an `aud` array are not supported by conditions.
+//! condition, not even `{glob: "*"}` or `{not: x}`; only `{present:
+//! false}` and `missing_or` hold. A claim whose value is an object, an
+//! array or null never matches a value condition either: list claims such
+//! as an `aud` array are not supported by conditions.
+//!
+//! So a **deny rule does not refuse a token that lacks its claim**: a deny
+//! rule `{runner_environment: self-hosted}` lets a token without
+//! `runner_environment` through. `{runner_environment: {missing_or:
+//! self-hosted}}` refuses both. In an allow rule or `require:`,
+//! `missing_or` would admit tokens without the claim, so it is a compile
+//! error there.
 //!
 //! **Compile-time checks on conditions:** invalid or empty patterns, lists
 //! that are empty or nested, `present` inside `not`/lists, `not` of a
@@ -554,6 +563,28 @@ mod tests {
         // Nor do GitHub's claims get staging's credentials.
         let d = decide(&set, "staging", "github", &github_deploy());
         assert_eq!(denied(&d).code(), "no_rule_matched");
+    }
+
+    /// Regression: a token without `runner_environment` passed the deny
+    /// rule `no-self-hosted-runners`, whose condition held only for tokens
+    /// carrying the claim. `{missing_or: self-hosted}` refuses it too.
+    #[test]
+    fn production_denies_a_token_that_does_not_name_its_runner() {
+        let set = shipped();
+        for runner in [None, Some(json!(null)), Some(json!(["self-hosted"]))] {
+            let mut c = github_deploy();
+            match &runner {
+                Some(v) => c.insert("runner_environment".into(), v.clone()),
+                None => c.remove("runner_environment"),
+            };
+            assert_eq!(
+                decide(&set, "production", "github", &c),
+                Decision::Deny(DenyReason::DeniedByRule {
+                    rule: "no-self-hosted-runners".into()
+                }),
+                "{runner:?}"
+            );
+        }
     }
 
     #[test]

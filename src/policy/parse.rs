@@ -168,13 +168,14 @@ impl JsonSchema for RawMatcher {
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         let me = generator.subschema_for::<RawMatcher>();
         json_schema!({
-            "description": "A claim condition. Scalars compare the claim's text (so true, \"true\" match each other, 1 and \"1\" likewise); a list is any-of; a claim missing from the token never matches (except {present: false}).",
+            "description": "A claim condition. Scalars compare the claim's text (so true, \"true\" match each other, 1 and \"1\" likewise); a list is any-of; a claim missing from the token never matches (except {present: false} and, in deny rules, {missing_or: ...}).",
             "anyOf": [
                 {"type": ["string", "integer", "boolean"], "description": "exact: the claim's text equals this"},
                 {"type": "object", "properties": {"glob": {"type": "string", "minLength": 1, "description": "whole-value glob; `*` is any run of characters including `/`"}}, "required": ["glob"], "additionalProperties": false},
                 {"type": "object", "properties": {"regex": {"type": "string", "minLength": 1, "description": "regular expression (Rust regex syntax), anchored: must match the whole value"}}, "required": ["regex"], "additionalProperties": false},
                 {"type": "object", "properties": {"not": me.clone()}, "required": ["not"], "additionalProperties": false},
                 {"type": "object", "properties": {"present": {"type": "boolean"}}, "required": ["present"], "additionalProperties": false},
+                {"type": "object", "properties": {"missing_or": me.clone()}, "required": ["missing_or"], "additionalProperties": false, "description": "deny rules only: holds when the claim is missing (or null, or not a scalar) or its value matches the inner condition, so the deny rule also refuses tokens without the claim"},
                 {"type": "array", "minItems": 1, "items": me, "description": "any of these"}
             ]
         })
@@ -235,9 +236,11 @@ pub(crate) enum RawMatcher {
     Not(Box<RawMatcher>),
     /// `{present: true|false}`
     Present(bool),
+    /// `{missing_or: m}` (deny rules): the claim is missing, or `m` holds.
+    MissingOr(Box<RawMatcher>),
 }
 
-const MATCHER_KEYS: &[&str] = &["glob", "regex", "not", "present"];
+const MATCHER_KEYS: &[&str] = &["glob", "regex", "not", "present", "missing_or"];
 
 /// Scalars accepted as claim values: strings, integers and booleans, kept
 /// as their text. Floats and null are refused: their text is ambiguous.
@@ -247,7 +250,7 @@ impl<'de> Visitor<'de> for MatcherVisitor {
     type Value = RawMatcher;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(
-            "a string, integer or boolean (quote other values), {glob: ...}, {regex: ...}, {not: ...}, {present: true|false}, or a list of those",
+            "a string, integer or boolean (quote other values), {glob: ...}, {regex: ...}, {not: ...}, {present: true|false}, {missing_or: ...}, or a list of those",
         )
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
@@ -278,13 +281,13 @@ impl<'de> Visitor<'de> for MatcherVisitor {
         }
         Ok(RawMatcher::AnyOf(items))
     }
-    /// Exactly one of `glob`, `regex`, `not`, `present`.
+    /// Exactly one of `glob`, `regex`, `not`, `present`, `missing_or`.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut found: Option<RawMatcher> = None;
         while let Some(key) = map.next_key::<String>()? {
             if found.is_some() {
                 return Err(de::Error::custom(format!(
-                    "`{key}`: a condition map holds exactly one of glob, regex, not, present; write a list for any-of"
+                    "`{key}`: a condition map holds exactly one of glob, regex, not, present, missing_or; write a list for any-of"
                 )));
             }
             found = Some(match key.as_str() {
@@ -292,11 +295,14 @@ impl<'de> Visitor<'de> for MatcherVisitor {
                 "regex" => RawMatcher::Regex(map.next_value::<String>()?),
                 "not" => RawMatcher::Not(Box::new(map.next_value::<RawMatcher>()?)),
                 "present" => RawMatcher::Present(map.next_value::<bool>()?),
+                "missing_or" => RawMatcher::MissingOr(Box::new(map.next_value::<RawMatcher>()?)),
                 other => return Err(de::Error::unknown_field(other, MATCHER_KEYS)),
             });
         }
         found.ok_or_else(|| {
-            de::Error::custom("an empty condition map; write one of glob, regex, not, present")
+            de::Error::custom(
+                "an empty condition map; write one of glob, regex, not, present, missing_or",
+            )
         })
     }
 }

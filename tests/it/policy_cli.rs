@@ -50,7 +50,8 @@ cases:
     environment: production
     issuer: github
     claims: {repository_id: "892347", repository_owner_id: "10001", repository: acme/api,
-             ref: refs/heads/main, event_name: push, environment: production}
+             ref: refs/heads/main, event_name: push, environment: production,
+             runner_environment: github-hosted}
     expect: allow
 "#,
     )
@@ -69,7 +70,7 @@ cases:
         "        got:      deny (no_rule_matched)\n".to_owned(),
         "        why:\n".to_owned(),
         format!(
-            "          rule `no-self-hosted-runners` (deny, line {}): claim `runner_environment`: expected \"self-hosted\", got \"github-hosted\"\n",
+            "          rule `no-self-hosted-runners` (deny, line {}): claim `runner_environment`: expected missing or \"self-hosted\", got \"github-hosted\"\n",
             rule_line("no-self-hosted-runners")
         ),
         format!(
@@ -348,7 +349,7 @@ fn explain_verifies_real_shaped_tokens_offline() {
     );
     assert!(out.contains("matching rule: github-api-deploy"), "{out}");
     let want = format!(
-        "rule `no-self-hosted-runners` (deny, line {}): claim `runner_environment`: expected \"self-hosted\", got \"github-hosted\"",
+        "rule `no-self-hosted-runners` (deny, line {}): claim `runner_environment`: expected missing or \"self-hosted\", got \"github-hosted\"",
         rule_line("no-self-hosted-runners")
     );
     assert!(out.contains(&want), "{out}");
@@ -439,7 +440,7 @@ fn who_can_lists_the_identities_of_a_production_credential() {
         "ref = \"refs/heads/main\"",
         "environment = \"production\"",
         "event_name is any of [\"push\", \"workflow_dispatch\"]",
-        "no-self-hosted-runners: runner_environment = \"self-hosted\"",
+        "no-self-hosted-runners: runner_environment is missing or \"self-hosted\"",
     ] {
         assert!(out.contains(cell), "missing {cell} in\n{out}");
     }

@@ -9,7 +9,7 @@
 //! | JK003 | `wildcard-crosses-repositories` | a glob/regex on `sub` or a repository/project name can match other repositories, and no exact id pins the repository |
 //! | JK004 | `branch-without-event` | a GitHub rule binds a branch `ref` but does not pin `event_name` to events that exclude `pull_request_target` |
 //! | JK005 | `shared-issuer-without-tenant` | reserved: a compile *error* now (a rule for a shared issuer must bind the tenant claim) |
-//! | JK006 | `self-hosted-runners` | a production allow rule is open to self-hosted runners (no `runner_environment` condition, no deny rule) |
+//! | JK006 | `self-hosted-runners` | a production allow rule is open to self-hosted runners: no `runner_environment` condition excludes them, and no deny rule refuses both `self-hosted` and a token without the claim (`{missing_or: self-hosted}`) |
 //! | JK007 | `ttl-above-limit` | a rule or credential TTL is above the environment's `max_ttl` (silently clamped) |
 //!
 //! Deny rules are only checked by JK007 (they have no TTL) — the others are
@@ -199,22 +199,32 @@ fn lint_env(environment: &str, env: &CompiledEnv, out: &mut Vec<Warning>) {
         // JK006
         if let Some(runner) = provider.lint().runner
             && production
-            && !excludes_self_hosted(rule, env, runner.claim, runner.self_hosted)
         {
-            warn(
-                out,
-                Some(rule),
-                "JK006",
-                "self-hosted-runners",
-                format!(
-                    "production rule open to self-hosted runners (no `{}` condition, and no deny rule for issuer `{}` on `{}: {}`)",
-                    runner.claim, rule.issuer, runner.claim, runner.self_hosted
-                ),
-                format!(
-                    "add `{}: {}` to the rule (or `require:`), or a deny rule `{{{}: {}}}` for this issuer",
-                    runner.claim, runner.hosted, runner.claim, runner.self_hosted
-                ),
-            );
+            let cover = self_hosted_cover(rule, env, runner.claim, runner.self_hosted);
+            let message = match cover {
+                Cover::Full => None,
+                Cover::None => Some(format!(
+                    "production rule open to self-hosted runners (no `{}` condition excludes `{}`, and no deny rule for issuer `{}` refuses it)",
+                    runner.claim, runner.self_hosted, rule.issuer
+                )),
+                Cover::PresentOnly(deny) => Some(format!(
+                    "production rule open to self-hosted runners: deny rule `{deny}` refuses `{}: {}` but not a token without `{}`, which it lets through (a deny rule's conditions hold only for claims the token carries)",
+                    runner.claim, runner.self_hosted, runner.claim
+                )),
+            };
+            if let Some(message) = message {
+                warn(
+                    out,
+                    Some(rule),
+                    "JK006",
+                    "self-hosted-runners",
+                    message,
+                    format!(
+                        "add `{}: {}` to the rule (or `require:`), or a deny rule for this issuer with `{}: {{missing_or: {}}}`, which also refuses tokens without the claim",
+                        runner.claim, runner.hosted, runner.claim, runner.self_hosted
+                    ),
+                );
+            }
         }
     }
 
@@ -252,6 +262,7 @@ fn mentions(m: &Matcher, needle: &str) -> bool {
         Matcher::Glob(g) => g.as_str().contains(needle),
         Matcher::Regex { source, .. } => source.contains(needle),
         Matcher::AnyOf(items) => items.iter().any(|i| mentions(i, needle)),
+        Matcher::MissingOr(inner) => mentions(inner, needle),
         Matcher::Not(_) | Matcher::Present(_) => false,
     }
 }
@@ -335,21 +346,62 @@ fn event_pinned(rule: &Rule, check: &BranchEvent) -> bool {
     })
 }
 
-/// The rule cannot admit a self-hosted runner: its own condition rejects
-/// it, or a deny rule of the file for the same issuer whose only condition
-/// is on the runner claim denies it.
-fn excludes_self_hosted(rule: &Rule, env: &CompiledEnv, claim: &str, self_hosted: &str) -> bool {
+/// How far a rule is kept from self-hosted runners.
+enum Cover<'e> {
+    /// Its own condition, or the file's deny rules, refuse both a
+    /// self-hosted runner and a token without the runner claim.
+    Full,
+    /// A deny rule (named) refuses a self-hosted runner, but a token
+    /// without the claim passes every deny rule.
+    PresentOnly(&'e str),
+    None,
+}
+
+/// Whether the rule can admit a self-hosted runner. Its own condition on
+/// the runner claim rejects it (and, like every value condition, a token
+/// without the claim); or the file's deny rules for the same issuer whose
+/// only condition is on the runner claim refuse both `self_hosted` and a
+/// token without the claim (`{missing_or: self-hosted}`, or a `{present:
+/// false}` rule beside a `self-hosted` one). A deny rule's condition on a
+/// claim the token lacks does not hold, so `{runner_environment:
+/// self-hosted}` alone lets such a token through.
+fn self_hosted_cover<'e>(
+    rule: &Rule,
+    env: &'e CompiledEnv,
+    claim: &str,
+    self_hosted: &str,
+) -> Cover<'e> {
     let own = conditions_on(rule, claim).any(|c| {
         !matches!(c.matcher, Matcher::Present(false)) && !c.matcher.matches_text(self_hosted)
     });
-    own || env.rules.iter().any(|d| {
-        d.effect == Effect::Deny
-            && d.issuer == rule.issuer
-            && d.conditions.len() == 1
-            && d.conditions
-                .iter()
-                .all(|c| c.claim.top_level() == Some(claim) && c.matcher.matches_text(self_hosted))
-    })
+    if own {
+        return Cover::Full;
+    }
+    let denies: Vec<&'e Rule> = env
+        .rules
+        .iter()
+        .filter(|d| {
+            d.effect == Effect::Deny
+                && d.issuer == rule.issuer
+                && d.conditions.len() == 1
+                && d.conditions
+                    .iter()
+                    .all(|c| c.claim.top_level() == Some(claim))
+        })
+        .collect();
+    let refuses_self_hosted = denies.iter().find(|d| {
+        d.conditions
+            .iter()
+            .all(|c| c.matcher.matches_text(self_hosted))
+    });
+    let refuses_absent = denies
+        .iter()
+        .any(|d| d.conditions.iter().all(|c| c.matcher.holds(None)));
+    match (refuses_self_hosted, refuses_absent) {
+        (Some(_), true) => Cover::Full,
+        (Some(deny), false) => Cover::PresentOnly(&deny.name),
+        (None, _) => Cover::None,
+    }
 }
 
 /// For a glob/regex (or a list holding one) on a project-naming claim, the
@@ -575,7 +627,17 @@ mod tests {
                 "prod-eu",
                 GL,
                 format!(
-                    "{}  - name: d\n    issuer: ci\n    effect: deny\n    claims: {{runner_environment: self-hosted}}\n",
+                    "{}  - name: d\n    issuer: ci\n    effect: deny\n    claims: {{runner_environment: {{missing_or: self-hosted}}}}\n",
+                    rule("project_id: \"1\"")
+                ),
+                vec![],
+            ),
+            // Two deny rules that together refuse self-hosted and absent.
+            (
+                "production",
+                GL,
+                format!(
+                    "{}  - name: d\n    issuer: ci\n    effect: deny\n    claims: {{runner_environment: self-hosted}}\n  - name: e\n    issuer: ci\n    effect: deny\n    claims: {{runner_environment: {{present: false}}}}\n",
                     rule("project_id: \"1\"")
                 ),
                 vec![],
@@ -615,6 +677,47 @@ mod tests {
         ];
         for (env, url, body, want) in &table {
             assert_eq!(codes(env, url, body), *want, "{env} {url}\n{body}");
+        }
+    }
+
+    /// Regression: a token without `runner_environment` passed the deny
+    /// rule `{runner_environment: self-hosted}`, and JK006 counted that
+    /// rule as enough. A deny rule covers the rule only when it also
+    /// refuses a token without the claim.
+    #[test]
+    fn a_deny_rule_on_a_claim_the_token_may_lack_does_not_cover_it() {
+        let allow = rule("project_id: \"1\"");
+        let deny = |condition: &str| {
+            format!(
+                "{allow}  - name: no-self-hosted\n    issuer: ci\n    effect: deny\n    claims: {{runner_environment: {condition}}}\n"
+            )
+        };
+        let found = warnings("production", issuer(GL), &deny("self-hosted"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].code, "JK006");
+        assert!(
+            found[0].message.contains(
+                "deny rule `no-self-hosted` refuses `runner_environment: self-hosted` but not a token without `runner_environment`"
+            ),
+            "{}",
+            found[0].message
+        );
+        assert!(
+            found[0]
+                .fix
+                .contains("`runner_environment: {missing_or: self-hosted}`"),
+            "{}",
+            found[0].fix
+        );
+        for covering in [
+            "{missing_or: self-hosted}",
+            "{missing_or: [self-hosted, x]}",
+        ] {
+            assert_eq!(
+                warnings("production", issuer(GL), &deny(covering)),
+                vec![],
+                "{covering}"
+            );
         }
     }
 
