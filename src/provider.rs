@@ -1204,6 +1204,34 @@ impl Provider {
         &lists(self).known
     }
 
+    /// Whether the entry lists every claim the provider's tokens carry, so
+    /// that a claim name outside [`known_claims`](Self::known_claims) is a
+    /// mistake. Not for [`Provider::Generic`]: an unknown CI's tokens may
+    /// carry anything.
+    pub fn claims_are_known(self) -> bool {
+        self != Provider::Generic
+    }
+
+    /// Whether this provider sends `claim` (registered claims included);
+    /// always true when its claims are not known.
+    pub fn sends(self, claim: &str) -> bool {
+        !self.claims_are_known() || self.known_claims().contains(&claim)
+    }
+
+    /// The known claim `name` is most likely a misspelling of: the closest
+    /// by edit distance, when it is close (one edit for names of up to 4
+    /// characters; otherwise 2, or a quarter of the name's length).
+    pub fn closest_claim(self, name: &str) -> Option<&'static str> {
+        let length = name.chars().count();
+        let limit = if length <= 4 { 1 } else { (length / 4).max(2) };
+        self.known_claims()
+            .iter()
+            .map(|known| (strsim::damerau_levenshtein(name, known), *known))
+            .filter(|(distance, _)| *distance <= limit)
+            .min_by_key(|(distance, known)| (*distance, *known))
+            .map(|(_, known)| known)
+    }
+
     /// What `claim` says for this provider; `None` for a claim it does not
     /// send. [`Provider::Generic`] takes the first entry that knows it.
     pub fn role_of(self, claim: &str) -> Option<Role> {

@@ -420,6 +420,7 @@ fn compile_rule(scope: &FileScope<'_>, rule: Spanned<RawRule>) -> Result<Rule, P
     let issuer_info = resolve_issuer(scope, &name.value, &issuer)?;
     let own = own_conditions(&errors, issuer_info.provider, whole, claims)?;
     check_missing_or(&errors, effect, &own)?;
+    check_deny_claims_sent(&errors, effect, issuer_info.provider, &own)?;
     let conditions = with_requirements(effect, scope.requirements, own);
     check_satisfiable(&errors, &conditions)?;
     check_ids_bound(&errors, effect, issuer_info, issuer.referenced, &conditions)?;
@@ -530,6 +531,52 @@ fn check_missing_or(
         )),
         _ => Ok(()),
     }
+}
+
+/// A deny rule on a claim its issuer's provider never sends never holds (or,
+/// with `missing_or`, holds for every token): most likely a misspelling
+/// that silently disables the rule. For providers whose claims are known,
+/// it is an error (allow rules get a lint warning instead: they fail
+/// closed).
+fn check_deny_claims_sent(
+    errors: &RuleErrors<'_>,
+    effect: Effect,
+    provider: Provider,
+    own: &[Condition],
+) -> Result<(), PolicyError> {
+    if effect != Effect::Deny {
+        return Ok(());
+    }
+    for c in own {
+        let Some(name) = c.claim.segments.first() else {
+            continue;
+        };
+        if provider.sends(name) {
+            continue;
+        }
+        let hint = match provider.closest_claim(name) {
+            Some(known) => format!("; did you mean `{known}`?"),
+            None => format!(
+                " (the claims it sends: {})",
+                provider.known_claims().join(", ")
+            ),
+        };
+        return Err(errors.at_position(
+            c.line,
+            c.column,
+            format!(
+                "claim `{}`: {} never sends a `{name}` claim, so {}{hint}",
+                c.claim.written,
+                provider.title(),
+                if matches!(c.matcher, Matcher::MissingOr(_)) {
+                    "with `missing_or` this deny rule refuses every token"
+                } else {
+                    "this deny rule never refuses anything"
+                },
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Allow rules inherit the file's requirements, checked first; deny rules
@@ -1086,6 +1133,61 @@ mod tests {
         }
     }
 
+    /// Regression: a misspelt claim silently disabled a deny rule
+    /// (`runner_enviroment: self-hosted` never holds, so it refused
+    /// nothing). For a provider whose claims are known, a deny rule on a
+    /// claim it never sends is a compile error with the closest claim it
+    /// does send; for a generic issuer it compiles.
+    #[test]
+    fn a_deny_rule_on_a_claim_the_provider_never_sends_is_an_error() {
+        let issuers = [
+            PolicyIssuer::new("gh", Provider::Github, Some("http://127.0.0.1:8401".into())),
+            PolicyIssuer::named("generic"),
+        ];
+        let load =
+            |src: &str| PolicySet::from_sources(&[("e.yaml".to_owned(), src.to_owned())], &issuers);
+        let table: Vec<(String, &str, &str)> = vec![
+            (
+                rules(
+                    "  - name: d\n    effect: deny\n    issuer: gh\n    claims:\n      runner_enviroment: self-hosted\n",
+                ),
+                "e.yaml:13:26: ",
+                "rule `d`: claim `runner_enviroment`: GitHub Actions never sends a `runner_enviroment` claim, so this deny rule never refuses anything; did you mean `runner_environment`?",
+            ),
+            (
+                rules(
+                    "  - name: d\n    effect: deny\n    issuer: gh\n    claims:\n      runner_enviroment: {missing_or: self-hosted}\n",
+                ),
+                "e.yaml:13:26: ",
+                "with `missing_or` this deny rule refuses every token; did you mean `runner_environment`?",
+            ),
+            (
+                rules(
+                    "  - name: d\n    effect: deny\n    issuer: gh\n    claims:\n      /runner/kind: self-hosted\n",
+                ),
+                "e.yaml:13:21: ",
+                "claim `/runner/kind`: GitHub Actions never sends a `runner` claim, so this deny rule never refuses anything (the claims it sends: iss, sub, aud",
+            ),
+        ];
+        for (src, position, fragment) in &table {
+            let text = match load(src) {
+                Err(err) => err.to_string(),
+                Ok(_) => panic!("expected an error for:\n{src}"),
+            };
+            assert!(
+                text.starts_with(position),
+                "want {position:?}, got {text:?}"
+            );
+            assert!(text.contains(fragment), "want {fragment:?} in {text:?}");
+        }
+        let generic = rules(
+            "  - name: d\n    effect: deny\n    issuer: generic\n    claims:\n      runner_enviroment: self-hosted\n",
+        ) + "  - name: r\n    issuer: gh\n    claims: {repository_id: \"1\"}\n    grant: [db]\n";
+        if let Err(e) = load(&generic) {
+            panic!("{e}");
+        }
+    }
+
     /// Regression: a rule for github.com binding only `ref` and
     /// `event_name` compiled (lint warned, exit 0), admitting every
     /// repository on github.com. Every allow rule for a shared issuer must
@@ -1256,7 +1358,7 @@ mod tests {
                 None,
                 "{provider:?}"
             );
-            let deny = "  - name: d\n    effect: deny\n    issuer: ci\n    claims: {ref: main}\n";
+            let deny = "  - name: d\n    effect: deny\n    issuer: ci\n    claims: {sub: x}\n";
             assert_eq!(
                 load(&format!(
                     "{deny}{}",

@@ -78,6 +78,9 @@
 //! that is decidable: `{present: false}` together with another condition on
 //! the same claim, or a set of exact values (from the rule or inherited
 //! from `require:`) that another condition on the same claim rejects.
+//! A deny rule on a claim its issuer's provider never sends (the provider
+//! table knows every provider's claims but the generic one's) is an error
+//! with the closest claim it does send: it would never refuse anything.
 //! An allow rule for a shared issuer ([`PolicyIssuer::is_shared`]: the
 //! issuer of github.com and its enterprises, gitlab.com, Buildkite,
 //! CircleCI, Bitbucket; the provider table in `crate::provider` says which)

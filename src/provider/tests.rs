@@ -572,3 +572,51 @@ fn the_audit_keeps_the_claims_it_recorded_before() {
         );
     }
 }
+
+/// A claim a provider never sends is named, with the closest it does send.
+#[test]
+fn misspelt_claims_find_their_closest_known_claim() {
+    let table: &[(Provider, &str, bool, Option<&str>)] = &[
+        (
+            Provider::Github,
+            "runner_enviroment",
+            false,
+            Some("runner_environment"),
+        ),
+        (Provider::Github, "repo_id", false, None),
+        (Provider::Buildkite, "ref", false, None),
+        (
+            Provider::Github,
+            "repostiory_id",
+            false,
+            Some("repository_id"),
+        ),
+        (
+            Provider::Github,
+            "runner_environment",
+            true,
+            Some("runner_environment"),
+        ),
+        (Provider::Github, "aud", true, Some("aud")),
+        (Provider::Gitlab, "projectid", false, Some("project_id")),
+        (Provider::Gitlab, "repository_id", false, None),
+        (
+            Provider::Circleci,
+            "oidc.circleci.com/orgid",
+            false,
+            Some("oidc.circleci.com/org-id"),
+        ),
+        (
+            Provider::Buildkite,
+            "organisation_id",
+            false,
+            Some("organization_id"),
+        ),
+        // An unknown CI may send anything.
+        (Provider::Generic, "anything_at_all", true, None),
+    ];
+    for (p, claim, sent, closest) in table {
+        assert_eq!(p.sends(claim), *sent, "{p:?} {claim}");
+        assert_eq!(p.closest_claim(claim), *closest, "{p:?} {claim}");
+    }
+}

@@ -11,9 +11,11 @@
 //! | JK005 | `shared-issuer-without-tenant` | reserved: a compile *error* now (a rule for a shared issuer must bind the tenant claim) |
 //! | JK006 | `self-hosted-runners` | a production allow rule is open to self-hosted runners: no `runner_environment` condition excludes them, and no deny rule refuses both `self-hosted` and a token without the claim (`{missing_or: self-hosted}`) |
 //! | JK007 | `ttl-above-limit` | a rule or credential TTL is above the environment's `max_ttl` (silently clamped) |
+//! | JK008 | `unknown-claim` | an allow rule (or `require:`) names a claim its issuer's provider never sends (with the closest one it does: a misspelling); in a deny rule this is a compile error |
 //!
 //! Deny rules are only checked by JK007 (they have no TTL) — the others are
-//! about what allow rules admit. Which claims name a repository or an
+//! about what allow rules admit. Findings about one condition (JK008)
+//! point at the condition, the others at the rule's `name:`. Which claims name a repository or an
 //! owner, and which provider-specific checks apply (JK004, JK006), come
 //! from the rule's issuer's provider (`crate::provider`); a generic issuer
 //! gets every provider's claims, and GitHub's JK004 when its rule binds a
@@ -93,7 +95,30 @@ fn lint_env(environment: &str, env: &CompiledEnv, out: &mut Vec<Warning>) {
                 fix,
             });
         };
+    // A finding about one condition: at the condition, naming its rule
+    // (`None` for the file's `require:`).
+    let warn_at = |out: &mut Vec<Warning>,
+                   rule: Option<&Rule>,
+                   c: &Condition,
+                   code,
+                   name,
+                   message: String,
+                   fix: String| {
+        out.push(Warning {
+            code,
+            name,
+            file: env.file.clone(),
+            line: c.line,
+            column: c.column,
+            environment: environment.to_owned(),
+            rule: rule.map(|r| r.name.clone()),
+            message,
+            fix,
+        });
+    };
     let production = environment.starts_with("prod");
+    // `require:` conditions already reported, per provider.
+    let mut required_seen: Vec<(Option<usize>, Option<usize>, Provider)> = Vec::new();
 
     for rule in &env.rules {
         if let (Some(ttl), Some(max)) = (rule.ttl, env.max_ttl)
@@ -120,6 +145,50 @@ fn lint_env(environment: &str, env: &CompiledEnv, out: &mut Vec<Warning>) {
             continue;
         }
         let provider = rule.provider;
+
+        // JK008
+        for c in &rule.conditions {
+            let Some(claim) = c.claim.segments.first() else {
+                continue;
+            };
+            if provider.sends(claim) {
+                continue;
+            }
+            if c.inherited {
+                let key = (c.line, c.column, provider);
+                if required_seen.contains(&key) {
+                    continue;
+                }
+                required_seen.push(key);
+            }
+            let fix = match provider.closest_claim(claim) {
+                Some(known) => format!("did you mean `{known}`?"),
+                None => format!(
+                    "use a claim {} sends ({})",
+                    provider.title(),
+                    provider.known_claims().join(", ")
+                ),
+            };
+            warn_at(
+                out,
+                (!c.inherited).then_some(rule),
+                c,
+                "JK008",
+                "unknown-claim",
+                format!(
+                    "{}claim `{}`: {} never sends a `{claim}` claim, so {} never admits a job",
+                    if c.inherited { "require: " } else { "" },
+                    c.claim.written,
+                    provider.title(),
+                    if c.inherited {
+                        format!("an allow rule for issuer `{}`", rule.issuer)
+                    } else {
+                        "this rule".to_owned()
+                    }
+                ),
+                fix,
+            );
+        }
 
         // JK001
         let binds_identity = rule.conditions.iter().any(|c| {
@@ -721,6 +790,33 @@ mod tests {
         }
     }
 
+    /// Regression: a misspelt claim name silently disabled a deny rule
+    /// (`runner_enviroment: self-hosted`). In a deny rule it is now a
+    /// compile error (`compile.rs`); in an allow rule, or in `require:`, a
+    /// warning at the condition with the closest claim the provider sends.
+    #[test]
+    fn a_claim_the_provider_never_sends_is_named_with_the_closest_one() {
+        let body = format!(
+            "require: {{repostiory_id: \"1\"}}\n{}  - name: s\n    issuer: ci\n    claims:\n      repository_id: \"1\"\n      runner_enviroment: github-hosted\n    grant: [db]\n",
+            rule("repository_id: \"1\"\n      runner_environment: github-hosted")
+        );
+        let found: Vec<Warning> = warnings("staging", issuer(GH), &body)
+            .into_iter()
+            .filter(|w| w.code == "JK008")
+            .collect();
+        let text: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            vec![
+                "staging.yaml:5:26: warning[JK008 unknown-claim] require: claim `repostiory_id`: GitHub Actions never sends a `repostiory_id` claim, so an allow rule for issuer `ci` never admits a job\n  fix: did you mean `repository_id`?".to_owned(),
+                "staging.yaml:17:26: warning[JK008 unknown-claim] rule `s`: claim `runner_enviroment`: GitHub Actions never sends a `runner_enviroment` claim, so this rule never admits a job\n  fix: did you mean `runner_environment`?".to_owned(),
+            ]
+        );
+        // The same names under a generic issuer: an unknown CI may send them.
+        let generic = warnings("staging", issuer("https://ci.example.com"), &body);
+        assert!(generic.iter().all(|w| w.code != "JK008"), "{generic:?}");
+    }
+
     #[test]
     fn warnings_print_position_code_rule_and_fix() {
         let src = format!("{CREDS}{}", rule("ref: refs/tags/v1"));
@@ -780,7 +876,7 @@ mod tests {
                 "staging",
                 Provider::Github,
                 "project_id: \"1\"",
-                &["JK001"],
+                &["JK008", "JK001"],
                 "(`repository_id` or `repository_owner_id`)",
             ),
             (
