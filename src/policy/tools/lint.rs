@@ -8,14 +8,17 @@
 //! | JK002 | `name-without-id` | a name (`repository`, `project_path`, `repository_owner`, `namespace_path`) is bound without its immutable id |
 //! | JK003 | `wildcard-crosses-repositories` | a glob/regex on `sub` or a repository/project name can match other repositories, and no exact id pins the repository |
 //! | JK004 | `branch-without-event` | a GitHub rule binds a branch `ref` but does not pin `event_name` to events that exclude `pull_request_target` |
-//! | JK005 | `shared-issuer-without-tenant` | reserved: a compile *error* now (a rule for a shared issuer must bind the tenant claim) |
+//! | JK005 | `shared-issuer-without-tenant` | reserved: a compile *error* now (a rule for a shared issuer must bind the tenant's and the project's ids) |
 //! | JK006 | `self-hosted-runners` | a production allow rule is open to self-hosted runners: no `runner_environment` condition excludes them, and no deny rule refuses both `self-hosted` and a token without the claim (`{missing_or: self-hosted}`) |
 //! | JK007 | `ttl-above-limit` | a rule or credential TTL is above the environment's `max_ttl` (silently clamped) |
 //! | JK008 | `unknown-claim` | an allow rule (or `require:`) names a claim its issuer's provider never sends (with the closest one it does: a misspelling); in a deny rule this is a compile error |
+//! | JK009 | `pattern-on-id` | a glob or regex on an immutable id (`repository_id: {glob: "55*"}`): it admits whatever id fits, including new ones |
+//! | JK010 | `ids-only-in-sub` | a GitHub rule binds the ids only through `sub` in the immutable form, which reads like the older name-only form for names ending in `-` and digits |
 //!
 //! Deny rules are only checked by JK007 (they have no TTL) — the others are
-//! about what allow rules admit. Findings about one condition (JK008)
-//! point at the condition, the others at the rule's `name:`. Which claims name a repository or an
+//! about what allow rules admit. Findings about one condition point at
+//! the condition (JK008, JK009, JK010), the others at the rule's
+//! `name:`. Which claims name a repository or an
 //! owner, and which provider-specific checks apply (JK004, JK006), come
 //! from the rule's issuer's provider (`crate::provider`); a generic issuer
 //! gets every provider's claims, and GitHub's JK004 when its rule binds a
@@ -204,18 +207,99 @@ fn lint_env(environment: &str, env: &CompiledEnv, out: &mut Vec<Warning>) {
                 identity_fix(provider));
         }
 
+        // JK009: a pattern on an id (reported at the condition; JK002
+        // then says nothing more about that id).
+        let ids = id_claims(provider);
+        for c in &rule.conditions {
+            let Some(claim) = c.claim.top_level() else {
+                continue;
+            };
+            if !ids.contains(&claim) || !has_pattern(&c.matcher) {
+                continue;
+            }
+            if c.inherited {
+                let key = (c.line, c.column, provider);
+                if required_seen.contains(&key) {
+                    continue;
+                }
+                required_seen.push(key);
+            }
+            warn_at(
+                out,
+                (!c.inherited).then_some(rule),
+                c,
+                "JK009",
+                "pattern-on-id",
+                format!(
+                    "{}`{claim}` is an immutable id, bound here to {}: that admits every {} whose id fits the pattern, including ones anyone creates later",
+                    if c.inherited { "require: " } else { "" },
+                    c.matcher.describe(),
+                    id_noun(provider, claim),
+                ),
+                format!("bind `{claim}` to exact values (a list for several)"),
+            );
+        }
+
         // JK002
         for (name, id) in provider.renamed_claims() {
-            if binds_exactly(rule, name) && !binds_exactly(rule, id) {
-                warn(
+            if !binds_exactly(rule, name) || binds_exactly(rule, id) {
+                continue;
+            }
+            let mut on_id = conditions_on(rule, id);
+            let message = match on_id.next() {
+                None => format!(
+                    "binds `{name}` without `{id}`: names can be renamed and re-registered by someone else"
+                ),
+                Some(c) if has_pattern(&c.matcher) => continue,
+                Some(c) => format!(
+                    "binds `{name}` but `{id}` only to {}: names can be renamed and re-registered by someone else",
+                    c.matcher.describe()
+                ),
+            };
+            warn(
+                out,
+                Some(rule),
+                "JK002",
+                "name-without-id",
+                message,
+                format!("add `{id}: \"<the id>\"` next to `{name}`"),
+            );
+        }
+
+        // JK010
+        if provider.info().ids_in_sub.is_some()
+            && let Some(sub) = conditions_on(rule, "sub").find(|c| {
+                c.matcher
+                    .exact_values()
+                    .is_some_and(|vs| vs.iter().all(|v| provider.sub_has_ids(v)))
+            })
+        {
+            let unbound: Vec<&str> = provider
+                .tenant_claims()
+                .iter()
+                .chain(provider.project_claims())
+                .copied()
+                .filter(|id| !binds_exactly(rule, id))
+                .collect();
+            if !unbound.is_empty() {
+                warn_at(
                     out,
-                    Some(rule),
-                    "JK002",
-                    "name-without-id",
+                    (!sub.inherited).then_some(rule),
+                    sub,
+                    "JK010",
+                    "ids-only-in-sub",
                     format!(
-                        "binds `{name}` without `{id}`: names can be renamed and re-registered by someone else"
+                        "the owner's and the repository's ids are bound only through `sub` ({}): the immutable form `repo:OWNER-OWNERID/REPO-REPOID:` reads the same as the older name-only form of an owner and a repository whose names end in `-` and digits",
+                        sub.matcher.describe()
                     ),
-                    format!("add `{id}: \"<the id>\"` next to `{name}`"),
+                    format!(
+                        "bind {} as well",
+                        unbound
+                            .iter()
+                            .map(|c| format!("`{c}`"))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ),
                 );
             }
         }
@@ -322,6 +406,53 @@ fn lint_env(environment: &str, env: &CompiledEnv, out: &mut Vec<Warning>) {
 
 fn human(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
+}
+
+/// The immutable id claims of the provider (every provider's for a generic
+/// issuer).
+fn id_claims(provider: Provider) -> Vec<&'static str> {
+    let entries: Vec<Provider> = match provider {
+        Provider::Generic => Provider::ALL.to_vec(),
+        p => vec![p],
+    };
+    let mut out: Vec<&'static str> = Vec::new();
+    for p in entries {
+        let renamed = p.renamed_claims();
+        let ids = p
+            .tenant_claims()
+            .iter()
+            .chain(p.project_claims())
+            .copied()
+            .chain(renamed.iter().map(|(_, id)| *id));
+        for id in ids {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    out
+}
+
+/// What an id names, for messages.
+fn id_noun(provider: Provider, claim: &str) -> &'static str {
+    let tenant = Provider::ALL
+        .iter()
+        .filter(|p| provider == Provider::Generic || **p == provider)
+        .any(|p| p.tenant_claims().contains(&claim));
+    if tenant {
+        "owner"
+    } else {
+        "repository or project"
+    }
+}
+
+/// Whether `m` holds a glob or a regex (alone or in a list).
+fn has_pattern(m: &Matcher) -> bool {
+    match m {
+        Matcher::Glob(_) | Matcher::Regex { .. } => true,
+        Matcher::AnyOf(items) => items.iter().any(has_pattern),
+        _ => false,
+    }
 }
 
 /// Whether any exact value or pattern of `m` contains `needle`.
@@ -815,6 +946,80 @@ mod tests {
         // The same names under a generic issuer: an unknown CI may send them.
         let generic = warnings("staging", issuer("https://ci.example.com"), &body);
         assert!(generic.iter().all(|w| w.code != "JK008"), "{generic:?}");
+    }
+
+    /// Regression: `repository_id: {glob: "55*"}` was reported as "JK002
+    /// binds `repository` without `repository_id`", at the rule's name, as
+    /// if the id were missing. A glob or regex on an immutable id is its
+    /// own finding, at the condition.
+    #[test]
+    fn a_pattern_on_an_id_is_reported_at_the_condition() {
+        let text = |url: &str, claims: &str| -> Vec<String> {
+            warnings("staging", issuer(url), &rule(claims))
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        // Lines: credentials 1..=4, `rules:` 5, `- name: r` 6, claims from 9.
+        let table: &[(&str, &str, &[&str])] = &[
+            (
+                GH,
+                "repository: acme/api\n      repository_id: {glob: \"55*\"}\n      ref: refs/tags/v1",
+                &[
+                    "staging.yaml:10:22: warning[JK009 pattern-on-id] rule `r`: `repository_id` is an immutable id, bound here to glob \"55*\": that admits every repository or project whose id fits the pattern, including ones anyone creates later\n  fix: bind `repository_id` to exact values (a list for several)",
+                ],
+            ),
+            (
+                GH,
+                "repository_owner_id: [\"1\", {regex: \"2[0-9]\"}]\n      repository_id: \"5\"\n      ref: refs/tags/v1",
+                &[
+                    "staging.yaml:9:28: warning[JK009 pattern-on-id] rule `r`: `repository_owner_id` is an immutable id, bound here to any of [\"1\", regex \"2[0-9]\"]: that admits every owner whose id fits the pattern, including ones anyone creates later\n  fix: bind `repository_owner_id` to exact values (a list for several)",
+                ],
+            ),
+            (
+                GL,
+                "project_id: {regex: \"4[0-9]+\"}\n      ref: main",
+                &[
+                    "staging.yaml:9:19: warning[JK009 pattern-on-id] rule `r`: `project_id` is an immutable id, bound here to regex \"4[0-9]+\": that admits every repository or project whose id fits the pattern, including ones anyone creates later\n  fix: bind `project_id` to exact values (a list for several)",
+                ],
+            ),
+            // An id required only to be present is still "without its id".
+            (
+                GH,
+                "repository: acme/api\n      repository_id: {present: true}\n      ref: refs/tags/v1",
+                &[
+                    "staging.yaml:6:11: warning[JK002 name-without-id] rule `r`: binds `repository` but `repository_id` only to present: names can be renamed and re-registered by someone else\n  fix: add `repository_id: \"<the id>\"` next to `repository`",
+                ],
+            ),
+        ];
+        for (url, claims, want) in table {
+            assert_eq!(text(url, claims), *want, "{claims}");
+        }
+    }
+
+    /// GitHub's immutable `sub` pins both ids for the compiler, but reads
+    /// like the name-only form for names ending in `-` and digits: lint
+    /// asks for the id claims too.
+    #[test]
+    fn ids_bound_only_through_sub_are_flagged() {
+        let github = PolicyIssuer::from_url("ci", "https://token.actions.githubusercontent.com");
+        let sub = "sub: \"repo:acme-10001/api-892347:environment:production\"";
+        let found = warnings("staging", github.clone(), &rule(sub));
+        assert_eq!(
+            found.iter().map(|w| w.code).collect::<Vec<_>>(),
+            vec!["JK010"]
+        );
+        assert!(
+            found[0]
+                .fix
+                .contains("bind `repository_owner_id` and `repository_id` as well"),
+            "{}",
+            found[0].fix
+        );
+        assert_eq!((found[0].line, found[0].column), (Some(9), Some(12)));
+        let both =
+            format!("{sub}\n      repository_owner_id: \"10001\"\n      repository_id: \"892347\"");
+        assert_eq!(warnings("staging", github, &rule(&both)), vec![]);
     }
 
     #[test]
