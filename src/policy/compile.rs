@@ -36,6 +36,8 @@ pub(crate) struct CompiledEnv {
     pub rules: Vec<Rule>,
     /// Which rules can apply to a request, without scanning them all.
     pub index: Index,
+    /// The file says self-hosted runners are fine here (lint only).
+    pub self_hosted_runners_ok: bool,
 }
 
 #[derive(Debug)]
@@ -123,6 +125,7 @@ pub(crate) fn compile(
         credential_order,
         rules,
         index,
+        self_hosted_runners_ok: raw.self_hosted_runners_ok.unwrap_or(false),
     })
 }
 

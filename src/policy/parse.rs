@@ -37,6 +37,11 @@ pub(crate) struct RawFile {
     #[serde(default)]
     #[schemars(with = "Option<OrderedMap<RawMatcher>>")]
     pub require: Option<OrderedMap<Spanned<RawMatcher>>>,
+    /// `true`: this environment's jobs may run on self-hosted runners, so
+    /// `jobkey policy lint` does not ask its allow rules to exclude them
+    /// (JK006). Decisions do not change.
+    #[serde(default)]
+    pub self_hosted_runners_ok: Option<bool>,
     /// What this environment can hand out, by name.
     #[serde(default)]
     #[schemars(with = "Option<OrderedMap<RawCredential>>")]

@@ -130,7 +130,8 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
     )
     .expect("write");
     let d = dir.path().display().to_string();
-    // `jobkey policy lint` of the temp directory, GitHub only, with `extra`.
+    // `jobkey policy lint` of the temp directory, with GitHub Enterprise
+    // Server (single-tenant: the rule compiles, lint warns), with `extra`.
     let lint = |extra: &[&str]| {
         let mut args = vec![
             "policy",
@@ -138,7 +139,7 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
             "--policies",
             &d,
             "--issuer",
-            "github=https://token.actions.githubusercontent.com",
+            "github=github:https://ghe.example.com/_services/token",
         ];
         args.extend_from_slice(extra);
         jobkey_cli(&args)
@@ -165,6 +166,23 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
         .filter_map(|w| w["code"].as_str())
         .collect();
     assert_eq!(codes, vec!["JK003", "JK006"]);
+
+    // On github.com (shared by every repository owner) the same rule does
+    // not compile: it names the rule, the issuer and the ids to bind.
+    let (code, _, err) = jobkey_cli(&[
+        "policy",
+        "lint",
+        "--policies",
+        &d,
+        "--issuer",
+        "github=https://token.actions.githubusercontent.com",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("production.yaml:7:13: rule `wide`: issuer `github` (GitHub Actions at https://token.actions.githubusercontent.com) signs tokens for every repository owner on it")
+            && err.contains("add `repository_owner_id: \"<id>\"` and `repository_id: \"<id>\"`"),
+        "{err}"
+    );
 
     // A compile error is a failure with file:line:column.
     std::fs::write(dir.path().join("production.yaml"), "credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 10m\nrules:\n  - name: r\n    issuer: github\n    claims: {ref: {regex: \"(\"}}\n    grant: [db]\n").expect("write");
@@ -219,8 +237,9 @@ fn issuer_flags_carry_urls_and_providers() {
     );
     assert!(!err.contains("Some("), "{err}");
 
-    // The staging policy binds the organisation: it compiles on the
-    // stand-in. Without the binding it is refused, as on the real issuer.
+    // The staging policy binds the organisation's and the pipeline's ids:
+    // it compiles on the stand-in. Without them it is refused, as on the
+    // real issuer.
     let mut args = vec!["policy", "lint", "--policies", "policies"];
     args.extend(issuers);
     let (code, out, err) = jobkey_cli(&args);
@@ -228,12 +247,10 @@ fn issuer_flags_carry_urls_and_providers() {
     let staging = std::fs::read_to_string(root().join("policies/staging.yaml")).expect("staging");
     std::fs::write(
         dir.path().join("staging.yaml"),
-        staging
-            .replace("      organization_slug: acme\n", "")
-            .replace(
-                "      organization_id: 0189a3c2-7d51-4e3b-9f0a-5b6c7d8e9f01\n",
-                "",
-            ),
+        staging.replace(
+            "      organization_id: 0189a3c2-7d51-4e3b-9f0a-5b6c7d8e9f01\n",
+            "",
+        ),
     )
     .expect("write");
     let d = dir.path().display().to_string();
@@ -242,7 +259,8 @@ fn issuer_flags_carry_urls_and_providers() {
     let (code, _, err) = jobkey_cli(&args);
     assert_eq!(code, 1);
     assert!(
-        err.contains("rule `buildkite-api-deploy`: issuer `buildkite` is shared by every organisation on Buildkite; bind `organization_id` or `organization_slug`"),
+        err.contains("rule `buildkite-api-deploy`: issuer `buildkite` (Buildkite at http://127.0.0.1:8403) signs tokens for every organisation on it")
+            && err.contains("add `organization_id: \"<id>\"`"),
         "{err}"
     );
 }
@@ -374,7 +392,11 @@ fn explain_verifies_real_shaped_tokens_offline() {
     assert!(out.contains("issuer `gitlab`"), "{out}");
     assert!(out.contains("decision: deny (no_rule_matched)"), "{out}");
     assert!(out.contains("matching rule: none"), "{out}");
-    assert!(out.contains("rule `gitlab-api-deploy` (allow, line 23): claim `ref_protected`: expected \"true\", got \"false\""), "{out}");
+    let want = format!(
+        "rule `gitlab-api-deploy` (allow, line {}): claim `ref_protected`: expected \"true\", got \"false\"",
+        rule_line_in("staging", "gitlab-api-deploy")
+    );
+    assert!(out.contains(&want), "{out}");
 
     // --claims: no verification; the issuer comes from `iss`.
     let claims = dir.path().join("claims.json");
@@ -470,9 +492,14 @@ fn who_can_lists_the_identities_of_a_production_credential() {
 /// The line of `- name: RULE` in the shipped production policy (reports
 /// name the line a rule starts on).
 fn rule_line(rule: &str) -> usize {
-    let text = std::fs::read_to_string(root().join("policies/production.yaml")).unwrap();
+    rule_line_in("production", rule)
+}
+
+/// The line of `- name: RULE` in the shipped policy of `env`.
+fn rule_line_in(env: &str, rule: &str) -> usize {
+    let text = std::fs::read_to_string(root().join(format!("policies/{env}.yaml"))).unwrap();
     1 + text
         .lines()
         .position(|l| l.trim() == format!("- name: {rule}"))
-        .unwrap_or_else(|| panic!("no rule {rule} in policies/production.yaml"))
+        .unwrap_or_else(|| panic!("no rule {rule} in policies/{env}.yaml"))
 }

@@ -9,7 +9,7 @@
 //! | JK003 | `wildcard-crosses-repositories` | a glob/regex on `sub` or a repository/project name can match other repositories, and no exact id pins the repository |
 //! | JK004 | `branch-without-event` | a GitHub rule binds a branch `ref` but does not pin `event_name` to events that exclude `pull_request_target` |
 //! | JK005 | `shared-issuer-without-tenant` | reserved: a compile *error* now (a rule for a shared issuer must bind the tenant's and the project's ids) |
-//! | JK006 | `self-hosted-runners` | a production allow rule is open to self-hosted runners: no `runner_environment` condition excludes them, and no deny rule refuses both `self-hosted` and a token without the claim (`{missing_or: self-hosted}`) |
+//! | JK006 | `self-hosted-runners` | an allow rule is open to self-hosted runners, in a file that does not say `self_hosted_runners_ok: true`: no `runner_environment` condition excludes them, and no deny rule refuses both `self-hosted` and a token without the claim (`{missing_or: self-hosted}`) |
 //! | JK007 | `ttl-above-limit` | a rule or credential TTL is above the environment's `max_ttl` (silently clamped) |
 //! | JK008 | `unknown-claim` | an allow rule (or `require:`) names a claim its issuer's provider never sends (with the closest one it does: a misspelling); in a deny rule this is a compile error |
 //! | JK009 | `pattern-on-id` | a glob or regex on an immutable id (`repository_id: {glob: "55*"}`): it admits whatever id fits, including new ones |
@@ -119,7 +119,6 @@ fn lint_env(environment: &str, env: &CompiledEnv, out: &mut Vec<Warning>) {
             fix,
         });
     };
-    let production = environment.starts_with("prod");
     // `require:` conditions already reported, per provider.
     let mut required_seen: Vec<(Option<usize>, Option<usize>, Provider)> = Vec::new();
 
@@ -351,17 +350,17 @@ fn lint_env(environment: &str, env: &CompiledEnv, out: &mut Vec<Warning>) {
 
         // JK006
         if let Some(runner) = provider.lint().runner
-            && production
+            && !env.self_hosted_runners_ok
         {
             let cover = self_hosted_cover(rule, env, runner.claim, runner.self_hosted);
             let message = match cover {
                 Cover::Full => None,
                 Cover::None => Some(format!(
-                    "production rule open to self-hosted runners (no `{}` condition excludes `{}`, and no deny rule for issuer `{}` refuses it)",
+                    "open to self-hosted runners (no `{}` condition excludes `{}`, and no deny rule for issuer `{}` refuses it)",
                     runner.claim, runner.self_hosted, rule.issuer
                 )),
                 Cover::PresentOnly(deny) => Some(format!(
-                    "production rule open to self-hosted runners: deny rule `{deny}` refuses `{}: {}` but not a token without `{}`, which it lets through (a deny rule's conditions hold only for claims the token carries)",
+                    "open to self-hosted runners: deny rule `{deny}` refuses `{}: {}` but not a token without `{}`, which it lets through (a deny rule's conditions hold only for claims the token carries)",
                     runner.claim, runner.self_hosted, runner.claim
                 )),
             };
@@ -373,7 +372,7 @@ fn lint_env(environment: &str, env: &CompiledEnv, out: &mut Vec<Warning>) {
                     "self-hosted-runners",
                     message,
                     format!(
-                        "add `{}: {}` to the rule (or `require:`), or a deny rule for this issuer with `{}: {{missing_or: {}}}`, which also refuses tokens without the claim",
+                        "add `{}: {}` to the rule (or `require:`), or a deny rule for this issuer with `{}: {{missing_or: {}}}`, which also refuses tokens without the claim; if self-hosted runners are fine for this environment, write `self_hosted_runners_ok: true` at the top of the file",
                         runner.claim, runner.hosted, runner.claim, runner.self_hosted
                     ),
                 );
@@ -661,8 +660,16 @@ mod tests {
         }
     }
 
+    /// The warnings of `env.yaml` made of the credentials and `body`. A
+    /// `staging` file also says `self_hosted_runners_ok: true` (appended,
+    /// so positions do not move): tests about other checks use it.
     fn warnings(env: &str, issuer: PolicyIssuer, body: &str) -> Vec<Warning> {
-        let src = format!("{CREDS}{body}");
+        let ok = if env == "staging" {
+            "self_hosted_runners_ok: true\n"
+        } else {
+            ""
+        };
+        let src = format!("{CREDS}{body}{ok}");
         let set = match PolicySet::from_sources(&[(format!("{env}.yaml"), src.clone())], &[issuer])
         {
             Ok(set) => set,
@@ -680,11 +687,39 @@ mod tests {
     const GH: &str = "https://ghe.example.com/_services/token";
     const GL: &str = "https://gitlab.acme.internal";
 
-    /// (environment, issuer URL, file body after credentials, expected codes)
+    /// (environment, issuer URL, file body after credentials, expected
+    /// codes); `staging` accepts self-hosted runners (see `warnings`).
     #[test]
     fn each_lint() {
         let table: Vec<(&str, &str, String, Vec<&str>)> = vec![
             ("production", GH, rule(GOOD), vec![]),
+            // JK006 is for every environment unless the file says
+            // self-hosted runners are fine there.
+            ("qa", GL, rule("project_id: \"1\""), vec!["JK006"]),
+            (
+                "qa",
+                GH,
+                rule("repository_id: \"1\"\n      ref: refs/tags/v1"),
+                vec!["JK006"],
+            ),
+            (
+                "production",
+                GL,
+                format!(
+                    "self_hosted_runners_ok: true\n{}",
+                    rule("project_id: \"1\"")
+                ),
+                vec![],
+            ),
+            (
+                "production",
+                GL,
+                format!(
+                    "self_hosted_runners_ok: false\n{}",
+                    rule("project_id: \"1\"")
+                ),
+                vec!["JK006"],
+            ),
             (
                 "staging",
                 GH,
@@ -1022,9 +1057,43 @@ mod tests {
         assert_eq!(warnings("staging", github, &rule(&both)), vec![]);
     }
 
+    /// Regression: the self-hosted-runner check ran only for environments
+    /// named `prod*`, so a `live` or `payments` environment got nothing.
+    /// It runs for every environment; a file that accepts self-hosted
+    /// runners says so with `self_hosted_runners_ok: true`.
+    #[test]
+    fn self_hosted_runners_are_checked_in_every_environment() {
+        let open = rule("project_id: \"1\"");
+        for env in ["live", "payments", "qa", "production"] {
+            let src = format!("{CREDS}{open}");
+            let set = PolicySet::from_sources(&[(format!("{env}.yaml"), src)], &[issuer(GL)])
+                .expect("compiles");
+            let found = lint(&set);
+            assert_eq!(
+                found.iter().map(|w| w.code).collect::<Vec<_>>(),
+                vec!["JK006"],
+                "{env}"
+            );
+            assert!(
+                found[0]
+                    .fix
+                    .contains("write `self_hosted_runners_ok: true` at the top of the file"),
+                "{}",
+                found[0].fix
+            );
+            let src = format!("{CREDS}self_hosted_runners_ok: true\n{open}");
+            let set = PolicySet::from_sources(&[(format!("{env}.yaml"), src)], &[issuer(GL)])
+                .expect("compiles");
+            assert_eq!(lint(&set), vec![], "{env}");
+        }
+    }
+
     #[test]
     fn warnings_print_position_code_rule_and_fix() {
-        let src = format!("{CREDS}{}", rule("ref: refs/tags/v1"));
+        let src = format!(
+            "{CREDS}{}self_hosted_runners_ok: true\n",
+            rule("ref: refs/tags/v1")
+        );
         let issuers = vec![issuer(GH)];
         let set = PolicySet::from_sources(&[("p/staging.yaml".into(), src)], &issuers).expect("ok");
         let text: Vec<String> = lint(&set).iter().map(|w| w.to_string()).collect();
