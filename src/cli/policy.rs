@@ -207,7 +207,7 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
         PolicyCommand::Test { source, dir } => {
             let l = source.load()?;
             let dir = dir.unwrap_or_else(|| l.dir.join("tests"));
-            let report = fixtures::run_dir(&l.set, &dir)?;
+            let report = fixtures::run_dir(&l.set, &l.issuers, &dir).map_err(|e| e.to_string())?;
             print!("{}", report.render());
             match report.failed() {
                 0 => Ok(()),

@@ -396,6 +396,7 @@ impl RuleErrors<'_> {
             column,
             rule: self.rule.to_owned(),
             message: message.into(),
+            hint: None,
         }
     }
 }
@@ -419,6 +420,13 @@ fn compile_rule(scope: &FileScope<'_>, rule: Spanned<RawRule>) -> Result<Rule, P
     if name.value.trim().is_empty() {
         return Err(errors.at(name.referenced, "the rule name is empty"));
     }
+    let absent_fields = [
+        ("grant", grant.is_none()),
+        ("ttl", ttl.is_none()),
+        ("effect", effect.is_none()),
+        ("description", description.is_none()),
+    ];
+    check_no_field_under_claims(&errors, whole, &absent_fields, claims.as_ref())?;
     let effect = effect.unwrap_or(Effect::Allow);
     let issuer_info = resolve_issuer(scope, &name.value, &issuer)?;
     let own = own_conditions(&errors, issuer_info.provider, whole, claims)?;
@@ -443,6 +451,56 @@ fn compile_rule(scope: &FileScope<'_>, rule: Spanned<RawRule>) -> Result<Rule, P
         line,
         column,
     })
+}
+
+/// A rule field (`grant:`, `ttl:`, ...) indented one step too far lands in
+/// `claims:` as a claim condition, and the rule then lacks it: an allow
+/// rule "needs `grant:`" although the author wrote one. Said where the
+/// field really is.
+fn check_no_field_under_claims(
+    errors: &RuleErrors<'_>,
+    whole: Location,
+    absent_fields: &[(&str, bool)],
+    claims: Option<&OrderedMap<Spanned<RawMatcher>>>,
+) -> Result<(), PolicyError> {
+    let Some(claims) = claims else {
+        return Ok(());
+    };
+    for (key, _) in &claims.0 {
+        let misplaced = absent_fields
+            .iter()
+            .any(|(field, absent)| *absent && *field == key.value);
+        if !misplaced {
+            continue;
+        }
+        let (line, column) = position(key.referenced);
+        let (_, rule_column) = position(whole);
+        let mut err = errors.at_position(
+            line,
+            column,
+            format!(
+                "`{}` on line {} is indented under `claims:`, so it is read as a condition on a claim named `{}`, and the rule itself has no `{}:`",
+                key.value,
+                line.unwrap_or(0),
+                key.value,
+                key.value
+            ),
+        );
+        if let PolicyError::InvalidRule { hint, .. } = &mut err {
+            *hint = Some(match rule_column {
+                Some(c) => format!(
+                    "indent `{}:` like the rule's other fields (`name:`, `claims:`), at column {c}",
+                    key.value
+                ),
+                None => format!(
+                    "indent `{}:` like the rule's other fields (`name:`, `claims:`)",
+                    key.value
+                ),
+            });
+        }
+        return Err(err);
+    }
+    Ok(())
 }
 
 /// The rule's issuer among the configured ones: a policy cannot add one.

@@ -329,16 +329,166 @@ pub(crate) fn position(location: Location) -> (Option<usize>, Option<usize>) {
 }
 
 /// Parses one file's text. Syntax errors, unknown fields and type mismatches
-/// become [`PolicyError::Yaml`] naming `file`, line and column.
+/// become [`PolicyError::Yaml`] naming `file`, line and column (of the real
+/// cause, see [`diagnose`]).
 pub(crate) fn parse_file(file: &str, text: &str) -> Result<RawFile, PolicyError> {
     serde_saphyr::from_str::<RawFile>(text).map_err(|err| {
-        let (line, column) = err.location().map(position).unwrap_or((None, None));
+        let d = diagnose(text, &err);
         PolicyError::Yaml {
             file: file.to_owned(),
-            line,
-            column,
-            message: yaml_message(&err),
+            line: d.line,
+            column: d.column,
+            message: d.message,
+            hint: d.hint,
         }
+    })
+}
+
+/// A YAML error as jobkey reports it: where its cause is, what is wrong,
+/// and how to fix a layout mistake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Diagnosis {
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// Reads a serde-saphyr error against the text it came from. The parser
+/// notices some mistakes late, so the usual layout mistakes are pointed at
+/// their cause with a hint:
+///
+/// - a tab: reported where the parser stopped (often the end of the line
+///   before it); the position becomes the tab's own;
+/// - a list item indented less than the `key:` above it, which makes it an
+///   item of the enclosing list ("expected mapping start");
+/// - an unknown field at the indentation of a `key:` with a nested block
+///   above it: most likely meant inside that block.
+pub(crate) fn diagnose(text: &str, err: &serde_saphyr::Error) -> Diagnosis {
+    let (line, column) = err.location().map(position).unwrap_or((None, None));
+    let message = yaml_message(err);
+    let lines: Vec<&str> = text.lines().collect();
+    let plain = Diagnosis {
+        line,
+        column,
+        message: message.clone(),
+        hint: None,
+    };
+    let Some(at) = line else {
+        return plain;
+    };
+    if message.to_ascii_lowercase().contains("tab") {
+        return tab(&lines, at).unwrap_or(plain);
+    }
+    dedented_item(&lines, at, &message)
+        .or_else(|| field_outside_block(&lines, at, &message))
+        .unwrap_or(plain)
+}
+
+/// Spaces before a line's content.
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start_matches(' ').len()
+}
+
+/// A line without its comment and trailing blanks (a `#` after a blank
+/// starts a comment; quoted `#` are rare enough in keys not to matter).
+fn content(line: &str) -> &str {
+    let cut = line
+        .find(" #")
+        .or_else(|| line.trim_start().starts_with('#').then_some(0))
+        .unwrap_or(line.len());
+    line[..cut].trim_end()
+}
+
+/// The line (1-based) before `at` that has content, with its text.
+fn previous_content<'t>(lines: &[&'t str], at: usize) -> Option<(usize, &'t str)> {
+    (1..at)
+        .rev()
+        .filter_map(|n| lines.get(n - 1).map(|l| (n, *l)))
+        .find(|(_, l)| !content(l).trim().is_empty())
+}
+
+/// The first tab from the start of line `at` on.
+fn tab(lines: &[&str], at: usize) -> Option<Diagnosis> {
+    let (n, col) = lines
+        .iter()
+        .enumerate()
+        .skip(at.saturating_sub(1))
+        .find_map(|(i, l)| l.find('\t').map(|c| (i + 1, l[..c].chars().count() + 1)))?;
+    Some(Diagnosis {
+        line: Some(n),
+        column: Some(col),
+        message: "a tab character; YAML indents with spaces only".to_owned(),
+        hint: Some("replace the tab with spaces (each nested level by two)".to_owned()),
+    })
+}
+
+/// `key:` with nothing after it, the key's text.
+fn empty_key(line: &str) -> Option<&str> {
+    let c = content(line).trim_start().trim_start_matches("- ");
+    let key = c.strip_suffix(':')?;
+    (!key.is_empty() && !key.contains(": ")).then_some(key)
+}
+
+/// A list item at line `at` less indented than the empty `key:` above it.
+fn dedented_item(lines: &[&str], at: usize, message: &str) -> Option<Diagnosis> {
+    let item = lines.get(at.checked_sub(1)?)?;
+    let trimmed = item.trim_start();
+    if !(trimmed.starts_with("- ") || trimmed == "-") {
+        return None;
+    }
+    let (n, above) = previous_content(lines, at)?;
+    let key = empty_key(above)?;
+    let key_column = indent(above) + 1 + above.trim_start().find(key).unwrap_or(0);
+    if indent(item) + 1 >= key_column {
+        return None;
+    }
+    Some(Diagnosis {
+        line: Some(at),
+        column: Some(indent(item) + 1),
+        message: format!(
+            "{message}: the list item on line {at} is indented less than `{key}:` on line {n}, so it is not `{key}`'s value but an item of the list around it"
+        ),
+        hint: Some(format!(
+            "indent the item to at least column {key_column} (under `{key}:`), or write `{key}: [{}]`",
+            trimmed.trim_start_matches('-').trim()
+        )),
+    })
+}
+
+/// `unknown field `x`` at the indentation of an earlier `key:` whose block
+/// it follows: most likely meant inside that block.
+fn field_outside_block(lines: &[&str], at: usize, message: &str) -> Option<Diagnosis> {
+    let field = message
+        .strip_prefix("unknown field `")?
+        .split('`')
+        .next()?;
+    let line = lines.get(at.checked_sub(1)?)?;
+    let own = indent(line);
+    let (n, key) = (1..at).rev().find_map(|n| {
+        let l = lines.get(n - 1)?;
+        if content(l).trim().is_empty() {
+            return None;
+        }
+        if indent(l) < own {
+            // Left the enclosing block: no sibling `key:` found.
+            return Some((0, ""));
+        }
+        if indent(l) == own {
+            return Some((n, empty_key(l).unwrap_or("")));
+        }
+        None
+    })?;
+    if key.is_empty() || n == 0 {
+        return None;
+    }
+    Some(Diagnosis {
+        line: Some(at),
+        column: Some(own + 1),
+        message: message.to_owned(),
+        hint: Some(format!(
+            "`{field}` is level with `{key}:` (line {n}), so it is not inside it; if it belongs to `{key}`, indent it further"
+        )),
     })
 }
 
@@ -351,7 +501,10 @@ fn yaml_message(err: &serde_saphyr::Error) -> String {
     if let Some(location) = err.location() {
         let suffix = format!(" at line {}, column {}", location.line(), location.column());
         message = message.strip_suffix(suffix.as_str()).unwrap_or(message);
+        let prefix = format!("line {} column {}: ", location.line(), location.column());
+        message = message.strip_prefix(prefix.as_str()).unwrap_or(message);
     }
+    message = message.strip_prefix("error: ").unwrap_or(message);
     message
         .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
         .trim()

@@ -99,8 +99,31 @@ cases:
         &dir.path().display().to_string(),
     ]);
     assert_eq!(code, 1);
+    let at = format!("{}:3:5: ", dir.path().join("wrong.yaml").display());
     assert!(
-        err.contains("wrong.yaml") && err.contains("expekt"),
+        err.starts_with(&format!("error: {at}unknown field `expekt`")),
+        "{err}"
+    );
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+
+    // A case naming an issuer that is not configured is an error, not a
+    // pass of every `expect: deny`.
+    std::fs::write(
+        dir.path().join("wrong.yaml"),
+        "cases:\n  - name: x\n    environment: production\n    issuer: githb\n    claims: {repository_id: \"892347\"}\n    expect: deny\n",
+    )
+    .expect("write");
+    let (code, out, err) = jobkey_cli(&[
+        "policy",
+        "test",
+        "--config",
+        &example_config(),
+        &dir.path().display().to_string(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("PASS"), "{out}");
+    assert!(
+        err.contains(":4:13: case `x`: issuer `githb` is not configured (configured: github, gitlab, buildkite); did you mean `github`?"),
         "{err}"
     );
 }
