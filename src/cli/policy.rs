@@ -32,10 +32,38 @@ pub enum PolicyCommand {
     Schema,
     /// Run the policy fixtures (default: <policy dir>/tests/*.yaml).
     ///
-    /// Each case names an environment, an issuer, claims (or a token file),
-    /// the credentials asked for, and the expected decision. Prints PASS or
-    /// FAIL per case, with the expectation, the decision and every rule's
-    /// outcome for a failure; exits non-zero when a case fails.
+    /// A fixture file holds named sets of claims (`templates:`, optional)
+    /// and `cases:`; each case is decided like a real request:
+    ///
+    ///   templates:
+    ///     deploy:                       # a name for a set of claims
+    ///       repository_id: "892347"
+    ///       repository_owner_id: "10001"
+    ///       ref: refs/heads/main
+    ///       event_name: push
+    ///       environment: production
+    ///       runner_environment: github-hosted
+    ///   cases:
+    ///     - name: a feature branch is refused
+    ///       environment: production     # a policy file's environment
+    ///       issuer: github              # a configured issuer NAME
+    ///       base: deploy                # start from a template (optional)
+    ///       claims: {ref: refs/heads/feature}   # set over it; null removes one
+    ///       # token: tokens/x.jwt       # or: a JWT file (relative to this file);
+    ///       #                           # its payload, the signature NOT checked
+    ///       credentials: [deploy-db]    # optional; default: everything granted
+    ///       expect: deny                # allow | deny
+    ///       code: no_rule_matched       # deny: the refusal's code (optional)
+    ///       # rule: NAME                # allow: the rule of every grant;
+    ///       #                           # deny: the deny rule that refused (optional)
+    ///
+    /// Prints PASS or FAIL per case, with the expectation, the decision and
+    /// every rule's outcome for a failure; exits 1 when a case fails. A case
+    /// naming an issuer that is not configured, an environment without a
+    /// policy file, or a credential or template that does not exist is an
+    /// error (exit 1), unless it expects that refusal (`expect: deny` with
+    /// `code: unknown_environment` or `code: unknown_credential`).
+    #[command(verbatim_doc_comment)]
     Test {
         #[command(flatten)]
         source: Source,

@@ -79,7 +79,11 @@ pub enum PolicyError {
 
     /// A rule is not usable as written (empty name, empty claims, allow
     /// without grant, deny with grant, invalid glob, zero TTL, ...).
-    #[error("{}rule `{rule}`: {message}{}", at(file, line, column), hint_line(hint))]
+    #[error(
+        "{}rule `{rule}`: {message}{}",
+        at(file, line, column),
+        hint_line(hint)
+    )]
     InvalidRule {
         file: String,
         line: Option<usize>,
@@ -202,8 +206,7 @@ mod tests {
     /// the whole report: `file:line:column: message`, then the hint.
     #[test]
     fn malformed_files_are_reported_at_their_cause() {
-        const HEAD: &str =
-            "credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 10m\nrules:\n  - name: r\n    issuer: gh\n";
+        const HEAD: &str = "credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 10m\nrules:\n  - name: r\n    issuer: gh\n";
         // Lines: credentials 1..=4, `rules:` 5, `- name: r` 6, `issuer:` 7, then 8...
         let table: &[(&str, &str)] = &[
             (

@@ -459,10 +459,7 @@ fn dedented_item(lines: &[&str], at: usize, message: &str) -> Option<Diagnosis> 
 /// `unknown field `x`` at the indentation of an earlier `key:` whose block
 /// it follows: most likely meant inside that block.
 fn field_outside_block(lines: &[&str], at: usize, message: &str) -> Option<Diagnosis> {
-    let field = message
-        .strip_prefix("unknown field `")?
-        .split('`')
-        .next()?;
+    let field = message.strip_prefix("unknown field `")?.split('`').next()?;
     let line = lines.get(at.checked_sub(1)?)?;
     let own = indent(line);
     let (n, key) = (1..at).rev().find_map(|n| {

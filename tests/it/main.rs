@@ -12,6 +12,7 @@ mod support;
 mod broker_vault_login;
 mod cli;
 mod credentials;
+mod documented_formats;
 mod examples;
 mod exchange;
 mod fetch;

@@ -21,6 +21,14 @@
 //!                                     # deny: the deny rule that matched (optional)
 //! ```
 //!
+//! A case that names an issuer the configuration lacks, an environment
+//! without a policy file, or a credential or template that does not exist
+//! is an error ([`FixtureError`], printed like a policy file's errors), not
+//! a result: `issuer: githb` would otherwise pass every `expect: deny`. A
+//! case about the refusal of an unknown environment or credential says so
+//! (`expect: deny`, `code: unknown_environment` / `unknown_credential`).
+//! `jobkey policy test --help` shows this format (and a test runs it).
+//!
 //! Signatures are not the point of a policy test; `jobkey policy explain
 //! --token FILE --jwks FILE` verifies a real token.
 
@@ -483,7 +491,10 @@ mod tests {
         let mut report = Report::default();
         run_file(&set, &issuers, &path, &mut report)
             .map(|()| report.render())
-            .map_err(|e| e.to_string().replace(&dir.path().display().to_string(), "DIR"))
+            .map_err(|e| {
+                e.to_string()
+                    .replace(&dir.path().display().to_string(), "DIR")
+            })
     }
 
     const TEMPLATE: &str = "templates:\n  deploy: {repository_id: \"892347\", repository_owner_id: \"10001\", repository: acme/api, ref: refs/heads/main, event_name: push, environment: production, runner_environment: github-hosted}\ncases:\n  - name: x\n";
@@ -538,7 +549,10 @@ mod tests {
             match got {
                 Ok(report) => assert!(want.is_empty(), "{case}: ran:\n{report}"),
                 Err(e) => {
-                    assert!(!want.is_empty() && e.starts_with(want), "{case}:\nwant {want}\ngot  {e}");
+                    assert!(
+                        !want.is_empty() && e.starts_with(want),
+                        "{case}:\nwant {want}\ngot  {e}"
+                    );
                     assert!(!e.contains("error:"), "{e}");
                 }
             }
