@@ -201,6 +201,11 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `jobkey policy` has its own exit statuses (`explain`: 0 allow, 1 deny, 2 error).
+    let command = match command {
+        Command::Policy { command } => return rt.block_on(policy::run(command)),
+        other => other,
+    };
     let result: Result<(), String> = rt.block_on(async {
         match command {
             Command::Serve { config } => {
@@ -209,7 +214,6 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Command::Check { config } => check(&config),
             Command::DevIssuer { listen, key, kid } => dev_issuer(listen, &key, &kid).await,
-            Command::Policy { command } => policy::run(command).await,
             Command::Audit {
                 command: AuditCommand::Verify { file },
             } => {
@@ -231,7 +235,7 @@ pub fn run(cli: Cli) -> ExitCode {
                         json,
                     },
             } => audit_find(config, log, key, json),
-            Command::Fetch(_) | Command::Revoke(_) => Ok(()),
+            Command::Fetch(_) | Command::Revoke(_) | Command::Policy { .. } => Ok(()),
         }
     });
     match result {

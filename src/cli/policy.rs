@@ -2,12 +2,13 @@
 //! schema, test, explain, who-can. Thin wrappers over `crate::policy`.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 
 use crate::policy::tools::{explain, fixtures, lint, who_can};
-use crate::policy::{PolicyIssuer, PolicySet, Request};
+use crate::policy::{Decision, PolicyIssuer, PolicySet, Request};
 use crate::provider::Provider;
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +78,10 @@ pub enum PolicyCommand {
     /// issuers (--config); --jwks pins the keys to a JWKS file (offline)
     /// and --at sets the verification instant (RFC 3339 or epoch seconds),
     /// so a token from an incident can be replayed.
+    ///
+    /// Exit status, for scripts: 0 the request is allowed, 1 it is denied,
+    /// 2 no decision (a usage error, an unreadable file, a token that does
+    /// not verify, policies that do not compile).
     Explain {
         #[command(flatten)]
         source: Source,
@@ -199,12 +204,36 @@ impl Source {
     }
 }
 
-/// Runs one `jobkey policy` command. `Err` = exit status 1 with the message.
-pub async fn run(command: PolicyCommand) -> Result<(), String> {
+/// How a `jobkey policy` command ended, when it did not fail.
+enum Outcome {
+    /// Done; for `explain`, the request is allowed.
+    Done,
+    /// `explain`: the request is denied.
+    Denied,
+}
+
+/// Runs one `jobkey policy` command and gives its exit status: 0 when it
+/// is done (`explain`: allowed); 1 when it fails (a compile error, a
+/// failed fixture, warnings with `--deny-warnings`; `explain`: denied);
+/// for `explain`, 2 when it cannot decide (its input or the token is
+/// unusable), as clap's usage errors. Errors go to stderr as `error: ...`.
+pub async fn run(command: PolicyCommand) -> ExitCode {
+    let explain = matches!(command, PolicyCommand::Explain { .. });
+    match run_command(command).await {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Denied) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if explain { 2 } else { 1 })
+        }
+    }
+}
+
+async fn run_command(command: PolicyCommand) -> Result<Outcome, String> {
     match command {
         PolicyCommand::Schema => {
             print!("{}", PolicySet::json_schema());
-            Ok(())
+            Ok(Outcome::Done)
         }
         PolicyCommand::Lint {
             source,
@@ -230,7 +259,7 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
             if deny_warnings && !warnings.is_empty() {
                 return Err(format!("{} warning(s) and --deny-warnings", warnings.len()));
             }
-            Ok(())
+            Ok(Outcome::Done)
         }
         PolicyCommand::Test { source, dir } => {
             let l = source.load()?;
@@ -238,7 +267,7 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
             let report = fixtures::run_dir(&l.set, &l.issuers, &dir).map_err(|e| e.to_string())?;
             print!("{}", report.render());
             match report.failed() {
-                0 => Ok(()),
+                0 => Ok(Outcome::Done),
                 n => Err(format!("{n} policy test(s) failed")),
             }
         }
@@ -260,7 +289,7 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
                 ),
                 TableOrJson::Table => print!("{}", who_can::render_table(&review)),
             }
-            Ok(())
+            Ok(Outcome::Done)
         }
         PolicyCommand::Explain {
             source,
@@ -331,7 +360,10 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
                     }
                 }
             }
-            Ok(())
+            Ok(match e.decision {
+                Decision::Allow(_) => Outcome::Done,
+                Decision::Deny(_) => Outcome::Denied,
+            })
         }
     }
 }

@@ -123,7 +123,7 @@ cases:
     assert_eq!(code, 1, "{out}");
     assert!(!out.contains("PASS"), "{out}");
     assert!(
-        err.contains(":4:13: case `x`: issuer `githb` is not configured (configured: github, gitlab, buildkite); did you mean `github`?"),
+        err.contains(":4:13: case `x`: issuer `githb` is not configured (configured: buildkite, github, gitlab); did you mean `github`?"),
         "{err}"
     );
 }
@@ -253,7 +253,7 @@ fn issuer_flags_carry_urls_and_providers() {
         "{out}"
     );
     let (code, _, err) = explain("https://evil.example");
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "no decision: {err}");
     assert!(
         err.contains("no configured issuer has `iss` \"https://evil.example\"; give --as-issuer NAME (one of: github, gitlab, buildkite)"),
         "{err}"
@@ -397,13 +397,13 @@ fn explain_verifies_real_shaped_tokens_offline() {
 
     // The same token much later: expired, refused before any decision.
     let (code, _, err) = explain("github.jwt", gh, "production", &(at + 3600).to_string());
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "no decision: {err}");
     assert!(err.contains("token_expired"), "{err}");
 
     // A token signed by a key not in the JWKS is refused.
     let forged = rsa_key("rogue", "gh-1").mint(&Value::Object(gh_claims));
     let (code, _, err) = explain("forged.jwt", forged, "production", &at.to_string());
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "no decision: {err}");
     assert!(err.contains("bad_signature"), "{err}");
 
     // GitLab: an unprotected ref; the rule and the reason are shown.
@@ -411,7 +411,7 @@ fn explain_verifies_real_shaped_tokens_offline() {
     gl_claims.insert("ref_protected".into(), json!("false"));
     let gl = gl_key.mint(&Value::Object(gl_claims));
     let (code, out, err) = explain("gitlab.jwt", gl, "staging", &at.to_string());
-    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(code, 1, "denied: {out}{err}");
     assert!(out.contains("issuer `gitlab`"), "{out}");
     assert!(out.contains("decision: deny (no_rule_matched)"), "{out}");
     assert!(out.contains("matching rule: none"), "{out}");
@@ -444,6 +444,97 @@ fn explain_verifies_real_shaped_tokens_offline() {
     let v: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(v["matching_rules"], json!(["gitlab-api-deploy"]));
     assert_eq!(v["rules"][0]["applies"], json!(true));
+}
+
+/// Regression: `policy explain` exited 0 on a deny, so a script could not
+/// tell. 0 allow, 1 deny, 2 no decision (bad input); stdout has the
+/// explanation whatever the decision.
+#[test]
+fn explain_exits_by_its_decision() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let claims = |name: &str, overrides: Value| {
+        let mut c = Shape::Github.claims(
+            "https://token.actions.githubusercontent.com",
+            "jobkey",
+            1_764_279_612,
+        );
+        jobkey::devissuer::apply(&mut c, overrides.as_object().expect("object"));
+        let path = dir.path().join(name);
+        std::fs::write(&path, Value::Object(c).to_string()).expect("claims");
+        path.display().to_string()
+    };
+    let allowed = claims("allowed.json", json!({}));
+    let denied = claims("denied.json", json!({"ref": "refs/heads/feature"}));
+    let missing = dir.path().join("nope.json").display().to_string();
+    // (claims file, environment, extra arguments, exit status, on stdout or stderr)
+    let table: &[(&str, &str, &[&str], i32, &str)] = &[
+        (&allowed, "production", &[], 0, "decision: allow"),
+        (
+            &denied,
+            "production",
+            &[],
+            1,
+            "decision: deny (no_rule_matched)",
+        ),
+        (
+            &allowed,
+            "nowhere",
+            &[],
+            1,
+            "decision: deny (unknown_environment)",
+        ),
+        (
+            &allowed,
+            "production",
+            &["--format", "json"],
+            0,
+            "\"decision\": \"allow",
+        ),
+        (
+            &denied,
+            "production",
+            &["--format", "json"],
+            1,
+            "\"decision\": \"deny",
+        ),
+        (&missing, "production", &[], 2, "error: "),
+        (&allowed, "production", &["--as-issuer"], 2, "error: "),
+    ];
+    for (file, env, extra, status, shown) in table {
+        let mut args = vec![
+            "policy",
+            "explain",
+            "--config",
+            "examples/jobkey.toml",
+            "--as-issuer",
+            "github",
+            "--env",
+            env,
+            "--claims",
+            file,
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jobkey"));
+        let out = cmd
+            .args(&args)
+            .current_dir(root())
+            .env_remove("JOBKEY_CONFIG")
+            .output()
+            .expect("run jobkey");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(*status),
+            "{args:?}\n{stdout}{stderr}"
+        );
+        assert!(
+            stdout.contains(shown) || stderr.contains(shown),
+            "{args:?}: {shown:?} not in\n{stdout}{stderr}"
+        );
+    }
 }
 
 #[test]
