@@ -111,6 +111,10 @@ pub enum PolicyCommand {
     },
     /// The access review: for each credential of an environment, the rules
     /// that grant it and the identities they admit.
+    ///
+    /// The default layout lists each rule's identities one kind per line,
+    /// wrapped to fit an 80-column terminal; --wide prints one table row per
+    /// rule instead (as wide as its cells); --format json is for programs.
     WhoCan {
         #[command(flatten)]
         source: Source,
@@ -119,6 +123,9 @@ pub enum PolicyCommand {
         /// Only this credential.
         #[arg(long)]
         credential: Option<String>,
+        /// One table row per (credential, rule), one column per kind of identity.
+        #[arg(long, conflicts_with = "format")]
+        wide: bool,
         #[arg(long, value_enum, default_value_t = TableOrJson::Table)]
         format: TableOrJson,
     },
@@ -275,6 +282,7 @@ async fn run_command(command: PolicyCommand) -> Result<Outcome, String> {
             source,
             environment,
             credential,
+            wide,
             format,
         } => {
             let l = source.load()?;
@@ -287,7 +295,10 @@ async fn run_command(command: PolicyCommand) -> Result<Outcome, String> {
                     )
                     .map_err(|e| e.to_string())?
                 ),
-                TableOrJson::Table => print!("{}", who_can::render_table(&review)),
+                TableOrJson::Table if wide => print!("{}", who_can::render_table(&review)),
+                TableOrJson::Table => {
+                    print!("{}", who_can::render_list(&review, who_can::DEFAULT_WIDTH))
+                }
             }
             Ok(Outcome::Done)
         }

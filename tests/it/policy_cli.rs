@@ -553,7 +553,32 @@ fn who_can_lists_the_identities_of_a_production_credential() {
         args.extend_from_slice(extra);
         jobkey_cli(&args)
     };
-    let (code, out, err) = who_can(&["--credential", "deploy-db"]);
+    // The default layout fits an 80-column terminal (the table was 256
+    // columns wide) and names the same identities.
+    let (code, out, err) = who_can(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    for line in out.lines() {
+        assert!(line.chars().count() <= 80, "{line}");
+    }
+    assert!(
+        out.starts_with(
+            "deploy-db (kv, ttl 10m)\n  rule github-api-deploy, issuer github, ttl 5m\n"
+        ),
+        "{out}"
+    );
+    for cell in [
+        "    repository   repository_id = \"892347\"",
+        "                 repository = \"acme/api\"",
+        "    ref          ref = \"refs/heads/main\"",
+        "    event        event_name is any of [\"push\", \"workflow_dispatch\"]",
+        "    unless       no-self-hosted-runners: runner_environment is missing or\n                   \"self-hosted\"",
+        "    workflow     job_workflow_ref =\n                   \"acme/api/.github/workflows/release.yml@refs/heads/main\"",
+    ] {
+        assert!(out.contains(cell), "missing {cell} in\n{out}");
+    }
+
+    // --wide: one table row per rule.
+    let (code, out, err) = who_can(&["--credential", "deploy-db", "--wide"]);
     assert_eq!(code, 0, "{out}{err}");
     let header = out.lines().next().unwrap_or("");
     for col in [
