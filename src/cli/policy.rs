@@ -13,12 +13,12 @@ use crate::provider::Provider;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Warn about policies that compile but admit more than meant (a rule that binds only the
-    /// audience or a name, a shared issuer's tenant left open, a protected ref
-    /// without `event_name`).
+    /// Warn about policies that compile but admit more than meant (a rule that binds only a
+    /// name, a branch without `event_name`, a misspelt claim, a pattern on an
+    /// id, a rule open to self-hosted runners).
     ///
-    /// Every warning has a stable code (JK001..JK007), the rule, its
-    /// position and the fix. Exits non-zero on a compile error, and on any
+    /// Every warning has a stable code (JK001..JK010), the rule, its
+    /// position and the fix. Exits 1 on a compile error, and on any
     /// warning with --deny-warnings (for the policies repository's CI).
     Lint {
         #[command(flatten)]

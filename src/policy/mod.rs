@@ -178,7 +178,8 @@ pub struct Request<'a> {
 }
 
 /// One configured issuer, as the policy compiler sees it: the name rules
-/// use, its provider (whether it is shared, and by which tenant claims), and
+/// use, its provider (with the URL: whether it is shared, and which ids its
+/// rules must then bind), and
 /// its URL when known (so a token's `iss` finds it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyIssuer {
