@@ -487,7 +487,7 @@ fn check_no_field_under_claims(
             ),
         );
         if let PolicyError::InvalidRule { hint, .. } = &mut err {
-            *hint = Some(match rule_column {
+            let text = match rule_column {
                 Some(c) => format!(
                     "indent `{}:` like the rule's other fields (`name:`, `claims:`), at column {c}",
                     key.value
@@ -496,7 +496,8 @@ fn check_no_field_under_claims(
                     "indent `{}:` like the rule's other fields (`name:`, `claims:`)",
                     key.value
                 ),
-            });
+            };
+            *hint = Some(text.into());
         }
         return Err(err);
     }

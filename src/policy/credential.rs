@@ -489,7 +489,8 @@ mod tests {
             "    kubeconfig:\n      server: https://k8s.internal:6443\n      certificate_authority: |\n    {CA}      client_certificate: {{role: k8s, common_name: \"{{ref}}\"}}\n"
         );
         // (context, credential, the template it holds)
-        let table: Vec<(&str, String, fn(&CredentialSource) -> Option<&Template>)> = vec![
+        type TemplateOf = fn(&CredentialSource) -> Option<&Template>;
+        let table: Vec<(&str, String, TemplateOf)> = vec![
             (
                 "certificate common_name",
                 "    certificate: {role: r, common_name: \"{ref}.x\"}\n".into(),

@@ -39,7 +39,8 @@ pub enum PolicyError {
         line: Option<usize>,
         column: Option<usize>,
         message: String,
-        hint: Option<String>,
+        /// How to fix a layout mistake, when the cause is one.
+        hint: Option<Box<str>>,
     },
 
     /// The file stem is not a valid environment name.
@@ -90,7 +91,8 @@ pub enum PolicyError {
         column: Option<usize>,
         rule: String,
         message: String,
-        hint: Option<String>,
+        /// How to fix a layout mistake, when the cause is one.
+        hint: Option<Box<str>>,
     },
 
     /// Two rules of one file share a name.
@@ -181,7 +183,7 @@ pub(crate) fn at(file: &str, line: &Option<usize>, column: &Option<usize>) -> St
 }
 
 /// The second line of an error with a hint: `\n  hint: ...`.
-pub(crate) fn hint_line(hint: &Option<String>) -> String {
+pub(crate) fn hint_line(hint: &Option<Box<str>>) -> String {
     hint.as_ref()
         .map(|h| format!("\n  hint: {h}"))
         .unwrap_or_default()

@@ -339,7 +339,7 @@ pub(crate) fn parse_file(file: &str, text: &str) -> Result<RawFile, PolicyError>
             line: d.line,
             column: d.column,
             message: d.message,
-            hint: d.hint,
+            hint: d.hint.map(Into::into),
         }
     })
 }

@@ -308,7 +308,9 @@ mod tests {
             "acme/api",
         ];
         // (context, template, what every accepted value must render to)
-        let table: &[(NameKind, &str, &[(&str, &str)])] = &[
+        // (value, the name it renders)
+        type Renders<'a> = &'a [(&'a str, &'a str)];
+        let table: &[(NameKind, &str, Renders)] = &[
             (
                 NameKind::Dns,
                 "{v}.deploy.internal",

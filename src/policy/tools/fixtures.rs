@@ -104,7 +104,7 @@ pub enum FixtureError {
         line: Option<usize>,
         column: Option<usize>,
         message: String,
-        hint: Option<String>,
+        hint: Option<Box<str>>,
     },
 }
 
@@ -235,7 +235,7 @@ pub fn run_file(
             line: d.line,
             column: d.column,
             message: d.message,
-            hint: d.hint,
+            hint: d.hint.map(Into::into),
         }
     })?;
     for case in &raw.cases {
@@ -286,7 +286,7 @@ fn case_error(
         line,
         column,
         message: format!("case `{}`: {message}", case.name.value),
-        hint,
+        hint: hint.map(Into::into),
     }
 }
 
