@@ -13,12 +13,19 @@
 //!   files for one environment (`x.yaml`, `x.yml`) are an error. A directory
 //!   without any policy file is an error (it is most likely a wrong path).
 //! - Parsing is strict: unknown fields, duplicate keys and values of the
-//!   wrong type are errors naming file, line and column.
+//!   wrong type are errors naming file, line and column of their cause (a
+//!   tab, a list item indented less than its key), with a hint for layout
+//!   mistakes.
 //! - Compilation then checks what YAML cannot: issuers must be among the
 //!   configured issuer names; granted credentials must exist in the same
 //!   file; rule names are unique; every rule binds at least one claim;
-//!   globs are non-empty; allow rules grant, deny rules do not; TTLs are
-//!   positive; every environment offers credentials and has rules.
+//!   a rule field indented into `claims:` (`grant:` read as a claim) is
+//!   named where it is; globs are non-empty; allow rules grant, deny rules
+//!   do not; TTLs are positive; every environment offers credentials and
+//!   has rules; the checks on conditions below.
+//! - `self_hosted_runners_ok: true` (top level) is for `jobkey policy
+//!   lint` only: the environment accepts self-hosted runners, so its
+//!   allow rules need not exclude them. No decision changes.
 //!
 //! # Matching
 //!
