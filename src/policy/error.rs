@@ -257,5 +257,16 @@ mod tests {
                 .unwrap_or_default();
             assert_eq!(got, *want, "\n{src}");
         }
+        // A message that merely lists `database` is not about a tab, even
+        // with a tab in a quoted value further on.
+        let src = "credentials:\n  db:\n    kv: {mount: s, path: p}\n    databse: x\n    ttl: 10m\nrules:\n  - name: r\n    issuer: gh\n    claims: {repository_id: \"\t\"}\n    grant: [db]\n";
+        let got = PolicySet::from_sources(&[("e.yaml".to_owned(), src.to_owned())], &issuers)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            got.starts_with("e.yaml:4:5: unknown field `databse`, expected one of"),
+            "{got}"
+        );
     }
 }

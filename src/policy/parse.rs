@@ -377,7 +377,10 @@ pub(crate) fn diagnose(text: &str, err: &serde_saphyr::Error) -> Diagnosis {
     let Some(at) = line else {
         return plain;
     };
-    if message.to_ascii_lowercase().contains("tab") {
+    let about_tabs = message
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| word.eq_ignore_ascii_case("tab") || word.eq_ignore_ascii_case("tabs"));
+    if about_tabs {
         return tab(&lines, at).unwrap_or(plain);
     }
     dedented_item(&lines, at, &message)
