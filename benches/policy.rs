@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench policy` (or `-- --quick`). Each environment has 100
 //! rules: 95 GitHub allow rules each for its own repository (exact
-//! `repository_id`, `ref`, `event_name` list, `environment`, a glob on
+//! `repository_owner_id` and `repository_id`, `ref`, `event_name` list, `environment`, a glob on
 //! `workflow_ref`), 4 GitLab rules, 1 deny rule on self-hosted runners.
 
 use std::hint::black_box;
@@ -22,13 +22,13 @@ fn sources() -> Vec<(String, String)> {
             );
             for r in 0..RULES - 5 {
                 s.push_str(&format!(
-                    "  - name: deploy-{r}\n    issuer: github\n    claims:\n      repository_id: \"{id}\"\n      repository: acme/app-{r}\n      ref: refs/heads/main\n      event_name: [push, workflow_dispatch]\n      environment: env{e}\n      workflow_ref: {{glob: \"acme/app-{r}/.github/workflows/*@refs/heads/main\"}}\n    grant: [db]\n    ttl: 5m\n",
+                    "  - name: deploy-{r}\n    issuer: github\n    claims:\n      repository_owner_id: \"10001\"\n      repository_id: \"{id}\"\n      repository: acme/app-{r}\n      ref: refs/heads/main\n      event_name: [push, workflow_dispatch]\n      environment: env{e}\n      workflow_ref: {{glob: \"acme/app-{r}/.github/workflows/*@refs/heads/main\"}}\n    grant: [db]\n    ttl: 5m\n",
                     id = 100_000 + r
                 ));
             }
             for r in 0..4 {
                 s.push_str(&format!(
-                    "  - name: gitlab-{r}\n    issuer: gitlab\n    claims:\n      project_id: \"{r}\"\n      repository_id: {{present: true}}\n      ref_protected: \"true\"\n      ref: {{regex: \"main|release/[0-9]+\"}}\n    grant: [cfg]\n"
+                    "  - name: gitlab-{r}\n    issuer: gitlab\n    claims:\n      namespace_id: \"77\"\n      project_id: \"{r}\"\n      repository_id: {{present: true}}\n      ref_protected: \"true\"\n      ref: {{regex: \"main|release/[0-9]+\"}}\n    grant: [cfg]\n"
                 ));
             }
             (format!("env{e}.yaml"), s)

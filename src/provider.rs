@@ -3,8 +3,10 @@
 //!
 //! Nothing outside this module knows a provider's issuer URL or claim
 //! names. The config takes its presets and well-known issuer URLs from here
-//! ([`Preset`], [`Provider::from_issuer_url`]); the policy compiler the
-//! tenant claims of a shared issuer; lint and the access review the role of
+//! ([`Preset`], [`Provider::from_issuer_url`]); the policy compiler which
+//! issuers are shared ([`Tenancy`]), the immutable ids every allow rule for
+//! them must bind and the claims the provider sends; lint and the access
+//! review the role of
 //! each claim ([`Role`], [`LintHints`]); the audit the claims worth
 //! recording and the run a token belongs to; the client how a job is
 //! detected, how it gets its token and how it masks values ([`ClientInfo`]).
@@ -47,16 +49,23 @@ pub struct ProviderInfo {
     pub name: &'static str,
     /// For people: "GitHub Actions".
     pub title: &'static str,
-    /// One issuer signs for many tenants (organisations, workspaces): every
-    /// allow rule must bind one of [`tenant_claims`](Self::tenant_claims)
-    /// to exact values, or it admits every tenant's jobs.
-    pub shared: bool,
-    /// The claims naming the tenant (owner, namespace, organisation,
-    /// workspace); immutable ids first. For a shared issuer, binding any of
-    /// them to exact values pins the tenant.
+    /// Which of the provider's issuers sign for many tenants. Every allow
+    /// rule for such an issuer must bind each of
+    /// [`tenant_claims`](Self::tenant_claims) and
+    /// [`project_claims`](Self::project_claims) to exact values (or
+    /// [`ids_in_sub`](Self::ids_in_sub) holds for its exact `sub`), or it
+    /// admits other tenants' jobs.
+    pub tenancy: Tenancy,
+    /// The immutable ids of the tenant (owner, namespace, organisation,
+    /// workspace). Names are not here: a name can be given up and then
+    /// registered by someone else.
     pub tenant_claims: &'static [&'static str],
     /// The immutable ids of the repository, project or pipeline.
     pub project_claims: &'static [&'static str],
+    /// Whether an exact `sub` value names the tenant and the project by
+    /// their immutable ids (GitHub's immutable subject); `None` when the
+    /// provider's `sub` never does.
+    pub ids_in_sub: Option<fn(&str) -> bool>,
     /// The claims whose values, together, name one run (a build, not a
     /// whole pipeline). Empty: the tokens do not say.
     pub run_claims: &'static [&'static str],
@@ -66,6 +75,24 @@ pub struct ProviderInfo {
     pub claims: &'static [Claim],
     pub lint: LintHints,
     pub client: ClientInfo,
+}
+
+/// Who can hold tokens of one of the provider's issuers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tenancy {
+    /// Every issuer of the provider signs for many tenants: Buildkite's
+    /// one issuer, and providers whose per-tenant URLs rules must not rely
+    /// on (a policy stays right when its issuer entry changes).
+    Shared,
+    /// The provider's well-known issuers (its presets' exact URLs: the
+    /// issuer of github.com and its enterprises, gitlab.com) sign for many
+    /// tenants; an issuer at another URL is one instance's (GitHub
+    /// Enterprise Server, a self-managed GitLab, a stand-in). A token's
+    /// `iss` must equal the configured URL, so only an issuer configured
+    /// with a well-known URL accepts that URL's tokens.
+    SharedAtWellKnownUrls,
+    /// Each issuer is one organisation's.
+    Single,
 }
 
 /// One claim a provider sends.
@@ -278,14 +305,37 @@ const GITHUB_REQUEST: TokenFrom = TokenFrom::RequestEndpoint {
     needs: "give the job `permissions: id-token: write`",
 };
 
+/// GitHub's immutable subject: `repo:OWNER-OWNERID/REPO-REPOID:…`, each
+/// name followed by `-` and its numeric id, then at least one more part.
+fn github_sub_has_ids(sub: &str) -> bool {
+    let named_id = |part: &str| {
+        part.rsplit_once('-').is_some_and(|(name, id)| {
+            !name.is_empty() && !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())
+        })
+    };
+    let Some(rest) = sub.strip_prefix("repo:") else {
+        return false;
+    };
+    let Some((repository, context)) = rest.split_once(':') else {
+        return false;
+    };
+    match repository.split_once('/') {
+        Some((owner, repo)) => {
+            !repo.contains('/') && named_id(owner) && named_id(repo) && !context.is_empty()
+        }
+        None => false,
+    }
+}
+
 /// GitHub Actions, on github.com or GitHub Enterprise Server.
 static GITHUB: ProviderInfo = ProviderInfo {
     provider: Provider::Github,
     name: "github",
     title: "GitHub Actions",
-    shared: false,
+    tenancy: Tenancy::SharedAtWellKnownUrls,
     tenant_claims: &["repository_owner_id"],
     project_claims: &["repository_id"],
+    ids_in_sub: Some(github_sub_has_ids),
     // `run_attempt` is left out: a retry is the same run.
     run_claims: &["run_id"],
     claims: &[
@@ -315,6 +365,8 @@ static GITHUB: ProviderInfo = ProviderInfo {
         a("run_id", Role::Run),
         c("run_number", Role::Run),
         a("run_attempt", Role::Run),
+        c("check_run_id", Role::Run),
+        c("environment_node_id", Role::Environment),
     ],
     lint: LintHints {
         renamed: &[
@@ -347,9 +399,10 @@ static GITLAB: ProviderInfo = ProviderInfo {
     provider: Provider::Gitlab,
     name: "gitlab",
     title: "GitLab CI",
-    shared: false,
+    tenancy: Tenancy::SharedAtWellKnownUrls,
     tenant_claims: &["namespace_id"],
     project_claims: &["project_id"],
+    ids_in_sub: None,
     // A GitLab pipeline is one run; `job_id` is one job of it.
     run_claims: &["pipeline_id"],
     claims: &[
@@ -425,11 +478,13 @@ static BUILDKITE: ProviderInfo = ProviderInfo {
     provider: Provider::Buildkite,
     name: "buildkite",
     title: "Buildkite",
-    shared: true,
-    // `organization_id` is only in tokens requested with `--claim
-    // organization_id`; the slug is always there, so either pins the tenant.
-    tenant_claims: &["organization_id", "organization_slug"],
+    tenancy: Tenancy::Shared,
+    // Both ids are only in tokens requested with `--claim
+    // organization_id,pipeline_id` (or `BUILDKITE_OIDC_TOKEN_CLAIMS`); the
+    // slugs, always there, can be renamed and registered again.
+    tenant_claims: &["organization_id"],
     project_claims: &["pipeline_id"],
+    ids_in_sub: None,
     // The tokens carry no build id: a build is its number within its
     // pipeline. (`pipeline_id` names the pipeline: with it, build 1235
     // could revoke build 1234's exchange.)
@@ -483,9 +538,10 @@ static CIRCLECI: ProviderInfo = ProviderInfo {
     provider: Provider::Circleci,
     name: "circleci",
     title: "CircleCI",
-    shared: true,
+    tenancy: Tenancy::Shared,
     tenant_claims: &["oidc.circleci.com/org-id"],
     project_claims: &["oidc.circleci.com/project-id"],
+    ids_in_sub: None,
     // A pipeline holds several workflows, and a re-run gets a new workflow id.
     run_claims: &["oidc.circleci.com/workflow-id"],
     claims: &[
@@ -532,9 +588,10 @@ static BITBUCKET: ProviderInfo = ProviderInfo {
     provider: Provider::Bitbucket,
     name: "bitbucket",
     title: "Bitbucket Pipelines",
-    shared: true,
+    tenancy: Tenancy::Shared,
     tenant_claims: &["workspaceUuid"],
     project_claims: &["repositoryUuid"],
+    ids_in_sub: None,
     run_claims: &["pipelineUuid"],
     claims: &[
         a("workspaceUuid", Role::Owner),
@@ -578,9 +635,10 @@ static AZURE_DEVOPS: ProviderInfo = ProviderInfo {
     provider: Provider::AzureDevops,
     name: "azure-devops",
     title: "Azure DevOps",
-    shared: false,
+    tenancy: Tenancy::Single,
     tenant_claims: &[],
     project_claims: &[],
+    ids_in_sub: None,
     run_claims: &[],
     claims: &[],
     lint: LintHints {
@@ -613,9 +671,10 @@ static FORGEJO: ProviderInfo = ProviderInfo {
     provider: Provider::Forgejo,
     name: "forgejo",
     title: "Forgejo Actions",
-    shared: false,
+    tenancy: Tenancy::Single,
     tenant_claims: &["repository_owner_id"],
     project_claims: &["repository_id"],
+    ids_in_sub: None,
     run_claims: &["run_id"],
     claims: &[
         a("repository", Role::Repository),
@@ -668,9 +727,10 @@ static GENERIC: ProviderInfo = ProviderInfo {
     provider: Provider::Generic,
     name: "generic",
     title: "an unknown CI",
-    shared: false,
+    tenancy: Tenancy::Single,
     tenant_claims: &[],
     project_claims: &[],
+    ids_in_sub: None,
     run_claims: &[],
     claims: &[],
     lint: LintHints {
@@ -1072,12 +1132,31 @@ impl Provider {
             .unwrap_or(Provider::Generic)
     }
 
-    /// One issuer signs for many tenants; see [`ProviderInfo::shared`].
-    pub fn is_shared(self) -> bool {
-        self.info().shared
+    /// Which of the provider's issuers are shared; see [`Tenancy`].
+    pub fn tenancy(self) -> Tenancy {
+        self.info().tenancy
     }
 
-    /// The claims naming the tenant, immutable ids first.
+    /// Whether this provider's issuer at `url` signs for many tenants
+    /// (`None`, an unknown URL, is taken as shared: the check fails
+    /// closed).
+    pub fn issuer_is_shared(self, url: Option<&str>) -> bool {
+        match self.tenancy() {
+            Tenancy::Shared => true,
+            Tenancy::SharedAtWellKnownUrls => {
+                url.is_none_or(|u| Provider::from_issuer_url(u) == self)
+            }
+            Tenancy::Single => false,
+        }
+    }
+
+    /// Whether an exact `sub` value names the tenant and the project by
+    /// their immutable ids; see [`ProviderInfo::ids_in_sub`].
+    pub fn sub_has_ids(self, sub: &str) -> bool {
+        self.info().ids_in_sub.is_some_and(|f| f(sub))
+    }
+
+    /// The immutable ids of the tenant.
     pub fn tenant_claims(self) -> &'static [&'static str] {
         self.info().tenant_claims
     }
@@ -1123,6 +1202,34 @@ impl Provider {
     /// (every provider's, for [`Provider::Generic`]).
     pub fn known_claims(self) -> &'static [&'static str] {
         &lists(self).known
+    }
+
+    /// Whether the entry lists every claim the provider's tokens carry, so
+    /// that a claim name outside [`known_claims`](Self::known_claims) is a
+    /// mistake. Not for [`Provider::Generic`]: an unknown CI's tokens may
+    /// carry anything.
+    pub fn claims_are_known(self) -> bool {
+        self != Provider::Generic
+    }
+
+    /// Whether this provider sends `claim` (registered claims included);
+    /// always true when its claims are not known.
+    pub fn sends(self, claim: &str) -> bool {
+        !self.claims_are_known() || self.known_claims().contains(&claim)
+    }
+
+    /// The known claim `name` is most likely a misspelling of: the closest
+    /// by edit distance, when it is close (one edit for names of up to 4
+    /// characters; otherwise 2, or a quarter of the name's length).
+    pub fn closest_claim(self, name: &str) -> Option<&'static str> {
+        let length = name.chars().count();
+        let limit = if length <= 4 { 1 } else { (length / 4).max(2) };
+        self.known_claims()
+            .iter()
+            .map(|known| (strsim::damerau_levenshtein(name, known), *known))
+            .filter(|(distance, _)| *distance <= limit)
+            .min_by_key(|(distance, known)| (*distance, *known))
+            .map(|(_, known)| known)
     }
 
     /// What `claim` says for this provider; `None` for a claim it does not

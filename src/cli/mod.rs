@@ -49,9 +49,28 @@ pub enum Command {
     },
     /// Run a local stand-in OIDC issuer (tests and the demo only).
     ///
-    /// Serves discovery and a JWKS, and mints tokens shaped like GitHub's or
-    /// GitLab's on `POST /mint` for anyone who asks: it listens on loopback
-    /// only.
+    /// Serves discovery (/.well-known/openid-configuration) and a JWKS, and
+    /// signs a token on POST /mint for anyone who asks: it listens on
+    /// loopback only.
+    ///
+    /// POST /mint takes a JSON body (Content-Type: application/json) and
+    /// answers {"token": "<signed JWT>"}:
+    ///
+    ///   {"shape": "github", "audience": "jobkey",
+    ///    "claims": {"ref": "refs/heads/dev", "environment": null}}
+    ///
+    ///   shape     github, gitlab or buildkite: the claims of that CI's
+    ///             main-branch deploy job of acme/api (as policies/ expects)
+    ///   audience  the token's `aud`
+    ///   claims    optional: claims set over the shape's; null removes one
+    ///
+    /// Any other field is refused. The token's `iss` is this issuer's URL,
+    /// `iat` and `nbf` are now, `exp` the shape's usual lifetime. E.g.:
+    ///
+    ///   curl -s -X POST http://127.0.0.1:8401/mint \
+    ///     -H 'content-type: application/json' \
+    ///     -d '{"shape": "github", "audience": "jobkey"}'
+    #[command(verbatim_doc_comment)]
     DevIssuer {
         /// Loopback address to listen on.
         #[arg(long, default_value = "127.0.0.1:8401")]
@@ -246,6 +265,11 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `jobkey policy` has its own exit statuses (`explain`: 0 allow, 1 deny, 2 error).
+    let command = match command {
+        Command::Policy { command } => return rt.block_on(policy::run(command)),
+        other => other,
+    };
     let result: Result<(), String> = rt.block_on(async {
         match command {
             Command::Serve { config } => {
@@ -254,7 +278,6 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Command::Check { config } => check(&config),
             Command::DevIssuer { listen, key, kid } => dev_issuer(listen, &key, &kid).await,
-            Command::Policy { command } => policy::run(command).await,
             Command::Audit {
                 command: AuditCommand::Verify { file },
             } => audit_verify(&file),
@@ -262,7 +285,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 command: AuditCommand::Find { .. },
             }
             | Command::Fetch(_)
-            | Command::Revoke(_) => Ok(()),
+            | Command::Revoke(_)
+            | Command::Policy { .. } => Ok(()),
         }
     });
     match result {

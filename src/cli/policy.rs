@@ -2,22 +2,23 @@
 //! schema, test, explain, who-can. Thin wrappers over `crate::policy`.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Map, Value, json};
 
 use crate::policy::tools::{explain, fixtures, lint, who_can};
-use crate::policy::{PolicyIssuer, PolicySet, Request};
+use crate::policy::{Decision, PolicyIssuer, PolicySet, Request};
 use crate::provider::Provider;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Warn about policies that compile but admit more than meant (a rule that binds only the
-    /// audience or a name, a shared issuer's tenant left open, a protected ref
-    /// without `event_name`).
+    /// Warn about policies that compile but admit more than meant (a rule that binds only a
+    /// name, a branch without `event_name`, a misspelt claim, a pattern on an
+    /// id, a rule open to self-hosted runners).
     ///
-    /// Every warning has a stable code (JK001..JK007), the rule, its
-    /// position and the fix. Exits non-zero on a compile error, and on any
+    /// Every warning has a stable code (JK001..JK010), the rule, its
+    /// position and the fix. Exits 1 on a compile error, and on any
     /// warning with --deny-warnings (for the policies repository's CI).
     Lint {
         #[command(flatten)]
@@ -32,10 +33,38 @@ pub enum PolicyCommand {
     Schema,
     /// Run the policy fixtures (default: <policy dir>/tests/*.yaml).
     ///
-    /// Each case names an environment, an issuer, claims (or a token file),
-    /// the credentials asked for, and the expected decision. Prints PASS or
-    /// FAIL per case, with the expectation, the decision and every rule's
-    /// outcome for a failure; exits non-zero when a case fails.
+    /// A fixture file holds named sets of claims (`templates:`, optional)
+    /// and `cases:`; each case is decided like a real request:
+    ///
+    ///   templates:
+    ///     deploy:                       # a name for a set of claims
+    ///       repository_id: "892347"
+    ///       repository_owner_id: "10001"
+    ///       ref: refs/heads/main
+    ///       event_name: push
+    ///       environment: production
+    ///       runner_environment: github-hosted
+    ///   cases:
+    ///     - name: a feature branch is refused
+    ///       environment: production     # a policy file's environment
+    ///       issuer: github              # a configured issuer NAME
+    ///       base: deploy                # start from a template (optional)
+    ///       claims: {ref: refs/heads/feature}   # set over it; null removes one
+    ///       # token: tokens/x.jwt       # or: a JWT file (relative to this file);
+    ///       #                           # its payload, the signature NOT checked
+    ///       credentials: [deploy-db]    # optional; default: everything granted
+    ///       expect: deny                # allow | deny
+    ///       code: no_rule_matched       # deny: the refusal's code (optional)
+    ///       # rule: NAME                # allow: the rule of every grant;
+    ///       #                           # deny: the deny rule that refused (optional)
+    ///
+    /// Prints PASS or FAIL per case, with the expectation, the decision and
+    /// every rule's outcome for a failure; exits 1 when a case fails. A case
+    /// naming an issuer that is not configured, an environment without a
+    /// policy file, or a credential or template that does not exist is an
+    /// error (exit 1), unless it expects that refusal (`expect: deny` with
+    /// `code: unknown_environment` or `code: unknown_credential`).
+    #[command(verbatim_doc_comment)]
     Test {
         #[command(flatten)]
         source: Source,
@@ -49,6 +78,10 @@ pub enum PolicyCommand {
     /// issuers (--config); --jwks pins the keys to a JWKS file (offline)
     /// and --at sets the verification instant (RFC 3339 or epoch seconds),
     /// so a token from an incident can be replayed.
+    ///
+    /// Exit status, for scripts: 0 the request is allowed, 1 it is denied,
+    /// 2 no decision (a usage error, an unreadable file, a token that does
+    /// not verify, policies that do not compile).
     Explain {
         #[command(flatten)]
         source: Source,
@@ -78,6 +111,10 @@ pub enum PolicyCommand {
     },
     /// The access review: for each credential of an environment, the rules
     /// that grant it and the identities they admit.
+    ///
+    /// The default layout lists each rule's identities one kind per line,
+    /// wrapped to fit an 80-column terminal; --wide prints one table row per
+    /// rule instead (as wide as its cells); --format json is for programs.
     WhoCan {
         #[command(flatten)]
         source: Source,
@@ -86,6 +123,9 @@ pub enum PolicyCommand {
         /// Only this credential.
         #[arg(long)]
         credential: Option<String>,
+        /// One table row per (credential, rule), one column per kind of identity.
+        #[arg(long, conflicts_with = "format")]
+        wide: bool,
         #[arg(long, value_enum, default_value_t = TableOrJson::Table)]
         format: TableOrJson,
     },
@@ -171,12 +211,36 @@ impl Source {
     }
 }
 
-/// Runs one `jobkey policy` command. `Err` = exit status 1 with the message.
-pub async fn run(command: PolicyCommand) -> Result<(), String> {
+/// How a `jobkey policy` command ended, when it did not fail.
+enum Outcome {
+    /// Done; for `explain`, the request is allowed.
+    Done,
+    /// `explain`: the request is denied.
+    Denied,
+}
+
+/// Runs one `jobkey policy` command and gives its exit status: 0 when it
+/// is done (`explain`: allowed); 1 when it fails (a compile error, a
+/// failed fixture, warnings with `--deny-warnings`; `explain`: denied);
+/// for `explain`, 2 when it cannot decide (its input or the token is
+/// unusable), as clap's usage errors. Errors go to stderr as `error: ...`.
+pub async fn run(command: PolicyCommand) -> ExitCode {
+    let explain = matches!(command, PolicyCommand::Explain { .. });
+    match run_command(command).await {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::Denied) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if explain { 2 } else { 1 })
+        }
+    }
+}
+
+async fn run_command(command: PolicyCommand) -> Result<Outcome, String> {
     match command {
         PolicyCommand::Schema => {
             print!("{}", PolicySet::json_schema());
-            Ok(())
+            Ok(Outcome::Done)
         }
         PolicyCommand::Lint {
             source,
@@ -202,15 +266,15 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
             if deny_warnings && !warnings.is_empty() {
                 return Err(format!("{} warning(s) and --deny-warnings", warnings.len()));
             }
-            Ok(())
+            Ok(Outcome::Done)
         }
         PolicyCommand::Test { source, dir } => {
             let l = source.load()?;
             let dir = dir.unwrap_or_else(|| l.dir.join("tests"));
-            let report = fixtures::run_dir(&l.set, &dir)?;
+            let report = fixtures::run_dir(&l.set, &l.issuers, &dir).map_err(|e| e.to_string())?;
             print!("{}", report.render());
             match report.failed() {
-                0 => Ok(()),
+                0 => Ok(Outcome::Done),
                 n => Err(format!("{n} policy test(s) failed")),
             }
         }
@@ -218,6 +282,7 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
             source,
             environment,
             credential,
+            wide,
             format,
         } => {
             let l = source.load()?;
@@ -230,9 +295,12 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
                     )
                     .map_err(|e| e.to_string())?
                 ),
-                TableOrJson::Table => print!("{}", who_can::render_table(&review)),
+                TableOrJson::Table if wide => print!("{}", who_can::render_table(&review)),
+                TableOrJson::Table => {
+                    print!("{}", who_can::render_list(&review, who_can::DEFAULT_WIDTH))
+                }
             }
-            Ok(())
+            Ok(Outcome::Done)
         }
         PolicyCommand::Explain {
             source,
@@ -303,7 +371,10 @@ pub async fn run(command: PolicyCommand) -> Result<(), String> {
                     }
                 }
             }
-            Ok(())
+            Ok(match e.decision {
+                Decision::Allow(_) => Outcome::Done,
+                Decision::Deny(_) => Outcome::Denied,
+            })
         }
     }
 }

@@ -5,7 +5,7 @@
 //! [`compile`] runs the file's steps in order (the environment's `max_ttl`,
 //! its credentials, its `require:`, its rules, the index); [`compile_rule`]
 //! the rule's (name, issuer, conditions, inherited requirements,
-//! satisfiability, tenant, grant, ttl). Each step checks one thing and says
+//! satisfiability, shared issuer's ids, grant, ttl). Each step checks one thing and says
 //! where it went wrong.
 
 use std::collections::HashMap;
@@ -38,6 +38,8 @@ pub(crate) struct CompiledEnv {
     pub index: Index,
     /// `report_failed_claims` (default true).
     pub report_failed_claims: bool,
+    /// The file says self-hosted runners are fine here (lint only).
+    pub self_hosted_runners_ok: bool,
 }
 
 #[derive(Debug)]
@@ -126,6 +128,7 @@ pub(crate) fn compile(
         rules,
         index,
         report_failed_claims: raw.report_failed_claims.unwrap_or(true),
+        self_hosted_runners_ok: raw.self_hosted_runners_ok.unwrap_or(false),
     })
 }
 
@@ -267,6 +270,17 @@ fn compile_requirements(
             compile_condition(claim, matcher, true).map_err(|(location, message)| {
                 env_error(file, Some(location), format!("require: {message}"))
             })?;
+        if matches!(condition.matcher, Matcher::MissingOr(_)) {
+            return Err(PolicyError::InvalidEnvironment {
+                file: file.to_owned(),
+                line: condition.line,
+                column: condition.column,
+                message: format!(
+                    "require: claim `{}`: `missing_or` would admit tokens without the claim; it is for deny rules only",
+                    condition.claim.written
+                ),
+            });
+        }
         out.push(condition);
     }
     if let Some((a, b)) = contradiction(&out) {
@@ -296,7 +310,10 @@ fn contradiction(conditions: &[Condition]) -> Option<(&Condition, &Condition)> {
                 continue;
             }
             let absent = |m: &Matcher| matches!(m, Matcher::Present(false));
-            if absent(&a.matcher) != absent(&b.matcher) {
+            let admits_absent = |m: &Matcher| absent(m) || matches!(m, Matcher::MissingOr(_));
+            if absent(&a.matcher) != absent(&b.matcher)
+                && !(admits_absent(&a.matcher) && admits_absent(&b.matcher))
+            {
                 return Some((a, b));
             }
         }
@@ -382,6 +399,7 @@ impl RuleErrors<'_> {
             column,
             rule: self.rule.to_owned(),
             message: message.into(),
+            hint: None,
         }
     }
 }
@@ -405,12 +423,21 @@ fn compile_rule(scope: &FileScope<'_>, rule: Spanned<RawRule>) -> Result<Rule, P
     if name.value.trim().is_empty() {
         return Err(errors.at(name.referenced, "the rule name is empty"));
     }
+    let absent_fields = [
+        ("grant", grant.is_none()),
+        ("ttl", ttl.is_none()),
+        ("effect", effect.is_none()),
+        ("description", description.is_none()),
+    ];
+    check_no_field_under_claims(&errors, whole, &absent_fields, claims.as_ref())?;
     let effect = effect.unwrap_or(Effect::Allow);
     let issuer_info = resolve_issuer(scope, &name.value, &issuer)?;
     let own = own_conditions(&errors, issuer_info.provider, whole, claims)?;
+    check_missing_or(&errors, effect, &own)?;
+    check_deny_claims_sent(&errors, effect, issuer_info.provider, &own)?;
     let conditions = with_requirements(effect, scope.requirements, own);
     check_satisfiable(&errors, &conditions)?;
-    check_tenant_bound(&errors, effect, issuer_info, issuer.referenced, &conditions)?;
+    check_ids_bound(&errors, effect, issuer_info, issuer.referenced, &conditions)?;
     let grant = compile_grant(scope, &errors, effect, whole, grant)?;
     let ttl = compile_rule_ttl(&errors, effect, ttl)?;
     let (line, column) = position(name.referenced);
@@ -427,6 +454,57 @@ fn compile_rule(scope: &FileScope<'_>, rule: Spanned<RawRule>) -> Result<Rule, P
         line,
         column,
     })
+}
+
+/// A rule field (`grant:`, `ttl:`, ...) indented one step too far lands in
+/// `claims:` as a claim condition, and the rule then lacks it: an allow
+/// rule "needs `grant:`" although the author wrote one. Said where the
+/// field really is.
+fn check_no_field_under_claims(
+    errors: &RuleErrors<'_>,
+    whole: Location,
+    absent_fields: &[(&str, bool)],
+    claims: Option<&OrderedMap<Spanned<RawMatcher>>>,
+) -> Result<(), PolicyError> {
+    let Some(claims) = claims else {
+        return Ok(());
+    };
+    for (key, _) in &claims.0 {
+        let misplaced = absent_fields
+            .iter()
+            .any(|(field, absent)| *absent && *field == key.value);
+        if !misplaced {
+            continue;
+        }
+        let (line, column) = position(key.referenced);
+        let (_, rule_column) = position(whole);
+        let mut err = errors.at_position(
+            line,
+            column,
+            format!(
+                "`{}` on line {} is indented under `claims:`, so it is read as a condition on a claim named `{}`, and the rule itself has no `{}:`",
+                key.value,
+                line.unwrap_or(0),
+                key.value,
+                key.value
+            ),
+        );
+        if let PolicyError::InvalidRule { hint, .. } = &mut err {
+            let text = match rule_column {
+                Some(c) => format!(
+                    "indent `{}:` like the rule's other fields (`name:`, `claims:`), at column {c}",
+                    key.value
+                ),
+                None => format!(
+                    "indent `{}:` like the rule's other fields (`name:`, `claims:`)",
+                    key.value
+                ),
+            };
+            *hint = Some(text.into());
+        }
+        return Err(err);
+    }
+    Ok(())
 }
 
 /// The rule's issuer among the configured ones: a policy cannot add one.
@@ -500,6 +578,72 @@ fn own_conditions(
     Ok(own)
 }
 
+/// `missing_or` makes a deny rule refuse tokens without the claim; in an
+/// allow rule it would admit them, so it is for deny rules only.
+fn check_missing_or(
+    errors: &RuleErrors<'_>,
+    effect: Effect,
+    own: &[Condition],
+) -> Result<(), PolicyError> {
+    match own.iter().find(|c| matches!(c.matcher, Matcher::MissingOr(_))) {
+        Some(c) if effect == Effect::Allow => Err(errors.at_position(
+            c.line,
+            c.column,
+            format!(
+                "claim `{}`: `missing_or` would admit tokens without the claim; it is for deny rules only (an allow rule's conditions already refuse a token that lacks the claim)",
+                c.claim.written
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A deny rule on a claim its issuer's provider never sends never holds (or,
+/// with `missing_or`, holds for every token): most likely a misspelling
+/// that silently disables the rule. For providers whose claims are known,
+/// it is an error (allow rules get a lint warning instead: they fail
+/// closed).
+fn check_deny_claims_sent(
+    errors: &RuleErrors<'_>,
+    effect: Effect,
+    provider: Provider,
+    own: &[Condition],
+) -> Result<(), PolicyError> {
+    if effect != Effect::Deny {
+        return Ok(());
+    }
+    for c in own {
+        let Some(name) = c.claim.segments.first() else {
+            continue;
+        };
+        if provider.sends(name) {
+            continue;
+        }
+        let hint = match provider.closest_claim(name) {
+            Some(known) => format!("; did you mean `{known}`?"),
+            None => format!(
+                " (the claims it sends: {})",
+                provider.known_claims().join(", ")
+            ),
+        };
+        return Err(errors.at_position(
+            c.line,
+            c.column,
+            format!(
+                "claim `{}`: {} never sends a `{name}` claim, so {}{hint}",
+                c.claim.written,
+                provider.title(),
+                if matches!(c.matcher, Matcher::MissingOr(_)) {
+                    "with `missing_or` this deny rule refuses every token"
+                } else {
+                    "this deny rule never refuses anything"
+                },
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Allow rules inherit the file's requirements, checked first; deny rules
 /// are never narrowed by them (narrowing a deny rule would only weaken it).
 fn with_requirements(
@@ -539,42 +683,103 @@ fn check_satisfiable(errors: &RuleErrors<'_>, conditions: &[Condition]) -> Resul
     ))
 }
 
-/// A shared issuer signs tokens for every tenant on it: an allow rule that
-/// does not bind one of the provider's tenant claims to exact values (in
-/// the rule or through `require:`) admits them all.
-fn check_tenant_bound(
+/// A shared issuer signs tokens for every tenant on it: an allow rule must
+/// bind the tenant and the project by their immutable ids (each of the
+/// provider's tenant and project claims) to exact values, in the rule or
+/// through `require:`, or else an exact `sub` that carries both ids. Names
+/// are not enough: a renamed repository's or organisation's name can be
+/// registered by someone else.
+fn check_ids_bound(
     errors: &RuleErrors<'_>,
     effect: Effect,
     issuer: &PolicyIssuer,
     at: Location,
     conditions: &[Condition],
 ) -> Result<(), PolicyError> {
-    let tenant_claims = issuer.tenant_claims();
-    if effect == Effect::Deny || tenant_claims.is_empty() {
+    if effect == Effect::Deny || !issuer.is_shared() {
         return Ok(());
     }
-    let binds_tenant = conditions.iter().any(|c| {
-        c.claim
-            .top_level()
-            .is_some_and(|n| tenant_claims.contains(&n))
-            && c.matcher.exact_values().is_some()
+    let provider = issuer.provider;
+    fn on<'c>(conditions: &'c [Condition], claim: &'c str) -> impl Iterator<Item = &'c Condition> {
+        conditions
+            .iter()
+            .filter(move |c| c.claim.top_level() == Some(claim))
+    }
+    let sub_has_ids = on(conditions, "sub").any(|c| {
+        c.matcher
+            .exact_values()
+            .is_some_and(|values| values.iter().all(|v| provider.sub_has_ids(v)))
     });
-    if binds_tenant {
+    let missing: Vec<&str> = provider
+        .tenant_claims()
+        .iter()
+        .chain(provider.project_claims())
+        .copied()
+        .filter(|claim| !on(conditions, claim).any(|c| c.matcher.exact_values().is_some()))
+        .collect();
+    if sub_has_ids || missing.is_empty() {
         return Ok(());
     }
-    Err(errors.at(
-        at,
-        format!(
-            "issuer `{}` is shared by every organisation on {}; bind {} to your organisation's exact value, in the rule or in the file's `require:`",
-            issuer.name,
-            issuer.provider.title(),
-            tenant_claims
+    let add: Vec<String> = missing
+        .iter()
+        .map(|claim| format!("`{claim}: \"<id>\"`"))
+        .collect();
+    let mut message = format!(
+        "issuer `{}` ({}{}) signs tokens for every {} on it: an allow rule must bind {} by immutable id to exact values; add {}, in the rule or in the file's `require:`",
+        issuer.name,
+        provider.title(),
+        issuer
+            .url
+            .as_deref()
+            .map(|u| format!(" at {u}"))
+            .unwrap_or_default(),
+        tenant_word(provider),
+        and_list(
+            &provider
+                .tenant_claims()
                 .iter()
-                .map(|t| format!("`{t}`"))
+                .chain(provider.project_claims())
+                .map(|c| format!("`{c}`"))
                 .collect::<Vec<_>>()
-                .join(" or "),
         ),
-    ))
+        and_list(&add),
+    );
+    if provider.info().ids_in_sub.is_some() {
+        message.push_str(
+            " (or bind `sub` exactly in the immutable form `repo:OWNER-OWNERID/REPO-REPOID:…`)",
+        );
+    }
+    for claim in &missing {
+        if let Some(c) = on(conditions, claim).next() {
+            message.push_str(&format!(
+                "; `{claim}` is bound to {}, which is not a list of exact values",
+                c.matcher.describe()
+            ));
+        }
+    }
+    message.push_str(
+        "; names alone are not enough: a renamed repository's or organisation's name can be registered by someone else",
+    );
+    Err(errors.at(at, message))
+}
+
+/// What a shared issuer's tenants are called, for messages.
+fn tenant_word(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Github | Provider::Forgejo => "repository owner",
+        Provider::Gitlab => "group and user",
+        Provider::Bitbucket => "workspace",
+        _ => "organisation",
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[String]) -> String {
+    match items.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 /// `grant:`: an allow rule names the file's credentials, each once; a deny
@@ -915,6 +1120,23 @@ mod tests {
                 "require: claim `/a` can never match",
             ),
             (
+                r("runner_environment: {missing_or: self-hosted}"),
+                "e.yaml:12:27: ",
+                "rule `r`: claim `runner_environment`: `missing_or` would admit tokens without the claim; it is for deny rules only",
+            ),
+            (
+                "require: {a: {missing_or: x}}\n".to_owned() + &r("b: c"),
+                "e.yaml:1:14: ",
+                "require: claim `a`: `missing_or` would admit tokens without the claim",
+            ),
+            (
+                rules(
+                    "  - name: d\n    effect: deny\n    issuer: github\n    claims:\n      runner_environment: {missing_or: self-hosted}\n",
+                ) + "  - name: r\n    issuer: github\n    claims: {a: b}\n    grant: [db]\n",
+                "",
+                "",
+            ),
+            (
                 "require: {a: {glob: \"\"}}\n".to_owned() + &r("b: c"),
                 "e.yaml:1:14: ",
                 "require: claim `a`: the glob pattern is empty",
@@ -922,17 +1144,25 @@ mod tests {
             (
                 rule_for("buildkite", "pipeline_slug: deploy"),
                 "e.yaml:10:13: ",
-                "issuer `buildkite` is shared by every organisation on Buildkite; bind `organization_id` or `organization_slug` to your organisation's exact value",
+                "issuer `buildkite` (Buildkite at https://agent.buildkite.com) signs tokens for every organisation on it: an allow rule must bind `organization_id` and `pipeline_id` by immutable id to exact values; add `organization_id: \"<id>\"` and `pipeline_id: \"<id>\"`",
             ),
             (
-                rule_for("buildkite", "organization_slug: {glob: \"acme*\"}"),
+                rule_for("buildkite", "organization_slug: acme, pipeline_id: p"),
                 "e.yaml:10:13: ",
-                "is shared by every organisation",
+                "add `organization_id: \"<id>\"`, in the rule",
+            ),
+            (
+                rule_for(
+                    "buildkite",
+                    "organization_id: {glob: \"acme*\"}, pipeline_id: p",
+                ),
+                "e.yaml:10:13: ",
+                "`organization_id` is bound to glob \"acme*\", which is not a list of exact values",
             ),
             (
                 rule_for("circleci", "oidc.circleci.com/project-id: p"),
                 "e.yaml:10:13: ",
-                "bind `oidc.circleci.com/org-id`",
+                "add `oidc.circleci.com/org-id: \"<id>\"`",
             ),
         ];
         for (src, position, fragment) in &table {
@@ -950,16 +1180,16 @@ mod tests {
                 }
             }
         }
-        // Tenant bound exactly (in the rule or by require:) compiles; deny
-        // rules on a shared issuer need no tenant.
+        // Ids bound exactly (in the rule or by require:) compile; deny
+        // rules on a shared issuer need no ids.
         for ok in [
-            rule_for("buildkite", "organization_slug: acme"),
+            rule_for("buildkite", "organization_id: o, pipeline_id: p"),
             format!(
                 "require: {{organization_id: [\"1\", \"2\"]}}\n{}",
-                rule_for("buildkite", "pipeline_slug: x")
+                rule_for("buildkite", "pipeline_id: [p1, p2]")
             ),
             rules(
-                "  - name: r\n    issuer: circleci\n    claims: {oidc.circleci.com/org-id: o1}\n    grant: [db]\n  - name: d\n    effect: deny\n    issuer: circleci\n    claims: {x: y}\n",
+                "  - name: r\n    issuer: circleci\n    claims: {oidc.circleci.com/org-id: o1, oidc.circleci.com/project-id: p1}\n    grant: [db]\n  - name: d\n    effect: deny\n    issuer: circleci\n    claims: {oidc.circleci.com/org-id: o2}\n",
             ),
         ] {
             if let Err(e) = load(&ok) {
@@ -968,60 +1198,280 @@ mod tests {
         }
     }
 
-    /// Every provider's tenant check, whatever the issuer's URL: a stand-in
-    /// named with `provider =` gets it as the real issuer does. (provider,
-    /// URL, a rule without the tenant compiles?)
+    /// Regression: a misspelt claim silently disabled a deny rule
+    /// (`runner_enviroment: self-hosted` never holds, so it refused
+    /// nothing). For a provider whose claims are known, a deny rule on a
+    /// claim it never sends is a compile error with the closest claim it
+    /// does send; for a generic issuer it compiles.
     #[test]
-    fn tenant_check_follows_the_provider() {
-        let stand_in = "http://127.0.0.1:8403";
-        for provider in Provider::ALL {
-            let issuers = vec![PolicyIssuer::new("ci", provider, Some(stand_in.into()))];
-            let load = |claims: &str| {
-                compile_sources(&[("e.yaml", &rule_for("ci", claims))], &issuers)
+    fn a_deny_rule_on_a_claim_the_provider_never_sends_is_an_error() {
+        let issuers = [
+            PolicyIssuer::new("gh", Provider::Github, Some("http://127.0.0.1:8401".into())),
+            PolicyIssuer::named("generic"),
+        ];
+        let load =
+            |src: &str| PolicySet::from_sources(&[("e.yaml".to_owned(), src.to_owned())], &issuers);
+        let table: Vec<(String, &str, &str)> = vec![
+            (
+                rules(
+                    "  - name: d\n    effect: deny\n    issuer: gh\n    claims:\n      runner_enviroment: self-hosted\n",
+                ),
+                "e.yaml:13:26: ",
+                "rule `d`: claim `runner_enviroment`: GitHub Actions never sends a `runner_enviroment` claim, so this deny rule never refuses anything; did you mean `runner_environment`?",
+            ),
+            (
+                rules(
+                    "  - name: d\n    effect: deny\n    issuer: gh\n    claims:\n      runner_enviroment: {missing_or: self-hosted}\n",
+                ),
+                "e.yaml:13:26: ",
+                "with `missing_or` this deny rule refuses every token; did you mean `runner_environment`?",
+            ),
+            (
+                rules(
+                    "  - name: d\n    effect: deny\n    issuer: gh\n    claims:\n      /runner/kind: self-hosted\n",
+                ),
+                "e.yaml:13:21: ",
+                "claim `/runner/kind`: GitHub Actions never sends a `runner` claim, so this deny rule never refuses anything (the claims it sends: iss, sub, aud",
+            ),
+        ];
+        for (src, position, fragment) in &table {
+            let text = match load(src) {
+                Err(err) => err.to_string(),
+                Ok(_) => panic!("expected an error for:\n{src}"),
+            };
+            assert!(
+                text.starts_with(position),
+                "want {position:?}, got {text:?}"
+            );
+            assert!(text.contains(fragment), "want {fragment:?} in {text:?}");
+        }
+        let generic = rules(
+            "  - name: d\n    effect: deny\n    issuer: generic\n    claims:\n      runner_enviroment: self-hosted\n",
+        ) + "  - name: r\n    issuer: gh\n    claims: {repository_id: \"1\"}\n    grant: [db]\n";
+        if let Err(e) = load(&generic) {
+            panic!("{e}");
+        }
+    }
+
+    /// Regression: a rule for github.com binding only `ref` and
+    /// `event_name` compiled (lint warned, exit 0), admitting every
+    /// repository on github.com. Every allow rule for a shared issuer must
+    /// bind the tenant's and the project's immutable ids to exact values
+    /// (in the rule or `require:`), or an exact `sub` carrying both; a
+    /// single-tenant issuer's rule compiles (lint warns). (provider, URL,
+    /// shared?)
+    #[test]
+    fn shared_issuers_need_the_tenant_and_project_ids() {
+        let table: &[(Provider, Option<&str>, bool)] = &[
+            (
+                Provider::Github,
+                Some("https://token.actions.githubusercontent.com"),
+                true,
+            ),
+            (
+                Provider::Github,
+                Some("https://token.actions.githubusercontent.com/acme"),
+                true,
+            ),
+            // An unknown URL is taken as shared.
+            (Provider::Github, None, true),
+            (
+                Provider::Github,
+                Some("https://ghe.example.com/_services/token"),
+                false,
+            ),
+            (Provider::Github, Some("http://127.0.0.1:8401"), false),
+            (Provider::Gitlab, Some("https://gitlab.com"), true),
+            (
+                Provider::Gitlab,
+                Some("https://gitlab.acme.internal"),
+                false,
+            ),
+            (
+                Provider::Buildkite,
+                Some("https://agent.buildkite.com"),
+                true,
+            ),
+            // A stand-in named as Buildkite's gets the check.
+            (Provider::Buildkite, Some("http://127.0.0.1:8403"), true),
+            (
+                Provider::Circleci,
+                Some("https://oidc.circleci.com/org/c9035eb6-6eb2-4c85-8a81-d9ed6a1d1d1e"),
+                true,
+            ),
+            (Provider::Bitbucket, Some("http://127.0.0.1:8404"), true),
+            (
+                Provider::AzureDevops,
+                Some("https://vstoken.dev.azure.com/c9035eb6-6eb2-4c85-8a81-d9ed6a1d1d1e"),
+                false,
+            ),
+            (
+                Provider::Forgejo,
+                Some("https://codeberg.org/api/actions"),
+                false,
+            ),
+            (Provider::Generic, Some("https://ci.example.com"), false),
+        ];
+        for (provider, url, shared) in table {
+            let issuer = PolicyIssuer::new("ci", *provider, url.map(str::to_owned));
+            assert_eq!(issuer.is_shared(), *shared, "{provider:?} {url:?}");
+            let issuers = [issuer];
+            let load = |body: &str| {
+                compile_sources(&[("e.yaml", &rules(body))], &issuers)
                     .err()
                     .map(|e| e.to_string())
             };
-            let open = load("pipeline: p");
-            if provider.is_shared() {
-                let err = open.unwrap_or_default();
+            let rule = |claims: &str| {
+                format!("  - name: r\n    issuer: ci\n    claims: {{{claims}}}\n    grant: [db]\n")
+            };
+            let open = load(&rule("ref: refs/heads/main, event_name: push"));
+            let ids: Vec<&str> = provider
+                .tenant_claims()
+                .iter()
+                .chain(provider.project_claims())
+                .copied()
+                .collect();
+            if !*shared {
+                assert_eq!(open, None, "{provider:?} {url:?}");
+                continue;
+            }
+            let err = open.unwrap_or_default();
+            let at = format!(
+                "e.yaml:10:13: rule `r`: issuer `ci` ({}{}) signs tokens for every ",
+                provider.title(),
+                url.map(|u| format!(" at {u}")).unwrap_or_default()
+            );
+            assert!(err.starts_with(&at), "{provider:?}: {err}");
+            assert_eq!(ids.len(), 2, "{provider:?}");
+            for id in &ids {
                 assert!(
-                    err.starts_with(
-                        "e.yaml:10:13: rule `r`: issuer `ci` is shared by every organisation"
-                    ),
+                    err.contains(&format!("add `{}", ids[0])),
                     "{provider:?}: {err}"
                 );
-                for tenant in provider.tenant_claims() {
-                    assert!(err.contains(&format!("`{tenant}`")), "{provider:?}: {err}");
-                    // Bound to an exact value (or a list of them): compiles.
-                    assert_eq!(
-                        load(&format!("{tenant}: t1, pipeline: p")),
-                        None,
-                        "{provider:?}"
-                    );
-                    assert_eq!(load(&format!("{tenant}: [t1, t2]")), None, "{provider:?}");
-                    // A pattern does not pin a tenant.
-                    assert!(
-                        load(&format!("{tenant}: {{glob: \"t*\"}}")).is_some(),
-                        "{provider:?}"
-                    );
-                }
-                // A deny rule needs no tenant.
-                let deny =
-                    rules("  - name: d\n    effect: deny\n    issuer: ci\n    claims: {x: y}\n");
-                let deny_only = format!(
-                    "{deny}  - name: r\n    issuer: ci\n    claims: {{{}: t}}\n    grant: [db]\n",
-                    provider.tenant_claims()[0]
-                );
                 assert!(
-                    compile_sources(&[("e.yaml", &deny_only)], &issuers).is_ok(),
-                    "{provider:?}"
+                    err.contains(&format!("`{id}: \"<id>\"`")),
+                    "{provider:?}: {err}"
                 );
-            } else {
-                assert_eq!(open, None, "{provider:?}");
             }
+            let (tenant, project) = (ids[0], ids[1]);
+            // (claims, compiles?, what the error names)
+            let cases: Vec<(String, bool, String)> = vec![
+                (
+                    format!("\"{tenant}\": t1, \"{project}\": p1"),
+                    true,
+                    String::new(),
+                ),
+                (
+                    format!("\"{tenant}\": [t1, t2], \"{project}\": [p1, \"2\"]"),
+                    true,
+                    String::new(),
+                ),
+                (
+                    format!("\"{tenant}\": t1"),
+                    false,
+                    format!("add `{project}: \"<id>\"`, in the rule"),
+                ),
+                (
+                    format!("\"{project}\": p1"),
+                    false,
+                    format!("add `{tenant}: \"<id>\"`, in the rule"),
+                ),
+                (
+                    format!("\"{tenant}\": t1, \"{project}\": {{glob: \"p*\"}}"),
+                    false,
+                    format!("`{project}` is bound to glob \"p*\", which is not"),
+                ),
+                (
+                    format!("\"{tenant}\": t1, \"{project}\": {{regex: \"p[0-9]\"}}"),
+                    false,
+                    format!("`{project}` is bound to regex"),
+                ),
+                (
+                    format!("\"{tenant}\": {{not: t2}}, \"{project}\": p1"),
+                    false,
+                    format!("`{tenant}` is bound to not \"t2\""),
+                ),
+                (
+                    format!("\"{tenant}\": {{present: true}}, \"{project}\": p1"),
+                    false,
+                    format!("`{tenant}` is bound to present"),
+                ),
+                (
+                    format!("\"{tenant}\": [t1, {{glob: \"t*\"}}], \"{project}\": p1"),
+                    false,
+                    format!("`{tenant}` is bound to any of"),
+                ),
+            ];
+            for (claims, compiles, names) in &cases {
+                match load(&rule(claims)) {
+                    None => assert!(compiles, "{provider:?} {claims}: compiled"),
+                    Some(e) => {
+                        assert!(!compiles, "{provider:?} {claims}: {e}");
+                        assert!(e.contains(names), "{provider:?} {claims}: {e}");
+                    }
+                }
+            }
+            // `require:` counts; deny rules need no ids.
+            let required = format!(
+                "require: {{\"{tenant}\": t1, \"{project}\": p1}}\n{}",
+                rules(&rule("ref: main"))
+            );
+            assert_eq!(
+                compile_sources(&[("e.yaml", &required)], &issuers)
+                    .err()
+                    .map(|e| e.to_string()),
+                None,
+                "{provider:?}"
+            );
+            let deny = "  - name: d\n    effect: deny\n    issuer: ci\n    claims: {sub: x}\n";
+            assert_eq!(
+                load(&format!(
+                    "{deny}{}",
+                    rule(&format!("\"{tenant}\": t, \"{project}\": p"))
+                )),
+                None,
+                "{provider:?}"
+            );
         }
+
+        // GitHub's immutable `sub`, bound exactly, binds both ids.
+        let github = [PolicyIssuer::from_url(
+            "ci",
+            "https://token.actions.githubusercontent.com",
+        )];
+        let sub = |condition: &str| {
+            let body = format!(
+                "  - name: r\n    issuer: ci\n    claims:\n      sub: {condition}\n    grant: [db]\n"
+            );
+            compile_sources(&[("e.yaml", &rules(&body))], &github)
+                .err()
+                .map(|e| e.to_string())
+        };
+        let immutable = "\"repo:acme-10001/api-892347:ref:refs/heads/main\"";
+        assert_eq!(sub(immutable), None);
+        assert_eq!(
+            sub(&format!(
+                "[{immutable}, \"repo:acme-10001/api-892347:environment:production\"]"
+            )),
+            None
+        );
+        for refused in [
+            "\"repo:acme/api:ref:refs/heads/main\"".to_owned(),
+            format!("[{immutable}, \"repo:acme/api:ref:refs/heads/main\"]"),
+            "{glob: \"repo:acme-10001/api-892347:*\"}".to_owned(),
+            "\"repo:acme-x/api-892347:ref:refs/heads/main\"".to_owned(),
+        ] {
+            let e = sub(&refused).unwrap_or_default();
+            assert!(
+                e.contains(
+                    "or bind `sub` exactly in the immutable form `repo:OWNER-OWNERID/REPO-REPOID:…`"
+                ),
+                "{refused}: {e}"
+            );
+        }
+
         // The demo's Buildkite stand-in, named by the shipped config: the
-        // staging policy binds the organisation, so it compiles.
+        // staging policy binds the organisation's and the pipeline's ids.
         let demo = crate::config::Config::load(std::path::Path::new("examples/jobkey.toml"))
             .expect("the example config loads");
         let issuers = PolicyIssuer::from_settings(&demo.issuers);
@@ -1030,21 +1480,21 @@ mod tests {
             .find(|i| i.name == "buildkite")
             .expect("buildkite");
         assert_eq!(buildkite.provider, Provider::Buildkite);
-        assert!(!buildkite.tenant_claims().is_empty());
+        assert!(buildkite.is_shared());
         let staging = std::fs::read_to_string("policies/staging.yaml").expect("staging");
         assert!(compile_sources(&[("staging.yaml", &staging)], &issuers).is_ok());
-        let unbound = staging
-            .replace("      organization_slug: acme\n", "")
-            .replace(
-                "      organization_id: 0189a3c2-7d51-4e3b-9f0a-5b6c7d8e9f01\n",
-                "",
-            );
+        let unbound = staging.replace(
+            "      pipeline_id: 0189a3c2-8e62-4f4c-a01b-6c7d8e9f0a12\n",
+            "",
+        );
+        assert_ne!(unbound, staging);
         let err = compile_sources(&[("staging.yaml", &unbound)], &issuers)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
-            err.contains("issuer `buildkite` is shared by every organisation on Buildkite"),
+            err.contains("rule `buildkite-api-deploy`: issuer `buildkite` (Buildkite at http://127.0.0.1:8403) signs tokens for every organisation on it")
+                && err.contains("add `pipeline_id: \"<id>\"`"),
             "{err}"
         );
     }

@@ -477,6 +477,79 @@ mod tests {
         }
     }
 
+    /// Regression: every name template, in each context a credential uses
+    /// one (certificate CN and SANs: DNS names; kubeconfig user and SSH
+    /// principals: identities), maps distinct claim values to distinct
+    /// names. `refs/heads/MAIN` was lowercased onto `refs/heads/main`'s
+    /// certificate name.
+    #[test]
+    fn name_templates_never_fold_two_values_into_one() {
+        use crate::policy::{KubeUser, Template};
+        let kube = format!(
+            "    kubeconfig:\n      server: https://k8s.internal:6443\n      certificate_authority: |\n    {CA}      client_certificate: {{role: k8s, common_name: \"{{ref}}\"}}\n"
+        );
+        // (context, credential, the template it holds)
+        type TemplateOf = fn(&CredentialSource) -> Option<&Template>;
+        let table: Vec<(&str, String, TemplateOf)> = vec![
+            (
+                "certificate common_name",
+                "    certificate: {role: r, common_name: \"{ref}.x\"}\n".into(),
+                |s| match s {
+                    CredentialSource::Certificate { common_name, .. } => Some(common_name),
+                    _ => None,
+                },
+            ),
+            (
+                "certificate alt_names",
+                "    certificate: {role: r, common_name: a.x, alt_names: [\"{ref}.x\"]}\n".into(),
+                |s| match s {
+                    CredentialSource::Certificate { alt_names, .. } => alt_names.first(),
+                    _ => None,
+                },
+            ),
+            ("kubeconfig user", kube, |s| match s {
+                CredentialSource::Kubeconfig {
+                    user: KubeUser::ClientCertificate { common_name, .. },
+                    ..
+                } => Some(common_name),
+                _ => None,
+            }),
+            (
+                "ssh principal",
+                "    ssh_certificate: {role: r, valid_principals: [\"ci-{ref}\"]}\n".into(),
+                |s| match s {
+                    CredentialSource::SshCertificate {
+                        valid_principals, ..
+                    } => valid_principals.first(),
+                    _ => None,
+                },
+            ),
+        ];
+        for (context, credential, template_of) in &table {
+            let source = compile(credential).unwrap_or_else(|e| panic!("{context}: {e}"));
+            let template = template_of(&source).unwrap_or_else(|| panic!("{context}"));
+            let mut names: Vec<String> = Vec::new();
+            for value in ["refs/heads/main", "refs/heads/MAIN", "refs/heads/Main"] {
+                let claims = serde_json::json!({ "ref": value });
+                if let Ok(name) = template.render(claims.as_object().unwrap()) {
+                    assert!(
+                        !names.contains(&name),
+                        "{context}: {value} renders {name} again"
+                    );
+                    names.push(name);
+                }
+            }
+            assert!(!names.is_empty(), "{context}: refs/heads/main is refused");
+        }
+        // Two claims in one template are refused where the template is written.
+        let e =
+            compile("    certificate: {role: r, common_name: \"{ref}.{sha}.x\"}\n").unwrap_err();
+        assert!(
+            e.contains("`common_name`: template") && e.contains("uses two claims"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn bad_credentials_are_refused_with_advice() {
         let table = [

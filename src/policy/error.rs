@@ -3,7 +3,11 @@
 //! Every variant names the file it comes from and, where the YAML layer gave
 //! one, the line and column. `Display` prints `FILE:LINE:COLUMN: message`
 //! (or `FILE: message` without a position), and the message says what to
-//! fix. These errors come from untrusted input (policy files); producing
+//! fix; where the cause is a layout mistake (a tab, a line indented under
+//! the wrong key), a second line `  hint: ...` says how to fix it. The
+//! position is the real cause's (the tab, the misplaced key), not where
+//! the parser noticed. `jobkey policy test`'s fixture errors use the same
+//! form. These errors come from untrusted input (policy files); producing
 //! them never panics.
 
 /// Anything wrong with the policy directory or a policy file.
@@ -29,12 +33,14 @@ pub enum PolicyError {
 
     /// Malformed YAML, an unknown field, a missing field or a value of the
     /// wrong type.
-    #[error("{}{message}", at(file, line, column))]
+    #[error("{}{message}{}", at(file, line, column), hint_line(hint))]
     Yaml {
         file: String,
         line: Option<usize>,
         column: Option<usize>,
         message: String,
+        /// How to fix a layout mistake, when the cause is one.
+        hint: Option<Box<str>>,
     },
 
     /// The file stem is not a valid environment name.
@@ -74,13 +80,19 @@ pub enum PolicyError {
 
     /// A rule is not usable as written (empty name, empty claims, allow
     /// without grant, deny with grant, invalid glob, zero TTL, ...).
-    #[error("{}rule `{rule}`: {message}", at(file, line, column))]
+    #[error(
+        "{}rule `{rule}`: {message}{}",
+        at(file, line, column),
+        hint_line(hint)
+    )]
     InvalidRule {
         file: String,
         line: Option<usize>,
         column: Option<usize>,
         rule: String,
         message: String,
+        /// How to fix a layout mistake, when the cause is one.
+        hint: Option<Box<str>>,
     },
 
     /// Two rules of one file share a name.
@@ -161,7 +173,8 @@ impl PolicyError {
     }
 }
 
-fn at(file: &str, line: &Option<usize>, column: &Option<usize>) -> String {
+/// `FILE:LINE:COLUMN: `, `FILE:LINE: ` or `FILE: `.
+pub(crate) fn at(file: &str, line: &Option<usize>, column: &Option<usize>) -> String {
     match (line, column) {
         (Some(l), Some(c)) => format!("{file}:{l}:{c}: "),
         (Some(l), None) => format!("{file}:{l}: "),
@@ -169,10 +182,91 @@ fn at(file: &str, line: &Option<usize>, column: &Option<usize>) -> String {
     }
 }
 
+/// The second line of an error with a hint: `\n  hint: ...`.
+pub(crate) fn hint_line(hint: &Option<Box<str>>) -> String {
+    hint.as_ref()
+        .map(|h| format!("\n  hint: {h}"))
+        .unwrap_or_default()
+}
+
 fn list(names: &[String]) -> String {
     if names.is_empty() {
         "none".to_owned()
     } else {
         names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::{PolicyIssuer, PolicySet};
+
+    /// Regression: a `grant:` indented into `claims:` was reported as "an
+    /// allow rule needs `grant:`" at the rule's name; a list item indented
+    /// less than its key gave the parser's bare "expected mapping start";
+    /// a tab was reported on the line before it. Each malformed file and
+    /// the whole report: `file:line:column: message`, then the hint.
+    #[test]
+    fn malformed_files_are_reported_at_their_cause() {
+        const HEAD: &str = "credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 10m\nrules:\n  - name: r\n    issuer: gh\n";
+        // Lines: credentials 1..=4, `rules:` 5, `- name: r` 6, `issuer:` 7, then 8...
+        let table: &[(&str, &str)] = &[
+            (
+                "    claims:\n      repository_id: \"1\"\n      grant: [db]\n",
+                "e.yaml:10:7: rule `r`: `grant` on line 10 is indented under `claims:`, so it is read as a condition on a claim named `grant`, and the rule itself has no `grant:`\n  hint: indent `grant:` like the rule's other fields (`name:`, `claims:`), at column 5",
+            ),
+            (
+                "    claims: {repository_id: \"1\", ttl: 5m}\n    grant: [db]\n",
+                "e.yaml:8:34: rule `r`: `ttl` on line 8 is indented under `claims:`, so it is read as a condition on a claim named `ttl`, and the rule itself has no `ttl:`\n  hint: indent `ttl:` like the rule's other fields (`name:`, `claims:`), at column 5",
+            ),
+            (
+                "    claims:\n      repository_id: \"1\"\n    grant:\n  - db\n",
+                "e.yaml:11:3: expected mapping start: the list item on line 11 is indented less than `grant:` on line 10, so it is not `grant`'s value but an item of the list around it\n  hint: indent the item to at least column 5 (under `grant:`), or write `grant: [db]`",
+            ),
+            (
+                "    claims:\n      repository_id: \"1\"\n\tgrant: [db]\n",
+                "e.yaml:10:1: a tab character; YAML indents with spaces only\n  hint: replace the tab with spaces (each nested level by two)",
+            ),
+            (
+                "    claims:\n      repository_id: \"1\"\n    \tgrant: [db]\n",
+                "e.yaml:10:5: a tab character; YAML indents with spaces only\n  hint: replace the tab with spaces (each nested level by two)",
+            ),
+            (
+                "    claims:\n\t  repository_id: \"1\"\n    grant: [db]\n",
+                "e.yaml:9:1: a tab character; YAML indents with spaces only\n  hint: replace the tab with spaces (each nested level by two)",
+            ),
+            (
+                "    claims:\n      repository_id: \"1\"\n    ref: main\n    grant: [db]\n",
+                "e.yaml:10:5: unknown field `ref`, expected one of name, description, effect, issuer, claims, grant, ttl\n  hint: `ref` is level with `claims:` (line 8), so it is not inside it; if it belongs to `claims`, indent it further",
+            ),
+            (
+                "    bogus: 1\n",
+                "e.yaml:8:5: unknown field `bogus`, expected one of name, description, effect, issuer, claims, grant, ttl",
+            ),
+        ];
+        let issuers = [PolicyIssuer::new(
+            "gh",
+            crate::provider::Provider::Github,
+            Some("http://127.0.0.1:8401".into()),
+        )];
+        for (rest, want) in table {
+            let src = format!("{HEAD}{rest}");
+            let got = PolicySet::from_sources(&[("e.yaml".to_owned(), src.clone())], &issuers)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert_eq!(got, *want, "\n{src}");
+        }
+        // A message that merely lists `database` is not about a tab, even
+        // with a tab in a quoted value further on.
+        let src = "credentials:\n  db:\n    kv: {mount: s, path: p}\n    databse: x\n    ttl: 10m\nrules:\n  - name: r\n    issuer: gh\n    claims: {repository_id: \"\t\"}\n    grant: [db]\n";
+        let got = PolicySet::from_sources(&[("e.yaml".to_owned(), src.to_owned())], &issuers)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            got.starts_with("e.yaml:4:5: unknown field `databse`, expected one of"),
+            "{got}"
+        );
     }
 }

@@ -689,6 +689,8 @@ mod tests {
         src.push_str("  - name: glob\n    issuer: github\n    claims: {repository_id: {glob: \"5*\"}}\n    grant: [other]\n");
         src.push_str("  - name: deny7\n    effect: deny\n    issuer: github\n    claims: {repository_id: \"7\"}\n");
         src.push_str("  - name: deny-actor\n    effect: deny\n    issuer: github\n    claims: {/actor: mallory}\n");
+        // A deny rule that also holds for a missing claim is never left out.
+        src.push_str("  - name: deny-no-ref\n    effect: deny\n    issuer: github\n    claims: {ref: {missing_or: refs/heads/dev}}\n");
         src.push_str(
             "  - name: gl\n    issuer: gitlab\n    claims: {project_id: \"3\"}\n    grant: [db]\n",
         );
@@ -706,10 +708,17 @@ mod tests {
                 json!(true),
             ] {
                 for actor in ["alice", "mallory"] {
-                    for r in ["refs/heads/main", "refs/heads/dev"] {
-                        let c = claims(
+                    for r in [
+                        json!("refs/heads/main"),
+                        json!("refs/heads/dev"),
+                        json!(null),
+                    ] {
+                        let mut c = claims(
                             json!({"repository_id": id, "project_id": id, "actor": actor, "ref": r}),
                         );
+                        if r.is_null() {
+                            c.remove("ref");
+                        }
                         let req = Request {
                             environment: "env",
                             issuer,

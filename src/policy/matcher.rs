@@ -117,6 +117,9 @@ pub(crate) enum Matcher {
     Not(Box<Matcher>),
     /// `true`: the claim exists and is not null. `false`: it does not.
     Present(bool),
+    /// Deny rules: the claim is missing (or null, or not a scalar), or the
+    /// inner matcher matches its text.
+    MissingOr(Box<Matcher>),
 }
 
 /// The textual form a value condition is compared with: strings as they
@@ -154,6 +157,13 @@ impl Matcher {
                 !present
             )),
             RawMatcher::Present(present) => Ok(Matcher::Present(present)),
+            RawMatcher::MissingOr(_) if nested => Err(
+                "`missing_or` is about the claim itself and cannot be inside `not`, a list or another `missing_or`; write it as the condition".to_owned(),
+            ),
+            RawMatcher::MissingOr(inner) => {
+                let inner = Self::compile_at(*inner, depth + 1, true)?;
+                Ok(Matcher::MissingOr(Box::new(inner)))
+            }
             RawMatcher::AnyOf(items) if items.is_empty() => {
                 Err("the list is empty and would never match; list at least one value".to_owned())
             }
@@ -184,6 +194,10 @@ impl Matcher {
     pub(crate) fn holds(&self, value: Option<&Value>) -> bool {
         match self {
             Matcher::Present(want) => value.is_some_and(|v| !v.is_null()) == *want,
+            Matcher::MissingOr(inner) => match value.and_then(claim_text) {
+                Some(text) => inner.matches_text(&text),
+                None => true,
+            },
             _ => match value.and_then(claim_text) {
                 Some(text) => self.matches_text(&text),
                 None => false,
@@ -201,6 +215,7 @@ impl Matcher {
             Matcher::AnyOf(items) => items.iter().any(|m| m.matches_text(text)),
             Matcher::Not(inner) => !inner.matches_text(text),
             Matcher::Present(want) => *want,
+            Matcher::MissingOr(inner) => inner.matches_text(text),
         }
     }
 
@@ -231,7 +246,7 @@ impl Matcher {
     }
 
     /// Whether the condition names values the claim must have (exact, glob,
-    /// regex, any-of); `not` and `present` do not.
+    /// regex, any-of); `not`, `present` and `missing_or` do not.
     pub(crate) fn is_positive(&self) -> bool {
         matches!(
             self,
@@ -240,7 +255,8 @@ impl Matcher {
     }
 
     /// The expected value, readably: `"main"`, `glob "acme/*"`,
-    /// `regex "v[0-9]+"`, `any of [...]`, `not "x"`, `present`, `absent`.
+    /// `regex "v[0-9]+"`, `any of [...]`, `not "x"`, `present`, `absent`,
+    /// `missing or "x"`.
     pub(crate) fn describe(&self) -> String {
         match self {
             Matcher::Exact(expected) => format!("{expected:?}"),
@@ -253,6 +269,7 @@ impl Matcher {
             Matcher::Not(inner) => format!("not {}", inner.describe()),
             Matcher::Present(true) => "present".to_owned(),
             Matcher::Present(false) => "absent".to_owned(),
+            Matcher::MissingOr(inner) => format!("missing or {}", inner.describe()),
         }
     }
 }
@@ -440,6 +457,24 @@ mod tests {
             ("{present: false}", absent.clone(), true),
             ("{present: false}", Some(json!(null)), true),
             ("{present: false}", Some(json!("x")), false),
+            // missing_or: a missing (or unusable) claim, or a match
+            ("{missing_or: self-hosted}", absent.clone(), true),
+            ("{missing_or: self-hosted}", Some(json!(null)), true),
+            ("{missing_or: self-hosted}", Some(json!({"a": 1})), true),
+            ("{missing_or: self-hosted}", Some(json!(["x"])), true),
+            (
+                "{missing_or: self-hosted}",
+                Some(json!("self-hosted")),
+                true,
+            ),
+            (
+                "{missing_or: self-hosted}",
+                Some(json!("github-hosted")),
+                false,
+            ),
+            ("{missing_or: [a, {glob: \"b*\"}]}", Some(json!("bc")), true),
+            ("{missing_or: {not: a}}", Some(json!("a")), false),
+            ("{missing_or: {not: a}}", Some(json!("b")), true),
         ];
         for (yaml, value, want) in &table {
             let matcher = m(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
@@ -465,6 +500,10 @@ mod tests {
             ("{not: {present: true}}", "cannot be inside"),
             ("[{present: false}]", "cannot be inside"),
             ("{not: {glob: \"*\"}}", "can never match"),
+            ("{not: {missing_or: x}}", "cannot be inside"),
+            ("[a, {missing_or: x}]", "cannot be inside"),
+            ("{missing_or: {missing_or: x}}", "cannot be inside"),
+            ("{missing_or: {present: true}}", "cannot be inside"),
             ("{not: [a, {glob: \"**\"}]}", "can never match"),
             (
                 "{not: {not: {not: {not: {not: {not: x}}}}}}",
@@ -496,6 +535,7 @@ mod tests {
             ("{not: self-hosted}", "not \"self-hosted\""),
             ("{present: true}", "present"),
             ("{present: false}", "absent"),
+            ("{missing_or: self-hosted}", "missing or \"self-hosted\""),
         ];
         for (yaml, want) in table {
             assert_eq!(m(yaml).map(|m| m.describe()).as_deref(), Ok(*want));

@@ -13,12 +13,19 @@
 //!   files for one environment (`x.yaml`, `x.yml`) are an error. A directory
 //!   without any policy file is an error (it is most likely a wrong path).
 //! - Parsing is strict: unknown fields, duplicate keys and values of the
-//!   wrong type are errors naming file, line and column.
+//!   wrong type are errors naming file, line and column of their cause (a
+//!   tab, a list item indented less than its key), with a hint for layout
+//!   mistakes.
 //! - Compilation then checks what YAML cannot: issuers must be among the
 //!   configured issuer names; granted credentials must exist in the same
 //!   file; rule names are unique; every rule binds at least one claim;
-//!   globs are non-empty; allow rules grant, deny rules do not; TTLs are
-//!   positive; every environment offers credentials and has rules.
+//!   a rule field indented into `claims:` (`grant:` read as a claim) is
+//!   named where it is; globs are non-empty; allow rules grant, deny rules
+//!   do not; TTLs are positive; every environment offers credentials and
+//!   has rules; the checks on conditions below.
+//! - `self_hosted_runners_ok: true` (top level) is for `jobkey policy
+//!   lint` only: the environment accepts self-hosted runners, so its
+//!   allow rules need not exclude them. No decision changes.
 //!
 //! # Matching
 //!
@@ -55,13 +62,22 @@
 //! - `{not: condition}`: the claim is **present**, has a text, and the
 //!   inner condition does not match it (`not` never admits a missing claim);
 //! - `{present: true}`: the claim exists and is not null;
-//!   `{present: false}`: it does not (the only condition a missing claim
-//!   satisfies).
+//!   `{present: false}`: it does not;
+//! - `{missing_or: condition}` (deny rules only): the claim is missing (or
+//!   null, or not a scalar), or the inner condition matches it.
 //!
 //! A claim that is **absent** from the token never matches any value
-//! condition, not even `{glob: "*"}` or `{not: x}`. A claim whose value is
-//! an object, an array or null never matches a value condition either:
-//! list claims such as an `aud` array are not supported by conditions.
+//! condition, not even `{glob: "*"}` or `{not: x}`; only `{present:
+//! false}` and `missing_or` hold. A claim whose value is an object, an
+//! array or null never matches a value condition either: list claims such
+//! as an `aud` array are not supported by conditions.
+//!
+//! So a **deny rule does not refuse a token that lacks its claim**: a deny
+//! rule `{runner_environment: self-hosted}` lets a token without
+//! `runner_environment` through. `{runner_environment: {missing_or:
+//! self-hosted}}` refuses both. In an allow rule or `require:`,
+//! `missing_or` would admit tokens without the claim, so it is a compile
+//! error there.
 //!
 //! **Compile-time checks on conditions:** invalid or empty patterns, lists
 //! that are empty or nested, `present` inside `not`/lists, `not` of a
@@ -69,10 +85,19 @@
 //! that is decidable: `{present: false}` together with another condition on
 //! the same claim, or a set of exact values (from the rule or inherited
 //! from `require:`) that another condition on the same claim rejects.
-//! An allow rule for a shared issuer (its provider's entry in
-//! `crate::provider` says so: Buildkite, CircleCI, Bitbucket) must bind one
-//! of the provider's tenant claims to exact values, in the rule or through
-//! `require:`.
+//! A deny rule on a claim its issuer's provider never sends (the provider
+//! table knows every provider's claims but the generic one's) is an error
+//! with the closest claim it does send: it would never refuse anything.
+//! An allow rule for a shared issuer ([`PolicyIssuer::is_shared`]: the
+//! issuer of github.com and its enterprises, gitlab.com, Buildkite,
+//! CircleCI, Bitbucket; the provider table in `crate::provider` says which)
+//! must bind the provider's tenant id and project id claims
+//! (`repository_owner_id` and `repository_id`, `namespace_id` and
+//! `project_id`, ...) to exact values (a scalar or a list of scalars), in
+//! the rule or through `require:`; for GitHub an exact `sub` in its
+//! immutable form `repo:OWNER-OWNERID/REPO-REPOID:…` binds both. Names are
+//! not enough: a renamed repository's name can be registered by someone
+//! else.
 //!
 //! # Layout
 //!
@@ -160,7 +185,8 @@ pub struct Request<'a> {
 }
 
 /// One configured issuer, as the policy compiler sees it: the name rules
-/// use, its provider (whether it is shared, and by which tenant claims), and
+/// use, its provider (with the URL: whether it is shared, and which ids its
+/// rules must then bind), and
 /// its URL when known (so a token's `iss` finds it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyIssuer {
@@ -200,14 +226,12 @@ impl PolicyIssuer {
             .collect()
     }
 
-    /// For a shared issuer, the claims one of which every allow rule must
-    /// bind to exact values; empty otherwise.
-    pub fn tenant_claims(&self) -> &'static [&'static str] {
-        if self.provider.is_shared() {
-            self.provider.tenant_claims()
-        } else {
-            &[]
-        }
+    /// Whether the issuer signs for many tenants (github.com, gitlab.com,
+    /// Buildkite, ...; see [`Provider::issuer_is_shared`]): then every
+    /// allow rule must bind the tenant and the project by their immutable
+    /// ids.
+    pub fn is_shared(&self) -> bool {
+        self.provider.issuer_is_shared(self.url.as_deref())
     }
 }
 
@@ -559,6 +583,28 @@ mod tests {
         // Nor do GitHub's claims get staging's credentials.
         let d = decide(&set, "staging", "github", &github_deploy());
         assert_eq!(denied(&d).code(), "no_rule_matched");
+    }
+
+    /// Regression: a token without `runner_environment` passed the deny
+    /// rule `no-self-hosted-runners`, whose condition held only for tokens
+    /// carrying the claim. `{missing_or: self-hosted}` refuses it too.
+    #[test]
+    fn production_denies_a_token_that_does_not_name_its_runner() {
+        let set = shipped();
+        for runner in [None, Some(json!(null)), Some(json!(["self-hosted"]))] {
+            let mut c = github_deploy();
+            match &runner {
+                Some(v) => c.insert("runner_environment".into(), v.clone()),
+                None => c.remove("runner_environment"),
+            };
+            assert_eq!(
+                decide(&set, "production", "github", &c),
+                Decision::Deny(DenyReason::DeniedByRule {
+                    rule: "no-self-hosted-runners".into()
+                }),
+                "{runner:?}"
+            );
+        }
     }
 
     #[test]

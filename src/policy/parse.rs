@@ -44,6 +44,11 @@ pub(crate) struct RawFile {
     #[serde(default)]
     #[schemars(with = "Option<OrderedMap<RawMatcher>>")]
     pub require: Option<OrderedMap<Spanned<RawMatcher>>>,
+    /// `true`: this environment's jobs may run on self-hosted runners, so
+    /// `jobkey policy lint` does not ask its allow rules to exclude them
+    /// (JK006). Decisions do not change.
+    #[serde(default)]
+    pub self_hosted_runners_ok: Option<bool>,
     /// What this environment can hand out, by name.
     #[serde(default)]
     #[schemars(with = "Option<OrderedMap<RawCredential>>")]
@@ -175,13 +180,14 @@ impl JsonSchema for RawMatcher {
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         let me = generator.subschema_for::<RawMatcher>();
         json_schema!({
-            "description": "A claim condition. Scalars compare the claim's text (so true, \"true\" match each other, 1 and \"1\" likewise); a list is any-of; a claim missing from the token never matches (except {present: false}).",
+            "description": "A claim condition. Scalars compare the claim's text (so true, \"true\" match each other, 1 and \"1\" likewise); a list is any-of; a claim missing from the token never matches (except {present: false} and, in deny rules, {missing_or: ...}).",
             "anyOf": [
                 {"type": ["string", "integer", "boolean"], "description": "exact: the claim's text equals this"},
                 {"type": "object", "properties": {"glob": {"type": "string", "minLength": 1, "description": "whole-value glob; `*` is any run of characters including `/`"}}, "required": ["glob"], "additionalProperties": false},
                 {"type": "object", "properties": {"regex": {"type": "string", "minLength": 1, "description": "regular expression (Rust regex syntax), anchored: must match the whole value"}}, "required": ["regex"], "additionalProperties": false},
                 {"type": "object", "properties": {"not": me.clone()}, "required": ["not"], "additionalProperties": false},
                 {"type": "object", "properties": {"present": {"type": "boolean"}}, "required": ["present"], "additionalProperties": false},
+                {"type": "object", "properties": {"missing_or": me.clone()}, "required": ["missing_or"], "additionalProperties": false, "description": "deny rules only: holds when the claim is missing (or null, or not a scalar) or its value matches the inner condition, so the deny rule also refuses tokens without the claim"},
                 {"type": "array", "minItems": 1, "items": me, "description": "any of these"}
             ]
         })
@@ -242,9 +248,11 @@ pub(crate) enum RawMatcher {
     Not(Box<RawMatcher>),
     /// `{present: true|false}`
     Present(bool),
+    /// `{missing_or: m}` (deny rules): the claim is missing, or `m` holds.
+    MissingOr(Box<RawMatcher>),
 }
 
-const MATCHER_KEYS: &[&str] = &["glob", "regex", "not", "present"];
+const MATCHER_KEYS: &[&str] = &["glob", "regex", "not", "present", "missing_or"];
 
 /// Scalars accepted as claim values: strings, integers and booleans, kept
 /// as their text. Floats and null are refused: their text is ambiguous.
@@ -254,7 +262,7 @@ impl<'de> Visitor<'de> for MatcherVisitor {
     type Value = RawMatcher;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(
-            "a string, integer or boolean (quote other values), {glob: ...}, {regex: ...}, {not: ...}, {present: true|false}, or a list of those",
+            "a string, integer or boolean (quote other values), {glob: ...}, {regex: ...}, {not: ...}, {present: true|false}, {missing_or: ...}, or a list of those",
         )
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
@@ -285,13 +293,13 @@ impl<'de> Visitor<'de> for MatcherVisitor {
         }
         Ok(RawMatcher::AnyOf(items))
     }
-    /// Exactly one of `glob`, `regex`, `not`, `present`.
+    /// Exactly one of `glob`, `regex`, `not`, `present`, `missing_or`.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut found: Option<RawMatcher> = None;
         while let Some(key) = map.next_key::<String>()? {
             if found.is_some() {
                 return Err(de::Error::custom(format!(
-                    "`{key}`: a condition map holds exactly one of glob, regex, not, present; write a list for any-of"
+                    "`{key}`: a condition map holds exactly one of glob, regex, not, present, missing_or; write a list for any-of"
                 )));
             }
             found = Some(match key.as_str() {
@@ -299,11 +307,14 @@ impl<'de> Visitor<'de> for MatcherVisitor {
                 "regex" => RawMatcher::Regex(map.next_value::<String>()?),
                 "not" => RawMatcher::Not(Box::new(map.next_value::<RawMatcher>()?)),
                 "present" => RawMatcher::Present(map.next_value::<bool>()?),
+                "missing_or" => RawMatcher::MissingOr(Box::new(map.next_value::<RawMatcher>()?)),
                 other => return Err(de::Error::unknown_field(other, MATCHER_KEYS)),
             });
         }
         found.ok_or_else(|| {
-            de::Error::custom("an empty condition map; write one of glob, regex, not, present")
+            de::Error::custom(
+                "an empty condition map; write one of glob, regex, not, present, missing_or",
+            )
         })
     }
 }
@@ -325,16 +336,166 @@ pub(crate) fn position(location: Location) -> (Option<usize>, Option<usize>) {
 }
 
 /// Parses one file's text. Syntax errors, unknown fields and type mismatches
-/// become [`PolicyError::Yaml`] naming `file`, line and column.
+/// become [`PolicyError::Yaml`] naming `file`, line and column (of the real
+/// cause, see [`diagnose`]).
 pub(crate) fn parse_file(file: &str, text: &str) -> Result<RawFile, PolicyError> {
     serde_saphyr::from_str::<RawFile>(text).map_err(|err| {
-        let (line, column) = err.location().map(position).unwrap_or((None, None));
+        let d = diagnose(text, &err);
         PolicyError::Yaml {
             file: file.to_owned(),
-            line,
-            column,
-            message: yaml_message(&err),
+            line: d.line,
+            column: d.column,
+            message: d.message,
+            hint: d.hint.map(Into::into),
         }
+    })
+}
+
+/// A YAML error as jobkey reports it: where its cause is, what is wrong,
+/// and how to fix a layout mistake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Diagnosis {
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// Reads a serde-saphyr error against the text it came from. The parser
+/// notices some mistakes late, so the usual layout mistakes are pointed at
+/// their cause with a hint:
+///
+/// - a tab: reported where the parser stopped (often the end of the line
+///   before it); the position becomes the tab's own;
+/// - a list item indented less than the `key:` above it, which makes it an
+///   item of the enclosing list ("expected mapping start");
+/// - an unknown field at the indentation of a `key:` with a nested block
+///   above it: most likely meant inside that block.
+pub(crate) fn diagnose(text: &str, err: &serde_saphyr::Error) -> Diagnosis {
+    let (line, column) = err.location().map(position).unwrap_or((None, None));
+    let message = yaml_message(err);
+    let lines: Vec<&str> = text.lines().collect();
+    let plain = Diagnosis {
+        line,
+        column,
+        message: message.clone(),
+        hint: None,
+    };
+    let Some(at) = line else {
+        return plain;
+    };
+    let about_tabs = message
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| word.eq_ignore_ascii_case("tab") || word.eq_ignore_ascii_case("tabs"));
+    if about_tabs {
+        return tab(&lines, at).unwrap_or(plain);
+    }
+    dedented_item(&lines, at, &message)
+        .or_else(|| field_outside_block(&lines, at, &message))
+        .unwrap_or(plain)
+}
+
+/// Spaces before a line's content.
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start_matches(' ').len()
+}
+
+/// A line without its comment and trailing blanks (a `#` after a blank
+/// starts a comment; quoted `#` are rare enough in keys not to matter).
+fn content(line: &str) -> &str {
+    let cut = line
+        .find(" #")
+        .or_else(|| line.trim_start().starts_with('#').then_some(0))
+        .unwrap_or(line.len());
+    line[..cut].trim_end()
+}
+
+/// The line (1-based) before `at` that has content, with its text.
+fn previous_content<'t>(lines: &[&'t str], at: usize) -> Option<(usize, &'t str)> {
+    (1..at)
+        .rev()
+        .filter_map(|n| lines.get(n - 1).map(|l| (n, *l)))
+        .find(|(_, l)| !content(l).trim().is_empty())
+}
+
+/// The first tab from the start of line `at` on.
+fn tab(lines: &[&str], at: usize) -> Option<Diagnosis> {
+    let (n, col) = lines
+        .iter()
+        .enumerate()
+        .skip(at.saturating_sub(1))
+        .find_map(|(i, l)| l.find('\t').map(|c| (i + 1, l[..c].chars().count() + 1)))?;
+    Some(Diagnosis {
+        line: Some(n),
+        column: Some(col),
+        message: "a tab character; YAML indents with spaces only".to_owned(),
+        hint: Some("replace the tab with spaces (each nested level by two)".to_owned()),
+    })
+}
+
+/// `key:` with nothing after it, the key's text.
+fn empty_key(line: &str) -> Option<&str> {
+    let c = content(line).trim_start().trim_start_matches("- ");
+    let key = c.strip_suffix(':')?;
+    (!key.is_empty() && !key.contains(": ")).then_some(key)
+}
+
+/// A list item at line `at` less indented than the empty `key:` above it.
+fn dedented_item(lines: &[&str], at: usize, message: &str) -> Option<Diagnosis> {
+    let item = lines.get(at.checked_sub(1)?)?;
+    let trimmed = item.trim_start();
+    if !(trimmed.starts_with("- ") || trimmed == "-") {
+        return None;
+    }
+    let (n, above) = previous_content(lines, at)?;
+    let key = empty_key(above)?;
+    let key_column = indent(above) + 1 + above.trim_start().find(key).unwrap_or(0);
+    if indent(item) + 1 >= key_column {
+        return None;
+    }
+    Some(Diagnosis {
+        line: Some(at),
+        column: Some(indent(item) + 1),
+        message: format!(
+            "{message}: the list item on line {at} is indented less than `{key}:` on line {n}, so it is not `{key}`'s value but an item of the list around it"
+        ),
+        hint: Some(format!(
+            "indent the item to at least column {key_column} (under `{key}:`), or write `{key}: [{}]`",
+            trimmed.trim_start_matches('-').trim()
+        )),
+    })
+}
+
+/// `unknown field `x`` at the indentation of an earlier `key:` whose block
+/// it follows: most likely meant inside that block.
+fn field_outside_block(lines: &[&str], at: usize, message: &str) -> Option<Diagnosis> {
+    let field = message.strip_prefix("unknown field `")?.split('`').next()?;
+    let line = lines.get(at.checked_sub(1)?)?;
+    let own = indent(line);
+    let (n, key) = (1..at).rev().find_map(|n| {
+        let l = lines.get(n - 1)?;
+        if content(l).trim().is_empty() {
+            return None;
+        }
+        if indent(l) < own {
+            // Left the enclosing block: no sibling `key:` found.
+            return Some((0, ""));
+        }
+        if indent(l) == own {
+            return Some((n, empty_key(l).unwrap_or("")));
+        }
+        None
+    })?;
+    if key.is_empty() || n == 0 {
+        return None;
+    }
+    Some(Diagnosis {
+        line: Some(at),
+        column: Some(own + 1),
+        message: message.to_owned(),
+        hint: Some(format!(
+            "`{field}` is level with `{key}:` (line {n}), so it is not inside it; if it belongs to `{key}`, indent it further"
+        )),
     })
 }
 
@@ -347,7 +508,10 @@ fn yaml_message(err: &serde_saphyr::Error) -> String {
     if let Some(location) = err.location() {
         let suffix = format!(" at line {}, column {}", location.line(), location.column());
         message = message.strip_suffix(suffix.as_str()).unwrap_or(message);
+        let prefix = format!("line {} column {}: ", location.line(), location.column());
+        message = message.strip_prefix(prefix.as_str()).unwrap_or(message);
     }
+    message = message.strip_prefix("error: ").unwrap_or(message);
     message
         .replace(", set DuplicateKeyPolicy in Options if acceptable", "")
         .trim()

@@ -6,21 +6,31 @@
 //! only from verified token claims, never from the request body.
 //!
 //! A claim that the token lacks, or whose value is not a scalar, is an error
-//! (the credential is refused), never an empty string. Claim values are not
-//! rewritten, because rewriting maps different values to one name
-//! (`acme-x/api` and `acme/x-api` would both become `acme-x-api`): a value
-//! with a character the context does not allow is refused instead.
+//! (the credential is refused), never an empty string.
 //!
-//! - [`NameKind::Dns`] (certificate names): the value is lowercased; it may
-//!   hold `[a-z0-9-]` and `/`, and each `/` becomes `.` (so
-//!   `acme/api` becomes the labels `acme.api`). A `.` in a claim value is
-//!   refused: it is what keeps that mapping one-to-one. The rendered name
-//!   must then be a valid DNS name (labels of 1 to 63 characters, no
-//!   leading or trailing `-`, at most 253 characters); a leading `*.` in the
-//!   literal text is allowed for wildcard names.
+//! **One job identity, one name.** Two different claim values never fill
+//! a template to the same name, so one job cannot be handed a name that
+//! stands for another. Claim values are therefore never rewritten
+//! (lowercasing would make `refs/heads/MAIN` and `refs/heads/main` one
+//! name; replacing characters would make `acme-x/api` and `acme/x-api`
+//! one): a value the context cannot hold as it is refuses the credential.
+//! For the same reason a template uses at most one claim (it may repeat
+//! it): with two, `{a}.{b}` is `x.y.z` both for `a = x/y, b = z` and for
+//! `a = x, b = y/z`, whatever the separator, since every character a name
+//! may hold may also come from a value.
+//!
+//! - [`NameKind::Dns`] (certificate names): the value may hold `[a-z0-9-]`
+//!   and `/`, and each `/` becomes `.` (so `acme/api` becomes the labels
+//!   `acme.api`). Upper-case letters are refused, not lowercased (DNS
+//!   names compare without case, so `Acme` and `acme` would be one name),
+//!   and so is a `.` in a claim value: that is what keeps the `/` to `.`
+//!   mapping one-to-one. The rendered name must then be a valid DNS name
+//!   (labels of 1 to 63 characters, no leading or trailing `-`, at most
+//!   253 characters); a leading `*.` in the literal text is allowed for
+//!   wildcard names.
 //! - [`NameKind::Identity`] (Kubernetes user, SSH principal): the value is
-//!   kept as is and may hold `[A-Za-z0-9._/@:+=-]`; the rendered name is at
-//!   most 256 characters.
+//!   kept as is, case included, and may hold `[A-Za-z0-9._/@:+=-]`; the
+//!   rendered name is at most 256 characters.
 
 use std::fmt;
 
@@ -123,6 +133,14 @@ impl Template {
             return Err("the template is empty".into());
         }
         let t = Template { parts, kind };
+        let claims: Vec<&str> = t.claims().collect();
+        if let Some(first) = claims.first()
+            && let Some(other) = claims.iter().find(|c| *c != first)
+        {
+            return Err(format!(
+                "template {text:?} uses two claims (`{first}` and `{other}`); a template may use one claim, so that two jobs never get the same name (with two, the values can be split differently and fill the template alike)"
+            ));
+        }
         // The literal text alone must already fit the context (claims
         // replaced by a harmless stand-in).
         let probe: String = t
@@ -195,13 +213,10 @@ fn fill(value: &str, kind: NameKind) -> Option<String> {
         return None;
     }
     match kind {
-        NameKind::Dns => {
-            let lower = value.to_ascii_lowercase();
-            lower
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '/')
-                .then(|| lower.replace('/', "."))
-        }
+        NameKind::Dns => value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '/')
+            .then(|| value.replace('/', ".")),
         NameKind::Identity => value.chars().all(identity_char).then(|| value.to_owned()),
     }
 }
@@ -264,6 +279,87 @@ mod tests {
             assert!(e.contains(want), "{t:?}: {e}");
         }
         assert!(Template::parse("repo:{repository} x", NameKind::Identity).is_err());
+        // Two claims cannot fill one name one-to-one; one claim twice can.
+        for kind in [NameKind::Dns, NameKind::Identity] {
+            for t in ["{owner}.{repository}", "{owner}-{repository}", "{a}{b}"] {
+                let e = Template::parse(t, kind).unwrap_err();
+                assert!(e.contains("uses two claims"), "{t}: {e}");
+            }
+            assert!(Template::parse("{owner}.{owner}", kind).is_ok());
+        }
+    }
+
+    /// Regression: values were lowercased for DNS names, so `MAIN`, `Main`
+    /// and `main` got one certificate name. For each context, distinct
+    /// values (case, `/` against `.`, separators) either render to
+    /// distinct names or are refused; none is rewritten onto another.
+    #[test]
+    fn names_are_one_to_one_per_context() {
+        let values = [
+            "refs/heads/main",
+            "refs/heads/MAIN",
+            "refs/heads/Main",
+            "refs.heads.main",
+            "refs/heads.main",
+            "acme-x/api",
+            "acme/x-api",
+            "acme/x_api",
+            "Acme/api",
+            "acme/api",
+        ];
+        // (context, template, what every accepted value must render to)
+        // (value, the name it renders)
+        type Renders<'a> = &'a [(&'a str, &'a str)];
+        let table: &[(NameKind, &str, Renders)] = &[
+            (
+                NameKind::Dns,
+                "{v}.deploy.internal",
+                &[
+                    ("refs/heads/main", "refs.heads.main.deploy.internal"),
+                    ("acme-x/api", "acme-x.api.deploy.internal"),
+                    ("acme/x-api", "acme.x-api.deploy.internal"),
+                    ("acme/api", "acme.api.deploy.internal"),
+                ],
+            ),
+            (
+                NameKind::Identity,
+                "repo:{v}",
+                &[
+                    ("refs/heads/main", "repo:refs/heads/main"),
+                    ("refs/heads/MAIN", "repo:refs/heads/MAIN"),
+                    ("refs/heads/Main", "repo:refs/heads/Main"),
+                    ("refs.heads.main", "repo:refs.heads.main"),
+                    ("refs/heads.main", "repo:refs/heads.main"),
+                    ("acme-x/api", "repo:acme-x/api"),
+                    ("acme/x-api", "repo:acme/x-api"),
+                    ("acme/x_api", "repo:acme/x_api"),
+                    ("Acme/api", "repo:Acme/api"),
+                    ("acme/api", "repo:acme/api"),
+                ],
+            ),
+        ];
+        for (kind, text, accepted) in table {
+            let t = Template::parse(text, *kind).unwrap();
+            let mut seen: Vec<(String, &str)> = Vec::new();
+            for v in values {
+                let mut c = Map::new();
+                c.insert("v".into(), json!(v));
+                let got = t.render(&c);
+                let want = accepted.iter().find(|(value, _)| *value == v);
+                match (want, got) {
+                    (Some((_, name)), Ok(got)) => {
+                        assert_eq!(got, *name, "{kind:?} {v}");
+                        if let Some((_, other)) = seen.iter().find(|(n, _)| *n == got) {
+                            panic!("{kind:?}: {v} and {other} both render {got}");
+                        }
+                        seen.push((got, v));
+                    }
+                    (None, Err(TemplateError::BadValue { claim, .. })) => assert_eq!(claim, "v"),
+                    (want, got) => panic!("{kind:?} {v}: want {want:?}, got {got:?}"),
+                }
+            }
+            assert_eq!(seen.len(), accepted.len(), "{kind:?}");
+        }
     }
 
     #[test]
@@ -274,7 +370,7 @@ mod tests {
                 "{repository}.deploy.internal",
                 Ok("acme.api.deploy.internal"),
             ),
-            ("{owner}.example", Ok("acme.example")),
+            ("{owner}.example", Err("characters not allowed")),
             ("r{run_id}.x", Ok("r42.x")),
             ("{flag}.x", Ok("true.x")),
             ("*.{repository}.x", Ok("*.acme.api.x")),

@@ -216,12 +216,12 @@ fn providers_from_exact_well_known_urls_only() {
     }
 }
 
-/// (provider, shared, tenant claims, project claims, run claims)
+/// (provider, tenancy, tenant ids, project ids, run claims)
 #[test]
 fn tenants_projects_and_runs() {
     type Row = (
         Provider,
-        bool,
+        Tenancy,
         &'static [&'static str],
         &'static [&'static str],
         &'static [&'static str],
@@ -229,58 +229,136 @@ fn tenants_projects_and_runs() {
     let table: &[Row] = &[
         (
             Provider::Github,
-            false,
+            Tenancy::SharedAtWellKnownUrls,
             &["repository_owner_id"],
             &["repository_id"],
             &["run_id"],
         ),
         (
             Provider::Gitlab,
-            false,
+            Tenancy::SharedAtWellKnownUrls,
             &["namespace_id"],
             &["project_id"],
             &["pipeline_id"],
         ),
         (
             Provider::Buildkite,
-            true,
-            &["organization_id", "organization_slug"],
+            Tenancy::Shared,
+            &["organization_id"],
             &["pipeline_id"],
             &["organization_slug", "pipeline_slug", "build_number"],
         ),
         (
             Provider::Circleci,
-            true,
+            Tenancy::Shared,
             &["oidc.circleci.com/org-id"],
             &["oidc.circleci.com/project-id"],
             &["oidc.circleci.com/workflow-id"],
         ),
         (
             Provider::Bitbucket,
-            true,
+            Tenancy::Shared,
             &["workspaceUuid"],
             &["repositoryUuid"],
             &["pipelineUuid"],
         ),
-        (Provider::AzureDevops, false, &[], &[], &[]),
+        (Provider::AzureDevops, Tenancy::Single, &[], &[], &[]),
         (
             Provider::Forgejo,
-            false,
+            Tenancy::Single,
             &["repository_owner_id"],
             &["repository_id"],
             &["run_id"],
         ),
-        (Provider::Generic, false, &[], &[], &[]),
+        (Provider::Generic, Tenancy::Single, &[], &[], &[]),
     ];
-    for (p, shared, tenant, project, run) in table {
-        assert_eq!(p.is_shared(), *shared, "{p:?}");
+    for (p, tenancy, tenant, project, run) in table {
+        assert_eq!(p.tenancy(), *tenancy, "{p:?}");
         assert_eq!(p.tenant_claims(), *tenant, "{p:?}");
         assert_eq!(p.project_claims(), *project, "{p:?}");
         assert_eq!(p.run_claims(), *run, "{p:?}");
-        // A shared issuer has a tenant to bind.
-        assert!(!p.is_shared() || !p.tenant_claims().is_empty(), "{p:?}");
+        // A provider with shared issuers has ids to bind.
+        assert!(
+            *tenancy == Tenancy::Single || (!tenant.is_empty() && !project.is_empty()),
+            "{p:?}"
+        );
     }
     assert_eq!(table.len(), Provider::ALL.len());
+}
+
+/// Which issuers are shared: (provider, issuer URL, shared). A token's
+/// `iss` must equal its issuer's URL, so only the well-known URLs receive
+/// github.com's and gitlab.com's tokens.
+#[test]
+fn shared_issuers_by_provider_and_url() {
+    let table: &[(Provider, Option<&str>, bool)] = &[
+        (
+            Provider::Github,
+            Some("https://token.actions.githubusercontent.com"),
+            true,
+        ),
+        (
+            Provider::Github,
+            Some("https://token.actions.githubusercontent.com/acme"),
+            true,
+        ),
+        (
+            Provider::Github,
+            Some("https://ghe.example.com/_services/token"),
+            false,
+        ),
+        (Provider::Github, Some("http://127.0.0.1:8401"), false),
+        (Provider::Github, None, true),
+        (Provider::Gitlab, Some("https://gitlab.com"), true),
+        (
+            Provider::Gitlab,
+            Some("https://gitlab.acme.internal"),
+            false,
+        ),
+        (Provider::Buildkite, Some("http://127.0.0.1:8403"), true),
+        (Provider::Circleci, None, true),
+        (Provider::Bitbucket, Some("http://127.0.0.1:8404"), true),
+        (Provider::AzureDevops, None, false),
+        (
+            Provider::Forgejo,
+            Some("https://codeberg.org/api/actions"),
+            false,
+        ),
+        (
+            Provider::Generic,
+            Some("https://token.actions.githubusercontent.com"),
+            false,
+        ),
+    ];
+    for (p, url, shared) in table {
+        assert_eq!(p.issuer_is_shared(*url), *shared, "{p:?} {url:?}");
+    }
+}
+
+/// GitHub's immutable subject names both ids; the name-only form, other
+/// providers' shapes and near misses do not.
+#[test]
+fn github_immutable_subjects() {
+    let table: &[(&str, bool)] = &[
+        ("repo:acme-10001/api-892347:ref:refs/heads/main", true),
+        (
+            "repo:acme-corp-10001/my-api-892347:environment:production",
+            true,
+        ),
+        ("repo:acme/api:ref:refs/heads/main", false),
+        ("repo:acme-x/api-892347:ref:refs/heads/main", false),
+        ("repo:acme-10001/api-89x:ref:refs/heads/main", false),
+        ("repo:-10001/api-892347:ref:refs/heads/main", false),
+        ("repo:acme-/api-892347:ref:refs/heads/main", false),
+        ("repo:acme-10001/api-892347", false),
+        ("repo:acme-10001/api-892347:", false),
+        ("repo:acme-10001/x/api-892347:ref:main", false),
+        ("project_path:acme-1/api-2:ref:main", false),
+    ];
+    for (sub, want) in table {
+        assert_eq!(Provider::Github.sub_has_ids(sub), *want, "{sub}");
+        assert!(!Provider::Gitlab.sub_has_ids(sub), "{sub}");
+    }
 }
 
 /// Every claim a table names elsewhere is one the provider sends, and
@@ -492,5 +570,53 @@ fn the_audit_keeps_the_claims_it_recorded_before() {
             Provider::Generic.audited_claims().contains(claim),
             "{claim}"
         );
+    }
+}
+
+/// A claim a provider never sends is named, with the closest it does send.
+#[test]
+fn misspelt_claims_find_their_closest_known_claim() {
+    let table: &[(Provider, &str, bool, Option<&str>)] = &[
+        (
+            Provider::Github,
+            "runner_enviroment",
+            false,
+            Some("runner_environment"),
+        ),
+        (Provider::Github, "repo_id", false, None),
+        (Provider::Buildkite, "ref", false, None),
+        (
+            Provider::Github,
+            "repostiory_id",
+            false,
+            Some("repository_id"),
+        ),
+        (
+            Provider::Github,
+            "runner_environment",
+            true,
+            Some("runner_environment"),
+        ),
+        (Provider::Github, "aud", true, Some("aud")),
+        (Provider::Gitlab, "projectid", false, Some("project_id")),
+        (Provider::Gitlab, "repository_id", false, None),
+        (
+            Provider::Circleci,
+            "oidc.circleci.com/orgid",
+            false,
+            Some("oidc.circleci.com/org-id"),
+        ),
+        (
+            Provider::Buildkite,
+            "organisation_id",
+            false,
+            Some("organization_id"),
+        ),
+        // An unknown CI may send anything.
+        (Provider::Generic, "anything_at_all", true, None),
+    ];
+    for (p, claim, sent, closest) in table {
+        assert_eq!(p.sends(claim), *sent, "{p:?} {claim}");
+        assert_eq!(p.closest_claim(claim), *closest, "{p:?} {claim}");
     }
 }

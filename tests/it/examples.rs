@@ -191,6 +191,11 @@ fn buildkite_pipeline_is_admitted_on_main_only_and_binds_the_organization() {
     let step_key = step["key"].as_str().unwrap();
     let branch = step["branches"].as_str().unwrap();
     assert_eq!(fetched_environment(rel, &text), env);
+    // Buildkite puts the ids the policy binds in the token only when asked.
+    assert_eq!(
+        y["env"]["BUILDKITE_OIDC_TOKEN_CLAIMS"], "organization_id,pipeline_id",
+        "{rel}: asks for the organization's and the pipeline's ids"
+    );
 
     let c = claims(
         Shape::Buildkite,
@@ -203,6 +208,9 @@ fn buildkite_pipeline_is_admitted_on_main_only_and_binds_the_organization() {
         json!({"step_key": step_key, "build_branch": "feature/x"}),
         json!({"step_key": step_key, "build_branch": branch, "organization_id": "another-org-id"}),
         json!({"step_key": step_key, "build_branch": branch, "organization_slug": "evil"}),
+        json!({"step_key": step_key, "build_branch": branch, "pipeline_id": "another-pipeline-id"}),
+        // A token without the ids (not asked for) is refused.
+        json!({"step_key": step_key, "build_branch": branch, "pipeline_id": null}),
     ];
     for o in cases {
         assert_denied(rel, &env, "buildkite", &claims(Shape::Buildkite, o));

@@ -16,6 +16,7 @@ mod broker_vault_login;
 mod cli;
 mod credentials;
 mod disclosure;
+mod documented_formats;
 mod examples;
 mod exchange;
 mod fetch;

@@ -50,7 +50,8 @@ cases:
     environment: production
     issuer: github
     claims: {repository_id: "892347", repository_owner_id: "10001", repository: acme/api,
-             ref: refs/heads/main, event_name: push, environment: production}
+             ref: refs/heads/main, event_name: push, environment: production,
+             runner_environment: github-hosted}
     expect: allow
 "#,
     )
@@ -69,7 +70,7 @@ cases:
         "        got:      deny (no_rule_matched)\n".to_owned(),
         "        why:\n".to_owned(),
         format!(
-            "          rule `no-self-hosted-runners` (deny, line {}): claim `runner_environment`: expected \"self-hosted\", got \"github-hosted\"\n",
+            "          rule `no-self-hosted-runners` (deny, line {}): claim `runner_environment`: expected missing or \"self-hosted\", got \"github-hosted\"\n",
             rule_line("no-self-hosted-runners")
         ),
         format!(
@@ -98,8 +99,31 @@ cases:
         &dir.path().display().to_string(),
     ]);
     assert_eq!(code, 1);
+    let at = format!("{}:3:5: ", dir.path().join("wrong.yaml").display());
     assert!(
-        err.contains("wrong.yaml") && err.contains("expekt"),
+        err.starts_with(&format!("error: {at}unknown field `expekt`")),
+        "{err}"
+    );
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+
+    // A case naming an issuer that is not configured is an error, not a
+    // pass of every `expect: deny`.
+    std::fs::write(
+        dir.path().join("wrong.yaml"),
+        "cases:\n  - name: x\n    environment: production\n    issuer: githb\n    claims: {repository_id: \"892347\"}\n    expect: deny\n",
+    )
+    .expect("write");
+    let (code, out, err) = jobkey_cli(&[
+        "policy",
+        "test",
+        "--config",
+        &example_config(),
+        &dir.path().display().to_string(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(!out.contains("PASS"), "{out}");
+    assert!(
+        err.contains(":4:13: case `x`: issuer `githb` is not configured (configured: buildkite, github, gitlab); did you mean `github`?"),
         "{err}"
     );
 }
@@ -129,7 +153,8 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
     )
     .expect("write");
     let d = dir.path().display().to_string();
-    // `jobkey policy lint` of the temp directory, GitHub only, with `extra`.
+    // `jobkey policy lint` of the temp directory, with GitHub Enterprise
+    // Server (single-tenant: the rule compiles, lint warns), with `extra`.
     let lint = |extra: &[&str]| {
         let mut args = vec![
             "policy",
@@ -137,7 +162,7 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
             "--policies",
             &d,
             "--issuer",
-            "github=https://token.actions.githubusercontent.com",
+            "github=github:https://ghe.example.com/_services/token",
         ];
         args.extend_from_slice(extra);
         jobkey_cli(&args)
@@ -164,6 +189,23 @@ fn lint_is_clean_on_shipped_policies_and_fails_with_deny_warnings() {
         .filter_map(|w| w["code"].as_str())
         .collect();
     assert_eq!(codes, vec!["JK003", "JK006"]);
+
+    // On github.com (shared by every repository owner) the same rule does
+    // not compile: it names the rule, the issuer and the ids to bind.
+    let (code, _, err) = jobkey_cli(&[
+        "policy",
+        "lint",
+        "--policies",
+        &d,
+        "--issuer",
+        "github=https://token.actions.githubusercontent.com",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("production.yaml:7:13: rule `wide`: issuer `github` (GitHub Actions at https://token.actions.githubusercontent.com) signs tokens for every repository owner on it")
+            && err.contains("add `repository_owner_id: \"<id>\"` and `repository_id: \"<id>\"`"),
+        "{err}"
+    );
 
     // A compile error is a failure with file:line:column.
     std::fs::write(dir.path().join("production.yaml"), "credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 10m\nrules:\n  - name: r\n    issuer: github\n    claims: {ref: {regex: \"(\"}}\n    grant: [db]\n").expect("write");
@@ -211,15 +253,16 @@ fn issuer_flags_carry_urls_and_providers() {
         "{out}"
     );
     let (code, _, err) = explain("https://evil.example");
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "no decision: {err}");
     assert!(
         err.contains("no configured issuer has `iss` \"https://evil.example\"; give --as-issuer NAME (one of: github, gitlab, buildkite)"),
         "{err}"
     );
     assert!(!err.contains("Some("), "{err}");
 
-    // The staging policy binds the organisation: it compiles on the
-    // stand-in. Without the binding it is refused, as on the real issuer.
+    // The staging policy binds the organisation's and the pipeline's ids:
+    // it compiles on the stand-in. Without them it is refused, as on the
+    // real issuer.
     let mut args = vec!["policy", "lint", "--policies", "policies"];
     args.extend(issuers);
     let (code, out, err) = jobkey_cli(&args);
@@ -227,12 +270,10 @@ fn issuer_flags_carry_urls_and_providers() {
     let staging = std::fs::read_to_string(root().join("policies/staging.yaml")).expect("staging");
     std::fs::write(
         dir.path().join("staging.yaml"),
-        staging
-            .replace("      organization_slug: acme\n", "")
-            .replace(
-                "      organization_id: 0189a3c2-7d51-4e3b-9f0a-5b6c7d8e9f01\n",
-                "",
-            ),
+        staging.replace(
+            "      organization_id: 0189a3c2-7d51-4e3b-9f0a-5b6c7d8e9f01\n",
+            "",
+        ),
     )
     .expect("write");
     let d = dir.path().display().to_string();
@@ -241,7 +282,8 @@ fn issuer_flags_carry_urls_and_providers() {
     let (code, _, err) = jobkey_cli(&args);
     assert_eq!(code, 1);
     assert!(
-        err.contains("rule `buildkite-api-deploy`: issuer `buildkite` is shared by every organisation on Buildkite; bind `organization_id` or `organization_slug`"),
+        err.contains("rule `buildkite-api-deploy`: issuer `buildkite` (Buildkite at http://127.0.0.1:8403) signs tokens for every organisation on it")
+            && err.contains("add `organization_id: \"<id>\"`"),
         "{err}"
     );
 }
@@ -348,20 +390,20 @@ fn explain_verifies_real_shaped_tokens_offline() {
     );
     assert!(out.contains("matching rule: github-api-deploy"), "{out}");
     let want = format!(
-        "rule `no-self-hosted-runners` (deny, line {}): claim `runner_environment`: expected \"self-hosted\", got \"github-hosted\"",
+        "rule `no-self-hosted-runners` (deny, line {}): claim `runner_environment`: expected missing or \"self-hosted\", got \"github-hosted\"",
         rule_line("no-self-hosted-runners")
     );
     assert!(out.contains(&want), "{out}");
 
     // The same token much later: expired, refused before any decision.
     let (code, _, err) = explain("github.jwt", gh, "production", &(at + 3600).to_string());
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "no decision: {err}");
     assert!(err.contains("token_expired"), "{err}");
 
     // A token signed by a key not in the JWKS is refused.
     let forged = rsa_key("rogue", "gh-1").mint(&Value::Object(gh_claims));
     let (code, _, err) = explain("forged.jwt", forged, "production", &at.to_string());
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "no decision: {err}");
     assert!(err.contains("bad_signature"), "{err}");
 
     // GitLab: an unprotected ref; the rule and the reason are shown.
@@ -369,11 +411,15 @@ fn explain_verifies_real_shaped_tokens_offline() {
     gl_claims.insert("ref_protected".into(), json!("false"));
     let gl = gl_key.mint(&Value::Object(gl_claims));
     let (code, out, err) = explain("gitlab.jwt", gl, "staging", &at.to_string());
-    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(code, 1, "denied: {out}{err}");
     assert!(out.contains("issuer `gitlab`"), "{out}");
     assert!(out.contains("decision: deny (no_rule_matched)"), "{out}");
     assert!(out.contains("matching rule: none"), "{out}");
-    assert!(out.contains("rule `gitlab-api-deploy` (allow, line 23): claim `ref_protected`: expected \"true\", got \"false\""), "{out}");
+    let want = format!(
+        "rule `gitlab-api-deploy` (allow, line {}): claim `ref_protected`: expected \"true\", got \"false\"",
+        rule_line_in("staging", "gitlab-api-deploy")
+    );
+    assert!(out.contains(&want), "{out}");
 
     // --claims: no verification; the issuer comes from `iss`.
     let claims = dir.path().join("claims.json");
@@ -400,6 +446,97 @@ fn explain_verifies_real_shaped_tokens_offline() {
     assert_eq!(v["rules"][0]["applies"], json!(true));
 }
 
+/// Regression: `policy explain` exited 0 on a deny, so a script could not
+/// tell. 0 allow, 1 deny, 2 no decision (bad input); stdout has the
+/// explanation whatever the decision.
+#[test]
+fn explain_exits_by_its_decision() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let claims = |name: &str, overrides: Value| {
+        let mut c = Shape::Github.claims(
+            "https://token.actions.githubusercontent.com",
+            "jobkey",
+            1_764_279_612,
+        );
+        jobkey::devissuer::apply(&mut c, overrides.as_object().expect("object"));
+        let path = dir.path().join(name);
+        std::fs::write(&path, Value::Object(c).to_string()).expect("claims");
+        path.display().to_string()
+    };
+    let allowed = claims("allowed.json", json!({}));
+    let denied = claims("denied.json", json!({"ref": "refs/heads/feature"}));
+    let missing = dir.path().join("nope.json").display().to_string();
+    // (claims file, environment, extra arguments, exit status, on stdout or stderr)
+    let table: &[(&str, &str, &[&str], i32, &str)] = &[
+        (&allowed, "production", &[], 0, "decision: allow"),
+        (
+            &denied,
+            "production",
+            &[],
+            1,
+            "decision: deny (no_rule_matched)",
+        ),
+        (
+            &allowed,
+            "nowhere",
+            &[],
+            1,
+            "decision: deny (unknown_environment)",
+        ),
+        (
+            &allowed,
+            "production",
+            &["--format", "json"],
+            0,
+            "\"decision\": \"allow",
+        ),
+        (
+            &denied,
+            "production",
+            &["--format", "json"],
+            1,
+            "\"decision\": \"deny",
+        ),
+        (&missing, "production", &[], 2, "error: "),
+        (&allowed, "production", &["--as-issuer"], 2, "error: "),
+    ];
+    for (file, env, extra, status, shown) in table {
+        let mut args = vec![
+            "policy",
+            "explain",
+            "--config",
+            "examples/jobkey.toml",
+            "--as-issuer",
+            "github",
+            "--env",
+            env,
+            "--claims",
+            file,
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jobkey"));
+        let out = cmd
+            .args(&args)
+            .current_dir(root())
+            .env_remove("JOBKEY_CONFIG")
+            .output()
+            .expect("run jobkey");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(*status),
+            "{args:?}\n{stdout}{stderr}"
+        );
+        assert!(
+            stdout.contains(shown) || stderr.contains(shown),
+            "{args:?}: {shown:?} not in\n{stdout}{stderr}"
+        );
+    }
+}
+
 #[test]
 fn who_can_lists_the_identities_of_a_production_credential() {
     // `jobkey policy who-can` on the example config's production, with `extra`.
@@ -416,7 +553,32 @@ fn who_can_lists_the_identities_of_a_production_credential() {
         args.extend_from_slice(extra);
         jobkey_cli(&args)
     };
-    let (code, out, err) = who_can(&["--credential", "deploy-db"]);
+    // The default layout fits an 80-column terminal (the table was 256
+    // columns wide) and names the same identities.
+    let (code, out, err) = who_can(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    for line in out.lines() {
+        assert!(line.chars().count() <= 80, "{line}");
+    }
+    assert!(
+        out.starts_with(
+            "deploy-db (kv, ttl 10m)\n  rule github-api-deploy, issuer github, ttl 5m\n"
+        ),
+        "{out}"
+    );
+    for cell in [
+        "    repository   repository_id = \"892347\"",
+        "                 repository = \"acme/api\"",
+        "    ref          ref = \"refs/heads/main\"",
+        "    event        event_name is any of [\"push\", \"workflow_dispatch\"]",
+        "    unless       no-self-hosted-runners: runner_environment is missing or\n                   \"self-hosted\"",
+        "    workflow     job_workflow_ref =\n                   \"acme/api/.github/workflows/release.yml@refs/heads/main\"",
+    ] {
+        assert!(out.contains(cell), "missing {cell} in\n{out}");
+    }
+
+    // --wide: one table row per rule.
+    let (code, out, err) = who_can(&["--credential", "deploy-db", "--wide"]);
     assert_eq!(code, 0, "{out}{err}");
     let header = out.lines().next().unwrap_or("");
     for col in [
@@ -439,7 +601,7 @@ fn who_can_lists_the_identities_of_a_production_credential() {
         "ref = \"refs/heads/main\"",
         "environment = \"production\"",
         "event_name is any of [\"push\", \"workflow_dispatch\"]",
-        "no-self-hosted-runners: runner_environment = \"self-hosted\"",
+        "no-self-hosted-runners: runner_environment is missing or \"self-hosted\"",
     ] {
         assert!(out.contains(cell), "missing {cell} in\n{out}");
     }
@@ -469,9 +631,14 @@ fn who_can_lists_the_identities_of_a_production_credential() {
 /// The line of `- name: RULE` in the shipped production policy (reports
 /// name the line a rule starts on).
 fn rule_line(rule: &str) -> usize {
-    let text = std::fs::read_to_string(root().join("policies/production.yaml")).unwrap();
+    rule_line_in("production", rule)
+}
+
+/// The line of `- name: RULE` in the shipped policy of `env`.
+fn rule_line_in(env: &str, rule: &str) -> usize {
+    let text = std::fs::read_to_string(root().join(format!("policies/{env}.yaml"))).unwrap();
     1 + text
         .lines()
         .position(|l| l.trim() == format!("- name: {rule}"))
-        .unwrap_or_else(|| panic!("no rule {rule} in policies/production.yaml"))
+        .unwrap_or_else(|| panic!("no rule {rule} in policies/{env}.yaml"))
 }

@@ -8,12 +8,17 @@
 //! | JK002 | `name-without-id` | a name (`repository`, `project_path`, `repository_owner`, `namespace_path`) is bound without its immutable id |
 //! | JK003 | `wildcard-crosses-repositories` | a glob/regex on `sub` or a repository/project name can match other repositories, and no exact id pins the repository |
 //! | JK004 | `branch-without-event` | a GitHub rule binds a branch `ref` but does not pin `event_name` to events that exclude `pull_request_target` |
-//! | JK005 | `shared-issuer-without-tenant` | reserved: a compile *error* now (a rule for a shared issuer must bind the tenant claim) |
-//! | JK006 | `self-hosted-runners` | a production allow rule is open to self-hosted runners (no `runner_environment` condition, no deny rule) |
+//! | JK005 | `shared-issuer-without-tenant` | reserved: a compile *error* now (a rule for a shared issuer must bind the tenant's and the project's ids) |
+//! | JK006 | `self-hosted-runners` | an allow rule is open to self-hosted runners, in a file that does not say `self_hosted_runners_ok: true`: no `runner_environment` condition excludes them, and no deny rule refuses both `self-hosted` and a token without the claim (`{missing_or: self-hosted}`) |
 //! | JK007 | `ttl-above-limit` | a rule or credential TTL is above the environment's `max_ttl` (silently clamped) |
+//! | JK008 | `unknown-claim` | an allow rule (or `require:`) names a claim its issuer's provider never sends (with the closest one it does: a misspelling); in a deny rule this is a compile error |
+//! | JK009 | `pattern-on-id` | a glob or regex on an immutable id (`repository_id: {glob: "55*"}`): it admits whatever id fits, including new ones |
+//! | JK010 | `ids-only-in-sub` | a GitHub rule binds the ids only through `sub` in the immutable form, which reads like the older name-only form for names ending in `-` and digits |
 //!
 //! Deny rules are only checked by JK007 (they have no TTL) — the others are
-//! about what allow rules admit. Which claims name a repository or an
+//! about what allow rules admit. Findings about one condition point at
+//! the condition (JK008, JK009, JK010), the others at the rule's
+//! `name:`. Which claims name a repository or an
 //! owner, and which provider-specific checks apply (JK004, JK006), come
 //! from the rule's issuer's provider (`crate::provider`); a generic issuer
 //! gets every provider's claims, and GitHub's JK004 when its rule binds a
@@ -93,7 +98,29 @@ fn lint_env(environment: &str, env: &CompiledEnv, out: &mut Vec<Warning>) {
                 fix,
             });
         };
-    let production = environment.starts_with("prod");
+    // A finding about one condition: at the condition, naming its rule
+    // (`None` for the file's `require:`).
+    let warn_at = |out: &mut Vec<Warning>,
+                   rule: Option<&Rule>,
+                   c: &Condition,
+                   code,
+                   name,
+                   message: String,
+                   fix: String| {
+        out.push(Warning {
+            code,
+            name,
+            file: env.file.clone(),
+            line: c.line,
+            column: c.column,
+            environment: environment.to_owned(),
+            rule: rule.map(|r| r.name.clone()),
+            message,
+            fix,
+        });
+    };
+    // `require:` conditions already reported, per provider.
+    let mut required_seen: Vec<(Option<usize>, Option<usize>, Provider)> = Vec::new();
 
     for rule in &env.rules {
         if let (Some(ttl), Some(max)) = (rule.ttl, env.max_ttl)
@@ -121,6 +148,50 @@ fn lint_env(environment: &str, env: &CompiledEnv, out: &mut Vec<Warning>) {
         }
         let provider = rule.provider;
 
+        // JK008
+        for c in &rule.conditions {
+            let Some(claim) = c.claim.segments.first() else {
+                continue;
+            };
+            if provider.sends(claim) {
+                continue;
+            }
+            if c.inherited {
+                let key = (c.line, c.column, provider);
+                if required_seen.contains(&key) {
+                    continue;
+                }
+                required_seen.push(key);
+            }
+            let fix = match provider.closest_claim(claim) {
+                Some(known) => format!("did you mean `{known}`?"),
+                None => format!(
+                    "use a claim {} sends ({})",
+                    provider.title(),
+                    provider.known_claims().join(", ")
+                ),
+            };
+            warn_at(
+                out,
+                (!c.inherited).then_some(rule),
+                c,
+                "JK008",
+                "unknown-claim",
+                format!(
+                    "{}claim `{}`: {} never sends a `{claim}` claim, so {} never admits a job",
+                    if c.inherited { "require: " } else { "" },
+                    c.claim.written,
+                    provider.title(),
+                    if c.inherited {
+                        format!("an allow rule for issuer `{}`", rule.issuer)
+                    } else {
+                        "this rule".to_owned()
+                    }
+                ),
+                fix,
+            );
+        }
+
         // JK001
         let binds_identity = rule.conditions.iter().any(|c| {
             c.matcher.is_positive()
@@ -135,18 +206,99 @@ fn lint_env(environment: &str, env: &CompiledEnv, out: &mut Vec<Warning>) {
                 identity_fix(provider));
         }
 
+        // JK009: a pattern on an id (reported at the condition; JK002
+        // then says nothing more about that id).
+        let ids = id_claims(provider);
+        for c in &rule.conditions {
+            let Some(claim) = c.claim.top_level() else {
+                continue;
+            };
+            if !ids.contains(&claim) || !has_pattern(&c.matcher) {
+                continue;
+            }
+            if c.inherited {
+                let key = (c.line, c.column, provider);
+                if required_seen.contains(&key) {
+                    continue;
+                }
+                required_seen.push(key);
+            }
+            warn_at(
+                out,
+                (!c.inherited).then_some(rule),
+                c,
+                "JK009",
+                "pattern-on-id",
+                format!(
+                    "{}`{claim}` is an immutable id, bound here to {}: that admits every {} whose id fits the pattern, including ones anyone creates later",
+                    if c.inherited { "require: " } else { "" },
+                    c.matcher.describe(),
+                    id_noun(provider, claim),
+                ),
+                format!("bind `{claim}` to exact values (a list for several)"),
+            );
+        }
+
         // JK002
         for (name, id) in provider.renamed_claims() {
-            if binds_exactly(rule, name) && !binds_exactly(rule, id) {
-                warn(
+            if !binds_exactly(rule, name) || binds_exactly(rule, id) {
+                continue;
+            }
+            let mut on_id = conditions_on(rule, id);
+            let message = match on_id.next() {
+                None => format!(
+                    "binds `{name}` without `{id}`: names can be renamed and re-registered by someone else"
+                ),
+                Some(c) if has_pattern(&c.matcher) => continue,
+                Some(c) => format!(
+                    "binds `{name}` but `{id}` only to {}: names can be renamed and re-registered by someone else",
+                    c.matcher.describe()
+                ),
+            };
+            warn(
+                out,
+                Some(rule),
+                "JK002",
+                "name-without-id",
+                message,
+                format!("add `{id}: \"<the id>\"` next to `{name}`"),
+            );
+        }
+
+        // JK010
+        if provider.info().ids_in_sub.is_some()
+            && let Some(sub) = conditions_on(rule, "sub").find(|c| {
+                c.matcher
+                    .exact_values()
+                    .is_some_and(|vs| vs.iter().all(|v| provider.sub_has_ids(v)))
+            })
+        {
+            let unbound: Vec<&str> = provider
+                .tenant_claims()
+                .iter()
+                .chain(provider.project_claims())
+                .copied()
+                .filter(|id| !binds_exactly(rule, id))
+                .collect();
+            if !unbound.is_empty() {
+                warn_at(
                     out,
-                    Some(rule),
-                    "JK002",
-                    "name-without-id",
+                    (!sub.inherited).then_some(rule),
+                    sub,
+                    "JK010",
+                    "ids-only-in-sub",
                     format!(
-                        "binds `{name}` without `{id}`: names can be renamed and re-registered by someone else"
+                        "the owner's and the repository's ids are bound only through `sub` ({}): the immutable form `repo:OWNER-OWNERID/REPO-REPOID:` reads the same as the older name-only form of an owner and a repository whose names end in `-` and digits",
+                        sub.matcher.describe()
                     ),
-                    format!("add `{id}: \"<the id>\"` next to `{name}`"),
+                    format!(
+                        "bind {} as well",
+                        unbound
+                            .iter()
+                            .map(|c| format!("`{c}`"))
+                            .collect::<Vec<_>>()
+                            .join(" and ")
+                    ),
                 );
             }
         }
@@ -198,23 +350,33 @@ fn lint_env(environment: &str, env: &CompiledEnv, out: &mut Vec<Warning>) {
 
         // JK006
         if let Some(runner) = provider.lint().runner
-            && production
-            && !excludes_self_hosted(rule, env, runner.claim, runner.self_hosted)
+            && !env.self_hosted_runners_ok
         {
-            warn(
-                out,
-                Some(rule),
-                "JK006",
-                "self-hosted-runners",
-                format!(
-                    "production rule open to self-hosted runners (no `{}` condition, and no deny rule for issuer `{}` on `{}: {}`)",
-                    runner.claim, rule.issuer, runner.claim, runner.self_hosted
-                ),
-                format!(
-                    "add `{}: {}` to the rule (or `require:`), or a deny rule `{{{}: {}}}` for this issuer",
-                    runner.claim, runner.hosted, runner.claim, runner.self_hosted
-                ),
-            );
+            let cover = self_hosted_cover(rule, env, runner.claim, runner.self_hosted);
+            let message = match cover {
+                Cover::Full => None,
+                Cover::None => Some(format!(
+                    "open to self-hosted runners (no `{}` condition excludes `{}`, and no deny rule for issuer `{}` refuses it)",
+                    runner.claim, runner.self_hosted, rule.issuer
+                )),
+                Cover::PresentOnly(deny) => Some(format!(
+                    "open to self-hosted runners: deny rule `{deny}` refuses `{}: {}` but not a token without `{}`, which it lets through (a deny rule's conditions hold only for claims the token carries)",
+                    runner.claim, runner.self_hosted, runner.claim
+                )),
+            };
+            if let Some(message) = message {
+                warn(
+                    out,
+                    Some(rule),
+                    "JK006",
+                    "self-hosted-runners",
+                    message,
+                    format!(
+                        "add `{}: {}` to the rule (or `require:`), or a deny rule for this issuer with `{}: {{missing_or: {}}}`, which also refuses tokens without the claim; if self-hosted runners are fine for this environment, write `self_hosted_runners_ok: true` at the top of the file",
+                        runner.claim, runner.hosted, runner.claim, runner.self_hosted
+                    ),
+                );
+            }
         }
     }
 
@@ -245,6 +407,53 @@ fn human(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
+/// The immutable id claims of the provider (every provider's for a generic
+/// issuer).
+fn id_claims(provider: Provider) -> Vec<&'static str> {
+    let entries: Vec<Provider> = match provider {
+        Provider::Generic => Provider::ALL.to_vec(),
+        p => vec![p],
+    };
+    let mut out: Vec<&'static str> = Vec::new();
+    for p in entries {
+        let renamed = p.renamed_claims();
+        let ids = p
+            .tenant_claims()
+            .iter()
+            .chain(p.project_claims())
+            .copied()
+            .chain(renamed.iter().map(|(_, id)| *id));
+        for id in ids {
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+    }
+    out
+}
+
+/// What an id names, for messages.
+fn id_noun(provider: Provider, claim: &str) -> &'static str {
+    let tenant = Provider::ALL
+        .iter()
+        .filter(|p| provider == Provider::Generic || **p == provider)
+        .any(|p| p.tenant_claims().contains(&claim));
+    if tenant {
+        "owner"
+    } else {
+        "repository or project"
+    }
+}
+
+/// Whether `m` holds a glob or a regex (alone or in a list).
+fn has_pattern(m: &Matcher) -> bool {
+    match m {
+        Matcher::Glob(_) | Matcher::Regex { .. } => true,
+        Matcher::AnyOf(items) => items.iter().any(has_pattern),
+        _ => false,
+    }
+}
+
 /// Whether any exact value or pattern of `m` contains `needle`.
 fn mentions(m: &Matcher, needle: &str) -> bool {
     match m {
@@ -252,6 +461,7 @@ fn mentions(m: &Matcher, needle: &str) -> bool {
         Matcher::Glob(g) => g.as_str().contains(needle),
         Matcher::Regex { source, .. } => source.contains(needle),
         Matcher::AnyOf(items) => items.iter().any(|i| mentions(i, needle)),
+        Matcher::MissingOr(inner) => mentions(inner, needle),
         Matcher::Not(_) | Matcher::Present(_) => false,
     }
 }
@@ -335,21 +545,62 @@ fn event_pinned(rule: &Rule, check: &BranchEvent) -> bool {
     })
 }
 
-/// The rule cannot admit a self-hosted runner: its own condition rejects
-/// it, or a deny rule of the file for the same issuer whose only condition
-/// is on the runner claim denies it.
-fn excludes_self_hosted(rule: &Rule, env: &CompiledEnv, claim: &str, self_hosted: &str) -> bool {
+/// How far a rule is kept from self-hosted runners.
+enum Cover<'e> {
+    /// Its own condition, or the file's deny rules, refuse both a
+    /// self-hosted runner and a token without the runner claim.
+    Full,
+    /// A deny rule (named) refuses a self-hosted runner, but a token
+    /// without the claim passes every deny rule.
+    PresentOnly(&'e str),
+    None,
+}
+
+/// Whether the rule can admit a self-hosted runner. Its own condition on
+/// the runner claim rejects it (and, like every value condition, a token
+/// without the claim); or the file's deny rules for the same issuer whose
+/// only condition is on the runner claim refuse both `self_hosted` and a
+/// token without the claim (`{missing_or: self-hosted}`, or a `{present:
+/// false}` rule beside a `self-hosted` one). A deny rule's condition on a
+/// claim the token lacks does not hold, so `{runner_environment:
+/// self-hosted}` alone lets such a token through.
+fn self_hosted_cover<'e>(
+    rule: &Rule,
+    env: &'e CompiledEnv,
+    claim: &str,
+    self_hosted: &str,
+) -> Cover<'e> {
     let own = conditions_on(rule, claim).any(|c| {
         !matches!(c.matcher, Matcher::Present(false)) && !c.matcher.matches_text(self_hosted)
     });
-    own || env.rules.iter().any(|d| {
-        d.effect == Effect::Deny
-            && d.issuer == rule.issuer
-            && d.conditions.len() == 1
-            && d.conditions
-                .iter()
-                .all(|c| c.claim.top_level() == Some(claim) && c.matcher.matches_text(self_hosted))
-    })
+    if own {
+        return Cover::Full;
+    }
+    let denies: Vec<&'e Rule> = env
+        .rules
+        .iter()
+        .filter(|d| {
+            d.effect == Effect::Deny
+                && d.issuer == rule.issuer
+                && d.conditions.len() == 1
+                && d.conditions
+                    .iter()
+                    .all(|c| c.claim.top_level() == Some(claim))
+        })
+        .collect();
+    let refuses_self_hosted = denies.iter().find(|d| {
+        d.conditions
+            .iter()
+            .all(|c| c.matcher.matches_text(self_hosted))
+    });
+    let refuses_absent = denies
+        .iter()
+        .any(|d| d.conditions.iter().all(|c| c.matcher.holds(None)));
+    match (refuses_self_hosted, refuses_absent) {
+        (Some(_), true) => Cover::Full,
+        (Some(deny), false) => Cover::PresentOnly(&deny.name),
+        (None, _) => Cover::None,
+    }
 }
 
 /// For a glob/regex (or a list holding one) on a project-naming claim, the
@@ -391,15 +642,34 @@ mod tests {
     const CREDS: &str = "credentials:\n  db:\n    kv: {mount: s, path: p}\n    ttl: 10m\n";
     const GOOD: &str = "repository_id: \"1\"\n      repository: acme/api\n      ref: refs/heads/main\n      event_name: [push]\n      runner_environment: github-hosted";
 
-    fn codes(env: &str, kind_url: &str, body: &str) -> Vec<&'static str> {
-        warnings(env, PolicyIssuer::from_url("ci", kind_url), body)
+    fn codes(env: &str, url: &str, body: &str) -> Vec<&'static str> {
+        warnings(env, issuer(url), body)
             .iter()
             .map(|w| w.code)
             .collect()
     }
 
+    /// GitHub Enterprise Server and a self-managed GitLab (single-tenant:
+    /// a rule without ids compiles and lint has its say), or a generic
+    /// issuer at any other URL.
+    fn issuer(url: &str) -> PolicyIssuer {
+        match url {
+            GH => PolicyIssuer::new("ci", Provider::Github, Some(GH.into())),
+            GL => PolicyIssuer::new("ci", Provider::Gitlab, Some(GL.into())),
+            other => PolicyIssuer::from_url("ci", other),
+        }
+    }
+
+    /// The warnings of `env.yaml` made of the credentials and `body`. A
+    /// `staging` file also says `self_hosted_runners_ok: true` (appended,
+    /// so positions do not move): tests about other checks use it.
     fn warnings(env: &str, issuer: PolicyIssuer, body: &str) -> Vec<Warning> {
-        let src = format!("{CREDS}{body}");
+        let ok = if env == "staging" {
+            "self_hosted_runners_ok: true\n"
+        } else {
+            ""
+        };
+        let src = format!("{CREDS}{body}{ok}");
         let set = match PolicySet::from_sources(&[(format!("{env}.yaml"), src.clone())], &[issuer])
         {
             Ok(set) => set,
@@ -414,14 +684,42 @@ mod tests {
         )
     }
 
-    const GH: &str = "https://token.actions.githubusercontent.com";
-    const GL: &str = "https://gitlab.com";
+    const GH: &str = "https://ghe.example.com/_services/token";
+    const GL: &str = "https://gitlab.acme.internal";
 
-    /// (environment, issuer URL, file body after credentials, expected codes)
+    /// (environment, issuer URL, file body after credentials, expected
+    /// codes); `staging` accepts self-hosted runners (see `warnings`).
     #[test]
     fn each_lint() {
         let table: Vec<(&str, &str, String, Vec<&str>)> = vec![
             ("production", GH, rule(GOOD), vec![]),
+            // JK006 is for every environment unless the file says
+            // self-hosted runners are fine there.
+            ("qa", GL, rule("project_id: \"1\""), vec!["JK006"]),
+            (
+                "qa",
+                GH,
+                rule("repository_id: \"1\"\n      ref: refs/tags/v1"),
+                vec!["JK006"],
+            ),
+            (
+                "production",
+                GL,
+                format!(
+                    "self_hosted_runners_ok: true\n{}",
+                    rule("project_id: \"1\"")
+                ),
+                vec![],
+            ),
+            (
+                "production",
+                GL,
+                format!(
+                    "self_hosted_runners_ok: false\n{}",
+                    rule("project_id: \"1\"")
+                ),
+                vec!["JK006"],
+            ),
             (
                 "staging",
                 GH,
@@ -564,7 +862,17 @@ mod tests {
                 "prod-eu",
                 GL,
                 format!(
-                    "{}  - name: d\n    issuer: ci\n    effect: deny\n    claims: {{runner_environment: self-hosted}}\n",
+                    "{}  - name: d\n    issuer: ci\n    effect: deny\n    claims: {{runner_environment: {{missing_or: self-hosted}}}}\n",
+                    rule("project_id: \"1\"")
+                ),
+                vec![],
+            ),
+            // Two deny rules that together refuse self-hosted and absent.
+            (
+                "production",
+                GL,
+                format!(
+                    "{}  - name: d\n    issuer: ci\n    effect: deny\n    claims: {{runner_environment: self-hosted}}\n  - name: e\n    issuer: ci\n    effect: deny\n    claims: {{runner_environment: {{present: false}}}}\n",
                     rule("project_id: \"1\"")
                 ),
                 vec![],
@@ -607,10 +915,186 @@ mod tests {
         }
     }
 
+    /// Regression: a token without `runner_environment` passed the deny
+    /// rule `{runner_environment: self-hosted}`, and JK006 counted that
+    /// rule as enough. A deny rule covers the rule only when it also
+    /// refuses a token without the claim.
+    #[test]
+    fn a_deny_rule_on_a_claim_the_token_may_lack_does_not_cover_it() {
+        let allow = rule("project_id: \"1\"");
+        let deny = |condition: &str| {
+            format!(
+                "{allow}  - name: no-self-hosted\n    issuer: ci\n    effect: deny\n    claims: {{runner_environment: {condition}}}\n"
+            )
+        };
+        let found = warnings("production", issuer(GL), &deny("self-hosted"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].code, "JK006");
+        assert!(
+            found[0].message.contains(
+                "deny rule `no-self-hosted` refuses `runner_environment: self-hosted` but not a token without `runner_environment`"
+            ),
+            "{}",
+            found[0].message
+        );
+        assert!(
+            found[0]
+                .fix
+                .contains("`runner_environment: {missing_or: self-hosted}`"),
+            "{}",
+            found[0].fix
+        );
+        for covering in [
+            "{missing_or: self-hosted}",
+            "{missing_or: [self-hosted, x]}",
+        ] {
+            assert_eq!(
+                warnings("production", issuer(GL), &deny(covering)),
+                vec![],
+                "{covering}"
+            );
+        }
+    }
+
+    /// Regression: a misspelt claim name silently disabled a deny rule
+    /// (`runner_enviroment: self-hosted`). In a deny rule it is now a
+    /// compile error (`compile.rs`); in an allow rule, or in `require:`, a
+    /// warning at the condition with the closest claim the provider sends.
+    #[test]
+    fn a_claim_the_provider_never_sends_is_named_with_the_closest_one() {
+        let body = format!(
+            "require: {{repostiory_id: \"1\"}}\n{}  - name: s\n    issuer: ci\n    claims:\n      repository_id: \"1\"\n      runner_enviroment: github-hosted\n    grant: [db]\n",
+            rule("repository_id: \"1\"\n      runner_environment: github-hosted")
+        );
+        let found: Vec<Warning> = warnings("staging", issuer(GH), &body)
+            .into_iter()
+            .filter(|w| w.code == "JK008")
+            .collect();
+        let text: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            vec![
+                "staging.yaml:5:26: warning[JK008 unknown-claim] require: claim `repostiory_id`: GitHub Actions never sends a `repostiory_id` claim, so an allow rule for issuer `ci` never admits a job\n  fix: did you mean `repository_id`?".to_owned(),
+                "staging.yaml:17:26: warning[JK008 unknown-claim] rule `s`: claim `runner_enviroment`: GitHub Actions never sends a `runner_enviroment` claim, so this rule never admits a job\n  fix: did you mean `runner_environment`?".to_owned(),
+            ]
+        );
+        // The same names under a generic issuer: an unknown CI may send them.
+        let generic = warnings("staging", issuer("https://ci.example.com"), &body);
+        assert!(generic.iter().all(|w| w.code != "JK008"), "{generic:?}");
+    }
+
+    /// Regression: `repository_id: {glob: "55*"}` was reported as "JK002
+    /// binds `repository` without `repository_id`", at the rule's name, as
+    /// if the id were missing. A glob or regex on an immutable id is its
+    /// own finding, at the condition.
+    #[test]
+    fn a_pattern_on_an_id_is_reported_at_the_condition() {
+        let text = |url: &str, claims: &str| -> Vec<String> {
+            warnings("staging", issuer(url), &rule(claims))
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        // Lines: credentials 1..=4, `rules:` 5, `- name: r` 6, claims from 9.
+        let table: &[(&str, &str, &[&str])] = &[
+            (
+                GH,
+                "repository: acme/api\n      repository_id: {glob: \"55*\"}\n      ref: refs/tags/v1",
+                &[
+                    "staging.yaml:10:22: warning[JK009 pattern-on-id] rule `r`: `repository_id` is an immutable id, bound here to glob \"55*\": that admits every repository or project whose id fits the pattern, including ones anyone creates later\n  fix: bind `repository_id` to exact values (a list for several)",
+                ],
+            ),
+            (
+                GH,
+                "repository_owner_id: [\"1\", {regex: \"2[0-9]\"}]\n      repository_id: \"5\"\n      ref: refs/tags/v1",
+                &[
+                    "staging.yaml:9:28: warning[JK009 pattern-on-id] rule `r`: `repository_owner_id` is an immutable id, bound here to any of [\"1\", regex \"2[0-9]\"]: that admits every owner whose id fits the pattern, including ones anyone creates later\n  fix: bind `repository_owner_id` to exact values (a list for several)",
+                ],
+            ),
+            (
+                GL,
+                "project_id: {regex: \"4[0-9]+\"}\n      ref: main",
+                &[
+                    "staging.yaml:9:19: warning[JK009 pattern-on-id] rule `r`: `project_id` is an immutable id, bound here to regex \"4[0-9]+\": that admits every repository or project whose id fits the pattern, including ones anyone creates later\n  fix: bind `project_id` to exact values (a list for several)",
+                ],
+            ),
+            // An id required only to be present is still "without its id".
+            (
+                GH,
+                "repository: acme/api\n      repository_id: {present: true}\n      ref: refs/tags/v1",
+                &[
+                    "staging.yaml:6:11: warning[JK002 name-without-id] rule `r`: binds `repository` but `repository_id` only to present: names can be renamed and re-registered by someone else\n  fix: add `repository_id: \"<the id>\"` next to `repository`",
+                ],
+            ),
+        ];
+        for (url, claims, want) in table {
+            assert_eq!(text(url, claims), *want, "{claims}");
+        }
+    }
+
+    /// GitHub's immutable `sub` pins both ids for the compiler, but reads
+    /// like the name-only form for names ending in `-` and digits: lint
+    /// asks for the id claims too.
+    #[test]
+    fn ids_bound_only_through_sub_are_flagged() {
+        let github = PolicyIssuer::from_url("ci", "https://token.actions.githubusercontent.com");
+        let sub = "sub: \"repo:acme-10001/api-892347:environment:production\"";
+        let found = warnings("staging", github.clone(), &rule(sub));
+        assert_eq!(
+            found.iter().map(|w| w.code).collect::<Vec<_>>(),
+            vec!["JK010"]
+        );
+        assert!(
+            found[0]
+                .fix
+                .contains("bind `repository_owner_id` and `repository_id` as well"),
+            "{}",
+            found[0].fix
+        );
+        assert_eq!((found[0].line, found[0].column), (Some(9), Some(12)));
+        let both =
+            format!("{sub}\n      repository_owner_id: \"10001\"\n      repository_id: \"892347\"");
+        assert_eq!(warnings("staging", github, &rule(&both)), vec![]);
+    }
+
+    /// Regression: the self-hosted-runner check ran only for environments
+    /// named `prod*`, so a `live` or `payments` environment got nothing.
+    /// It runs for every environment; a file that accepts self-hosted
+    /// runners says so with `self_hosted_runners_ok: true`.
+    #[test]
+    fn self_hosted_runners_are_checked_in_every_environment() {
+        let open = rule("project_id: \"1\"");
+        for env in ["live", "payments", "qa", "production"] {
+            let src = format!("{CREDS}{open}");
+            let set = PolicySet::from_sources(&[(format!("{env}.yaml"), src)], &[issuer(GL)])
+                .expect("compiles");
+            let found = lint(&set);
+            assert_eq!(
+                found.iter().map(|w| w.code).collect::<Vec<_>>(),
+                vec!["JK006"],
+                "{env}"
+            );
+            assert!(
+                found[0]
+                    .fix
+                    .contains("write `self_hosted_runners_ok: true` at the top of the file"),
+                "{}",
+                found[0].fix
+            );
+            let src = format!("{CREDS}self_hosted_runners_ok: true\n{open}");
+            let set = PolicySet::from_sources(&[(format!("{env}.yaml"), src)], &[issuer(GL)])
+                .expect("compiles");
+            assert_eq!(lint(&set), vec![], "{env}");
+        }
+    }
+
     #[test]
     fn warnings_print_position_code_rule_and_fix() {
-        let src = format!("{CREDS}{}", rule("ref: refs/tags/v1"));
-        let issuers = vec![PolicyIssuer::from_url("ci", GH)];
+        let src = format!(
+            "{CREDS}{}self_hosted_runners_ok: true\n",
+            rule("ref: refs/tags/v1")
+        );
+        let issuers = vec![issuer(GH)];
         let set = PolicySet::from_sources(&[("p/staging.yaml".into(), src)], &issuers).expect("ok");
         let text: Vec<String> = lint(&set).iter().map(|w| w.to_string()).collect();
         assert_eq!(text.len(), 1);
@@ -635,15 +1119,15 @@ mod tests {
     fn checks_follow_the_provider() {
         let table: &[(&str, Provider, &str, &[&str], &str)] = &[
             (
-                "production",
-                Provider::Buildkite,
+                "staging",
+                Provider::Generic,
                 "organization_slug: acme\n      pipeline_slug: api",
                 &["JK002"],
                 "binds `organization_slug` without `organization_id`",
             ),
             (
                 "staging",
-                Provider::Buildkite,
+                Provider::Generic,
                 "organization_id: o1\n      pipeline_slug: {glob: \"api-*\"}",
                 &["JK003"],
                 "`pipeline_slug` pattern glob \"api-*\"",
@@ -666,7 +1150,7 @@ mod tests {
                 "staging",
                 Provider::Github,
                 "project_id: \"1\"",
-                &["JK001"],
+                &["JK008", "JK001"],
                 "(`repository_id` or `repository_owner_id`)",
             ),
             (

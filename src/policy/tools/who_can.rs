@@ -147,8 +147,122 @@ pub fn who_can(
     Ok(out)
 }
 
-/// A plain-text table: one row per (credential, rule), one column per kind
-/// of identity; cells with several conditions list them on separate lines.
+/// The default width of [`render_list`]: an 80-column terminal.
+pub const DEFAULT_WIDTH: usize = 80;
+
+/// The access review for a terminal: per credential, each rule that grants
+/// it with the identities it admits, one kind per line, wrapped at `width`
+/// columns (a value longer than a line is broken inside). `render_table`
+/// is the wide form.
+///
+/// ```text
+/// deploy-db (kv, ttl 10m)
+///   rule github-api-deploy, issuer github, ttl 5m
+///     repository   repository_id = "892347"
+///                  repository = "acme/api"
+///     unless       no-self-hosted-runners: runner_environment is missing
+///                    or "self-hosted"
+/// ```
+pub fn render_list(review: &[CredentialAccess], width: usize) -> String {
+    const LABEL: usize = 13;
+    let mut out = String::new();
+    for (i, c) in review.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        wrap(
+            &mut out,
+            "",
+            &format!("{} ({}, ttl {})", c.credential, c.source.kind(), c.ttl),
+            width,
+        );
+        if c.rules.is_empty() {
+            wrap(&mut out, "  ", "(no rule grants it)", width);
+        }
+        for r in &c.rules {
+            wrap(
+                &mut out,
+                "  ",
+                &format!("rule {}, issuer {}, ttl {}", r.rule, r.issuer, r.ttl),
+                width,
+            );
+            let id = &r.identity;
+            let description: Vec<String> = r.description.iter().cloned().collect();
+            let groups: [(&str, &[String]); 10] = [
+                ("description", &description),
+                ("repository", &id.repositories),
+                ("owner", &id.owners),
+                ("ref", &id.refs),
+                ("environment", &id.environments),
+                ("workflow", &id.workflows),
+                ("event", &id.events),
+                ("runner", &id.runners),
+                ("other", &id.other),
+                ("unless", &r.unless),
+            ];
+            for (label, items) in groups {
+                for (k, item) in items.iter().enumerate() {
+                    let head = if k == 0 { label } else { "" };
+                    wrap(&mut out, &format!("    {head:<LABEL$}"), item, width);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Appends `text` after `lead`, wrapped at `width` columns: breaks at
+/// spaces, continuation lines indented two more than the text's start, and
+/// a word longer than a line broken where the line ends. Each line keeps
+/// at least 20 columns for text, however narrow `width` is.
+fn wrap(out: &mut String, lead: &str, text: &str, width: usize) {
+    let first = lead.chars().count();
+    let room = |indent: usize| width.saturating_sub(indent).max(20);
+    // (indentation, text) per output line; the first line's is `lead`.
+    let mut lines: Vec<(usize, String)> = Vec::new();
+    let mut indent = first;
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let mut word = word;
+        loop {
+            let used = line.chars().count();
+            let sep = usize::from(used > 0);
+            if used + sep + word.chars().count() <= room(indent) {
+                if sep == 1 {
+                    line.push(' ');
+                }
+                line.push_str(word);
+                break;
+            }
+            if used > 0 {
+                lines.push((indent, std::mem::take(&mut line)));
+                indent = first + 2;
+                continue;
+            }
+            let split = word
+                .char_indices()
+                .nth(room(indent))
+                .map_or(word.len(), |(i, _)| i);
+            lines.push((indent, word[..split].to_owned()));
+            word = &word[split..];
+            indent = first + 2;
+        }
+    }
+    lines.push((indent, line));
+    for (k, (indent, text)) in lines.iter().enumerate() {
+        let start = if k == 0 {
+            lead.to_owned()
+        } else {
+            " ".repeat(*indent)
+        };
+        out.push_str(format!("{start}{text}").trim_end());
+        out.push('\n');
+    }
+}
+
+/// The wide form (`--wide`): a plain-text table, one row per (credential,
+/// rule), one column per kind of identity; cells with several conditions
+/// list them on separate lines. As wide as its longest cells.
 pub fn render_table(review: &[CredentialAccess]) -> String {
     const HEADERS: [&str; 11] = [
         "CREDENTIAL",
@@ -236,6 +350,101 @@ mod tests {
     use crate::policy::test_support::compile;
     use crate::provider::Provider;
 
+    /// Regression: the who-can table was 256 columns wide on the shipped
+    /// production policy. The default layout fits 80 columns and still
+    /// names every identity; the table is the `--wide` form.
+    #[test]
+    fn the_default_layout_fits_80_columns() {
+        let issuers: Vec<PolicyIssuer> = vec!["github".into(), "gitlab".into(), "buildkite".into()];
+        let set = PolicySet::load_dir(std::path::Path::new("policies"), &issuers).expect("shipped");
+        for env in ["production", "staging"] {
+            let review = who_can(&set, env, None).expect("review");
+            let text = render_list(&review, DEFAULT_WIDTH);
+            for line in text.lines() {
+                assert!(
+                    line.chars().count() <= 80,
+                    "{} columns: {line}",
+                    line.chars().count()
+                );
+            }
+            // Every condition of every rule is there, wrapped or not.
+            let joined = unbroken(&text);
+            for c in &review {
+                for r in &c.rules {
+                    let id = &r.identity;
+                    for item in id
+                        .repositories
+                        .iter()
+                        .chain(&id.owners)
+                        .chain(&id.refs)
+                        .chain(&id.environments)
+                        .chain(&id.workflows)
+                        .chain(&id.events)
+                        .chain(&id.runners)
+                        .chain(&id.other)
+                        .chain(&r.unless)
+                    {
+                        assert!(
+                            joined.contains(&unbroken(item)),
+                            "{env}: {item} missing from\n{text}"
+                        );
+                    }
+                }
+            }
+            let wide = render_table(&review);
+            assert!(wide.lines().any(|l| l.chars().count() > 80), "{env}");
+        }
+    }
+
+    /// The words of `text`, one space apart (wrapped lines joined back).
+    fn unbroken(text: &str) -> String {
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// Wrapping at spaces, continuation indents, and a word longer than a
+    /// line broken inside: (lead, text, width, lines).
+    #[test]
+    fn wrapping() {
+        let table: &[(&str, &str, usize, &[&str])] = &[
+            ("  ", "short", 80, &["  short"]),
+            ("ab ", "one two three four", 12, &["ab one two three four"]),
+            (
+                "    label  ",
+                "aaaa bbbb cccc dddd eeee ffff gggg",
+                40,
+                &[
+                    "    label  aaaa bbbb cccc dddd eeee ffff",
+                    "             gggg",
+                ],
+            ),
+            (
+                "x ",
+                "a-very-long-word-that-does-not-fit-anywhere-at-all",
+                30,
+                &[
+                    "x a-very-long-word-that-does-n",
+                    "    ot-fit-anywhere-at-all",
+                ],
+            ),
+            (
+                "x ",
+                "see a-very-long-word-that-does-not-fit-anywhere-at-all",
+                30,
+                &[
+                    "x see",
+                    "    a-very-long-word-that-does",
+                    "    -not-fit-anywhere-at-all",
+                ],
+            ),
+            ("  ", "", 80, &[""]),
+        ];
+        for (lead, text, width, want) in table {
+            let mut out = String::new();
+            wrap(&mut out, lead, text, *width);
+            assert_eq!(out.lines().collect::<Vec<_>>(), *want, "{text}");
+        }
+    }
+
     /// Conditions are grouped by the role their claim has for the rule's
     /// issuer's provider: (provider, claim, the group it lands in).
     #[test]
@@ -262,13 +471,14 @@ mod tests {
             (Provider::Generic, "x", "other"),
         ];
         for (provider, claim, group) in table {
-            // Bind the tenant too, for shared issuers; it is reported apart.
-            let tenant = provider
+            // Bind the ids too, for shared issuers; they are reported apart.
+            let tenant: String = provider
                 .tenant_claims()
-                .first()
-                .filter(|t| provider.is_shared() && *t != claim)
-                .map(|t| format!(", {t}: t1"))
-                .unwrap_or_default();
+                .iter()
+                .chain(provider.project_claims())
+                .filter(|t| provider.issuer_is_shared(None) && *t != claim)
+                .map(|t| format!(", \"{t}\": t1"))
+                .collect();
             let src = format!(
                 "credentials:\n  db:\n    kv: {{mount: s, path: p}}\n    ttl: 10m\nrules:\n  - name: r\n    issuer: ci\n    claims: {{\"{claim}\": v{tenant}}}\n    grant: [db]\n"
             );
