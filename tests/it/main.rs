@@ -15,6 +15,7 @@ mod broker_support;
 mod broker_vault_login;
 mod cli;
 mod credentials;
+mod deploy_examples;
 mod disclosure;
 mod examples;
 mod exchange;
