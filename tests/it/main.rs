@@ -19,6 +19,7 @@ mod deploy_examples;
 mod disclosure;
 mod examples;
 mod exchange;
+mod faults;
 mod fetch;
 mod fetch_retry;
 mod fetch_revoke;
