@@ -225,33 +225,35 @@ async fn cached_keys_serve_through_a_jwks_outage_past_max_key_age() {
 }
 
 /// A redis-server of this test's own, on a free port, persisting to `dir`.
-fn redis_server(port: u16, dir: &Path) -> Child {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-        ])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+fn redis_server(port: u16, dir: &Path) -> Redis {
+    let redis = Redis(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+            ])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..100 {
         let ping = Command::new("redis-cli")
             .args(["-p", &port.to_string(), "PING"])
             .output()
             .unwrap();
         if String::from_utf8_lossy(&ping.stdout).trim() == "PONG" {
-            return child;
+            return redis;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -272,7 +274,7 @@ async fn a_redis_outage_is_503_lease_store_unavailable_with_nothing_left_unrecor
     let stack = start_with_leases(None).await;
     let port = free_port();
     let redis_dir = tempfile::tempdir().unwrap();
-    let mut redis = Redis(redis_server(port, redis_dir.path()));
+    let mut redis = redis_server(port, redis_dir.path());
     let prefix = "jobkey-fault:";
     let state = format!(
         "[state]\nredis_url = \"redis://127.0.0.1:{port}\"\nkey_prefix = \"{prefix}\"\ntimeout = \"1s\"\n"
@@ -310,7 +312,7 @@ async fn a_redis_outage_is_503_lease_store_unavailable_with_nothing_left_unrecor
 
     // Redis back on the same port (its append-only file kept the record):
     // the same jobkey serves again.
-    redis = Redis(redis_server(port, redis_dir.path()));
+    redis = redis_server(port, redis_dir.path());
     let mut after = None;
     for _ in 0..40 {
         let (status, _, resp) = post(&broker.url, "/v1/exchange", &jwt, &body()).await;
