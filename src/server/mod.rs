@@ -253,6 +253,16 @@ async fn readyz(State(st): State<Arc<AppState>>) -> axum::response::Response {
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    serve_with(listener, state, Extras::default(), shutdown).await
+}
+
+/// [`serve`], with TLS and a separate metrics listener when `extras` has
+/// them.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: Arc<AppState>,
     extras: Extras,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -376,7 +386,7 @@ pub async fn run(cfg: Config) -> Result<(), ServeError> {
         Some(addr) => Some(TcpListener::bind(addr).await?),
         None => None,
     };
-    serve(listener, state, Extras { tls, metrics }, shutdown_signal()).await
+    serve_with(listener, state, Extras { tls, metrics }, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {
