@@ -236,3 +236,70 @@ async fn prometheus_scrapes_the_metrics_listener() {
     assert_eq!(histogram[0]["value"][1], "3", "{histogram:?}");
     drop(jobkey);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_when_the_exchange_store_stops_answering() {
+    let stack = Stack::start().await;
+    let port = free_port();
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut connected = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(connected, "redis-server did not start");
+    let broker = crate::broker_support::Broker::start(&stack, "store", |cfg| {
+        cfg.state = Some(jobkey::config::StateSettings {
+            redis_url: url.clone(),
+            key_prefix: "jobkey-ready:".into(),
+            timeout: std::time::Duration::from_secs(1),
+        });
+    })
+    .await;
+    let readyz = format!("{}/readyz", broker.url);
+    let (status, body) = get(&readyz).await;
+    assert_eq!(
+        (status, body["store"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
+    let _ = redis.kill();
+    let _ = redis.wait();
+    eventually("/readyz reports the store", 20, || async {
+        let (status, body) = get(&readyz).await;
+        if status == 503
+            && body["store"] == "not_ready"
+            && body["reason"] == "the exchange store does not answer"
+        {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
+}
+
+async fn get(url: &str) -> (u16, Value) {
+    let resp = reqwest::get(url).await.unwrap();
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
