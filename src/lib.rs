@@ -12,6 +12,7 @@ pub mod exchanges;
 pub mod files;
 pub mod issue;
 pub mod mask;
+pub mod metrics;
 pub mod outbound;
 pub mod policy;
 pub mod provider;

@@ -251,7 +251,10 @@ impl AuditLog {
     pub async fn append(&self, event: &Event) -> Result<(), AuditError> {
         let this = self.clone();
         let event = event.clone();
-        self.blocking(move || this.append_blocking(&event)).await
+        let started = std::time::Instant::now();
+        let appended = self.blocking(move || this.append_blocking(&event)).await;
+        crate::metrics::audit_append(appended.is_ok(), started.elapsed());
+        appended
     }
 
     /// The synchronous append (for the CLI and tests).

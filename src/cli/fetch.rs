@@ -35,6 +35,10 @@ pub struct FetchArgs {
     /// The broker's URL (https, or http to loopback).
     #[arg(long, env = "JOBKEY_URL")]
     pub url: String,
+    /// Trust only the CAs in this PEM file for the broker's certificate
+    /// (a private CA); default: the system's CAs.
+    #[arg(long, value_name = "FILE", env = "JOBKEY_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// The environment (policy file) to ask.
     #[arg(long, short)]
     pub environment: String,
@@ -112,6 +116,10 @@ pub struct RevokeArgs {
     /// The broker's URL (default: the one each `jobkey fetch` used).
     #[arg(long, env = "JOBKEY_URL")]
     pub url: Option<String>,
+    /// Trust only the CAs in this PEM file for the broker's certificate
+    /// (a private CA); default: the system's CAs.
+    #[arg(long, value_name = "FILE", env = "JOBKEY_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// The state file `jobkey fetch` wrote (default:
     /// $RUNNER_TEMP/jobkey/revocation.json on GitHub).
     #[arg(long, value_name = "FILE", env = "JOBKEY_STATE")]
@@ -141,6 +149,7 @@ pub fn fetch(a: FetchArgs) -> ExitCode {
     }
     let o = FetchOptions {
         url: a.url,
+        ca_file: a.ca_file,
         environment: a.environment,
         credentials: a.credentials,
         ttl: a.ttl,
@@ -169,6 +178,7 @@ pub fn fetch(a: FetchArgs) -> ExitCode {
 pub fn revoke(a: RevokeArgs) -> ExitCode {
     let o = RevokeOptions {
         url: a.url,
+        ca_file: a.ca_file,
         state: a.state,
         out: a.out,
         retry_for: a.retry_for,

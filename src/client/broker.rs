@@ -116,8 +116,10 @@ pub struct Broker {
 
 impl Broker {
     /// Checks `url` (`--url` / `JOBKEY_URL`, or the one the state file
-    /// kept) and builds the HTTP client.
-    pub fn new(url: &str) -> Result<Broker, ClientError> {
+    /// kept) and builds the HTTP client: with `ca_file` (`--ca-file` /
+    /// `JOBKEY_CA_FILE`), that file's CAs are the only ones trusted for
+    /// the broker's certificate; otherwise the system's.
+    pub fn new(url: &str, ca_file: Option<&std::path::Path>) -> Result<Broker, ClientError> {
         let parsed = url::Url::parse(url).map_err(|e| {
             ClientError::Usage(format!(
                 "--url / JOBKEY_URL `{url}` is not a URL ({e}); write e.g. https://jobkey.example.com"
@@ -127,7 +129,11 @@ impl Broker {
             setting: "--url / JOBKEY_URL",
             source,
         })?;
-        let http = HttpClient::new(http_settings()).map_err(ClientError::Broker)?;
+        let settings = ClientSettings {
+            ca_file: ca_file.map(std::path::Path::to_path_buf),
+            ..http_settings()
+        };
+        let http = HttpClient::new(settings).map_err(ClientError::Broker)?;
         Ok(Broker {
             base,
             http,
@@ -275,7 +281,7 @@ mod tests {
             ("jobkey.example.com", Some(None)),
         ];
         for (u, want) in cases {
-            match (Broker::new(u), want) {
+            match (Broker::new(u, None), want) {
                 (Ok(b), None) => assert_eq!(b.url().as_url(), &url::Url::parse(u).unwrap()),
                 (
                     Err(ClientError::Url {

@@ -47,6 +47,8 @@ pub fn process_env(name: &str) -> Option<String> {
 #[derive(Debug, Default)]
 pub struct FetchOptions {
     pub url: String,
+    /// The CAs trusted for the broker's certificate (default: the system's).
+    pub ca_file: Option<PathBuf>,
     pub environment: String,
     pub credentials: Vec<String>,
     pub ttl: Option<String>,
@@ -73,6 +75,8 @@ pub struct FetchOptions {
 #[derive(Debug, Default)]
 pub struct RevokeOptions {
     pub url: Option<String>,
+    /// The CAs trusted for the broker's certificate (default: the system's).
+    pub ca_file: Option<PathBuf>,
     pub state: Option<PathBuf>,
     pub out: Option<PathBuf>,
     /// `--retry-for`, as for `fetch`.
@@ -171,7 +175,7 @@ async fn revoke_each(
     let mut keep = Vec::new();
     for (i, ex) in exchanges.iter().enumerate() {
         let revoked = async {
-            Broker::new(o.url.as_deref().unwrap_or(&ex.url))?
+            Broker::new(o.url.as_deref().unwrap_or(&ex.url), o.ca_file.as_deref())?
                 .retrying_for(o.retry_for)
                 .revoke(&ex.handle.0, &ex.request_id)
                 .await
@@ -255,7 +259,7 @@ impl<'o> Plan<'o> {
     /// asked for (the URL, `--ttl`, where the token comes from, the delivery
     /// flags, the SSH key).
     fn check(o: &'o FetchOptions, env: Env<'_>) -> Result<Self, ClientError> {
-        let broker = Broker::new(&o.url)?.retrying_for(o.retry_for);
+        let broker = Broker::new(&o.url, o.ca_file.as_deref())?.retrying_for(o.retry_for);
         let ci = o.ci.unwrap_or_else(|| Ci::detect(env));
         let token_source = ci::token_source(ci, o.token_file.as_deref(), o.token_env.as_deref())?;
         if let Some(t) = &o.ttl {

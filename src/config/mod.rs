@@ -49,6 +49,11 @@ pub struct Config {
     pub audit_settings: crate::audit::AuditSettings,
     /// `[server]`: the listener's timeouts and limits.
     pub server: crate::server::ServerSettings,
+    /// `[tls]`: TLS on the listener; `None`: plain HTTP.
+    pub tls: Option<crate::server::TlsSettings>,
+    /// `[metrics] listen`: `/metrics` on this address (plain HTTP) instead
+    /// of the main listener.
+    pub metrics_listen: Option<SocketAddr>,
     pub max_token_bytes: usize,
     pub max_body_bytes: usize,
     /// Where Vault is and how jobkey logs in (paths and names only).
@@ -224,6 +229,12 @@ impl Checker {
         };
         let audit_settings = limits::audit(self, &raw.audit)?;
         let server = limits::server(self, &raw.server)?;
+        let tls = raw.tls.as_ref().map(|t| crate::server::TlsSettings {
+            cert_file: self.path(&t.cert_file),
+            key_file: self.path(&t.key_file),
+            client_ca_file: t.client_ca_file.as_deref().map(|p| self.path(p)),
+        });
+        let metrics_listen = self.metrics_listen(raw.metrics.as_ref(), listen)?;
         Ok(Config {
             file: PathBuf::from(&self.file),
             listen,
@@ -236,6 +247,8 @@ impl Checker {
             },
             audit_settings,
             server,
+            tls,
+            metrics_listen,
             max_token_bytes: raw
                 .max_token_bytes
                 .unwrap_or(crate::token::DEFAULT_MAX_TOKEN_BYTES),
@@ -245,6 +258,38 @@ impl Checker {
             state,
             issuers,
         })
+    }
+
+    /// `[metrics] listen`: an address other than `listen`, on loopback
+    /// (it is plain HTTP, and the series say which environments exist and
+    /// how busy they are).
+    fn metrics_listen(
+        &self,
+        m: Option<&raw::RawMetrics>,
+        listen: SocketAddr,
+    ) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(value) = m.and_then(|m| m.listen.as_deref()) else {
+            return Ok(None);
+        };
+        let addr: SocketAddr = value.parse().map_err(|_| {
+            self.err(
+                "metrics.listen",
+                format!("{value:?} is not an address; write e.g. \"127.0.0.1:9400\""),
+            )
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(self.err(
+                "metrics.listen",
+                format!("{value:?}: the metrics listener is plain HTTP and listens on loopback only, e.g. \"127.0.0.1:9400\"; to scrape from elsewhere, leave it out and scrape /metrics on the main listener"),
+            ));
+        }
+        if addr == listen {
+            return Err(self.err(
+                "metrics.listen",
+                "is the same address as `listen`; leave it out to serve /metrics there",
+            ));
+        }
+        Ok(Some(addr))
     }
 
     fn vault(&self, v: &raw::RawVault) -> Result<VaultConfig, ConfigError> {

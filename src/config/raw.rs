@@ -26,6 +26,10 @@ pub struct RawConfig {
     pub state: Option<RawState>,
     #[serde(default)]
     pub server: RawServer,
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+    #[serde(default)]
+    pub metrics: Option<RawMetrics>,
     pub issuers: BTreeMap<String, RawIssuer>,
 }
 
@@ -57,6 +61,26 @@ pub struct RawServer {
     pub max_connections: Option<usize>,
     #[serde(default)]
     pub max_in_flight: Option<usize>,
+}
+
+/// `[tls]`: TLS on the listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `[metrics]`: where `/metrics` is served.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// A separate listener for `/metrics` only (it then leaves the main
+    /// listener).
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

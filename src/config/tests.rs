@@ -395,3 +395,46 @@ fn token_role_and_allowed_policies_go_together() {
         assert!(e.starts_with("/etc/jobkey/jobkey.toml"), "{e}");
     }
 }
+
+#[test]
+fn tls_and_metrics_sections() {
+    let github = "[issuers.github]\npreset = \"github\"\n";
+    let c = parse(&format!(
+        "[tls]\ncert_file = \"tls/cert.pem\"\nkey_file = \"/keys/key.pem\"\nclient_ca_file = \"runners.pem\"\n[metrics]\nlisten = \"127.0.0.1:9400\"\n{github}"
+    ))
+    .unwrap();
+    let tls = c.tls.unwrap();
+    assert_eq!(tls.cert_file, Path::new("/etc/jobkey/tls/cert.pem"));
+    assert_eq!(tls.key_file, Path::new("/keys/key.pem"));
+    assert_eq!(
+        tls.client_ca_file.as_deref(),
+        Some(Path::new("/etc/jobkey/runners.pem"))
+    );
+    assert_eq!(c.metrics_listen, Some("127.0.0.1:9400".parse().unwrap()));
+    let plain = parse(github).unwrap();
+    assert!(plain.tls.is_none() && plain.metrics_listen.is_none());
+
+    let cases = [
+        ("[tls]\ncert_file = \"c.pem\"\n", "missing field `key_file`"),
+        (
+            "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nca = \"x\"\n",
+            "unknown field `ca`",
+        ),
+        (
+            "[metrics]\nlisten = \"nine\"\n",
+            "`metrics.listen`: \"nine\" is not an address",
+        ),
+        (
+            "[metrics]\nlisten = \"0.0.0.0:9400\"\n",
+            "listens on loopback only",
+        ),
+        (
+            "[metrics]\nlisten = \"127.0.0.1:8400\"\n",
+            "the same address as `listen`",
+        ),
+    ];
+    for (extra, want) in cases {
+        let e = parse(&format!("{extra}{github}")).unwrap_err();
+        assert!(e.contains(want), "for {extra:?}: {e}");
+    }
+}

@@ -100,6 +100,14 @@ impl ExchangeStore {
         }
     }
 
+    /// Whether the store answers (Redis: `PING`; memory: always).
+    pub async fn ping(&self) -> Result<(), ExchangeStoreError> {
+        match self {
+            ExchangeStore::Memory(_) => Ok(()),
+            ExchangeStore::Redis(s) => s.ping().await,
+        }
+    }
+
     /// Removes and returns a record, atomically: of two concurrent calls,
     /// one gets it.
     pub async fn take(

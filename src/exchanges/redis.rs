@@ -75,6 +75,16 @@ impl RedisStore {
         .transpose()
     }
 
+    /// `PING`, within the command timeout.
+    pub async fn ping(&self) -> Result<(), ExchangeStoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     pub async fn put(&self, rec: &ExchangeRecord) -> Result<(), ExchangeStoreError> {
         let text = serde_json::to_string(rec).map_err(|e| ExchangeStoreError::Corrupt {
             reason: e.to_string(),

@@ -36,6 +36,7 @@ impl Stop {
 /// The permit is held until the request ends.
 pub(super) fn admit(st: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
     let permit = st.in_flight.try_acquire().map_err(|_| {
+        crate::metrics::refused(crate::metrics::Refusal::Busy);
         tracing::warn!(
             max_in_flight = st.server.max_in_flight,
             "too many requests in flight; answering 503"

@@ -26,6 +26,7 @@ use super::{ApiError, AppState, Peer, identity};
 use crate::audit::{Event, EventBuilder, Fingerprinter, IssuedCredential, Stage};
 use crate::exchanges::{ExchangeRecord, RevocationHandle};
 use crate::issue::{self, IssueError, Issued};
+use crate::metrics;
 use crate::policy::{Decision, DenyReason, Grant, Request};
 use crate::secret::SecretString;
 use crate::token::VerifiedToken;
@@ -59,14 +60,33 @@ pub async fn exchange(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let started = std::time::Instant::now();
     let request_id = request_id();
     let peer = peer.map(|Extension(Peer(addr))| addr.ip());
-    match handle(&st, &request_id, peer, &headers, body).await {
+    let mut environment = metrics::UNKNOWN_ENVIRONMENT.to_owned();
+    let answered = handle(&st, &request_id, peer, &headers, body, &mut environment).await;
+    let (outcome, code) = match &answered {
+        Ok(_) => (metrics::Outcome::Allow, "ok"),
+        Err(e) if e.status().is_client_error() => (metrics::Outcome::Deny, e.code()),
+        Err(e) => (metrics::Outcome::Error, e.code()),
+    };
+    metrics::exchange(&environment, outcome, code, started.elapsed());
+    match answered {
         Ok(resp) => resp,
         Err(e) => {
             tracing::info!(%request_id, code = e.code(), status = e.status().as_u16(), "exchange refused");
             e.into_response_with(&request_id)
         }
+    }
+}
+
+/// The metrics' environment label: the name when a policy names that
+/// environment, otherwise `"unknown"` (a job chooses the name it sends).
+fn environment_label(st: &AppState, environment: &str) -> String {
+    if st.policies.load().environments().any(|e| e == environment) {
+        environment.to_owned()
+    } else {
+        metrics::UNKNOWN_ENVIRONMENT.to_owned()
     }
 }
 
@@ -80,10 +100,12 @@ async fn handle(
     peer: Option<IpAddr>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    environment: &mut String,
 ) -> Result<Response, ApiError> {
     let _in_flight = admit(st)?;
     let token = bearer(headers)?;
     let req = parse_body(body)?;
+    *environment = environment_label(st, &req.environment);
     let mut event = Event::exchange(request_id, &req.environment, &req.credentials);
     if let Some(ip) = peer {
         event.source(ip);

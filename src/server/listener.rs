@@ -20,6 +20,10 @@
 //!   body_too_large`). So a handler never waits on a client, and a handler
 //!   that started is never cancelled: it ends, writes its audit line, and
 //!   answers.
+//! - **TLS** (`[tls]`, `src/server/tls.rs`): the handshake must complete
+//!   within `header_read_timeout` of the connection's opening; a failed
+//!   one closes the connection. An over-capacity connection is answered
+//!   `503` after its handshake.
 //! - **Shutdown**: no new connection is accepted; connections close once
 //!   their request in progress is answered, and `serve` returns when the
 //!   last one has.
@@ -44,6 +48,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::ApiError;
@@ -105,6 +110,7 @@ pub(super) async fn run(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let max = limits.settings.max_connections;
@@ -128,15 +134,19 @@ pub(super) async fn run(
         };
         match open.clone().try_acquire_owned() {
             Ok(permit) => {
-                let (app, stopping) = (app.clone(), stopping.clone());
-                tokio::spawn(connection(stream, peer, app, limits, stopping, permit));
+                let (app, stopping, tls) = (app.clone(), stopping.clone(), tls.clone());
+                tokio::spawn(connection(stream, peer, app, limits, tls, stopping, permit));
             }
             Err(_) => match turning_away.clone().try_acquire_owned() {
                 Ok(permit) => {
+                    crate::metrics::refused(crate::metrics::Refusal::Busy);
                     tracing::warn!(%peer, max_connections = max, "too many connections; answering 503");
-                    tokio::spawn(turn_away(stream, permit));
+                    tokio::spawn(turn_away(stream, tls.clone(), permit));
                 }
-                Err(_) => drop(stream),
+                Err(_) => {
+                    crate::metrics::refused(crate::metrics::Refusal::Busy);
+                    drop(stream);
+                }
             },
         }
     }
@@ -153,33 +163,40 @@ pub(super) async fn run(
 /// follows is read and thrown away after the answer, so the close does
 /// not reset the connection before the client has read it. A client that
 /// does not send its headers in time is closed unanswered.
-async fn turn_away(mut stream: TcpStream, _permit: OwnedSemaphorePermit) {
-    let answer = ApiError::Busy.into_http1_bytes(&super::request::request_id());
+async fn turn_away(stream: TcpStream, tls: Option<TlsAcceptor>, _permit: OwnedSemaphorePermit) {
     let _ = tokio::time::timeout(TURN_AWAY_TIME, async {
-        let mut head = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            if head.len() > 64 * 1024 {
-                return Ok(());
-            }
-            match stream.read(&mut chunk).await? {
-                0 => return Ok(()),
-                n => head.extend_from_slice(&chunk[..n]),
-            }
+        match tls {
+            None => answer_busy(stream).await,
+            Some(tls) => answer_busy(tls.accept(stream).await?).await,
         }
-        stream.write_all(&answer).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        let mut total = 0usize;
-        while total < 256 * 1024 {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => total += n,
-            }
-        }
-        Ok::<(), std::io::Error>(())
     })
     .await;
+}
+
+async fn answer_busy<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> std::io::Result<()> {
+    let answer = ApiError::Busy.into_http1_bytes(&super::request::request_id());
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > 64 * 1024 {
+            return Ok(());
+        }
+        match stream.read(&mut chunk).await? {
+            0 => return Ok(()),
+            n => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    stream.write_all(&answer).await?;
+    stream.shutdown().await?;
+    let mut sink = [0u8; 4096];
+    let mut total = 0usize;
+    while total < 256 * 1024 {
+        match stream.read(&mut sink).await? {
+            0 => break,
+            n => total += n,
+        }
+    }
+    Ok(())
 }
 
 /// Where a connection is between requests.
@@ -304,24 +321,58 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// One connection: hyper serves it; a watchdog closes it when idle too
-/// long or when a request's headers take too long, and asks it to finish
-/// at shutdown.
+/// One connection: with TLS, its handshake first, within the header
+/// timeout; then [`serve_connection`].
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
     limits: Limits,
-    mut stopping: watch::Receiver<bool>,
+    tls: Option<TlsAcceptor>,
+    stopping: watch::Receiver<bool>,
     permit: OwnedSemaphorePermit,
 ) {
-    // Held by the connection and by each of its requests' handlers.
-    let permit = Arc::new(permit);
     let clock = Arc::new(Clock::new());
-    let io = TokioIo::new(Watched {
+    let watched = Watched {
         inner: stream,
         clock: clock.clone(),
-    });
+    };
+    let Some(tls) = tls else {
+        let io = TokioIo::new(watched);
+        return serve_connection(io, clock, peer, app, limits, stopping, permit).await;
+    };
+    let timeout = limits.settings.header_read_timeout;
+    match tokio::time::timeout(timeout, tls.accept(watched)).await {
+        Ok(Ok(stream)) => {
+            let io = TokioIo::new(stream);
+            serve_connection(io, clock, peer, app, limits, stopping, permit).await;
+        }
+        Ok(Err(error)) => {
+            // rustls' errors name the protocol failure, never key material.
+            tracing::info!(%peer, %error, "TLS handshake failed");
+        }
+        Err(_) => {
+            tracing::info!(%peer, ?timeout, "the TLS handshake did not complete in time; closing the connection");
+        }
+    }
+}
+
+/// Serves one connection (plain or TLS): hyper serves it; a watchdog
+/// closes it when idle too long or when a request's headers take too
+/// long, and asks it to finish at shutdown.
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    clock: Arc<Clock>,
+    peer: SocketAddr,
+    app: Router,
+    limits: Limits,
+    mut stopping: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Held by the connection and by each of its requests' handlers.
+    let permit = Arc::new(permit);
     let service = {
         let clock = clock.clone();
         hyper::service::service_fn(move |req| {
@@ -395,6 +446,7 @@ async fn request(
     limits: Limits,
 ) -> Result<Response<Body>, Infallible> {
     let started = clock.request_started();
+    let _counted = crate::metrics::in_flight();
     let deadline = started + limits.settings.request_timeout;
     let (mut parts, body) = req.into_parts();
     let read = tokio::time::timeout_at(

@@ -12,6 +12,7 @@ mod listener;
 pub mod reload;
 mod request;
 mod revoke;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use tokio::net::TcpListener;
 
 pub use error::ApiError;
 pub use listener::{Peer, ServerSettings, TURN_AWAY_AT_ONCE};
+pub use tls::{TlsError, TlsSettings};
 
 use crate::audit::{AuditError, AuditLog, Fingerprinter};
 use crate::config::Config;
@@ -51,6 +53,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("exchange store: {0}")]
     Store(#[from] ExchangeStoreError),
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Everything a request handler needs.
@@ -76,6 +80,9 @@ pub struct AppState {
     /// Exchanges and revocations handled at once
     /// (`server.max_in_flight`); one more is answered `503 server_busy`.
     pub in_flight: tokio::sync::Semaphore,
+    /// Whether the exchange store answered its last ping (`/readyz`;
+    /// pinged in the background, see [`spawn_store_pinger`]).
+    pub store_ready: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -108,6 +115,8 @@ impl AppState {
                 ExchangeStore::Memory(MemoryStore::default())
             }
         };
+        let policy_status = reload::PolicyStatus::current();
+        crate::metrics::policy_loaded(policy_status.loaded_at);
         tracing::info!(
             environments = policies.environments().count(),
             issuers = issuers.len(),
@@ -119,7 +128,7 @@ impl AppState {
             policies: ArcSwap::from_pointee(policies),
             policy_dir: cfg.policy_dir.clone(),
             policy_issuers: issuers,
-            policy_status: ArcSwap::from_pointee(reload::PolicyStatus::current()),
+            policy_status: ArcSwap::from_pointee(policy_status),
             vault,
             audit,
             fingerprints,
@@ -128,18 +137,24 @@ impl AppState {
             max_token_bytes: cfg.max_token_bytes,
             server: cfg.server,
             in_flight: tokio::sync::Semaphore::new(cfg.server.max_in_flight),
+            store_ready: std::sync::atomic::AtomicBool::new(true),
         }))
     }
 }
 
-/// The routes.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The routes; `/metrics` too unless `metrics_elsewhere` (it is then
+/// served on the `[metrics] listen` address only).
+pub fn router(state: Arc<AppState>, metrics_elsewhere: bool) -> Router {
     let limit = state.max_body_bytes;
-    Router::new()
+    let mut routes = Router::new()
         .route("/v1/exchange", post(exchange::exchange))
         .route("/v1/revoke", post(revoke::revoke))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    if !metrics_elsewhere {
+        routes = routes.route("/metrics", get(metrics));
+    }
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -167,6 +182,24 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
+/// `GET /metrics`: every series, in the OpenMetrics text format
+/// (`src/metrics.rs`).
+async fn metrics() -> axum::response::Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        crate::metrics::render(),
+    )
+        .into_response()
+}
+
+/// The `[metrics] listen` listener's routes: `/metrics` only.
+fn metrics_router() -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(no_store))
+}
+
 async fn not_found() -> axum::response::Response {
     ApiError::NotFound.into_response_with(&request::request_id())
 }
@@ -181,7 +214,8 @@ async fn readyz(State(st): State<Arc<AppState>>) -> axum::response::Response {
     let vault = st.vault.readiness();
     let vault_ready = vault.ready;
     let audit_writable = st.audit.is_writable();
-    let ready = vault_ready && audit_writable;
+    let store_ready = st.store_ready.load(std::sync::atomic::Ordering::Relaxed);
+    let ready = vault_ready && audit_writable && store_ready;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -193,11 +227,14 @@ async fn readyz(State(st): State<Arc<AppState>>) -> axum::response::Response {
             "status": if ready { "ready" } else { "not_ready" },
             "vault": if vault_ready { "ready" } else { "not_ready" },
             // Why not ready, in a few fixed words (never a policy's or an
-            // error's text): Vault's reason first, then the audit log's.
+            // error's text): Vault's reason first, then the audit log's,
+            // then the exchange store's.
             "reason": vault
                 .reason
-                .or((!audit_writable).then_some("the audit log is unwritable")),
+                .or((!audit_writable).then_some("the audit log is unwritable"))
+                .or((!store_ready).then_some("the exchange store does not answer")),
             "audit": if audit_writable { "ready" } else { "unwritable" },
+            "store": if store_ready { "ready" } else { "not_ready" },
             "environments": st.policies.load().environments().count(),
             "policies": st.policy_status.load().to_json(),
         })),
@@ -218,21 +255,95 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    // Policies reload on SIGHUP and file change while serving.
+    serve_with(listener, state, Extras::default(), shutdown).await
+}
+
+/// [`serve`], with TLS and a separate metrics listener when `extras` has
+/// them.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    extras: Extras,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    tracing::info!(addr = %listener.local_addr()?, tls = extras.tls.is_some(), "listening");
+    // Policies reload on SIGHUP and file change while serving; so do the
+    // TLS certificate and key.
     let _reloader = reload::spawn(state.clone());
+    let _cert_reloader = extras
+        .tls
+        .as_ref()
+        .map(|t| tls::spawn_reloader(t.store.clone()));
     let _ticker = AuditTicker::spawn(state.audit.clone());
+    let _pinger = spawn_store_pinger(state.clone());
+    let metrics_elsewhere = extras.metrics.is_some();
+    let _metrics = extras.metrics.map(|l| {
+        tracing::info!(addr = ?l.local_addr().ok(), "serving /metrics");
+        AbortOnDrop(tokio::spawn(async move {
+            if let Err(error) = axum::serve(l, metrics_router()).await {
+                tracing::error!(%error, "the metrics listener stopped");
+            }
+        }))
+    });
     let limits = listener::Limits {
         settings: state.server,
         max_body_bytes: state.max_body_bytes,
         // The token, and room for the other headers.
         max_header_bytes: state.max_token_bytes.saturating_add(16 * 1024),
     };
-    listener::run(listener, router(state.clone()), limits, shutdown).await?;
+    let app = router(state.clone(), metrics_elsewhere);
+    let acceptor = extras.tls.map(|t| t.acceptor);
+    listener::run(listener, app, limits, acceptor, shutdown).await?;
     if let Err(error) = state.audit.flush().await {
         tracing::error!(%error, "could not write the audit log's last summaries");
     }
     Ok(())
+}
+
+/// What [`serve`] serves besides the routes.
+#[derive(Default)]
+pub struct Extras {
+    /// TLS on the listener (`[tls]`).
+    pub tls: Option<tls::Tls>,
+    /// `/metrics` on this listener instead of the main one
+    /// (`[metrics] listen`).
+    pub metrics: Option<TcpListener>,
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often the exchange store is pinged for `/readyz`.
+const STORE_PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Pings the exchange store every [`STORE_PING_INTERVAL`] and records the
+/// answer in [`AppState::store_ready`], so `/readyz` costs no I/O. A
+/// failure is logged once, when the store stops answering.
+fn spawn_store_pinger(state: Arc<AppState>) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let mut every = tokio::time::interval(STORE_PING_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let ok = state.exchanges.ping().await;
+            let was = state
+                .store_ready
+                .swap(ok.is_ok(), std::sync::atomic::Ordering::Relaxed);
+            match ok {
+                Err(error) if was => {
+                    tracing::warn!(%error, "the exchange store does not answer; not ready");
+                }
+                Ok(()) if !was => tracing::info!("the exchange store answers again"),
+                _ => {}
+            }
+        }
+    }))
 }
 
 /// Runs [`AuditLog::tick`] every `sync_interval` until dropped: refusal
@@ -261,15 +372,21 @@ impl Drop for AuditTicker {
 
 /// `jobkey serve`: load, bind, serve until Ctrl-C or SIGTERM.
 pub async fn run(cfg: Config) -> Result<(), ServeError> {
-    if !cfg.listen.ip().is_loopback() {
+    if cfg.tls.is_none() && !cfg.listen.ip().is_loopback() {
         tracing::warn!(
             listen = %cfg.listen,
-            "jobkey speaks plain HTTP: put TLS in front of it (a load balancer or a sidecar); ID tokens and credentials cross this socket"
+            "jobkey speaks plain HTTP: configure [tls] or put TLS in front of it (a load balancer or a sidecar); ID tokens and credentials cross this socket"
         );
     }
+    // The certificate is checked before anything else starts.
+    let tls = cfg.tls.as_ref().map(tls::Tls::new).transpose()?;
     let state = AppState::build(&cfg).await?;
     let listener = TcpListener::bind(cfg.listen).await?;
-    serve(listener, state, shutdown_signal()).await
+    let metrics = match cfg.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    serve_with(listener, state, Extras { tls, metrics }, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -78,11 +78,14 @@ pub async fn reload(state: &AppState, trigger: &str) -> Result<usize, String> {
         Ok(set) => {
             let n = set.environments().count();
             state.policies.store(Arc::new(set));
-            state.policy_status.store(Arc::new(PolicyStatus::current()));
+            let status = PolicyStatus::current();
+            crate::metrics::policy_reload(true, status.loaded_at);
+            state.policy_status.store(Arc::new(status));
             tracing::info!(trigger, environments = n, "reloaded policies");
             Ok(n)
         }
         Err(error) => {
+            crate::metrics::policy_reload(false, SystemTime::now());
             tracing::error!(trigger, %error, "policy reload refused; the previous policies keep serving");
             let loaded_at = state.policy_status.load().loaded_at;
             state.policy_status.store(Arc::new(PolicyStatus {
@@ -113,12 +116,12 @@ enum Trigger {
 }
 
 #[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
+pub(super) type Hangup = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]
-type Hangup = Option<()>;
+pub(super) type Hangup = Option<()>;
 
 #[cfg(unix)]
-fn hangup_signal() -> Hangup {
+pub(super) fn hangup_signal() -> Hangup {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(error) => {
@@ -129,12 +132,12 @@ fn hangup_signal() -> Hangup {
 }
 
 #[cfg(not(unix))]
-fn hangup_signal() -> Hangup {
+pub(super) fn hangup_signal() -> Hangup {
     None
 }
 
 /// Completes on the next SIGHUP; never when there is no handler.
-async fn next_hangup(hup: &mut Hangup) {
+pub(super) async fn next_hangup(hup: &mut Hangup) {
     #[cfg(unix)]
     if let Some(s) = hup
         && s.recv().await.is_some()

@@ -264,7 +264,9 @@ impl KeyCache {
     async fn attempt(&self, a: &mut Attempt) -> Result<usize, FetchError> {
         a.started = Some(Instant::now());
         a.succeeded = false;
-        let set = self.fetch_set().await?;
+        let fetched = self.fetch_set().await;
+        crate::metrics::jwks_fetch(&self.issuer.name, fetched.is_ok());
+        let set = fetched?;
         let n = set.by_kid.len() + set.without_kid.len();
         self.store(set);
         a.succeeded = true;

@@ -167,8 +167,8 @@ impl Vault {
             segment("role", role)?
         );
         let what = path.clone();
-        let env =
-            self.run(|c| async move {
+        let env = self
+            .run("user_creds", |c| async move {
                 http::call::<UserData>(&c, Method::GET, &path, None, &what).await
             })
             .await?;
@@ -198,7 +198,7 @@ impl Vault {
         }
         let body = json!({"lease_id": lease_id, "increment": want.as_secs().max(1)});
         let res = self
-            .run(|c| async move {
+            .run("lease_renew", |c| async move {
                 http::call::<Nothing>(
                     &c,
                     Method::PUT,
@@ -247,7 +247,7 @@ impl Vault {
         });
         let what = path.clone();
         let env = self
-            .run(|c| async move {
+            .run("pki_issue", |c| async move {
                 http::call::<PkiData>(&c, Method::POST, &path, Some(&body), &what).await
             })
             .await?;
@@ -283,7 +283,7 @@ impl Vault {
         let body = ssh_sign_body(public_key, principals, ttl);
         let what = path.clone();
         let env = self
-            .run(|c| async move {
+            .run("ssh_sign", |c| async move {
                 http::call::<SshData>(&c, Method::POST, &path, Some(&body), &what).await
             })
             .await?;
@@ -311,7 +311,7 @@ impl Vault {
         let body = kubernetes_creds_body(namespace, ttl);
         let what = path.clone();
         let env = self
-            .run(|c| async move {
+            .run("kubernetes_token", |c| async move {
                 http::call::<K8sData>(&c, Method::POST, &path, Some(&body), &what).await
             })
             .await?;
@@ -347,7 +347,7 @@ impl Vault {
                 .collect(),
         );
         let info = self
-            .run(|c| {
+            .run("wrap", |c| {
                 let body = &body;
                 async move {
                     http::call_wrapped(
@@ -392,7 +392,7 @@ impl Vault {
             ),
         };
         let res = self
-            .run(|c| async move {
+            .run("revoke", |c| async move {
                 http::call::<Nothing>(&c, Method::PUT, &path, Some(&body), what).await
             })
             .await;
@@ -412,7 +412,9 @@ impl Vault {
             reason: "LIST method".into(),
         })?;
         let res = self
-            .run(|c| async move { http::call::<Keys>(&c, method, &path, None, &what).await })
+            .run("list_leases", |c| async move {
+                http::call::<Keys>(&c, method, &path, None, &what).await
+            })
             .await;
         match res {
             Ok(env) => Ok(env.data.map(|d| d.keys).unwrap_or_default()),

@@ -383,8 +383,10 @@ impl Vault {
         path: &str,
         fields: Option<&[String]>,
     ) -> Result<BTreeMap<String, SecretString>, VaultError> {
-        self.run(|client| async move { kv::read(&client.0, mount, path, fields).await })
-            .await
+        self.run("kv_read", |client| async move {
+            kv::read(&client.0, mount, path, fields).await
+        })
+        .await
     }
 
     /// Runs one request with the current client, with the bookkeeping every
@@ -393,17 +395,23 @@ impl Vault {
     /// 403 is [`VaultError::PermissionDenied`] only after checking that
     /// jobkey's token is still valid (if not: [`VaultError::Login`], jobkey
     /// is not ready from that moment, and a new login is started).
-    pub(crate) async fn run<T, F, Fut>(&self, f: F) -> Result<T, VaultError>
+    ///
+    /// `kind` names the request in the metrics (`jobkey_vault_requests_total`).
+    pub(crate) async fn run<T, F, Fut>(&self, kind: &'static str, f: F) -> Result<T, VaultError>
     where
         F: FnOnce(Arc<ClientHandle>) -> Fut,
         Fut: std::future::Future<Output = Result<T, VaultError>>,
     {
         let inner = &self.inner;
         if let Some(e) = inner.token_error() {
+            crate::metrics::vault_request(kind, false, std::time::Duration::ZERO);
             return Err(e);
         }
         let client = inner.client.load_full();
-        match f(client.clone()).await {
+        let started = std::time::Instant::now();
+        let answered = f(client.clone()).await;
+        crate::metrics::vault_request(kind, answered.is_ok(), started.elapsed());
+        match answered {
             Ok(v) => {
                 inner.mark_healthy();
                 Ok(v)

@@ -120,7 +120,7 @@ impl Vault {
         });
         let what = path.clone();
         let env = self
-            .run(|c| async move {
+            .run("create_token", |c| async move {
                 http::call::<Nothing>(&c, Method::POST, &path, Some(&body), &what).await
             })
             .await?;
