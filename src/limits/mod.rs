@@ -72,7 +72,9 @@ impl Default for LimitSettings {
 pub enum Verdict {
     Allowed,
     /// Over the limit: the next request would be allowed after this long.
-    Limited { retry_after: Duration },
+    Limited {
+        retry_after: Duration,
+    },
 }
 
 /// Which limit refused a request.

@@ -69,11 +69,7 @@ impl RedisLimits {
             .await
             .map_err(|e| unavailable(&e))?;
         let sha = crate::random::hex(
-            ring::digest::digest(
-                &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-                GCRA.as_bytes(),
-            )
-            .as_ref(),
+            ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, GCRA.as_bytes()).as_ref(),
         );
         Ok(RedisLimits {
             conn,

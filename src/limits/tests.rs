@@ -193,8 +193,14 @@ fn identities_are_the_project_s_immutable_id_or_sub_and_sources_a_64() {
     );
     // No project id: sub.
     let generic = |sub: &str| token("ci", Provider::Generic, json!({ "sub": sub }));
-    assert_ne!(identity_key("*", &generic("a")), identity_key("*", &generic("b")));
-    assert_eq!(identity_key("*", &generic("a")), identity_key("*", &generic("a")));
+    assert_ne!(
+        identity_key("*", &generic("a")),
+        identity_key("*", &generic("b"))
+    );
+    assert_eq!(
+        identity_key("*", &generic("a")),
+        identity_key("*", &generic("a"))
+    );
     assert!(identity_key("*", &generic("a")).len() < 80, "bounded");
 
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
@@ -237,6 +243,10 @@ async fn limiter_applies_the_environment_s_own_limit() {
         Verdict::Limited { .. }
     ));
     for _ in 0..20 {
-        assert_eq!(l.check_identity("sandbox", &v).await, Verdict::Allowed, "off");
+        assert_eq!(
+            l.check_identity("sandbox", &v).await,
+            Verdict::Allowed,
+            "off"
+        );
     }
 }

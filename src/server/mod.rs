@@ -32,6 +32,7 @@ pub use listener::{Peer, ServerSettings, TURN_AWAY_AT_ONCE};
 use crate::audit::{AuditError, AuditLog, Fingerprinter};
 use crate::config::Config;
 use crate::exchanges::{ExchangeStore, ExchangeStoreError, MemoryStore, RedisStore};
+use crate::limits::{LimitError, Limiter, RedisLimits, ReplayCache};
 use crate::policy::{PolicyError, PolicyIssuer, PolicySet};
 use crate::token::{FetchError, Verifier};
 use crate::vault::{Vault, VaultError};
@@ -51,6 +52,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("exchange store: {0}")]
     Store(#[from] ExchangeStoreError),
+    #[error("rate limits and replay cache: {0}")]
+    Limits(#[from] LimitError),
 }
 
 /// Everything a request handler needs.
@@ -68,6 +71,10 @@ pub struct AppState {
     pub fingerprints: Fingerprinter,
     /// Each exchange's revocable credentials (Redis, or in-memory).
     pub exchanges: ExchangeStore,
+    /// Rate limits per source and per identity (Redis, or in-memory).
+    pub limits: Limiter,
+    /// Spent tokens of `single_use` issuers (Redis, or in-memory).
+    pub replay: ReplayCache,
     pub max_body_bytes: usize,
     /// The longest token accepted (the header cap is set from it).
     pub max_token_bytes: usize,
@@ -85,7 +92,7 @@ impl AppState {
         let issuers = PolicyIssuer::from_settings(&cfg.issuers);
         let policies = PolicySet::load_dir(&cfg.policy_dir, &issuers)?;
         policies.check_token_policies(cfg.vault.token_role.as_ref())?;
-        let audit = AuditLog::open_with(&cfg.audit_path, cfg.audit_settings)?;
+        let audit = AuditLog::open_as(&cfg.audit_path, cfg.audit_settings, Some(&cfg.replica_id))?;
         let fingerprints = Fingerprinter::load_or_create(&cfg.audit_fingerprint_key)?;
         let verifier = Verifier::new(
             cfg.issuers.clone(),
@@ -108,6 +115,25 @@ impl AppState {
                 ExchangeStore::Memory(MemoryStore::default())
             }
         };
+        let single_use: std::collections::BTreeMap<String, std::time::Duration> = cfg
+            .issuers
+            .iter()
+            .filter(|i| cfg.limits.single_use.contains(&i.name))
+            .map(|i| (i.name.clone(), i.leeway))
+            .collect();
+        let (limits, replay) = match &cfg.state {
+            Some(st) => {
+                let redis = RedisLimits::connect(&st.redis_url, &st.key_prefix, st.timeout).await?;
+                (
+                    Limiter::redis(cfg.limits.clone(), redis.clone()),
+                    ReplayCache::redis(single_use, redis),
+                )
+            }
+            None => (
+                Limiter::memory(cfg.limits.clone()),
+                ReplayCache::memory(single_use, cfg.limits.max_entries),
+            ),
+        };
         tracing::info!(
             environments = policies.environments().count(),
             issuers = issuers.len(),
@@ -124,6 +150,8 @@ impl AppState {
             audit,
             fingerprints,
             exchanges,
+            limits,
+            replay,
             max_body_bytes: cfg.max_body_bytes,
             max_token_bytes: cfg.max_token_bytes,
             server: cfg.server,
