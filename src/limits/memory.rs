@@ -52,7 +52,7 @@ impl MemoryLimiter {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub fn entries(&self) -> usize {
         self.table.lock().unwrap().len()
     }
 }

@@ -19,7 +19,8 @@ fn token(issuer: &str, provider: Provider, claims: Value) -> VerifiedToken {
 
 #[test]
 fn rates_parse_or_say_what_to_write() {
-    let cases: Vec<(&str, Option<u32>, Result<Option<(u32, u64, u32)>, &str>)> = vec![
+    type Want = Result<Option<(u32, u64, u32)>, &'static str>;
+    let cases: Vec<(&str, Option<u32>, Want)> = vec![
         ("60/min", None, Ok(Some((60, 60, 60)))),
         ("10/s", Some(3), Ok(Some((10, 1, 3)))),
         ("100/5m", None, Ok(Some((100, 300, 100)))),
@@ -105,12 +106,12 @@ fn the_memory_table_is_capped_and_forgets_what_expired() {
     // Full: a third key is let through untracked.
     assert_eq!(t.check("c", rate, now), Verdict::Allowed);
     assert_eq!(t.check("c", rate, now), Verdict::Allowed);
-    assert_eq!(t.len(), 2);
+    assert_eq!(t.entries(), 2);
     // Once a and b have expired, c takes a place and is limited.
     let later = now + Duration::from_secs(2);
     assert_eq!(t.check("c", rate, later), Verdict::Allowed);
     assert!(matches!(t.check("c", rate, later), Verdict::Limited { .. }));
-    assert_eq!(t.len(), 1);
+    assert_eq!(t.entries(), 1);
 }
 
 #[test]
