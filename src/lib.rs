@@ -11,6 +11,7 @@ pub mod devissuer;
 pub mod exchanges;
 pub mod files;
 pub mod issue;
+pub mod limits;
 pub mod mask;
 pub mod metrics;
 pub mod outbound;

@@ -137,6 +137,10 @@ pub enum Stage {
     Revoke,
     /// jobkey itself (no randomness).
     Internal,
+    /// A rate limit, per source or per identity.
+    RateLimit,
+    /// A single-use token's check: replayed, or the shared state down.
+    Replay,
 }
 
 /// How a revocation proved who it is.
@@ -417,6 +421,10 @@ pub struct Event {
     /// `log_resumed`: the failed appends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     outage: Option<Outage>,
+    /// The replica that wrote the line (`[audit] replica_id`), set by the
+    /// log when it writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replica: Option<String>,
 }
 
 /// An [`Event`] being filled; it becomes one through one of its endings.
@@ -511,7 +519,13 @@ impl Event {
             summary: None,
             recovery: None,
             outage: None,
+            replica: None,
         }
+    }
+
+    /// The replica that wrote the line, when the log names one.
+    pub fn replica(&self) -> Option<&str> {
+        self.replica.as_deref()
     }
 
     pub fn time(&self) -> &str {

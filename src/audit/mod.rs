@@ -132,6 +132,8 @@ struct State {
     /// Summaries waiting to be written (their window ended while the log
     /// was down).
     pending: VecDeque<Event>,
+    /// Written on every line as `replica` (`[audit] replica_id`).
+    replica: Option<String>,
 }
 
 /// An append-only, hash-chained JSON-lines file.
@@ -154,6 +156,16 @@ impl AuditLog {
     /// `log_recovered` line says so. A log damaged before its last line is
     /// refused: jobkey does not write after a tampered record.
     pub fn open_with(path: &Path, settings: AuditSettings) -> Result<Self, AuditError> {
+        Self::open_as(path, settings, None)
+    }
+
+    /// [`open_with`](Self::open_with), every line written naming
+    /// `replica` (the replica among several that share one audit trail).
+    pub fn open_as(
+        path: &Path,
+        settings: AuditSettings,
+        replica: Option<&str>,
+    ) -> Result<Self, AuditError> {
         let io = |e: std::io::Error| AuditError::Io {
             path: path.display().to_string(),
             reason: e.to_string(),
@@ -202,6 +214,7 @@ impl AuditLog {
                 down: None,
                 refusals: refusals::RefusalTable::new(settings.refusals),
                 pending: VecDeque::new(),
+                replica: replica.map(str::to_owned),
             })),
             writable: Arc::new(AtomicBool::new(true)),
             sync_interval: settings.sync_interval,
@@ -403,6 +416,9 @@ impl State {
             self.truncate_pending = false;
         }
         let mut map = event.to_map().map_err(err)?;
+        if let Some(replica) = &self.replica {
+            map.insert("replica".into(), Value::from(replica.as_str()));
+        }
         let seq = self.written.seq + 1;
         map.insert("seq".into(), Value::from(seq));
         map.insert("prev".into(), Value::from(self.written.prev.clone()));

@@ -13,6 +13,7 @@ use std::time::Duration;
 use thiserror::Error;
 use url::Url;
 
+use crate::limits::{LimitSettings, Rate};
 use crate::outbound::url_is_allowed;
 use crate::token::{FetchSettings, IssuerSettings};
 use crate::vault::{TokenRole, VaultAuth, VaultConfig};
@@ -61,6 +62,10 @@ pub struct Config {
     pub fetch: FetchSettings,
     /// `None`: the in-memory lease store (one replica only).
     pub state: Option<StateSettings>,
+    /// `[limits]` and the issuers' `single_use`.
+    pub limits: LimitSettings,
+    /// `[audit] replica_id`: written on every audit record.
+    pub replica_id: String,
     pub issuers: Vec<IssuerSettings>,
 }
 
@@ -235,6 +240,28 @@ impl Checker {
             client_ca_file: t.client_ca_file.as_deref().map(|p| self.path(p)),
         });
         let metrics_listen = self.metrics_listen(raw.metrics.as_ref(), listen)?;
+        let mut limits = self.limits(&raw.limits)?;
+        limits.single_use = raw
+            .issuers
+            .iter()
+            .filter(|(_, ri)| ri.single_use)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let replica_id = match &raw.audit.replica_id {
+            Some(id) => {
+                if id.is_empty()
+                    || id.len() > 128
+                    || id.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(self.err(
+                        "audit.replica_id",
+                        "write 1 to 128 characters without spaces, e.g. \"jobkey-0\"",
+                    ));
+                }
+                id.clone()
+            }
+            None => host_name(),
+        };
         Ok(Config {
             file: PathBuf::from(&self.file),
             listen,
@@ -256,6 +283,8 @@ impl Checker {
             vault,
             fetch,
             state,
+            limits,
+            replica_id,
             issuers,
         })
     }
@@ -290,6 +319,59 @@ impl Checker {
             ));
         }
         Ok(Some(addr))
+    }
+
+    /// `[limits]`: each rate checked, the defaults where a key is absent.
+    fn limits(&self, l: &raw::RawLimits) -> Result<LimitSettings, ConfigError> {
+        let d = LimitSettings::default();
+        let rate = |key: &str, text: &Option<String>, burst: Option<u32>, default: Option<Rate>| {
+            match text {
+                Some(t) => Rate::parse(t, burst),
+                None => Ok(default.map(|r: Rate| Rate {
+                    burst: burst.unwrap_or(r.burst),
+                    ..r
+                })),
+            }
+            .map_err(|e| self.err(key, e.to_string()))
+        };
+        let mut environments = std::collections::BTreeMap::new();
+        for (name, e) in &l.environments {
+            let key = format!("limits.environments.{name}.per_identity");
+            let r = rate(
+                &key,
+                &Some(e.per_identity.clone()),
+                e.per_identity_burst,
+                None,
+            )?;
+            environments.insert(name.clone(), r);
+        }
+        let max_entries = l.max_entries.unwrap_or(d.max_entries);
+        if !(100..=10_000_000).contains(&max_entries) {
+            return Err(self.err(
+                "limits.max_entries",
+                format!(
+                    "{max_entries} is out of range; write a number from 100 to 10000000, e.g. {}",
+                    d.max_entries
+                ),
+            ));
+        }
+        Ok(LimitSettings {
+            per_source: rate(
+                "limits.per_source",
+                &l.per_source,
+                l.per_source_burst,
+                d.per_source,
+            )?,
+            per_identity: rate(
+                "limits.per_identity",
+                &l.per_identity,
+                l.per_identity_burst,
+                d.per_identity,
+            )?,
+            environments,
+            max_entries,
+            single_use: Default::default(),
+        })
     }
 
     fn vault(&self, v: &raw::RawVault) -> Result<VaultConfig, ConfigError> {
@@ -402,6 +484,17 @@ impl Checker {
             allowed_policies: allowed,
         }))
     }
+}
+
+/// This host's name (the default replica id), or `jobkey` when it cannot
+/// be read.
+fn host_name() -> String {
+    crate::files::read_to_string(Path::new("/proc/sys/kernel/hostname"), 256)
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|h| !h.is_empty() && !h.chars().any(|c| c.is_whitespace() || c.is_control()))
+        .unwrap_or_else(|| "jobkey".to_owned())
 }
 
 #[cfg(test)]

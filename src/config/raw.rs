@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub metrics: Option<RawMetrics>,
+    #[serde(default)]
+    pub limits: RawLimits,
     pub issuers: BTreeMap<String, RawIssuer>,
 }
 
@@ -45,6 +47,37 @@ pub struct RawAudit {
     pub refusal_table_size: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub sync_interval: Option<Duration>,
+    /// Written on every record: which replica wrote it (default: the
+    /// host name).
+    #[serde(default)]
+    pub replica_id: Option<String>,
+}
+
+/// `[limits]`: rate limits per source and per identity.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default)]
+    pub per_source: Option<String>,
+    #[serde(default)]
+    pub per_source_burst: Option<u32>,
+    #[serde(default)]
+    pub per_identity: Option<String>,
+    #[serde(default)]
+    pub per_identity_burst: Option<u32>,
+    #[serde(default)]
+    pub max_entries: Option<usize>,
+    #[serde(default)]
+    pub environments: BTreeMap<String, RawEnvironmentLimits>,
+}
+
+/// `[limits.environments.NAME]`: the environment's own identity limit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnvironmentLimits {
+    pub per_identity: String,
+    #[serde(default)]
+    pub per_identity_burst: Option<u32>,
 }
 
 /// `[server]`: timeouts and limits of the HTTP listener.
@@ -173,6 +206,9 @@ pub struct RawIssuer {
     pub max_lifetime: Option<Duration>,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// A token of this issuer may be exchanged once.
+    #[serde(default)]
+    pub single_use: bool,
 }
 
 impl RawIssuer {

@@ -438,3 +438,45 @@ fn tls_and_metrics_sections() {
         assert!(e.contains(want), "for {extra:?}: {e}");
     }
 }
+
+#[test]
+fn limits_single_use_and_replica_id() {
+    let gh = "[issuers.github]\npreset = \"github\"\n";
+    let c = parse(gh).unwrap();
+    assert_eq!(c.limits, crate::limits::LimitSettings::default());
+    assert!(!c.replica_id.is_empty(), "the host name by default");
+    let c = parse(&format!(
+        "{gh}single_use = true\n[issuers.gl]\npreset = \"gitlab\"\n[limits]\nper_source = \"off\"\nper_identity = \"10/s\"\nper_identity_burst = 3\n[limits.environments.production]\nper_identity = \"2/min\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.limits.per_source, None);
+    let id = c.limits.per_identity.unwrap();
+    assert_eq!((id.count, id.period.as_secs(), id.burst), (10, 1, 3));
+    assert_eq!(c.limits.environments["production"].unwrap().count, 2);
+    assert_eq!(c.limits.single_use, ["github".to_owned()].into());
+    let cases = [
+        (
+            "[limits]\nper_source = \"lots\"\n",
+            "`limits.per_source`: \"lots\" is not a rate",
+        ),
+        (
+            "[limits.environments.production]\nper_identity = \"0/min\"\n",
+            "`limits.environments.production.per_identity`",
+        ),
+        ("[limits]\nmax_entries = 5\n", "`limits.max_entries`"),
+        ("[limits]\nper_sources = \"1/s\"\n", "unknown field"),
+    ];
+    for (extra, want) in cases {
+        let e = parse(&format!("{gh}{extra}")).unwrap_err();
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+    let e = Config::parse(
+        Path::new("/etc/jobkey/jobkey.toml"),
+        &format!(
+            "{}{gh}",
+            BASE.replace("[audit]\n", "[audit]\nreplica_id = \"a b\"\n")
+        ),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("`audit.replica_id`"), "{e}");
+}

@@ -65,6 +65,15 @@ pub enum ApiError {
     Busy,
     /// The request's body did not arrive within `request_timeout` (408).
     RequestTimeout,
+    /// Over a rate limit, per source or per identity (429, with
+    /// `Retry-After` in whole seconds, rounded up): nothing was done.
+    RateLimited { retry_after_s: u64 },
+    /// The issuer's tokens are single-use and this one was exchanged
+    /// before (401).
+    TokenReplayed,
+    /// The shared state that single-use tokens need (Redis) could not be
+    /// used, so the token could not be checked (503): nothing was issued.
+    StateUnavailable,
 }
 
 impl ApiError {
@@ -88,6 +97,9 @@ impl ApiError {
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TokenReplayed => StatusCode::UNAUTHORIZED,
+            ApiError::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -109,6 +121,9 @@ impl ApiError {
             ApiError::Internal => "internal_error",
             ApiError::Busy => "server_busy",
             ApiError::RequestTimeout => "request_timeout",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::TokenReplayed => "token_replayed",
+            ApiError::StateUnavailable => "state_unavailable",
         }
     }
 
@@ -134,14 +149,18 @@ impl ApiError {
             }
             ApiError::Busy => "jobkey is handling as many requests as it may; nothing was done. Retry after the time in Retry-After.".into(),
             ApiError::RequestTimeout => "the request did not arrive in time; send the whole request at once".into(),
+            ApiError::RateLimited { .. } => "too many requests from this job or this address; nothing was done. Retry after the time in Retry-After.".into(),
+            ApiError::TokenReplayed => "this ID token was exchanged before, and its issuer's tokens are single-use; request a fresh token for each exchange".into(),
+            ApiError::StateUnavailable => "single-use tokens cannot be checked right now, so nothing was issued. Retry later.".into(),
         }
     }
 
-    /// The seconds in `Retry-After`, on a 503.
-    fn retry_after(&self) -> Option<&'static str> {
+    /// The seconds in `Retry-After`, on a 503 or a 429.
+    fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::Busy => Some("1"),
-            _ if self.status() == StatusCode::SERVICE_UNAVAILABLE => Some("5"),
+            ApiError::Busy => Some(1),
+            ApiError::RateLimited { retry_after_s } => Some((*retry_after_s).max(1)),
+            _ if self.status() == StatusCode::SERVICE_UNAVAILABLE => Some(5),
             _ => None,
         }
     }
@@ -185,7 +204,7 @@ impl ApiError {
         let mut resp = (status, axum::Json(self.body(request_id))).into_response();
         if let Some(seconds) = self.retry_after() {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(seconds));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
@@ -270,6 +289,13 @@ mod tests {
             (ApiError::StoreUnavailable, 503, "lease_store_unavailable"),
             (ApiError::UnknownExchange, 404, "unknown_exchange"),
             (ApiError::RevokeIncomplete, 503, "revoke_incomplete"),
+            (
+                ApiError::RateLimited { retry_after_s: 7 },
+                429,
+                "rate_limited",
+            ),
+            (ApiError::TokenReplayed, 401, "token_replayed"),
+            (ApiError::StateUnavailable, 503, "state_unavailable"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status, "{code}");
@@ -277,10 +303,27 @@ mod tests {
             let r = e.into_response_with("rid");
             assert_eq!(
                 r.headers().contains_key(header::RETRY_AFTER),
-                status == 503,
+                status == 503 || status == 429,
                 "{code}"
             );
         }
+    }
+
+    #[test]
+    fn a_rate_limit_says_when_to_retry_in_whole_seconds() {
+        for (secs, header) in [(7, "7"), (0, "1"), (120, "120")] {
+            let r = ApiError::RateLimited {
+                retry_after_s: secs,
+            }
+            .into_response_with("rid");
+            assert_eq!(r.headers()[header::RETRY_AFTER], header);
+        }
+        let raw =
+            String::from_utf8(ApiError::RateLimited { retry_after_s: 3 }.into_http1_bytes("rid"))
+                .unwrap();
+        assert!(raw.contains("\r\nretry-after: 3\r\n"), "{raw}");
+        let r = ApiError::TokenReplayed.into_response_with("rid");
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `POST /v1/exchange`: token in, decision, credentials out — audited first.
 //!
-//! [`run`] is the pipeline, one named step each: verify the token, decide,
-//! mint the revocation handle, issue, remember the exchange. The first step
-//! that stops ends the exchange. Whatever the outcome, [`handle`] writes the
+//! [`run`] is the pipeline, one named step each: the source's rate limit,
+//! verify the token, the identity's rate limit, decide, mint the revocation
+//! handle, spend a single-use token, issue, remember the exchange. The
+//! first step that stops ends the exchange. Whatever the outcome, [`handle`] writes the
 //! one audit record, and only then answers. If the record cannot be
 //! written, everything issued is revoked and nothing leaves.
 
@@ -26,6 +27,7 @@ use super::{ApiError, AppState, Peer, identity};
 use crate::audit::{Event, EventBuilder, Fingerprinter, IssuedCredential, Stage};
 use crate::exchanges::{ExchangeRecord, RevocationHandle};
 use crate::issue::{self, IssueError, Issued};
+use crate::limits::{ReplayKey, Scope, Spend, Verdict, retry_after_secs};
 use crate::metrics;
 use crate::policy::{Decision, DenyReason, Grant, Request};
 use crate::secret::SecretString;
@@ -110,7 +112,7 @@ async fn handle(
     if let Some(ip) = peer {
         event.source(ip);
     }
-    match run(st, request_id, token, &req, &mut event).await {
+    match run(st, request_id, peer, token, &req, &mut event).await {
         Err(stop) => {
             record(st, &event.refused(*stop.refusal)).await?;
             Err(stop.api)
@@ -120,6 +122,7 @@ async fn handle(
             if let Err(e) = record(st, &line).await {
                 issue::revoke_all(&st.vault, &done.record.revocables).await;
                 let _ = st.exchanges.take(request_id).await;
+                give_back(st, done.spent.as_ref()).await;
                 return Err(e);
             }
             tracing::info!(%request_id, environment = %req.environment, issuer = %done.issuer, credentials = done.grants.len(), "exchange allowed");
@@ -136,22 +139,41 @@ struct Done {
     handle: RevocationHandle,
     record: ExchangeRecord,
     now: SystemTime,
+    /// The single-use token's mark, when its issuer has `single_use`.
+    spent: Option<ReplayKey>,
 }
 
 /// The pipeline. `event` receives the caller's identity on the way.
 async fn run(
     st: &AppState,
     request_id: &str,
+    peer: Option<IpAddr>,
     token: SecretString,
     req: &Parsed,
     event: &mut EventBuilder,
 ) -> Result<Done, Stop> {
+    limit_source(st, peer).await?;
+    let token_sha256 = crate::limits::token_sha256(token.expose_secret());
     let verified = identity::verify(st, token, event).await?;
+    limit_identity(st, req, &verified).await?;
     let grants = decide(st, req, &verified)?;
     let handle = mint_handle(request_id)?;
-    let issued = issue_grants(st, request_id, req, &verified, &grants).await?;
+    let spent = spend(st, &verified, &token_sha256).await?;
+    let issued = match issue_grants(st, request_id, req, &verified, &grants).await {
+        Ok(issued) => issued,
+        Err(stop) => {
+            give_back(st, spent.as_ref()).await;
+            return Err(stop);
+        }
+    };
     let now = SystemTime::now();
-    let record = remember(st, request_id, req, &verified, &handle, &issued, now).await?;
+    let record = match remember(st, request_id, req, &verified, &handle, &issued, now).await {
+        Ok(record) => record,
+        Err(stop) => {
+            give_back(st, spent.as_ref()).await;
+            return Err(stop);
+        }
+    };
     Ok(Done {
         issuer: verified.issuer,
         grants,
@@ -159,7 +181,76 @@ async fn run(
         handle,
         record,
         now,
+        spent,
     })
+}
+
+/// The caller's source address within its rate limit, before any work
+/// on the token (exchanges and revocations share it).
+pub(super) async fn limit_source(st: &AppState, peer: Option<IpAddr>) -> Result<(), Stop> {
+    limited(Scope::Source, st.limits.check_source(peer).await)
+}
+
+/// The verified identity within its rate limit (the environment's own,
+/// when it has one), before the policy and Vault.
+async fn limit_identity(st: &AppState, req: &Parsed, verified: &VerifiedToken) -> Result<(), Stop> {
+    limited(
+        Scope::Identity,
+        st.limits.check_identity(&req.environment, verified).await,
+    )
+}
+
+fn limited(scope: Scope, verdict: Verdict) -> Result<(), Stop> {
+    let Verdict::Limited { retry_after } = verdict else {
+        return Ok(());
+    };
+    metrics::refused(metrics::Refusal::RateLimit);
+    let retry_after_s = retry_after_secs(retry_after);
+    Err(Stop::new(
+        Stage::RateLimit,
+        ApiError::RateLimited { retry_after_s },
+        &json!({"limit": scope.name(), "retry_after_s": retry_after_s}),
+    ))
+}
+
+/// A token of a `single_use` issuer is marked spent before anything is
+/// issued; a second exchange with it is refused. The shared state down
+/// refuses too: without it, a replay cannot be ruled out.
+async fn spend(
+    st: &AppState,
+    verified: &VerifiedToken,
+    token_sha256: &str,
+) -> Result<Option<ReplayKey>, Stop> {
+    let Some(key) = st.replay.key_for(verified, token_sha256) else {
+        return Ok(None);
+    };
+    match st.replay.spend(&key).await {
+        Ok(Spend::First) => Ok(Some(key)),
+        Ok(Spend::Replayed) => {
+            metrics::refused(metrics::Refusal::Replay);
+            Err(Stop::new(
+                Stage::Replay,
+                ApiError::TokenReplayed,
+                &json!({"code": "token_replayed"}),
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the replay cache failed; refusing a single-use token");
+            Err(Stop::new(
+                Stage::Replay,
+                ApiError::StateUnavailable,
+                &json!({"message": e.to_string()}),
+            ))
+        }
+    }
+}
+
+/// An exchange that issued nothing (or took it all back) gives its
+/// single-use token back, so the job's retry with it can succeed.
+async fn give_back(st: &AppState, spent: Option<&ReplayKey>) {
+    if let Some(key) = spent {
+        st.replay.release(key).await;
+    }
 }
 
 /// The policy's decision. A denial names the failed claims, never the

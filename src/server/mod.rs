@@ -34,6 +34,7 @@ pub use tls::{TlsError, TlsSettings};
 use crate::audit::{AuditError, AuditLog, Fingerprinter};
 use crate::config::Config;
 use crate::exchanges::{ExchangeStore, ExchangeStoreError, MemoryStore, RedisStore};
+use crate::limits::{LimitError, Limiter, RedisLimits, ReplayCache};
 use crate::policy::{PolicyError, PolicyIssuer, PolicySet};
 use crate::token::{FetchError, Verifier};
 use crate::vault::{Vault, VaultError};
@@ -55,6 +56,8 @@ pub enum ServeError {
     Store(#[from] ExchangeStoreError),
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
+    #[error("rate limits and replay cache: {0}")]
+    Limits(#[from] LimitError),
 }
 
 /// Everything a request handler needs.
@@ -72,6 +75,10 @@ pub struct AppState {
     pub fingerprints: Fingerprinter,
     /// Each exchange's revocable credentials (Redis, or in-memory).
     pub exchanges: ExchangeStore,
+    /// Rate limits per source and per identity (Redis, or in-memory).
+    pub limits: Limiter,
+    /// Spent tokens of `single_use` issuers (Redis, or in-memory).
+    pub replay: ReplayCache,
     pub max_body_bytes: usize,
     /// The longest token accepted (the header cap is set from it).
     pub max_token_bytes: usize,
@@ -92,7 +99,7 @@ impl AppState {
         let issuers = PolicyIssuer::from_settings(&cfg.issuers);
         let policies = PolicySet::load_dir(&cfg.policy_dir, &issuers)?;
         policies.check_token_policies(cfg.vault.token_role.as_ref())?;
-        let audit = AuditLog::open_with(&cfg.audit_path, cfg.audit_settings)?;
+        let audit = AuditLog::open_as(&cfg.audit_path, cfg.audit_settings, Some(&cfg.replica_id))?;
         let fingerprints = Fingerprinter::load_or_create(&cfg.audit_fingerprint_key)?;
         let verifier = Verifier::new(
             cfg.issuers.clone(),
@@ -117,6 +124,25 @@ impl AppState {
         };
         let policy_status = reload::PolicyStatus::current();
         crate::metrics::policy_loaded(policy_status.loaded_at);
+        let single_use: std::collections::BTreeMap<String, std::time::Duration> = cfg
+            .issuers
+            .iter()
+            .filter(|i| cfg.limits.single_use.contains(&i.name))
+            .map(|i| (i.name.clone(), i.leeway))
+            .collect();
+        let (limits, replay) = match &cfg.state {
+            Some(st) => {
+                let redis = RedisLimits::connect(&st.redis_url, &st.key_prefix, st.timeout).await?;
+                (
+                    Limiter::redis(cfg.limits.clone(), redis.clone()),
+                    ReplayCache::redis(single_use, redis),
+                )
+            }
+            None => (
+                Limiter::memory(cfg.limits.clone()),
+                ReplayCache::memory(single_use, cfg.limits.max_entries),
+            ),
+        };
         tracing::info!(
             environments = policies.environments().count(),
             issuers = issuers.len(),
@@ -133,6 +159,8 @@ impl AppState {
             audit,
             fingerprints,
             exchanges,
+            limits,
+            replay,
             max_body_bytes: cfg.max_body_bytes,
             max_token_bytes: cfg.max_token_bytes,
             server: cfg.server,

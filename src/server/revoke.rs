@@ -8,6 +8,10 @@
 //!   the exchange's. A token of another run, repository or issuer is not
 //!   the owner.
 //!
+//! Revocation shares the exchange's per-source rate limit (checked before
+//! the credential), and does not spend a single-use token: the job
+//! revokes with the same token it exchanged.
+//!
 //! An exchange that is unknown, already revoked, expired, or not the
 //! caller's gets the same `404 unknown_exchange`, so a caller cannot probe
 //! for other jobs' exchanges. The record is taken from the store atomically
@@ -90,7 +94,7 @@ async fn handle(
     if let Some(ip) = peer {
         event.source(ip);
     }
-    match run(st, secret, &req.request_id, &mut event).await {
+    match run(st, peer, secret, &req.request_id, &mut event).await {
         Err(stop) => {
             record(st, &event.refused(*stop.refusal)).await?;
             Err(stop.api)
@@ -110,10 +114,12 @@ async fn handle(
 /// items were revoked.
 async fn run(
     st: &AppState,
+    peer: Option<IpAddr>,
     secret: SecretString,
     exchange: &str,
     event: &mut EventBuilder,
 ) -> Result<usize, Stop> {
+    super::exchange::limit_source(st, peer).await?;
     let caller = authenticate(st, secret, event).await?;
     let rec = take_owned(st, exchange, &caller, event).await?;
     revoke_record(st, rec, event).await
