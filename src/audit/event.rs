@@ -68,6 +68,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use super::Fingerprint;
+use super::checkpoint::Checkpoint;
 use crate::exchanges::Owner;
 
 /// Longest caller-controlled string kept as is, in bytes.
@@ -99,6 +100,9 @@ pub enum Action {
     /// Appends failed for a while (a full disk) and work again; the
     /// requests refused meanwhile are counted ([`Outage`]).
     LogResumed,
+    /// The chain's head, signed ([`Checkpoint`]): records up to its `seq`
+    /// can be shown to exist to whoever kept the checkpoint or the key.
+    Checkpoint,
 }
 
 /// How the request ended. One meaning each, for both actions: `action`
@@ -360,6 +364,10 @@ pub struct Outage {
 /// not matter: the line's keys are written sorted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// The record format's version ([`VERSION`]); records written before
+    /// it existed are version 1.
+    #[serde(default = "version_1")]
+    version: u32,
     time: String,
     /// A request's id (the log's own lines have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -417,6 +425,17 @@ pub struct Event {
     /// `log_resumed`: the failed appends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     outage: Option<Outage>,
+    /// `checkpoint`: the signed chain head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<Checkpoint>,
+}
+
+/// The version of the record format jobkey writes. 1: records without a
+/// `version` field; 2: adds `version` and the `checkpoint` record.
+pub const VERSION: u32 = 2;
+
+fn version_1() -> u32 {
+    1
 }
 
 /// An [`Event`] being filled; it becomes one through one of its endings.
@@ -487,8 +506,16 @@ impl Event {
         event
     }
 
+    /// The log's own line: the chain's head, signed.
+    pub(super) fn checkpoint_record(checkpoint: Checkpoint) -> Event {
+        let mut event = Event::new(None, Action::Checkpoint);
+        event.checkpoint = Some(checkpoint);
+        event
+    }
+
     fn new(request_id: Option<&str>, action: Action) -> Event {
         Event {
+            version: VERSION,
             time: super::timestamp(),
             request_id: request_id.map(bounded),
             action,
@@ -511,6 +538,7 @@ impl Event {
             summary: None,
             recovery: None,
             outage: None,
+            checkpoint: None,
         }
     }
 
@@ -574,6 +602,16 @@ impl Event {
 
     pub fn outage(&self) -> Option<&Outage> {
         self.outage.as_ref()
+    }
+
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.checkpoint.as_ref()
+    }
+
+    /// The record format's version (1 for records written before it was
+    /// recorded).
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// Whether this is a request that was not allowed (`deny` or `error`):

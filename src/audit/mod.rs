@@ -34,6 +34,7 @@
 //! [`Fingerprinter::fingerprint`], which keeps nothing.
 
 mod chain;
+mod checkpoint;
 mod event;
 mod find;
 mod fingerprint;
@@ -50,11 +51,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use thiserror::Error;
 
-pub use chain::{TornLine, VerifyReport, verify_file};
+pub use chain::{TornLine, VerifyOptions, VerifyReport, verify_file, verify_with};
+pub use checkpoint::{
+    Checkpoint, CheckpointKey, CheckpointSettings, PublicKey, default_checkpoint_key_path,
+};
 pub use event::{
     Action, Auth, ClaimValue, Decision, Event, EventBuilder, Identity, IssuedCredential,
     MAX_IDENTITY_CLAIMS, MAX_REQUESTED, MAX_STRING_BYTES, Outage, Recovery, Refusal, Stage,
-    Summary, bounded,
+    Summary, VERSION, bounded,
 };
 pub use find::{Found, Match, find_value};
 pub use fingerprint::{Fingerprint, Fingerprinter, default_key_path};
@@ -71,6 +75,20 @@ pub enum AuditError {
         line: usize,
         reason: String,
     },
+    /// A checkpoint whose signature does not verify (with a trusted key).
+    #[error("audit log {path}: checkpoint at line {line}: {reason}")]
+    BadCheckpoint {
+        path: String,
+        line: usize,
+        reason: String,
+    },
+    /// The log ends before a record known to exist from outside it.
+    #[error("audit log {path}: truncated: the log ends at seq {ends_at} but {known}")]
+    Truncated {
+        path: String,
+        ends_at: u64,
+        known: String,
+    },
     /// An earlier write failed and the log has not accepted a write since.
     #[error("audit log {path}: appends have failed since {since} ({error}); retrying every tick")]
     Unavailable {
@@ -82,13 +100,15 @@ pub enum AuditError {
 
 /// How the log writes: the refusal table and how often unsynced lines are
 /// synced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditSettings {
     pub refusals: RefusalSettings,
     /// How often [`AuditLog::tick`] runs (the server's timer): the longest
     /// a refusal's line waits for its `fsync`, and how soon appends are
     /// retried after a failure.
     pub sync_interval: Duration,
+    /// When signed checkpoints are written, and where else they go.
+    pub checkpoints: CheckpointSettings,
 }
 
 impl Default for AuditSettings {
@@ -96,6 +116,7 @@ impl Default for AuditSettings {
         AuditSettings {
             refusals: RefusalSettings::default(),
             sync_interval: Duration::from_secs(1),
+            checkpoints: CheckpointSettings::default(),
         }
     }
 }
@@ -132,6 +153,19 @@ struct State {
     /// Summaries waiting to be written (their window ended while the log
     /// was down).
     pending: VecDeque<Event>,
+    checkpoints: Checkpointer,
+}
+
+/// Signs the chain's head every `every` records and on the timer, and
+/// sends each checkpoint to the second sink once it is on disk.
+struct Checkpointer {
+    key: CheckpointKey,
+    settings: CheckpointSettings,
+    /// Records written since the last checkpoint.
+    since: u64,
+    last: Instant,
+    /// Written, not yet on disk: sent once synced.
+    unsent: Vec<Checkpoint>,
 }
 
 /// An append-only, hash-chained JSON-lines file.
@@ -164,12 +198,20 @@ impl AuditLog {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let regular = path.is_file();
+        let key_path = settings
+            .checkpoints
+            .key_file
+            .clone()
+            .unwrap_or_else(|| default_checkpoint_key_path(path));
+        let key = CheckpointKey::load_or_create(&key_path)?;
+        let mut since = 0;
         let mut recovered = None;
         let start = if regular {
             let report = verify_file(path)?;
             if let Some(torn) = &report.torn {
                 recovered = Some(set_aside(path, torn)?);
             }
+            since = report.since_checkpoint;
             Position {
                 seq: report.lines,
                 prev: report.last_hash,
@@ -202,6 +244,13 @@ impl AuditLog {
                 down: None,
                 refusals: refusals::RefusalTable::new(settings.refusals),
                 pending: VecDeque::new(),
+                checkpoints: Checkpointer {
+                    key,
+                    settings: settings.checkpoints.clone(),
+                    since,
+                    last: Instant::now(),
+                    unsent: Vec::new(),
+                },
             })),
             writable: Arc::new(AtomicBool::new(true)),
             sync_interval: settings.sync_interval,
@@ -318,25 +367,51 @@ impl AuditLog {
         }
         let ended = st.refusals.due(now);
         st.pending.extend(ended);
+        let cp = &st.checkpoints;
+        let checkpoint_due =
+            cp.since > 0 && now.saturating_duration_since(cp.last) >= cp.settings.interval;
         let done = st
             .write_pending(&self.path)
+            .and_then(|()| {
+                if checkpoint_due {
+                    st.write_checkpoint(&self.path)
+                } else {
+                    Ok(())
+                }
+            })
             .and_then(|()| st.sync(&self.path));
         done.map_err(|e| self.fail(&mut st, e))
     }
 
-    /// Shutdown: every open window's summary is written, and everything
-    /// synced.
+    /// Shutdown: every open window's summary is written, a checkpoint
+    /// closes the log (if records were written since the last one), and
+    /// everything is synced.
     pub async fn flush(&self) -> Result<(), AuditError> {
         let this = self.clone();
-        self.blocking(move || {
-            {
-                let mut st = this.lock();
-                let all = st.refusals.drain();
-                st.pending.extend(all);
-            }
-            this.tick_blocking(Instant::now())
-        })
-        .await
+        self.blocking(move || this.flush_blocking()).await
+    }
+
+    /// [`flush`](Self::flush), synchronously.
+    pub fn flush_blocking(&self) -> Result<(), AuditError> {
+        {
+            let mut st = self.lock();
+            let all = st.refusals.drain();
+            st.pending.extend(all);
+        }
+        self.tick_blocking(Instant::now())?;
+        let mut st = self.lock();
+        if st.checkpoints.since == 0 {
+            return Ok(());
+        }
+        let done = st
+            .write_checkpoint(&self.path)
+            .and_then(|()| st.sync(&self.path));
+        done.map_err(|e| self.fail(&mut st, e))
+    }
+
+    /// The public key that verifies this log's checkpoints.
+    pub fn public_key(&self) -> PublicKey {
+        self.lock().checkpoints.key.public_key().clone()
     }
 
     async fn blocking(
@@ -420,6 +495,27 @@ impl State {
             prev: hash,
             len: self.written.len + line.len() as u64,
         };
+        if event.action() == Action::Checkpoint {
+            return Ok(());
+        }
+        self.checkpoints.since += 1;
+        if self.checkpoints.since >= self.checkpoints.settings.every {
+            self.write_checkpoint(path)?;
+        }
+        Ok(())
+    }
+
+    /// Signs the head (the last record written) and writes the checkpoint
+    /// record; it is sent to the second sink once synced.
+    fn write_checkpoint(&mut self, path: &Path) -> Result<(), AuditError> {
+        let cp = self
+            .checkpoints
+            .key
+            .sign(self.written.seq, &self.written.prev);
+        self.write(path, &Event::checkpoint_record(cp.clone()))?;
+        self.checkpoints.since = 0;
+        self.checkpoints.last = Instant::now();
+        self.checkpoints.unsent.push(cp);
         Ok(())
     }
 
@@ -437,6 +533,9 @@ impl State {
             });
         }
         self.synced = self.written.clone();
+        for cp in std::mem::take(&mut self.checkpoints.unsent) {
+            checkpoint::emit(&self.checkpoints.settings, path, &cp);
+        }
         Ok(())
     }
 
@@ -449,6 +548,8 @@ impl State {
     }
 
     fn roll_back(&mut self, to: Position) {
+        // A checkpoint of record `seq` is record `seq + 1`.
+        self.checkpoints.unsent.retain(|c| c.seq < to.seq);
         if self.regular && self.file.set_len(to.len).is_err() {
             self.truncate_pending = true;
         }

@@ -258,6 +258,12 @@ fn refusals_cost_no_sync_of_their_own_and_repeats_become_one_summary() {
             table_size: 16,
         },
         sync_interval: std::time::Duration::from_secs(1),
+        // No checkpoint in this test's minute.
+        checkpoints: CheckpointSettings {
+            interval: std::time::Duration::from_secs(3600),
+            stdout: false,
+            ..CheckpointSettings::default()
+        },
     };
     let log = AuditLog::open_with(&p, settings).unwrap();
     let synced = |log: &AuditLog| {
@@ -306,8 +312,10 @@ async fn flush_writes_the_open_windows_summaries() {
     }
     log.flush().await.unwrap();
     let got = lines(&p);
-    assert_eq!(got.len(), 2);
+    assert_eq!(got.len(), 3, "first refusal, summary, closing checkpoint");
     assert_eq!(got[1]["summary"]["count"], 2);
+    assert_eq!(got[2]["action"], "checkpoint");
+    assert_eq!(got[2]["checkpoint"]["seq"], 2);
     let st = log.lock();
     assert_eq!(st.written, st.synced);
 }

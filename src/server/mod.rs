@@ -85,7 +85,7 @@ impl AppState {
         let issuers = PolicyIssuer::from_settings(&cfg.issuers);
         let policies = PolicySet::load_dir(&cfg.policy_dir, &issuers)?;
         policies.check_token_policies(cfg.vault.token_role.as_ref())?;
-        let audit = AuditLog::open_with(&cfg.audit_path, cfg.audit_settings)?;
+        let audit = AuditLog::open_with(&cfg.audit_path, cfg.audit_settings.clone())?;
         let fingerprints = Fingerprinter::load_or_create(&cfg.audit_fingerprint_key)?;
         let verifier = Verifier::new(
             cfg.issuers.clone(),
