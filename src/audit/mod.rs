@@ -640,4 +640,6 @@ pub fn timestamp() -> String {
 }
 
 #[cfg(test)]
+mod checkpoint_tests;
+#[cfg(test)]
 mod tests;
