@@ -139,6 +139,12 @@ struct Down {
 
 struct State {
     file: File,
+    /// Where each failed sync cut the chain back to (the records after
+    /// it were lost): an append waiting for its sync since `cuts.len()`
+    /// was `n` knows its record is gone if a later cut is below it.
+    cuts: Vec<u64>,
+    /// `fdatasync`s done (tests and the benchmark count them).
+    syncs: u64,
     /// Only a regular file has a length to truncate back to (a device such
     /// as /dev/full or a FIFO is written to as is).
     regular: bool,
@@ -173,6 +179,11 @@ struct Checkpointer {
 pub struct AuditLog {
     path: PathBuf,
     state: Arc<Mutex<State>>,
+    /// Group commit: held by the one append that syncs for all the lines
+    /// written so far; the others wait on it, then find their line synced.
+    sync_lock: Arc<Mutex<()>>,
+    /// The log's file again, to sync without holding `state`.
+    sync_file: Arc<File>,
     writable: Arc<AtomicBool>,
     sync_interval: Duration,
 }
@@ -233,9 +244,14 @@ impl AuditLog {
         }
         let file = opts.open(path).map_err(io)?;
         let regular = regular || file.metadata().map(|m| m.is_file()).unwrap_or(false);
+        let sync_file = Arc::new(file.try_clone().map_err(io)?);
         let log = AuditLog {
             path: path.to_path_buf(),
+            sync_lock: Arc::new(Mutex::new(())),
+            sync_file,
             state: Arc::new(Mutex::new(State {
+                cuts: Vec::new(),
+                syncs: 0,
                 file,
                 regular,
                 written: start.clone(),
@@ -304,6 +320,11 @@ impl AuditLog {
     }
 
     /// The synchronous append (for the CLI and tests).
+    ///
+    /// An `allow` is written under the state lock, then synced outside it
+    /// (group commit): while one append syncs, the others write their
+    /// lines, and the next sync covers all of them. Each returns only once
+    /// its own line is on disk; the chain's order is the order written.
     pub fn append_blocking(&self, event: &Event) -> Result<(), AuditError> {
         let mut st = self.lock();
         if let Some(down) = &mut st.down {
@@ -311,10 +332,12 @@ impl AuditLog {
             return Err(self.unavailable(down));
         }
         if !event.is_refusal() {
-            let done = st
-                .write(&self.path, event)
-                .and_then(|()| st.sync(&self.path));
-            return done.map_err(|e| self.fail(&mut st, e));
+            if let Err(e) = st.write(&self.path, event) {
+                return Err(self.fail(&mut st, e));
+            }
+            let mine = (st.cuts.len(), st.written.seq);
+            drop(st);
+            return self.sync_to(mine);
         }
         let admitted = st.refusals.admit(event, Instant::now());
         st.pending.extend(admitted.summaries);
@@ -412,6 +435,63 @@ impl AuditLog {
     /// The public key that verifies this log's checkpoints.
     pub fn public_key(&self) -> PublicKey {
         self.lock().checkpoints.key.public_key().clone()
+    }
+
+    /// Returns once record `seq` (written after `epoch` cuts) is on disk: synced
+    /// by this call, or found synced by another one.
+    fn sync_to(&self, (epoch, seq): (usize, u64)) -> Result<(), AuditError> {
+        let _leader = match self.sync_lock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let (upto, at) = {
+            let st = self.lock();
+            if let Some(r) = self.settled(&st, epoch, seq) {
+                return r;
+            }
+            (st.written.clone(), st.cuts.len())
+        };
+        let synced = self.sync_file.sync_data();
+        let mut st = self.lock();
+        st.syncs += 1;
+        match synced {
+            Ok(()) => {
+                if st.cuts.len() == at && upto.seq > st.synced.seq {
+                    st.synced_to(&self.path, upto);
+                }
+                self.settled(&st, epoch, seq).unwrap_or(Ok(()))
+            }
+            Err(e) => {
+                let to = st.synced.clone();
+                st.roll_back(to);
+                let e = AuditError::Io {
+                    path: self.path.display().to_string(),
+                    reason: e.to_string(),
+                };
+                Err(self.fail(&mut st, e))
+            }
+        }
+    }
+
+    /// Whether record `seq` of `epoch` is settled: on disk (`Ok`), or cut
+    /// off by a failed sync (`Err`); `None` while it waits for a sync.
+    fn settled(&self, st: &State, epoch: usize, seq: u64) -> Option<Result<(), AuditError>> {
+        if st.cuts[epoch..].iter().any(|&cut| cut < seq) {
+            return Some(Err(match &st.down {
+                Some(down) => self.unavailable(down),
+                None => AuditError::Io {
+                    path: self.path.display().to_string(),
+                    reason: "the record was cut off after a failed sync".into(),
+                },
+            }));
+        }
+        (st.synced.seq >= seq).then_some(Ok(()))
+    }
+
+    /// How many `fdatasync`s the log has done (group commit shares one
+    /// among the appends that wait for it).
+    pub fn sync_count(&self) -> u64 {
+        self.lock().syncs
     }
 
     async fn blocking(
@@ -525,6 +605,7 @@ impl State {
         if self.written == self.synced {
             return Ok(());
         }
+        self.syncs += 1;
         if let Err(e) = self.file.sync_data() {
             self.roll_back(self.synced.clone());
             return Err(AuditError::Io {
@@ -532,11 +613,21 @@ impl State {
                 reason: e.to_string(),
             });
         }
-        self.synced = self.written.clone();
-        for cp in std::mem::take(&mut self.checkpoints.unsent) {
-            checkpoint::emit(&self.checkpoints.settings, path, &cp);
-        }
+        self.synced_to(path, self.written.clone());
         Ok(())
+    }
+
+    /// `upto` is on disk: the checkpoints it covers go to the second sink.
+    fn synced_to(&mut self, path: &Path, upto: Position) {
+        let (now, later): (Vec<Checkpoint>, Vec<Checkpoint>) =
+            std::mem::take(&mut self.checkpoints.unsent)
+                .into_iter()
+                .partition(|c| c.seq < upto.seq);
+        self.checkpoints.unsent = later;
+        for cp in &now {
+            checkpoint::emit(&self.checkpoints.settings, path, cp);
+        }
+        self.synced = upto;
     }
 
     fn write_pending(&mut self, path: &Path) -> Result<(), AuditError> {
@@ -550,6 +641,9 @@ impl State {
     fn roll_back(&mut self, to: Position) {
         // A checkpoint of record `seq` is record `seq + 1`.
         self.checkpoints.unsent.retain(|c| c.seq < to.seq);
+        if to.seq < self.written.seq {
+            self.cuts.push(to.seq);
+        }
         if self.regular && self.file.set_len(to.len).is_err() {
             self.truncate_pending = true;
         }
