@@ -39,6 +39,7 @@ mod event;
 mod find;
 mod fingerprint;
 mod refusals;
+mod schema;
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -63,6 +64,7 @@ pub use event::{
 pub use find::{Found, Match, find_value};
 pub use fingerprint::{Fingerprint, Fingerprinter, default_key_path};
 pub use refusals::RefusalSettings;
+pub use schema::record_schema;
 
 /// Why the audit log could not be opened, written or verified.
 #[derive(Debug, Error)]
