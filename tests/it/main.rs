@@ -9,6 +9,7 @@
 mod fetch_support;
 mod support;
 
+mod audit_checkpoint;
 mod audit_cli;
 mod audit_flood;
 mod broker_support;
