@@ -7,6 +7,7 @@ use ring::digest;
 use serde_json::{Map, Value};
 
 use super::AuditError;
+use super::checkpoint::{Checkpoint, PublicKey};
 
 /// `prev` of the first line.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -21,6 +22,20 @@ pub fn hash(prev: &str, event: &Map<String, Value>) -> String {
     crate::random::hex(ctx.finish().as_ref())
 }
 
+/// What a verification is given besides the log: the keys an auditor
+/// trusts, and what is known to exist from outside the log.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Checkpoints must be signed by one of these (empty: each checkpoint
+    /// is checked against the key it names, or the external checkpoint's).
+    pub trusted: Vec<PublicKey>,
+    /// The latest checkpoint from the second sink: the log must still hold
+    /// its record, with its hash.
+    pub checkpoint: Option<Checkpoint>,
+    /// A sequence number known to exist: the log must reach it.
+    pub min_seq: Option<u64>,
+}
+
 /// The result of checking a whole log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -31,6 +46,12 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// A damaged last line, outside the chain (see [`TornLine`]).
     pub torn: Option<TornLine>,
+    /// How many checkpoint records were found (each one's signature
+    /// verified), and the last of them.
+    pub checkpoints: u64,
+    pub last_checkpoint: Option<Checkpoint>,
+    /// Records after the last checkpoint record (not yet signed).
+    pub since_checkpoint: u64,
 }
 
 /// A last line that is not a complete record: a write cut off by a crash
@@ -46,14 +67,42 @@ pub struct TornLine {
     pub why: String,
 }
 
+/// [`verify_with`] no outside knowledge: the chain, and each checkpoint
+/// against the key it names.
+pub fn verify_file(path: &Path) -> Result<VerifyReport, AuditError> {
+    verify_with(path, &VerifyOptions::default())
+}
+
 /// Checks every line: valid JSON, `seq` counting up from 1, `prev` equal to
 /// the previous `hash`, and `hash` recomputed, each line ended by a
-/// newline. The first broken line is the error, unless it is the last
+/// newline; every checkpoint record signs the record before it, with a
+/// trusted key. The first broken line is the error, unless it is the last
 /// line: that one is reported as [`VerifyReport::torn`] (a hash chain
-/// cannot tell a cut-off last line from a removed one anyway, so nothing
-/// is lost by naming it rather than refusing the log).
-pub fn verify_file(path: &Path) -> Result<VerifyReport, AuditError> {
+/// alone cannot tell a cut-off last line from a removed one, so nothing
+/// is lost by naming it rather than refusing the log). Then what `opts`
+/// knows from outside: a log that ends before the external checkpoint's
+/// (or `min_seq`'s) record is [`AuditError::Truncated`].
+pub fn verify_with(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport, AuditError> {
     let p = path.display().to_string();
+    let mut trusted = opts.trusted.clone();
+    if let Some(cp) = &opts.checkpoint {
+        cp.check(&trusted)
+            .map_err(|why| AuditError::BadCheckpoint {
+                path: "the external checkpoint".into(),
+                line: 0,
+                reason: why,
+            })?;
+        if trusted.is_empty() {
+            // The auditor kept it off-host: its key is the one to trust.
+            trusted.push(PublicKey::parse(&cp.public_key).map_err(|why| {
+                AuditError::BadCheckpoint {
+                    path: "the external checkpoint".into(),
+                    line: 0,
+                    reason: why,
+                }
+            })?);
+        }
+    }
     let (f, _) = crate::files::open_regular(path).map_err(|e| AuditError::Io {
         path: p.clone(),
         reason: e.reason(),
@@ -63,6 +112,12 @@ pub fn verify_file(path: &Path) -> Result<VerifyReport, AuditError> {
     let mut n: u64 = 0;
     let mut offset: u64 = 0;
     let mut buf = Vec::new();
+    let mut checkpoints = 0;
+    let mut last_checkpoint = None;
+    let mut since_checkpoint = 0;
+    let wanted = opts.checkpoint.as_ref().map(|c| c.seq);
+    let mut head_at_wanted = (wanted == Some(0)).then(|| GENESIS.to_owned());
+    let mut torn = None;
     loop {
         buf.clear();
         let read = reader
@@ -84,10 +139,26 @@ pub fn verify_file(path: &Path) -> Result<VerifyReport, AuditError> {
             ))
         };
         match checked {
-            Ok(hash) => {
+            Ok((hash, cp)) => {
+                if let Some(cp) = cp {
+                    cp.check(&trusted)
+                        .map_err(|why| AuditError::BadCheckpoint {
+                            path: p.clone(),
+                            line: lineno as usize,
+                            reason: why,
+                        })?;
+                    checkpoints += 1;
+                    last_checkpoint = Some(cp);
+                    since_checkpoint = 0;
+                } else {
+                    since_checkpoint += 1;
+                }
                 prev = hash;
                 n += 1;
                 offset += read as u64;
+                if wanted == Some(n) {
+                    head_at_wanted = Some(prev.clone());
+                }
             }
             Err(why) => {
                 let last = reader
@@ -101,31 +172,62 @@ pub fn verify_file(path: &Path) -> Result<VerifyReport, AuditError> {
                         reason: why,
                     });
                 }
-                return Ok(VerifyReport {
-                    lines: n,
-                    last_hash: prev,
-                    bytes: offset,
-                    torn: Some(TornLine {
-                        line: lineno,
-                        offset,
-                        bytes: read as u64,
-                        why,
-                    }),
+                torn = Some(TornLine {
+                    line: lineno,
+                    offset,
+                    bytes: read as u64,
+                    why,
                 });
+                break;
             }
         }
+    }
+    if let Some(cp) = &opts.checkpoint {
+        match head_at_wanted {
+            None => {
+                return Err(AuditError::Truncated {
+                    path: p,
+                    ends_at: n,
+                    known: format!("checkpoint seq {} exists", cp.seq),
+                });
+            }
+            Some(head) if head != cp.head => {
+                return Err(AuditError::Corrupt {
+                    path: p,
+                    line: cp.seq as usize,
+                    reason: format!(
+                        "its hash {head} is not the {} the external checkpoint signed (the log was rewritten up to here)",
+                        cp.head
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(min) = opts.min_seq
+        && n < min
+    {
+        return Err(AuditError::Truncated {
+            path: p,
+            ends_at: n,
+            known: format!("seq {min} is known to exist"),
+        });
     }
     Ok(VerifyReport {
         lines: n,
         last_hash: prev,
         bytes: offset,
-        torn: None,
+        torn,
+        checkpoints,
+        last_checkpoint,
+        since_checkpoint,
     })
 }
 
 /// One line (without its newline) after `n` good ones whose last hash is
-/// `prev`: its own hash, or what is wrong with it.
-fn check_line(line: &[u8], n: u64, prev: &str) -> Result<String, String> {
+/// `prev`: its own hash and, for a checkpoint record, its checkpoint
+/// (whose signature the caller checks), or what is wrong with it.
+fn check_line(line: &[u8], n: u64, prev: &str) -> Result<(String, Option<Checkpoint>), String> {
     let mut obj = match serde_json::from_slice::<Value>(line) {
         Ok(Value::Object(o)) => o,
         _ => return Err("not a JSON object (truncated or edited?)".into()),
@@ -146,5 +248,21 @@ fn check_line(line: &[u8], n: u64, prev: &str) -> Result<String, String> {
     if hash(prev, &obj) != stored {
         return Err("the line's content does not match its hash (edited?)".into());
     }
-    Ok(stored)
+    let cp = if obj.get("action").and_then(Value::as_str) == Some("checkpoint") {
+        let cp: Checkpoint = obj
+            .get("checkpoint")
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| "a checkpoint record without a readable `checkpoint`".to_owned())?;
+        if cp.seq != n || cp.head != prev {
+            return Err(format!(
+                "its checkpoint signs seq {} but follows seq {n} (moved?)",
+                cp.seq
+            ));
+        }
+        Some(cp)
+    } else {
+        None
+    };
+    Ok((stored, cp))
 }

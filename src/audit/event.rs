@@ -68,6 +68,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use super::Fingerprint;
+use super::checkpoint::Checkpoint;
 use crate::exchanges::Owner;
 
 /// Longest caller-controlled string kept as is, in bytes.
@@ -80,7 +81,9 @@ pub const MAX_IDENTITY_CLAIMS: usize = 48;
 /// What the line records: a request (`exchange`, `revoke`), or the log's
 /// own housekeeping (`refusals_summarized`, `log_recovered`,
 /// `log_resumed`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// `POST /v1/exchange` (lines written before `action` existed are
@@ -99,11 +102,14 @@ pub enum Action {
     /// Appends failed for a while (a full disk) and work again; the
     /// requests refused meanwhile are counted ([`Outage`]).
     LogResumed,
+    /// The chain's head, signed ([`Checkpoint`]): records up to its `seq`
+    /// can be shown to exist to whoever kept the checkpoint or the key.
+    Checkpoint,
 }
 
 /// How the request ended. One meaning each, for both actions: `action`
 /// says whether an `allow` granted credentials or revoked them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Done: credentials were issued (exchange), or an exchange's
@@ -119,7 +125,7 @@ pub enum Decision {
 }
 
 /// Where a request that was not allowed stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Token verification.
@@ -144,7 +150,7 @@ pub enum Stage {
 }
 
 /// How a revocation proved who it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Auth {
     /// The exchange's revocation handle.
@@ -154,7 +160,7 @@ pub enum Auth {
 }
 
 /// One claim value: scalars only.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ClaimValue {
     Bool(bool),
@@ -192,7 +198,7 @@ fn yes() -> bool {
 /// `verified: false` marks the claims of a token that was refused: read
 /// without verification (anyone can write them), bounded, and with no
 /// issuer name (the issuer was not established).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Identity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     issuer: Option<String>,
@@ -259,7 +265,7 @@ fn pick<'a>(
 
 /// One issued credential: what, under which rule, for how long, and a
 /// keyed fingerprint of each secret field (never the value).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IssuedCredential {
     pub name: String,
     pub rule: String,
@@ -309,7 +315,7 @@ impl Refusal {
 /// line's `source`, `action` in `of`, `stage`, `code`, and for a verified
 /// caller its `subject`, `jti` and `environment`) that were counted instead
 /// of written, between `first` and `last`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
     /// The requests' action (`exchange` or `revoke`).
     pub of: Action,
@@ -337,7 +343,7 @@ pub struct Summary {
 
 /// What a `log_recovered` line says: the torn last line found at start-up
 /// and where it was put.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Recovery {
     /// The file beside the log that now holds the torn bytes.
     pub set_aside: String,
@@ -352,7 +358,7 @@ pub struct Recovery {
 /// What a `log_resumed` line says: appends failed from `since` until the
 /// line's `time`; `refused` requests were answered `audit_unavailable`
 /// meanwhile; `error` is the first failure.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Outage {
     pub since: String,
     pub refused: u64,
@@ -362,8 +368,12 @@ pub struct Outage {
 /// One line of the audit log (without `seq`, `prev` and `hash`, which
 /// [`AuditLog::append`](super::AuditLog::append) adds). Field order does
 /// not matter: the line's keys are written sorted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Event {
+    /// The record format's version ([`VERSION`]); records written before
+    /// it existed are version 1.
+    #[serde(default = "version_1")]
+    version: u32,
     time: String,
     /// A request's id (the log's own lines have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -411,6 +421,7 @@ pub struct Event {
     revoked: Option<usize>,
     /// Revoke: whose exchange it was, when it was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<OwnerRecord>")]
     exchange_owner: Option<Owner>,
     /// `refusals_summarized`: what was counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -425,6 +436,27 @@ pub struct Event {
     /// log when it writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     replica: Option<String>,
+    /// `checkpoint`: the signed chain head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<Checkpoint>,
+}
+
+/// The version of the record format jobkey writes. 1: records without a
+/// `version` field; 2: adds `version` and the `checkpoint` record.
+pub const VERSION: u32 = 2;
+
+fn version_1() -> u32 {
+    1
+}
+
+/// How an exchange's owner is written (the schema's view of
+/// [`Owner`]): the issuer's configured name, `sub`, and the run.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct OwnerRecord {
+    issuer: String,
+    sub: String,
+    run: String,
 }
 
 /// An [`Event`] being filled; it becomes one through one of its endings.
@@ -495,8 +527,16 @@ impl Event {
         event
     }
 
+    /// The log's own line: the chain's head, signed.
+    pub(super) fn checkpoint_record(checkpoint: Checkpoint) -> Event {
+        let mut event = Event::new(None, Action::Checkpoint);
+        event.checkpoint = Some(checkpoint);
+        event
+    }
+
     fn new(request_id: Option<&str>, action: Action) -> Event {
         Event {
+            version: VERSION,
             time: super::timestamp(),
             request_id: request_id.map(bounded),
             action,
@@ -520,6 +560,7 @@ impl Event {
             recovery: None,
             outage: None,
             replica: None,
+            checkpoint: None,
         }
     }
 
@@ -588,6 +629,16 @@ impl Event {
 
     pub fn outage(&self) -> Option<&Outage> {
         self.outage.as_ref()
+    }
+
+    pub fn checkpoint(&self) -> Option<&Checkpoint> {
+        self.checkpoint.as_ref()
+    }
+
+    /// The record format's version (1 for records written before it was
+    /// recorded).
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// Whether this is a request that was not allowed (`deny` or `error`):

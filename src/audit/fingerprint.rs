@@ -20,7 +20,7 @@ pub const PREFIX: &str = "hmac-sha256:";
 
 /// A keyed fingerprint: `hmac-sha256:` and 128 bits of HMAC-SHA256, in hex.
 /// Made by [`Fingerprinter::fingerprint`] (or read back from a log).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct Fingerprint(String);
 

@@ -34,10 +34,12 @@
 //! [`Fingerprinter::fingerprint`], which keeps nothing.
 
 mod chain;
+mod checkpoint;
 mod event;
 mod find;
 mod fingerprint;
 mod refusals;
+mod schema;
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -50,15 +52,19 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use thiserror::Error;
 
-pub use chain::{TornLine, VerifyReport, verify_file};
+pub use chain::{TornLine, VerifyOptions, VerifyReport, verify_file, verify_with};
+pub use checkpoint::{
+    Checkpoint, CheckpointKey, CheckpointSettings, PublicKey, default_checkpoint_key_path,
+};
 pub use event::{
     Action, Auth, ClaimValue, Decision, Event, EventBuilder, Identity, IssuedCredential,
     MAX_IDENTITY_CLAIMS, MAX_REQUESTED, MAX_STRING_BYTES, Outage, Recovery, Refusal, Stage,
-    Summary, bounded,
+    Summary, VERSION, bounded,
 };
 pub use find::{Found, Match, find_value};
 pub use fingerprint::{Fingerprint, Fingerprinter, default_key_path};
 pub use refusals::RefusalSettings;
+pub use schema::record_schema;
 
 /// Why the audit log could not be opened, written or verified.
 #[derive(Debug, Error)]
@@ -71,6 +77,20 @@ pub enum AuditError {
         line: usize,
         reason: String,
     },
+    /// A checkpoint whose signature does not verify (with a trusted key).
+    #[error("audit log {path}: checkpoint at line {line}: {reason}")]
+    BadCheckpoint {
+        path: String,
+        line: usize,
+        reason: String,
+    },
+    /// The log ends before a record known to exist from outside it.
+    #[error("audit log {path}: truncated: the log ends at seq {ends_at} but {known}")]
+    Truncated {
+        path: String,
+        ends_at: u64,
+        known: String,
+    },
     /// An earlier write failed and the log has not accepted a write since.
     #[error("audit log {path}: appends have failed since {since} ({error}); retrying every tick")]
     Unavailable {
@@ -82,13 +102,15 @@ pub enum AuditError {
 
 /// How the log writes: the refusal table and how often unsynced lines are
 /// synced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditSettings {
     pub refusals: RefusalSettings,
     /// How often [`AuditLog::tick`] runs (the server's timer): the longest
     /// a refusal's line waits for its `fsync`, and how soon appends are
     /// retried after a failure.
     pub sync_interval: Duration,
+    /// When signed checkpoints are written, and where else they go.
+    pub checkpoints: CheckpointSettings,
 }
 
 impl Default for AuditSettings {
@@ -96,6 +118,7 @@ impl Default for AuditSettings {
         AuditSettings {
             refusals: RefusalSettings::default(),
             sync_interval: Duration::from_secs(1),
+            checkpoints: CheckpointSettings::default(),
         }
     }
 }
@@ -118,6 +141,12 @@ struct Down {
 
 struct State {
     file: File,
+    /// Where each failed sync cut the chain back to (the records after
+    /// it were lost): an append waiting for its sync since `cuts.len()`
+    /// was `n` knows its record is gone if a later cut is below it.
+    cuts: Vec<u64>,
+    /// `fdatasync`s done (tests and the benchmark count them).
+    syncs: u64,
     /// Only a regular file has a length to truncate back to (a device such
     /// as /dev/full or a FIFO is written to as is).
     regular: bool,
@@ -134,6 +163,19 @@ struct State {
     pending: VecDeque<Event>,
     /// Written on every line as `replica` (`[audit] replica_id`).
     replica: Option<String>,
+    checkpoints: Checkpointer,
+}
+
+/// Signs the chain's head every `every` records and on the timer, and
+/// sends each checkpoint to the second sink once it is on disk.
+struct Checkpointer {
+    key: CheckpointKey,
+    settings: CheckpointSettings,
+    /// Records written since the last checkpoint.
+    since: u64,
+    last: Instant,
+    /// Written, not yet on disk: sent once synced.
+    unsent: Vec<Checkpoint>,
 }
 
 /// An append-only, hash-chained JSON-lines file.
@@ -141,6 +183,11 @@ struct State {
 pub struct AuditLog {
     path: PathBuf,
     state: Arc<Mutex<State>>,
+    /// Group commit: held by the one append that syncs for all the lines
+    /// written so far; the others wait on it, then find their line synced.
+    sync_lock: Arc<Mutex<()>>,
+    /// The log's file again, to sync without holding `state`.
+    sync_file: Arc<File>,
     writable: Arc<AtomicBool>,
     sync_interval: Duration,
 }
@@ -176,12 +223,20 @@ impl AuditLog {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let regular = path.is_file();
+        let key_path = settings
+            .checkpoints
+            .key_file
+            .clone()
+            .unwrap_or_else(|| default_checkpoint_key_path(path));
+        let key = CheckpointKey::load_or_create(&key_path)?;
+        let mut since = 0;
         let mut recovered = None;
         let start = if regular {
             let report = verify_file(path)?;
             if let Some(torn) = &report.torn {
                 recovered = Some(set_aside(path, torn)?);
             }
+            since = report.since_checkpoint;
             Position {
                 seq: report.lines,
                 prev: report.last_hash,
@@ -203,9 +258,14 @@ impl AuditLog {
         }
         let file = opts.open(path).map_err(io)?;
         let regular = regular || file.metadata().map(|m| m.is_file()).unwrap_or(false);
+        let sync_file = Arc::new(file.try_clone().map_err(io)?);
         let log = AuditLog {
             path: path.to_path_buf(),
+            sync_lock: Arc::new(Mutex::new(())),
+            sync_file,
             state: Arc::new(Mutex::new(State {
+                cuts: Vec::new(),
+                syncs: 0,
                 file,
                 regular,
                 written: start.clone(),
@@ -215,6 +275,13 @@ impl AuditLog {
                 refusals: refusals::RefusalTable::new(settings.refusals),
                 pending: VecDeque::new(),
                 replica: replica.map(str::to_owned),
+                checkpoints: Checkpointer {
+                    key,
+                    settings: settings.checkpoints.clone(),
+                    since,
+                    last: Instant::now(),
+                    unsent: Vec::new(),
+                },
             })),
             writable: Arc::new(AtomicBool::new(true)),
             sync_interval: settings.sync_interval,
@@ -271,6 +338,11 @@ impl AuditLog {
     }
 
     /// The synchronous append (for the CLI and tests).
+    ///
+    /// An `allow` is written under the state lock, then synced outside it
+    /// (group commit): while one append syncs, the others write their
+    /// lines, and the next sync covers all of them. Each returns only once
+    /// its own line is on disk; the chain's order is the order written.
     pub fn append_blocking(&self, event: &Event) -> Result<(), AuditError> {
         let mut st = self.lock();
         if let Some(down) = &mut st.down {
@@ -278,10 +350,12 @@ impl AuditLog {
             return Err(self.unavailable(down));
         }
         if !event.is_refusal() {
-            let done = st
-                .write(&self.path, event)
-                .and_then(|()| st.sync(&self.path));
-            return done.map_err(|e| self.fail(&mut st, e));
+            if let Err(e) = st.write(&self.path, event) {
+                return Err(self.fail(&mut st, e));
+            }
+            let mine = (st.cuts.len(), st.written.seq);
+            drop(st);
+            return self.sync_to(mine);
         }
         let admitted = st.refusals.admit(event, Instant::now());
         st.pending.extend(admitted.summaries);
@@ -334,25 +408,108 @@ impl AuditLog {
         }
         let ended = st.refusals.due(now);
         st.pending.extend(ended);
+        let cp = &st.checkpoints;
+        let checkpoint_due =
+            cp.since > 0 && now.saturating_duration_since(cp.last) >= cp.settings.interval;
         let done = st
             .write_pending(&self.path)
+            .and_then(|()| {
+                if checkpoint_due {
+                    st.write_checkpoint(&self.path)
+                } else {
+                    Ok(())
+                }
+            })
             .and_then(|()| st.sync(&self.path));
         done.map_err(|e| self.fail(&mut st, e))
     }
 
-    /// Shutdown: every open window's summary is written, and everything
-    /// synced.
+    /// Shutdown: every open window's summary is written, a checkpoint
+    /// closes the log (if records were written since the last one), and
+    /// everything is synced.
     pub async fn flush(&self) -> Result<(), AuditError> {
         let this = self.clone();
-        self.blocking(move || {
-            {
-                let mut st = this.lock();
-                let all = st.refusals.drain();
-                st.pending.extend(all);
+        self.blocking(move || this.flush_blocking()).await
+    }
+
+    /// [`flush`](Self::flush), synchronously.
+    pub fn flush_blocking(&self) -> Result<(), AuditError> {
+        {
+            let mut st = self.lock();
+            let all = st.refusals.drain();
+            st.pending.extend(all);
+        }
+        self.tick_blocking(Instant::now())?;
+        let mut st = self.lock();
+        if st.checkpoints.since == 0 {
+            return Ok(());
+        }
+        let done = st
+            .write_checkpoint(&self.path)
+            .and_then(|()| st.sync(&self.path));
+        done.map_err(|e| self.fail(&mut st, e))
+    }
+
+    /// The public key that verifies this log's checkpoints.
+    pub fn public_key(&self) -> PublicKey {
+        self.lock().checkpoints.key.public_key().clone()
+    }
+
+    /// Returns once record `seq` (written after `epoch` cuts) is on disk: synced
+    /// by this call, or found synced by another one.
+    fn sync_to(&self, (epoch, seq): (usize, u64)) -> Result<(), AuditError> {
+        let _leader = match self.sync_lock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let (upto, at) = {
+            let st = self.lock();
+            if let Some(r) = self.settled(&st, epoch, seq) {
+                return r;
             }
-            this.tick_blocking(Instant::now())
-        })
-        .await
+            (st.written.clone(), st.cuts.len())
+        };
+        let synced = self.sync_file.sync_data();
+        let mut st = self.lock();
+        st.syncs += 1;
+        match synced {
+            Ok(()) => {
+                if st.cuts.len() == at && upto.seq > st.synced.seq {
+                    st.synced_to(&self.path, upto);
+                }
+                self.settled(&st, epoch, seq).unwrap_or(Ok(()))
+            }
+            Err(e) => {
+                let to = st.synced.clone();
+                st.roll_back(to);
+                let e = AuditError::Io {
+                    path: self.path.display().to_string(),
+                    reason: e.to_string(),
+                };
+                Err(self.fail(&mut st, e))
+            }
+        }
+    }
+
+    /// Whether record `seq` of `epoch` is settled: on disk (`Ok`), or cut
+    /// off by a failed sync (`Err`); `None` while it waits for a sync.
+    fn settled(&self, st: &State, epoch: usize, seq: u64) -> Option<Result<(), AuditError>> {
+        if st.cuts[epoch..].iter().any(|&cut| cut < seq) {
+            return Some(Err(match &st.down {
+                Some(down) => self.unavailable(down),
+                None => AuditError::Io {
+                    path: self.path.display().to_string(),
+                    reason: "the record was cut off after a failed sync".into(),
+                },
+            }));
+        }
+        (st.synced.seq >= seq).then_some(Ok(()))
+    }
+
+    /// How many `fdatasync`s the log has done (group commit shares one
+    /// among the appends that wait for it).
+    pub fn sync_count(&self) -> u64 {
+        self.lock().syncs
     }
 
     async fn blocking(
@@ -439,6 +596,27 @@ impl State {
             prev: hash,
             len: self.written.len + line.len() as u64,
         };
+        if event.action() == Action::Checkpoint {
+            return Ok(());
+        }
+        self.checkpoints.since += 1;
+        if self.checkpoints.since >= self.checkpoints.settings.every {
+            self.write_checkpoint(path)?;
+        }
+        Ok(())
+    }
+
+    /// Signs the head (the last record written) and writes the checkpoint
+    /// record; it is sent to the second sink once synced.
+    fn write_checkpoint(&mut self, path: &Path) -> Result<(), AuditError> {
+        let cp = self
+            .checkpoints
+            .key
+            .sign(self.written.seq, &self.written.prev);
+        self.write(path, &Event::checkpoint_record(cp.clone()))?;
+        self.checkpoints.since = 0;
+        self.checkpoints.last = Instant::now();
+        self.checkpoints.unsent.push(cp);
         Ok(())
     }
 
@@ -448,6 +626,7 @@ impl State {
         if self.written == self.synced {
             return Ok(());
         }
+        self.syncs += 1;
         if let Err(e) = self.file.sync_data() {
             self.roll_back(self.synced.clone());
             return Err(AuditError::Io {
@@ -455,8 +634,21 @@ impl State {
                 reason: e.to_string(),
             });
         }
-        self.synced = self.written.clone();
+        self.synced_to(path, self.written.clone());
         Ok(())
+    }
+
+    /// `upto` is on disk: the checkpoints it covers go to the second sink.
+    fn synced_to(&mut self, path: &Path, upto: Position) {
+        let (now, later): (Vec<Checkpoint>, Vec<Checkpoint>) =
+            std::mem::take(&mut self.checkpoints.unsent)
+                .into_iter()
+                .partition(|c| c.seq < upto.seq);
+        self.checkpoints.unsent = later;
+        for cp in &now {
+            checkpoint::emit(&self.checkpoints.settings, path, cp);
+        }
+        self.synced = upto;
     }
 
     fn write_pending(&mut self, path: &Path) -> Result<(), AuditError> {
@@ -468,6 +660,11 @@ impl State {
     }
 
     fn roll_back(&mut self, to: Position) {
+        // A checkpoint of record `seq` is record `seq + 1`.
+        self.checkpoints.unsent.retain(|c| c.seq < to.seq);
+        if to.seq < self.written.seq {
+            self.cuts.push(to.seq);
+        }
         if self.regular && self.file.set_len(to.len).is_err() {
             self.truncate_pending = true;
         }
@@ -557,5 +754,7 @@ pub fn timestamp() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
+#[cfg(test)]
+mod checkpoint_tests;
 #[cfg(test)]
 mod tests;

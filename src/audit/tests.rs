@@ -258,6 +258,12 @@ fn refusals_cost_no_sync_of_their_own_and_repeats_become_one_summary() {
             table_size: 16,
         },
         sync_interval: std::time::Duration::from_secs(1),
+        // No checkpoint in this test's minute.
+        checkpoints: CheckpointSettings {
+            interval: std::time::Duration::from_secs(3600),
+            stdout: false,
+            ..CheckpointSettings::default()
+        },
     };
     let log = AuditLog::open_with(&p, settings).unwrap();
     let synced = |log: &AuditLog| {
@@ -306,8 +312,10 @@ async fn flush_writes_the_open_windows_summaries() {
     }
     log.flush().await.unwrap();
     let got = lines(&p);
-    assert_eq!(got.len(), 2);
+    assert_eq!(got.len(), 3, "first refusal, summary, closing checkpoint");
     assert_eq!(got[1]["summary"]["count"], 2);
+    assert_eq!(got[2]["action"], "checkpoint");
+    assert_eq!(got[2]["checkpoint"]["seq"], 2);
     let st = log.lock();
     assert_eq!(st.written, st.synced);
 }
@@ -808,4 +816,70 @@ fn the_readme_jq_filters_read_fields_real_lines_have() {
         "repo:acme/api:environment:production"
     );
     assert_eq!(revoke["exchange"], "r1");
+}
+
+#[test]
+fn concurrent_allows_share_one_sync_and_each_returns_only_once_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&p).unwrap();
+    let before = log.sync_count();
+    const N: u64 = 16;
+    let returned = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        // A sync is under way (held here) while 16 decisions arrive.
+        let leader = log.sync_lock.lock().unwrap();
+        for i in 0..N {
+            let (log, returned) = (&log, &returned);
+            s.spawn(move || {
+                log.append_blocking(&ev(i)).unwrap();
+                returned.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        while log.lock().written.seq < N {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(
+            returned.load(Ordering::SeqCst),
+            0,
+            "written, not synced: no append has returned"
+        );
+        assert!(log.lock().synced.seq < N);
+        drop(leader);
+    });
+    assert_eq!(returned.load(Ordering::SeqCst), N);
+    assert_eq!(
+        log.sync_count() - before,
+        1,
+        "one fdatasync for all {N} appends"
+    );
+    let st = log.lock();
+    assert_eq!(st.synced, st.written);
+    drop(st);
+    let r = verify_file(&p).unwrap();
+    assert_eq!((r.lines, r.torn), (N, None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_appends_use_fewer_syncs_than_appends_and_all_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&p).unwrap();
+    let before = log.sync_count();
+    const N: u64 = 200;
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move { log.append(&ev(i)).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let syncs = log.sync_count() - before;
+    assert!(syncs < N, "{syncs} syncs for {N} appends");
+    let r = verify_file(&p).unwrap();
+    assert_eq!(r.lines, N);
+    let st = log.lock();
+    assert_eq!(st.synced, st.written);
 }

@@ -99,15 +99,46 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain of an audit log; names the first broken line.
+    /// Check the hash chain of an audit log and the signatures of its
+    /// checkpoints; names the first broken line.
     ///
-    /// Exit status: 0 when the chain is intact, 1 when a line is broken.
-    /// A torn last line (a write cut off by a crash or a full disk) is not
-    /// part of the chain: it is reported on stderr and the status is 0;
-    /// `jobkey serve` moves it beside the log at its next start.
+    /// A chain alone does not show that its last records are still there.
+    /// Give the latest checkpoint kept off this host (`--checkpoint`), or
+    /// the public key and a sequence number known to exist (`--public-key`
+    /// with `--min-seq`), and a log cut short is reported as truncated.
+    ///
+    /// Exit status: 0 when the chain is intact, 1 when a line is broken, a
+    /// checkpoint does not verify or the log is truncated. A torn last line
+    /// (a write cut off by a crash or a full disk) is not part of the
+    /// chain: it is reported on stderr and the status is 0; `jobkey serve`
+    /// moves it beside the log at its next start.
     Verify {
         /// The audit log file.
         file: PathBuf,
+        /// The latest checkpoint from the second sink: its JSON line, or a
+        /// file whose last line it is (the checkpoint file, or a copy of
+        /// jobkey's stdout). Its key is trusted unless --public-key is given.
+        #[arg(long, value_name = "FILE_OR_LINE")]
+        checkpoint: Option<String>,
+        /// A public key checkpoints must be signed with (`ed25519:…`, as
+        /// `jobkey audit public-key` prints it). May be repeated.
+        #[arg(long = "public-key", value_name = "KEY")]
+        public_key: Vec<String>,
+        /// A sequence number known to exist: a log that ends before it is
+        /// truncated.
+        #[arg(long, value_name = "N")]
+        min_seq: Option<u64>,
+    },
+    /// Print the public key of the audit log's checkpoint signing key
+    /// (created at jobkey's first start, beside the log), for auditors to
+    /// keep off this host and pass to `jobkey audit verify --public-key`.
+    PublicKey {
+        /// The server config: its audit log and checkpoint key.
+        #[arg(long, short, env = "JOBKEY_CONFIG", conflicts_with = "key")]
+        config: Option<PathBuf>,
+        /// The checkpoint key file (instead of --config).
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
     /// Which exchanges issued a value? Reads the value from stdin (never
     /// from the command line, where other users could see it), computes its
@@ -206,15 +237,55 @@ fn audit_find(
     })
 }
 
-/// `jobkey audit verify`: the chain, and a torn last line if there is one.
-fn audit_verify(file: &std::path::Path) -> Result<(), String> {
-    let r = crate::audit::verify_file(file).map_err(|e| e.to_string())?;
+/// `jobkey audit verify`: the chain, the checkpoints, what is known from
+/// outside the log, and a torn last line if there is one.
+fn audit_verify(
+    file: &std::path::Path,
+    checkpoint: Option<&str>,
+    public_keys: &[String],
+    min_seq: Option<u64>,
+) -> Result<(), String> {
+    let mut opts = crate::audit::VerifyOptions {
+        min_seq,
+        ..Default::default()
+    };
+    for k in public_keys {
+        opts.trusted
+            .push(crate::audit::PublicKey::parse(k).map_err(|e| format!("--public-key: {e}"))?);
+    }
+    if let Some(c) = checkpoint {
+        opts.checkpoint =
+            Some(crate::audit::Checkpoint::from_arg(c).map_err(|e| format!("--checkpoint: {e}"))?);
+    }
+    let r = crate::audit::verify_with(file, &opts).map_err(|e| e.to_string())?;
     println!(
         "{}: {} records, chain intact (last hash {})",
         file.display(),
         r.lines,
         r.last_hash
     );
+    let trusted = !opts.trusted.is_empty() || opts.checkpoint.is_some();
+    match &r.last_checkpoint {
+        Some(cp) => println!(
+            "{} checkpoint(s) verified{}; the last signs seq {} (key id {}); {} record(s) after it are not signed yet",
+            r.checkpoints,
+            if trusted {
+                " with the trusted key"
+            } else {
+                " with the key each names (pass --public-key or --checkpoint to check the key)"
+            },
+            cp.seq,
+            cp.key_id,
+            r.since_checkpoint
+        ),
+        None => println!("no checkpoints: records are not signed yet"),
+    }
+    if let Some(cp) = &opts.checkpoint {
+        println!(
+            "the external checkpoint (seq {}) is in the log: not truncated before it",
+            cp.seq
+        );
+    }
     if let Some(torn) = &r.torn {
         eprintln!(
             "warning: {}: line {} ({} bytes) is torn and not part of the chain: {}. A write was cut off (a crash or a full disk); `jobkey serve` moves it to a file beside the log at its next start and records that",
@@ -224,6 +295,25 @@ fn audit_verify(file: &std::path::Path) -> Result<(), String> {
             torn.why
         );
     }
+    Ok(())
+}
+
+/// `jobkey audit public-key`: the checkpoint key's public half.
+fn audit_public_key(config: Option<PathBuf>, key: Option<PathBuf>) -> Result<(), String> {
+    let key = match (config, key) {
+        (_, Some(k)) => k,
+        (Some(c), None) => {
+            let cfg = crate::config::Config::load(&c).map_err(|e| e.to_string())?;
+            cfg.audit_settings
+                .checkpoints
+                .key_file
+                .unwrap_or_else(|| crate::audit::default_checkpoint_key_path(&cfg.audit_path))
+        }
+        (None, None) => return Err("give --config or --key".into()),
+    };
+    let k = crate::audit::CheckpointKey::load(&key).map_err(|e| e.to_string())?;
+    println!("{}", k.public_key().to_text());
+    eprintln!("key id {}", k.public_key().id());
     Ok(())
 }
 
@@ -279,8 +369,17 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Check { config } => check(&config),
             Command::DevIssuer { listen, key, kid } => dev_issuer(listen, &key, &kid).await,
             Command::Audit {
-                command: AuditCommand::Verify { file },
-            } => audit_verify(&file),
+                command:
+                    AuditCommand::Verify {
+                        file,
+                        checkpoint,
+                        public_key,
+                        min_seq,
+                    },
+            } => audit_verify(&file, checkpoint.as_deref(), &public_key, min_seq),
+            Command::Audit {
+                command: AuditCommand::PublicKey { config, key },
+            } => audit_public_key(config, key),
             Command::Audit {
                 command: AuditCommand::Find { .. },
             }

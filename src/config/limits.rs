@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{Checker, ConfigError, raw};
-use crate::audit::{AuditSettings, RefusalSettings};
+use crate::audit::{AuditSettings, CheckpointSettings, RefusalSettings};
 use crate::server::ServerSettings;
 
 /// A duration key: its value or default, within `[min, max]`.
@@ -119,6 +119,27 @@ pub(super) fn audit(c: &Checker, a: &raw::RawAudit) -> Result<AuditSettings, Con
             d.sync_interval,
             (Duration::from_millis(10), Duration::from_secs(60)),
         )?,
+        // The key and file paths are resolved against the config's
+        // directory by the caller.
+        checkpoints: CheckpointSettings {
+            every: count(
+                c,
+                "audit.checkpoint_every",
+                a.checkpoint_every,
+                d.checkpoints.every as usize,
+                (1, 10_000_000),
+            )? as u64,
+            interval: duration(
+                c,
+                "audit.checkpoint_interval",
+                a.checkpoint_interval,
+                d.checkpoints.interval,
+                (SECOND, 24 * HOUR),
+            )?,
+            key_file: None,
+            stdout: a.checkpoint_stdout.unwrap_or(d.checkpoints.stdout),
+            file: None,
+        },
     })
 }
 
@@ -154,7 +175,13 @@ preset = "github"
     fn defaults_apply_when_the_keys_are_absent() {
         let c = parse("", "").unwrap();
         assert_eq!(c.server, ServerSettings::default());
-        assert_eq!(c.audit_settings, AuditSettings::default());
+        let mut audit = c.audit_settings.clone();
+        assert_eq!(
+            audit.checkpoints.key_file.take(),
+            Some(Path::new("/etc/jobkey/audit.jsonl.checkpoint-key").to_path_buf()),
+            "the checkpoint key sits beside the log"
+        );
+        assert_eq!(audit, AuditSettings::default());
         let d = ServerSettings::default();
         assert_eq!(d.header_read_timeout, Duration::from_secs(10));
         assert_eq!(d.request_timeout, Duration::from_secs(30));

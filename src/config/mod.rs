@@ -232,7 +232,12 @@ impl Checker {
                 })
             }
         };
-        let audit_settings = limits::audit(self, &raw.audit)?;
+        let mut audit_settings = limits::audit(self, &raw.audit)?;
+        audit_settings.checkpoints.key_file = Some(match &raw.audit.checkpoint_key_file {
+            Some(p) => self.path(p),
+            None => crate::audit::default_checkpoint_key_path(&self.path(&raw.audit.path)),
+        });
+        audit_settings.checkpoints.file = raw.audit.checkpoint_file.as_ref().map(|p| self.path(p));
         let server = limits::server(self, &raw.server)?;
         let tls = raw.tls.as_ref().map(|t| crate::server::TlsSettings {
             cert_file: self.path(&t.cert_file),

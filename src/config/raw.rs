@@ -47,6 +47,21 @@ pub struct RawAudit {
     pub refusal_table_size: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub sync_interval: Option<Duration>,
+    /// A signed checkpoint after this many records.
+    #[serde(default)]
+    pub checkpoint_every: Option<usize>,
+    /// And at least this often while records are written.
+    #[serde(default, with = "humantime_serde")]
+    pub checkpoint_interval: Option<Duration>,
+    /// The checkpoint signing key (default: beside the log).
+    #[serde(default)]
+    pub checkpoint_key_file: Option<PathBuf>,
+    /// Print each checkpoint on stdout (default true).
+    #[serde(default)]
+    pub checkpoint_stdout: Option<bool>,
+    /// Also append each checkpoint to this file.
+    #[serde(default)]
+    pub checkpoint_file: Option<PathBuf>,
     /// Written on every record: which replica wrote it (default: the
     /// host name).
     #[serde(default)]

@@ -99,7 +99,11 @@ impl AppState {
         let issuers = PolicyIssuer::from_settings(&cfg.issuers);
         let policies = PolicySet::load_dir(&cfg.policy_dir, &issuers)?;
         policies.check_token_policies(cfg.vault.token_role.as_ref())?;
-        let audit = AuditLog::open_as(&cfg.audit_path, cfg.audit_settings, Some(&cfg.replica_id))?;
+        let audit = AuditLog::open_as(
+            &cfg.audit_path,
+            cfg.audit_settings.clone(),
+            Some(&cfg.replica_id),
+        )?;
         let fingerprints = Fingerprinter::load_or_create(&cfg.audit_fingerprint_key)?;
         let verifier = Verifier::new(
             cfg.issuers.clone(),

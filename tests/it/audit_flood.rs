@@ -328,8 +328,9 @@ async fn a_torn_tail_restarts_cleanly_and_is_kept_beside_the_log() {
     let audit_s = audit.to_str().unwrap();
     let (code, out, err) = jobkey_cli(&["audit", "verify", audit_s]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("1 records, chain intact"), "{out}");
-    assert!(err.contains("line 2") && err.contains("torn"), "{err}");
+    // The exchange, and the checkpoint that closed the log at shutdown.
+    assert!(out.contains("2 records, chain intact"), "{out}");
+    assert!(err.contains("line 3") && err.contains("torn"), "{err}");
 
     // It starts, sets the torn bytes aside, records that, and serves.
     let jobkey = Process::start(&config, port, "").await;
@@ -353,19 +354,20 @@ async fn a_torn_tail_restarts_cleanly_and_is_kept_beside_the_log() {
     );
     assert_eq!(post(&jobkey.url, "/v1/exchange", &gh, &body).await.0, 200);
     let lines = audit_lines(&audit);
-    assert_eq!(lines.len(), 3, "{lines:#?}");
-    assert_eq!(lines[1]["action"], "log_recovered");
-    assert_eq!(lines[1]["prev"], lines[0]["hash"]);
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert_eq!(lines[1]["action"], "checkpoint");
+    assert_eq!(lines[2]["action"], "log_recovered");
+    assert_eq!(lines[2]["prev"], lines[1]["hash"]);
     assert_eq!(
-        lines[1]["recovery"]["set_aside"],
+        lines[2]["recovery"]["set_aside"],
         aside.file_name().unwrap().to_string_lossy().as_ref()
     );
-    assert_eq!(lines[1]["recovery"]["bytes"], torn.len());
-    assert_eq!(lines[2]["decision"], "allow");
+    assert_eq!(lines[2]["recovery"]["bytes"], torn.len());
+    assert_eq!(lines[3]["decision"], "allow");
     let (code, out, err) = jobkey_cli(&["audit", "verify", audit_s]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("3 records, chain intact") && err.is_empty(),
+        out.contains("4 records, chain intact") && err.is_empty(),
         "{out}{err}"
     );
     jobkey.terminate();

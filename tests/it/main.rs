@@ -10,6 +10,7 @@ mod fetch_support;
 mod support;
 
 mod abuse;
+mod audit_checkpoint;
 mod audit_cli;
 mod audit_flood;
 mod broker_support;

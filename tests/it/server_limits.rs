@@ -366,9 +366,10 @@ async fn shutdown_waits_for_the_request_in_progress() {
         .unwrap();
     let returned = Instant::now();
     assert!(answered <= returned, "answered before serve returned");
-    // Its refusal is in the audit log, on disk.
+    // Its refusal is in the audit log, on disk, then the signed checkpoint
+    // written at shutdown.
     let r = jobkey::audit::verify_file(&broker.audit_path).unwrap();
-    assert_eq!(r.lines, 1);
+    assert_eq!(r.lines, 2);
     assert!(
         TcpStream::connect(broker.addr).await.is_err(),
         "no new connection after shutdown"
