@@ -35,8 +35,10 @@
 
 mod chain;
 mod event;
+pub mod export;
 mod find;
 mod fingerprint;
+pub mod query;
 mod refusals;
 
 use std::collections::VecDeque;
