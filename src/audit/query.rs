@@ -441,9 +441,10 @@ pub fn who(e: &Event) -> String {
     let Some(i) = e.identity() else {
         return "?".into();
     };
-    let name = repositories(e)
-        .next()
-        .map(str::to_owned)
+    let name = ["repository", "project_path"]
+        .iter()
+        .find_map(|k| i.claim(k).map(|v| v.to_text()))
+        .or_else(|| repositories(e).next().map(str::to_owned))
         .or_else(|| i.claim("sub").map(|v| v.to_text()))
         .unwrap_or_else(|| "?".into());
     match (i.issuer(), i.is_verified()) {
