@@ -158,25 +158,25 @@ pub fn to_ocsf(r: &Record) -> Option<OcsfEvent> {
         Action::LogRecovered | Action::LogResumed => return None,
     };
     let decision = e.decision()?;
-    let (class_uid, class_name, category_uid, category_name, activity_id, activity_name) =
-        match of {
-            Action::Revoke => (
-                API_ACTIVITY,
-                "API Activity",
-                APPLICATION,
-                "Application Activity",
-                DELETE,
-                "Delete",
-            ),
-            _ => (
-                AUTHENTICATION,
-                "Authentication",
-                IAM,
-                "Identity & Access Management",
-                LOGON,
-                "Logon",
-            ),
-        };
+    let (class_uid, class_name, category_uid, category_name, activity_id, activity_name) = match of
+    {
+        Action::Revoke => (
+            API_ACTIVITY,
+            "API Activity",
+            APPLICATION,
+            "Application Activity",
+            DELETE,
+            "Delete",
+        ),
+        _ => (
+            AUTHENTICATION,
+            "Authentication",
+            IAM,
+            "Identity & Access Management",
+            LOGON,
+            "Logon",
+        ),
+    };
     let (status_id, status, severity_id) = match decision {
         Decision::Allow => (1, "Success", 1),
         Decision::Deny => (2, "Failure", 3),
@@ -334,7 +334,10 @@ mod tests {
             assert!(!text.contains("hmac-sha256"), "{text}");
         }
         assert!(
-            to_ocsf(&record(r#"{"time":"2025-01-01T10:00:00Z","kind":"checkpoint"}"#)).is_none()
+            to_ocsf(&record(
+                r#"{"time":"2025-01-01T10:00:00Z","kind":"checkpoint"}"#
+            ))
+            .is_none()
         );
     }
 }

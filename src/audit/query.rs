@@ -26,7 +26,10 @@ pub enum Entry {
     Event(Box<Event>),
     /// A JSON object that is not an [`Event`] this version knows: its
     /// `kind` (or `action`, `type`; `unknown` when none) and the object.
-    Other { kind: String, value: Value },
+    Other {
+        kind: String,
+        value: Value,
+    },
 }
 
 /// One line of one log, with where it came from.
@@ -263,7 +266,9 @@ pub fn parse_line(text: &str) -> Option<(Option<u64>, u64, Entry)> {
             || !event.request_id().is_empty()
             || !matches!(event.action(), Action::Exchange | Action::Revoke))
     {
-        let seq = serde_json::from_str::<SeqOnly>(text).ok().and_then(|s| s.seq);
+        let seq = serde_json::from_str::<SeqOnly>(text)
+            .ok()
+            .and_then(|s| s.seq);
         let t = time_ms(event.time());
         return Some((seq, t, Entry::Event(Box::new(event))));
     }
@@ -623,7 +628,8 @@ mod tests {
     const ALLOW: &str = r#"{"seq":1,"time":"2025-01-01T10:00:00.000Z","request_id":"r1","action":"exchange","decision":"allow","environment":"production","requested":[],"identity":{"issuer":"github","verified":true,"repository":"acme/api","sub":"repo:acme/api"},"credentials":[{"name":"db","rule":"deploy","kind":"kv","ttl_s":300,"wrapped":false,"fingerprints":{}}],"revocable":0,"prev":"0","hash":"1"}"#;
     const DENY: &str = r#"{"seq":2,"time":"2025-01-01T12:00:00.000Z","request_id":"r2","action":"exchange","decision":"deny","stage":"policy","code":"denied_by_rule","reason":{"kind":"denied_by_rule","rule":"no-forks"},"environment":"staging","requested":["cfg"],"identity":{"issuer":"gitlab","verified":true,"project_path":"acme/web"}}"#;
     const REVOKE: &str = r#"{"seq":3,"time":"2025-01-01T10:05:00.000Z","request_id":"r3","action":"revoke","decision":"allow","exchange":"r1","revoked":1,"auth":"handle","environment":"production"}"#;
-    const CHECKPOINT: &str = r#"{"seq":4,"time":"2025-01-01T11:00:00.000Z","kind":"checkpoint","hash":"abc"}"#;
+    const CHECKPOINT: &str =
+        r#"{"seq":4,"time":"2025-01-01T11:00:00.000Z","kind":"checkpoint","hash":"abc"}"#;
 
     #[test]
     fn several_files_merge_by_time_and_unknown_kinds_are_kept() {
@@ -645,7 +651,11 @@ mod tests {
     #[test]
     fn filters_select_what_they_name() {
         let dir = tempfile::tempdir().unwrap();
-        let log = write(dir.path(), "audit.jsonl", &[ALLOW, REVOKE, CHECKPOINT, DENY]);
+        let log = write(
+            dir.path(),
+            "audit.jsonl",
+            &[ALLOW, REVOKE, CHECKPOINT, DENY],
+        );
         let set = LogSet::new(&[log]).unwrap();
         let ids = |f: Filter| {
             let mut recs = set.records().unwrap();
@@ -738,9 +748,14 @@ mod tests {
         assert_eq!(story.request.len(), 1);
         assert_eq!(story.revocations.len(), 1);
         assert_eq!(story.exchange().unwrap().credentials()[0].rule, "deploy");
-        assert!(Story::gather(&LogSet::new(&[dir.path().join("audit.jsonl")]).unwrap(), "nope")
+        assert!(
+            Story::gather(
+                &LogSet::new(&[dir.path().join("audit.jsonl")]).unwrap(),
+                "nope"
+            )
             .unwrap()
-            .is_empty());
+            .is_empty()
+        );
     }
 
     #[test]
@@ -748,6 +763,10 @@ mod tests {
         let now = UNIX_EPOCH + Duration::from_secs(10_000);
         assert_eq!(parse_since("1h", now).unwrap(), 6_400_000);
         assert_eq!(parse_since("1970-01-01T00:00:01Z", now).unwrap(), 1000);
-        assert!(parse_since("yesterday", now).unwrap_err().contains("RFC 3339"));
+        assert!(
+            parse_since("yesterday", now)
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
     }
 }

@@ -249,7 +249,10 @@ pub fn show(a: &ShowArgs) -> Result<bool, String> {
             }
         }
     }
-    if story.exchange().is_some_and(|e| !e.credentials().is_empty()) {
+    if story
+        .exchange()
+        .is_some_and(|e| !e.credentials().is_empty())
+    {
         if story.revocations.is_empty() {
             out.push_str("revocations: none recorded (the credentials expire at their TTL)\n");
         }
@@ -279,8 +282,7 @@ fn describe(out: &mut String, set: &LogSet, r: &Record) {
         "{} {} {} at {} ({seq}{file}:{})",
         crate::audit::query::action_name(e.action()),
         e.request_id(),
-        e.decision()
-            .map_or("-", crate::audit::query::decision_name),
+        e.decision().map_or("-", crate::audit::query::decision_name),
         e.time(),
         r.line
     );
@@ -418,7 +420,9 @@ fn reexplain(a: &ShowArgs, dir: &std::path::Path, e: &Event) -> Result<String, S
     let l = source.load()?;
     let mut out = format!("under the policies in {}:\n", dir.display());
     let Some((_, claims, issuer)) = replay::recorded(e) else {
-        out.push_str("  not replayable: the request did not reach the policy with a verified identity\n");
+        out.push_str(
+            "  not replayable: the request did not reach the policy with a verified identity\n",
+        );
         return Ok(out);
     };
     let req = crate::policy::Request {

@@ -181,9 +181,7 @@ fn build(s: &ReviewSources, lookup: Option<Result<Vec<crate::audit::Match>, Stri
         .map_err(|e| e.to_string())
         .and_then(|set| {
             set.environments()
-                .map(|env| {
-                    who_can::who_can(&set, env, None).map(|review| (env.to_owned(), review))
-                })
+                .map(|env| who_can::who_can(&set, env, None).map(|review| (env.to_owned(), review)))
                 .collect::<Result<Vec<_>, String>>()
         });
     page::render(&page::Page {

@@ -159,7 +159,9 @@ fn stats(h: &mut String, s: &Stats) {
             rules.join(", ")
         );
     }
-    h.push_str("</table><h2>Denial reasons</h2><table id=\"reasons\"><tr><th>code</th><th>count</th></tr>");
+    h.push_str(
+        "</table><h2>Denial reasons</h2><table id=\"reasons\"><tr><th>code</th><th>count</th></tr>",
+    );
     for (code, n) in &s.reasons {
         let _ = write!(
             h,

@@ -314,11 +314,7 @@ mod tests {
             (&any_ref, &denied, Some(Some(ChangeKind::NewlyAllowed))),
             (&longer, &allowed, Some(Some(ChangeKind::Ttl))),
             (&renamed, &allowed, Some(Some(ChangeKind::Rule))),
-            (
-                &other_repo,
-                &allowed,
-                Some(Some(ChangeKind::NewlyDenied)),
-            ),
+            (&other_repo, &allowed, Some(Some(ChangeKind::NewlyDenied))),
             (
                 &other_repo,
                 &vault_failed,
