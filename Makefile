@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test lint openbao services build help
+.PHONY: demo test lint openbao services chromium build help
 
 help:
 	@echo "make demo   - run the whole local stack and a sample job exchange (DEMO_EXIT=1: exit after the samples)"
@@ -18,13 +18,17 @@ openbao:
 services:
 	@scripts/ensure-services.sh
 
+# Debian's chromium, for the review page's browser test: installed when missing.
+chromium:
+	@scripts/ensure-chromium.sh >/dev/null
+
 build:
 	$(CARGO) build --locked --bins
 
 demo: openbao services build
 	scripts/demo.sh
 
-test: openbao services
+test: openbao services chromium
 	JOBKEY_BAO="$$(scripts/ensure-openbao.sh)" $(CARGO) test --locked --all-targets
 
 lint:

@@ -86,7 +86,7 @@ pub enum Command {
     Review {
         #[arg(long, short, env = "JOBKEY_CONFIG")]
         config: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:8402")]
+        #[arg(long, default_value = "127.0.0.1:8404")]
         listen: SocketAddr,
         /// Listen on a non-loopback address (put an authenticating proxy
         /// in front).

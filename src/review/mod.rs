@@ -77,7 +77,7 @@ pub fn router(sources: ReviewSources) -> Router {
 pub async fn run(config: &Path, listen: SocketAddr, allow_remote: bool) -> Result<(), String> {
     if !listen.ip().is_loopback() && !allow_remote {
         return Err(format!(
-            "{listen}: the review page shows who received which credential and has no login; it listens on loopback only (e.g. 127.0.0.1:8402) unless --allow-remote is given (then put an authenticating proxy in front)"
+            "{listen}: the review page shows who received which credential and has no login; it listens on loopback only (e.g. 127.0.0.1:8404) unless --allow-remote is given (then put an authenticating proxy in front)"
         ));
     }
     let sources = ReviewSources::from_config(config)?;

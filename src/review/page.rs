@@ -200,7 +200,7 @@ fn chart(h: &mut String, s: &Stats) {
         .unwrap_or(1)
         .max(1);
     let n = s.buckets.len() as u64;
-    let bw = (W / n).max(2);
+    let bw = (W / n).clamp(2, 40);
     let _ = write!(
         h,
         "<svg id=\"chart\" role=\"img\" aria-label=\"exchanges per {} minutes: allowed, denied, failed\" width=\"{W}\" height=\"{}\" viewBox=\"0 0 {W} {}\" xmlns=\"http://www.w3.org/2000/svg\">",
