@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use super::{Action, AuditError, Decision, Event};
@@ -210,11 +210,16 @@ struct FileReader {
     done: bool,
 }
 
-/// Only the chain position of a line (its other fields are skipped).
-#[derive(Deserialize)]
-struct SeqOnly {
-    #[serde(default)]
-    seq: Option<u64>,
+/// The line's `seq`, without parsing it again: the last `"seq":` in the
+/// text (a quote inside a JSON string is escaped, so this is a key; the
+/// log's keys are sorted and no field after `seq` holds one).
+fn seq_of(text: &str) -> Option<u64> {
+    let at = text.rfind("\"seq\":")? + 6;
+    let digits = text[at..]
+        .trim_start()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?;
+    digits.parse().ok()
 }
 
 impl FileReader {
@@ -266,9 +271,7 @@ pub fn parse_line(text: &str) -> Option<(Option<u64>, u64, Entry)> {
             || !event.request_id().is_empty()
             || !matches!(event.action(), Action::Exchange | Action::Revoke))
     {
-        let seq = serde_json::from_str::<SeqOnly>(text)
-            .ok()
-            .and_then(|s| s.seq);
+        let seq = seq_of(text);
         let t = time_ms(event.time());
         return Some((seq, t, Entry::Event(Box::new(event))));
     }
