@@ -5,7 +5,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test lint openbao services prometheus build help
+.PHONY: demo test lint openbao services prometheus chromium build help
 
 help:
 	@echo "make demo   - run the whole local stack and a sample job exchange (DEMO_EXIT=1: exit after the samples)"
@@ -23,13 +23,17 @@ prometheus:
 services:
 	@scripts/ensure-services.sh
 
+# Debian's chromium, for the review page's browser test: installed when missing.
+chromium:
+	@scripts/ensure-chromium.sh >/dev/null
+
 build:
 	$(CARGO) build --locked --bins
 
 demo: openbao services build
 	scripts/demo.sh
 
-test: openbao services prometheus
+test: openbao services prometheus chromium
 	JOBKEY_BAO="$$(scripts/ensure-openbao.sh)" JOBKEY_PROMETHEUS="$$(scripts/ensure-prometheus.sh)" $(CARGO) test --locked --all-targets
 
 lint:

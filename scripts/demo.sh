@@ -40,7 +40,7 @@ wait_http() { # url, what
     echo "$2 did not come up; see $DEMO/*.log" >&2
     exit 1
 }
-for p in 8200 8400 8401 8402 8403; do need_port_free "$p"; done
+for p in 8200 8400 8401 8402 8403 8404; do need_port_free "$p"; done
 
 say "OpenBao (dev mode) on 127.0.0.1:8200"
 ROOT_TOKEN="demo-root-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -165,8 +165,20 @@ jq -c '{seq, decision: (.action // .decision), environment, who: (.identity.repo
 say "An auditor: the production database password turned up in a build log. Which job received it?"
 printf '%s\n' "$DB_PASSWORD" | "$JOBKEY" audit find --config examples/jobkey.toml
 
+say "The full story of the denied request (the job's error names its id)"
+DENIED_ID="$("$JOBKEY" audit query --config examples/jobkey.toml --decision deny --format json | jq -r 'select(.event.request_id) | .event.request_id' | head -n 1)"
+if [ -n "$DENIED_ID" ]; then
+    "$JOBKEY" audit show "$DENIED_ID" --config examples/jobkey.toml --policies policies
+fi
+
+say "The review page for auditors (read-only, loopback)"
+"$JOBKEY" review --config examples/jobkey.toml --listen 127.0.0.1:8404 >"$DEMO/review.log" 2>&1 &
+PIDS+=($!)
+wait_http http://127.0.0.1:8404/ "the review page"
+
 if [ "${DEMO_EXIT:-0}" = "1" ]; then
     say "Done (DEMO_EXIT=1)"
+    echo "Review page (stopped with the demo): http://127.0.0.1:8404/"
     exit 0
 fi
 say "Still serving. Try your own request from another terminal:"
@@ -177,4 +189,5 @@ cat <<EOT
        -d '{"environment":"production"}' | jq
 Logs: $DEMO/jobkey.log   Audit: $DEMO/audit.jsonl   Ctrl-C stops everything.
 EOT
+say "Review page: http://127.0.0.1:8404/"
 wait

@@ -18,6 +18,7 @@ pub mod outbound;
 pub mod policy;
 pub mod provider;
 pub mod random;
+pub mod review;
 pub mod secret;
 pub mod server;
 pub mod tls;

@@ -739,3 +739,45 @@ pub fn bounded(s: &str) -> String {
         crate::random::hex(&digest.as_ref()[..8])
     )
 }
+
+/// Read access for the review tools (`query.rs`, `export.rs`, the review
+/// page, the policy backtest): the fields the accessors above do not cover.
+impl Event {
+    /// For `deny`/`error`: the detail for the auditor (a policy denial's
+    /// `DenyReason`, a token's error, …).
+    pub fn reason(&self) -> Option<&Value> {
+        self.reason.as_ref()
+    }
+
+    /// Revoke: the exchange's request id, as the caller named it.
+    pub fn exchange_id(&self) -> Option<&str> {
+        self.exchange.as_deref()
+    }
+
+    /// Revoke: how the caller authenticated.
+    pub fn auth(&self) -> Option<Auth> {
+        self.auth
+    }
+
+    /// Revoke: how many items were revoked.
+    pub fn revoked(&self) -> Option<usize> {
+        self.revoked
+    }
+
+    /// Exchange `allow`: how many items were recorded for revocation.
+    pub fn revocable(&self) -> Option<usize> {
+        self.revocable
+    }
+
+    /// Exchange: how many more names were asked for than kept.
+    pub fn requested_omitted(&self) -> Option<usize> {
+        self.requested_omitted
+    }
+}
+
+impl Identity {
+    /// The audited claims, by name.
+    pub fn claims(&self) -> &BTreeMap<String, ClaimValue> {
+        &self.claims
+    }
+}

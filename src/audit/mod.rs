@@ -36,8 +36,10 @@
 mod chain;
 mod checkpoint;
 mod event;
+pub mod export;
 mod find;
 mod fingerprint;
+pub mod query;
 mod refusals;
 mod schema;
 

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod audit;
 mod fetch;
 mod policy;
 pub use policy::PolicyCommand;
@@ -95,6 +96,22 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// A read-only web page for auditors: exchanges and denials over time,
+    /// top identities, credentials issued, denial reasons, who can have
+    /// what, the chain's status, and a leaked-value lookup.
+    ///
+    /// Listens on loopback only unless --allow-remote: the page shows who
+    /// received which credential, and has no login of its own.
+    Review {
+        #[arg(long, short, env = "JOBKEY_CONFIG")]
+        config: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8404")]
+        listen: SocketAddr,
+        /// Listen on a non-loopback address (put an authenticating proxy
+        /// in front).
+        #[arg(long)]
+        allow_remote: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +182,21 @@ pub enum AuditCommand {
         #[arg(long, hide = true, conflicts_with = "format")]
         json: bool,
     },
+    /// List audit records by time, environment, issuer, repository,
+    /// decision, error code, credential, rule or request id.
+    ///
+    /// Reads several files (a rotated set, several replicas' logs, or a
+    /// directory) merged by time. Exit status: 0 when a record matched, 1
+    /// when none did, 2 on an error.
+    Query(Box<audit::QueryArgs>),
+    /// The full story of one request: who, what was asked, what was issued
+    /// under which rule, why it was refused, and its revocation.
+    ///
+    /// A job's denial message names its request id. Exit status: 0 when
+    /// the request is in the log, 1 when not, 2 on an error.
+    Show(audit::ShowArgs),
+    /// Write the records for a SIEM: OCSF events, one JSON object per line.
+    Export(audit::ExportArgs),
 }
 
 /// What `jobkey audit find` found: its exit status.
@@ -343,6 +375,15 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             };
         }
+        Command::Audit {
+            command: AuditCommand::Query(a),
+        } => return status(audit::query(&a)),
+        Command::Audit {
+            command: AuditCommand::Show(a),
+        } => return status(audit::show(&a)),
+        Command::Policy {
+            command: PolicyCommand::Replay(a),
+        } => return policy::replay(a),
         other => other,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -381,7 +422,15 @@ pub fn run(cli: Cli) -> ExitCode {
                 command: AuditCommand::PublicKey { config, key },
             } => audit_public_key(config, key),
             Command::Audit {
-                command: AuditCommand::Find { .. },
+                command: AuditCommand::Export(a),
+            } => audit::export(&a),
+            Command::Review {
+                config,
+                listen,
+                allow_remote,
+            } => crate::review::run(&config, listen, allow_remote).await,
+            Command::Audit {
+                command: AuditCommand::Find { .. } | AuditCommand::Query(_) | AuditCommand::Show(_),
             }
             | Command::Fetch(_)
             | Command::Revoke(_)
@@ -393,6 +442,18 @@ pub fn run(cli: Cli) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// 0 when something was found, 1 when nothing was, 2 on an error.
+fn status(r: Result<bool, String>) -> ExitCode {
+    match r {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -109,6 +109,15 @@ pub enum PolicyCommand {
         #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
         format: TextOrJson,
     },
+    /// The backtest: decide every recorded exchange again under proposed
+    /// policies (--policies DIR) and list the decisions that would change
+    /// (newly allowed, newly denied, another rule, TTL or credentials).
+    ///
+    /// Replays the recorded, verified identities (their audited claims),
+    /// environments and requested credentials. Exit status: 0 when no
+    /// decision changes, 1 when some do, 2 on an error (for the policy
+    /// repository's CI).
+    Replay(ReplayArgs),
     /// The access review: for each credential of an environment, the rules
     /// that grant it and the identities they admit.
     ///
@@ -131,15 +140,84 @@ pub enum PolicyCommand {
     },
 }
 
+/// `jobkey policy replay`'s arguments.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The proposed policies (--policies DIR) and the issuers (--config or
+    /// --issuer).
+    #[command(flatten)]
+    source: Source,
+    /// Audit log files or directories (their `*.jsonl*` files), merged by
+    /// time (repeatable).
+    #[arg(long = "audit", value_name = "FILE|DIR", required = true)]
+    audit: Vec<PathBuf>,
+    /// Only the exchanges from this instant: RFC 3339, or a duration
+    /// before now (1h, 30d).
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+    format: TextOrJson,
+    /// Report progress on stderr (every 64 MiB read); the default when
+    /// stderr is a terminal.
+    #[arg(long)]
+    progress: bool,
+}
+
+/// `jobkey policy replay`: 0 no decision changes, 1 some do, 2 an error.
+pub fn replay(a: ReplayArgs) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    match replay_report(&a) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn replay_report(a: &ReplayArgs) -> Result<usize, String> {
+    use crate::audit::query::{LogSet, parse_since};
+    use crate::policy::tools::replay;
+    let l = a.source.load()?;
+    let set = LogSet::new(&a.audit).map_err(|e| e.to_string())?;
+    let since = a
+        .since
+        .as_deref()
+        .map(|s| parse_since(s, std::time::SystemTime::now()))
+        .transpose()
+        .map_err(|e| format!("--since {e}"))?;
+    let mut progress = super::audit::Progress::new(a.progress, &set);
+    let mut records = set.records().map_err(|e| e.to_string())?;
+    let report = replay::replay(&l.set, &mut records, since, |b| progress.update(b))
+        .map_err(|e| e.to_string())?;
+    if let Some((f, line)) = records.unreadable.first() {
+        eprintln!(
+            "warning: {} line(s) are not audit records and were skipped (first: {} line {})",
+            records.unreadable.len(),
+            set.files()[*f].display(),
+            line
+        );
+    }
+    match a.format {
+        TextOrJson::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        ),
+        TextOrJson::Text => print!("{}", replay::render(&report)),
+    }
+    Ok(report.changes.len())
+}
+
 /// Where the policies and the issuers come from.
 #[derive(Debug, Args)]
 pub struct Source {
     /// The server config: its issuers and its policy_dir.
     #[arg(long, short, env = "JOBKEY_CONFIG")]
-    config: Option<PathBuf>,
+    pub(super) config: Option<PathBuf>,
     /// The policy directory (default: the config's policy_dir).
     #[arg(long, value_name = "DIR")]
-    policies: Option<PathBuf>,
+    pub(super) policies: Option<PathBuf>,
     /// An issuer as NAME=URL or NAME=PROVIDER:URL (repeatable), with or
     /// instead of --config.
     ///
@@ -149,7 +227,7 @@ pub struct Source {
     /// Without it, the provider is known only from the CI's own exact issuer
     /// URL, and is generic otherwise.
     #[arg(long = "issuer", value_name = "NAME=[PROVIDER:]URL")]
-    issuers: Vec<String>,
+    pub(super) issuers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -164,15 +242,15 @@ pub enum TableOrJson {
     Json,
 }
 
-struct Loaded {
+pub(super) struct Loaded {
     config: Option<crate::config::Config>,
     dir: PathBuf,
     issuers: Vec<PolicyIssuer>,
-    set: PolicySet,
+    pub(super) set: PolicySet,
 }
 
 impl Source {
-    fn load(&self) -> Result<Loaded, String> {
+    pub(super) fn load(&self) -> Result<Loaded, String> {
         let config = match &self.config {
             Some(path) => Some(crate::config::Config::load(path).map_err(|e| e.to_string())?),
             None => None,
@@ -268,6 +346,9 @@ async fn run_command(command: PolicyCommand) -> Result<Outcome, String> {
             }
             Ok(Outcome::Done)
         }
+        // Dispatched before the runtime starts (its exit statuses are its
+        // own); here for completeness.
+        PolicyCommand::Replay(a) => replay_report(&a).map(|_| Outcome::Done),
         PolicyCommand::Test { source, dir } => {
             let l = source.load()?;
             let dir = dir.unwrap_or_else(|| l.dir.join("tests"));

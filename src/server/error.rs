@@ -166,9 +166,18 @@ impl ApiError {
     }
 
     fn body(&self, request_id: &str) -> serde_json::Value {
+        let message = match self {
+            // The why (expected values) is for the operator: the request
+            // id finds it in the audit log.
+            ApiError::Denied { .. } => format!(
+                "{}; for why, ask an operator to run `jobkey audit show {request_id}`",
+                self.message()
+            ),
+            _ => self.message(),
+        };
         let mut body = json!({
             "error": self.code(),
-            "message": self.message(),
+            "message": message,
             "request_id": request_id,
         });
         if let ApiError::Denied {

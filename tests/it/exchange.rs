@@ -71,7 +71,11 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
         "{resp}"
     );
     assert_eq!(
-        resp["message"], "denied by the `staging` policy (no_rule_matched)",
+        resp["message"],
+        format!(
+            "denied by the `staging` policy (no_rule_matched); for why, ask an operator to run `jobkey audit show {}`",
+            resp["request_id"].as_str().unwrap()
+        ),
         "{resp}"
     );
 
@@ -91,7 +95,11 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
         "{resp}"
     );
     assert_eq!(
-        resp["message"], "denied by the `production` policy (unknown_credential)",
+        resp["message"],
+        format!(
+            "denied by the `production` policy (unknown_credential); for why, ask an operator to run `jobkey audit show {}`",
+            resp["request_id"].as_str().unwrap()
+        ),
         "{resp}"
     );
 

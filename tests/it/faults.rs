@@ -408,6 +408,9 @@ async fn sigterm_during_load_finishes_what_is_in_flight_and_exits_promptly() {
     eprintln!("jobkey exited {took:?} after SIGTERM");
     let verified = jobkey::audit::verify_file(&audit).unwrap();
     // Eight allow lines and the signed checkpoint written at shutdown.
-    assert_eq!(verified.lines, 9, "eight allow lines and a checkpoint, chained");
+    assert_eq!(
+        verified.lines, 9,
+        "eight allow lines and a checkpoint, chained"
+    );
     assert_eq!(allowed_ids(&audit).len(), 8);
 }

@@ -36,6 +36,7 @@ mod metrics;
 mod no_secrets_in_logs;
 mod policy_cli;
 mod policy_reload;
+mod review;
 mod server_limits;
 mod vault;
 mod vault_policy;
