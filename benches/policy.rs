@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use jobkey::policy::{Decision, PolicyIssuer, PolicySet, Request};
+use jobkey::{Decision, PolicyIssuer, PolicySet, Request};
 use serde_json::{Map, Value, json};
 
 const ENVS: usize = 100;

@@ -10,9 +10,8 @@
 use std::io::Write;
 use std::time::Instant;
 
-use jobkey::audit::query::LogSet;
-use jobkey::policy::tools::replay;
-use jobkey::policy::{PolicyIssuer, PolicySet};
+use jobkey::LogSet;
+use jobkey::{PolicyIssuer, PolicySet};
 
 const REPOS: usize = 200;
 
@@ -71,7 +70,7 @@ fn main() {
     let logs = LogSet::new(&[log]).unwrap();
     let mut records = logs.records().unwrap();
     let start = Instant::now();
-    let report = replay::replay(&set, &mut records, None, |_| {}).unwrap();
+    let report = jobkey::replay_policies(&set, &mut records, None, |_| {}).unwrap();
     let took = start.elapsed();
     assert_eq!(report.replayed as usize, n);
     assert!(!report.changes.is_empty());

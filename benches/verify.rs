@@ -11,8 +11,8 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
-use jobkey::devissuer::{Shape, SigningKey};
-use jobkey::token::{DEFAULT_MAX_TOKEN_BYTES, FetchSettings, IssuerSettings, KeySource, Verifier};
+use jobkey::{DEFAULT_MAX_TOKEN_BYTES, FetchSettings, IssuerSettings, KeySource, Verifier};
+use jobkey::{Shape, SigningKey};
 use serde_json::Value;
 
 fn bench(c: &mut Criterion) {
@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
         vec![IssuerSettings {
             name: "github".into(),
             issuer: iss.into(),
-            provider: jobkey::provider::Provider::Github,
+            provider: jobkey::Provider::Github,
             keys: KeySource::JwksFile(jwks),
             algorithms: vec![jsonwebtoken::Algorithm::RS256],
             leeway: Duration::from_secs(60),

@@ -27,16 +27,16 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 /// One kibibyte.
-pub const KIB: u64 = 1024;
+pub(crate) const KIB: u64 = 1024;
 /// One mebibyte.
-pub const MIB: u64 = 1024 * KIB;
+pub(crate) const MIB: u64 = 1024 * KIB;
 
 /// Why a file could not be read. `Display` names the file; [`reason`]
 /// is the same without it, for errors that name the file themselves.
 ///
 /// [`reason`]: FileError::reason
 #[derive(Debug, thiserror::Error)]
-pub enum FileError {
+pub(crate) enum FileError {
     /// The open or the read failed (missing, unreadable, an I/O error).
     #[error("{path}: {source}")]
     Io {
@@ -57,19 +57,9 @@ pub enum FileError {
 }
 
 impl FileError {
-    /// The file, as given.
-    pub fn path(&self) -> &str {
-        match self {
-            FileError::Io { path, .. }
-            | FileError::NotRegular { path, .. }
-            | FileError::TooLarge { path, .. }
-            | FileError::NotUtf8 { path } => path,
-        }
-    }
-
     /// What is wrong, without the file's name: "it is a FIFO, not a regular
     /// file", "it is larger than 1 MiB", or the I/O error.
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         match self {
             FileError::Io { source, .. } => source.to_string(),
             FileError::NotRegular { kind, .. } => format!("it is {kind}, not a regular file"),
@@ -83,7 +73,7 @@ impl FileError {
     /// As an `std::io::Error` whose text is [`reason`](FileError::reason)
     /// (for error types that wrap an I/O error and name the file
     /// themselves); a failed open or read stays the original error.
-    pub fn into_io(self) -> std::io::Error {
+    pub(crate) fn into_io(self) -> std::io::Error {
         match self {
             FileError::Io { source, .. } => source,
             other => std::io::Error::new(std::io::ErrorKind::InvalidData, other.reason()),
@@ -104,7 +94,7 @@ fn bytes_text(n: u64) -> String {
 
 /// Opens `path` for reading, following symlinks, and checks that the handle
 /// is a regular file. Returns the file and the size it declares.
-pub fn open_regular(path: &Path) -> Result<(File, u64), FileError> {
+pub(crate) fn open_regular(path: &Path) -> Result<(File, u64), FileError> {
     let io = |source| FileError::Io {
         path: path.display().to_string(),
         source,
@@ -154,14 +144,14 @@ fn kind(t: &std::fs::FileType) -> &'static str {
 }
 
 /// Reads the regular file `path`, refusing one larger than `limit` bytes.
-pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
+pub(crate) fn read(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
     let mut buf = Vec::new();
     read_into(path, limit, &mut buf)?;
     Ok(buf)
 }
 
 /// [`read`], as UTF-8 text.
-pub fn read_to_string(path: &Path, limit: u64) -> Result<String, FileError> {
+pub(crate) fn read_to_string(path: &Path, limit: u64) -> Result<String, FileError> {
     String::from_utf8(read(path, limit)?).map_err(|_| FileError::NotUtf8 {
         path: path.display().to_string(),
     })
@@ -170,7 +160,7 @@ pub fn read_to_string(path: &Path, limit: u64) -> Result<String, FileError> {
 /// [`read`] for a secret (a key, a token): the buffer is allocated once at
 /// the cap plus one, so no copy is left behind by growing it, and it is
 /// wiped when dropped, on every path.
-pub fn read_secret(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, FileError> {
+pub(crate) fn read_secret(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>, FileError> {
     let cap = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX);
     let mut buf = Zeroizing::new(Vec::with_capacity(cap));
     read_into(path, limit, &mut buf)?;

@@ -4,5 +4,5 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    jobkey::cli::run(jobkey::cli::Cli::parse())
+    jobkey::run(jobkey::Cli::parse())
 }

@@ -55,7 +55,7 @@ use crate::secret::SecretString;
 mod composite;
 
 /// Pieces shorter than this (in characters) are not masked.
-pub const MIN_MASK_CHARS: usize = 8;
+pub(crate) const MIN_MASK_CHARS: usize = 8;
 
 /// RFC 3986 unreserved characters stay; everything else is escaped (as
 /// .NET's `Uri.EscapeDataString` and Python's `quote(v, safe="")` do).
@@ -76,7 +76,7 @@ const JS_URI_COMPONENT: &AsciiSet = &URI_COMPONENT
 /// The masks for a set of labelled secret values, and the warnings for what
 /// was left out.
 #[derive(Debug, Default)]
-pub struct MaskHints {
+pub(crate) struct MaskHints {
     /// Deduplicated, longest first (so a CI that applies masks in order hides
     /// the longest match).
     pub mask: Vec<SecretString>,
@@ -86,7 +86,7 @@ pub struct MaskHints {
 
 /// The hints for `values`, each labelled for the warnings (for instance
 /// `deploy-db.password`; a label must not be secret).
-pub fn hints<'a, L: AsRef<str>>(
+pub(crate) fn hints<'a, L: AsRef<str>>(
     values: impl IntoIterator<Item = (L, &'a SecretString)>,
 ) -> MaskHints {
     let mut acc = Collected::default();
@@ -185,11 +185,6 @@ fn lines(v: &str) -> impl Iterator<Item = &str> {
             }
         }
     })
-}
-
-/// The masks for unlabelled values (see [`hints`]; the warnings are dropped).
-pub fn masks<'a>(values: impl IntoIterator<Item = &'a SecretString>) -> Vec<SecretString> {
-    hints(values.into_iter().map(|v| ("value", v))).mask
 }
 
 fn long_enough(s: &str) -> bool {

@@ -23,15 +23,15 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// The `Content-Type` of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The environment label of a request for an environment no policy names.
-pub const UNKNOWN_ENVIRONMENT: &str = "unknown";
+pub(crate) const UNKNOWN_ENVIRONMENT: &str = "unknown";
 
 /// Why a request was refused before its pipeline ran
 /// (`jobkey_refusals_total{reason}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Over a rate limit.
     RateLimit,
     /// A token already used.
@@ -42,7 +42,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Refusal::RateLimit => "rate_limit",
             Refusal::Replay => "replay",
@@ -54,7 +54,7 @@ impl Refusal {
 /// How an exchange ended (`jobkey_exchanges_total{decision}`): `deny` is
 /// the request's fault (a 4xx), `error` jobkey's or a service's (a 5xx).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Allow,
     Deny,
     Error,
@@ -211,7 +211,7 @@ fn outcome(ok: bool) -> &'static str {
 /// An exchange ended. `environment` must be a configured environment's
 /// name or [`UNKNOWN_ENVIRONMENT`]; `code` is the answer's code (`"ok"`
 /// when allowed).
-pub fn exchange(environment: &str, decision: Outcome, code: &'static str, took: Duration) {
+pub(crate) fn exchange(environment: &str, decision: Outcome, code: &'static str, took: Duration) {
     let m = &*METRICS;
     m.exchanges
         .get_or_create(&ExchangeLabels {
@@ -225,7 +225,7 @@ pub fn exchange(environment: &str, decision: Outcome, code: &'static str, took: 
 
 /// A Vault request of `kind` (a fixed name: `"kv_read"`, `"revoke"`, …)
 /// ended.
-pub fn vault_request(kind: &'static str, ok: bool, took: Duration) {
+pub(crate) fn vault_request(kind: &'static str, ok: bool, took: Duration) {
     let m = &*METRICS;
     m.vault_requests
         .get_or_create(&KindOutcome {
@@ -239,7 +239,7 @@ pub fn vault_request(kind: &'static str, ok: bool, took: Duration) {
 }
 
 /// A key fetch for the issuer configured as `issuer` ended.
-pub fn jwks_fetch(issuer: &str, ok: bool) {
+pub(crate) fn jwks_fetch(issuer: &str, ok: bool) {
     METRICS
         .jwks_fetches
         .get_or_create(&IssuerOutcome {
@@ -250,7 +250,7 @@ pub fn jwks_fetch(issuer: &str, ok: bool) {
 }
 
 /// An audit append ended.
-pub fn audit_append(ok: bool, took: Duration) {
+pub(crate) fn audit_append(ok: bool, took: Duration) {
     let m = &*METRICS;
     m.audit_appends
         .get_or_create(&OutcomeLabel {
@@ -261,7 +261,7 @@ pub fn audit_append(ok: bool, took: Duration) {
 }
 
 /// A policy reload ended; when `ok`, the new set was loaded `at`.
-pub fn policy_reload(ok: bool, at: SystemTime) {
+pub(crate) fn policy_reload(ok: bool, at: SystemTime) {
     METRICS
         .policy_reloads
         .get_or_create(&OutcomeLabel {
@@ -274,7 +274,7 @@ pub fn policy_reload(ok: bool, at: SystemTime) {
 }
 
 /// The serving policy set was loaded at `at` (start-up, or a reload).
-pub fn policy_loaded(at: SystemTime) {
+pub(crate) fn policy_loaded(at: SystemTime) {
     let secs = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -283,7 +283,7 @@ pub fn policy_loaded(at: SystemTime) {
 }
 
 /// A request was refused before its handling began.
-pub fn refused(reason: Refusal) {
+pub(crate) fn refused(reason: Refusal) {
     METRICS
         .refusals
         .get_or_create(&ReasonLabel {
@@ -295,11 +295,11 @@ pub fn refused(reason: Refusal) {
 /// Counts a request in flight until dropped.
 #[derive(Debug)]
 #[must_use = "the request is counted until this is dropped"]
-pub struct InFlight(());
+pub(crate) struct InFlight(());
 
 /// A request began; it is counted in `jobkey_requests_in_flight` until the
 /// returned guard is dropped.
-pub fn in_flight() -> InFlight {
+pub(crate) fn in_flight() -> InFlight {
     METRICS.in_flight.inc();
     InFlight(())
 }
@@ -311,7 +311,7 @@ impl Drop for InFlight {
 }
 
 /// Every series, in the OpenMetrics text format.
-pub fn render() -> String {
+pub(crate) fn render() -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &METRICS.registry);

@@ -757,7 +757,7 @@ static GENERIC: ProviderInfo = ProviderInfo {
 /// A config preset: an issuer URL, made of a fixed part and at most one
 /// [`Param`], and the provider it implies.
 #[derive(Debug)]
-pub struct Preset {
+pub(crate) struct Preset {
     pub name: &'static str,
     pub provider: Provider,
     /// The issuer URL is `{prefix}{param}{suffix}` (`prefix` alone without
@@ -773,7 +773,7 @@ pub struct Preset {
 
 /// The one variable part of a preset's issuer URL, named by its config key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Param {
+pub(crate) enum Param {
     /// A GitHub Enterprise Cloud slug.
     Enterprise,
     /// A host name (GitHub Enterprise Server).
@@ -788,7 +788,7 @@ pub enum Param {
 
 /// Why a preset's parameter cannot make an issuer URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PresetError {
+pub(crate) enum PresetError {
     /// The parameter is required: `key` with an example value.
     Missing {
         key: &'static str,
@@ -804,7 +804,7 @@ pub enum PresetError {
 const MINUTE: u64 = 60;
 
 /// Every preset, in the order the docs list them.
-pub static PRESETS: &[Preset] = &[
+pub(crate) static PRESETS: &[Preset] = &[
     Preset {
         name: "github",
         provider: Provider::Github,
@@ -890,7 +890,7 @@ pub static PRESETS: &[Preset] = &[
 
 impl Param {
     /// Every parameter, in the order the config checks them.
-    pub const ALL: [Param; 5] = [
+    pub(crate) const ALL: [Param; 5] = [
         Param::Enterprise,
         Param::Host,
         Param::Url,
@@ -899,7 +899,7 @@ impl Param {
     ];
 
     /// Its config key.
-    pub fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         match self {
             Param::Enterprise => "enterprise",
             Param::Host => "host",
@@ -971,12 +971,12 @@ impl Param {
 
 impl Preset {
     /// The preset named `name`.
-    pub fn by_name(name: &str) -> Option<&'static Preset> {
+    pub(crate) fn by_name(name: &str) -> Option<&'static Preset> {
         PRESETS.iter().find(|p| p.name == name)
     }
 
     /// Every preset's name, for error messages.
-    pub fn names() -> &'static [&'static str] {
+    pub(crate) fn names() -> &'static [&'static str] {
         static NAMES: LazyLock<Vec<&'static str>> =
             LazyLock::new(|| PRESETS.iter().map(|p| p.name).collect());
         &NAMES
@@ -984,7 +984,7 @@ impl Preset {
 
     /// The issuer URL for the parameter's value from the config (`None`:
     /// not given). A URL parameter loses its trailing `/`.
-    pub fn issuer_url(&self, value: Option<&str>) -> Result<String, PresetError> {
+    pub(crate) fn issuer_url(&self, value: Option<&str>) -> Result<String, PresetError> {
         let Some(param) = self.param else {
             return Ok(self.prefix.to_owned());
         };

@@ -9,10 +9,10 @@ use ring::rand::{SecureRandom, SystemRandom};
 /// The operating system gave no randomness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the operating system's random number generator failed")]
-pub struct RandomUnavailable;
+pub(crate) struct RandomUnavailable;
 
 /// `N` random bytes.
-pub fn bytes<const N: usize>() -> Result<[u8; N], RandomUnavailable> {
+pub(crate) fn bytes<const N: usize>() -> Result<[u8; N], RandomUnavailable> {
     let mut b = [0u8; N];
     SystemRandom::new()
         .fill(&mut b)
@@ -21,12 +21,12 @@ pub fn bytes<const N: usize>() -> Result<[u8; N], RandomUnavailable> {
 }
 
 /// `N` random bytes as lowercase hex.
-pub fn hex_token<const N: usize>() -> Result<String, RandomUnavailable> {
+pub(crate) fn hex_token<const N: usize>() -> Result<String, RandomUnavailable> {
     bytes::<N>().map(|b| hex(&b))
 }
 
 /// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

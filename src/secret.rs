@@ -29,13 +29,6 @@ impl SecretString {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-
-    /// A duplicate, made on purpose (for instance to hand the same value to
-    /// a response and to the masking list). Not `Clone` so that it is never
-    /// implicit.
-    pub fn duplicate(&self) -> Self {
-        Self(self.0.clone())
-    }
 }
 
 impl From<String> for SecretString {
@@ -60,11 +53,5 @@ mod tests {
         let shown = format!("{s:?} {:#?}", s);
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("redacted"));
-    }
-
-    #[test]
-    fn duplicate_is_explicit_and_equal() {
-        let s = SecretString::new("abc".to_owned());
-        assert_eq!(s.duplicate().expose_secret(), "abc");
     }
 }

@@ -10,11 +10,11 @@ use super::AuditError;
 use super::checkpoint::{Checkpoint, PublicKey};
 
 /// `prev` of the first line.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(super) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// SHA-256 over `prev`, a newline, and the event's canonical JSON (keys
 /// sorted: serde_json's map is ordered), without the `hash` field.
-pub fn hash(prev: &str, event: &Map<String, Value>) -> String {
+pub(super) fn hash(prev: &str, event: &Map<String, Value>) -> String {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(prev.as_bytes());
     ctx.update(b"\n");
@@ -25,7 +25,7 @@ pub fn hash(prev: &str, event: &Map<String, Value>) -> String {
 /// What a verification is given besides the log: the keys an auditor
 /// trusts, and what is known to exist from outside the log.
 #[derive(Debug, Clone, Default)]
-pub struct VerifyOptions {
+pub(crate) struct VerifyOptions {
     /// Checkpoints must be signed by one of these (empty: each checkpoint
     /// is checked against the key it names, or the external checkpoint's).
     pub trusted: Vec<PublicKey>,
@@ -82,7 +82,7 @@ pub fn verify_file(path: &Path) -> Result<VerifyReport, AuditError> {
 /// is lost by naming it rather than refusing the log). Then what `opts`
 /// knows from outside: a log that ends before the external checkpoint's
 /// (or `min_seq`'s) record is [`AuditError::Truncated`].
-pub fn verify_with(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport, AuditError> {
+pub(crate) fn verify_with(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport, AuditError> {
     let p = path.display().to_string();
     let mut trusted = opts.trusted.clone();
     if let Some(cp) = &opts.checkpoint {

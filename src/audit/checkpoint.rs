@@ -27,7 +27,7 @@ use super::AuditError;
 /// Names the signed message's layout (so it can change later).
 const DOMAIN: &str = "jobkey audit checkpoint v1";
 /// Prefix of a public key as `jobkey audit public-key` prints it.
-pub const PUBLIC_KEY_PREFIX: &str = "ed25519:";
+pub(super) const PUBLIC_KEY_PREFIX: &str = "ed25519:";
 
 /// What a checkpoint record says, and what goes to the second sink.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -124,7 +124,7 @@ impl Checkpoint {
 }
 
 /// The field that holds the checkpoint in a second-sink line.
-pub const SINK_FIELD: &str = "audit_checkpoint";
+pub(super) const SINK_FIELD: &str = "audit_checkpoint";
 
 /// An Ed25519 public key (32 bytes).
 #[derive(Clone, PartialEq, Eq)]
@@ -168,7 +168,7 @@ impl PublicKey {
 
 /// The checkpoint signing key (a PKCS#8 Ed25519 key pair in a file beside
 /// the log).
-pub struct CheckpointKey {
+pub(crate) struct CheckpointKey {
     pair: Ed25519KeyPair,
     public: PublicKey,
 }
@@ -185,7 +185,7 @@ impl std::fmt::Debug for CheckpointKey {
 
 impl CheckpointKey {
     /// Reads the key file, or creates it (mode 0600) when it does not exist.
-    pub fn load_or_create(path: &Path) -> Result<Self, AuditError> {
+    pub(crate) fn load_or_create(path: &Path) -> Result<Self, AuditError> {
         let io = |e: std::io::Error| AuditError::Io {
             path: path.display().to_string(),
             reason: e.to_string(),
@@ -219,7 +219,7 @@ impl CheckpointKey {
     }
 
     /// Reads an existing key file.
-    pub fn load(path: &Path) -> Result<Self, AuditError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, AuditError> {
         let bytes =
             crate::files::read_secret(path, 4 * crate::files::KIB).map_err(|e| AuditError::Io {
                 path: path.display().to_string(),
@@ -233,12 +233,12 @@ impl CheckpointKey {
         Ok(CheckpointKey { pair, public })
     }
 
-    pub fn public_key(&self) -> &PublicKey {
+    pub(crate) fn public_key(&self) -> &PublicKey {
         &self.public
     }
 
     /// Signs the chain's head: record `seq` whose hash is `head`, now.
-    pub fn sign(&self, seq: u64, head: &str) -> Checkpoint {
+    pub(crate) fn sign(&self, seq: u64, head: &str) -> Checkpoint {
         let time = super::timestamp();
         let key_id = self.public.id();
         let sig = self
@@ -256,7 +256,7 @@ impl CheckpointKey {
 }
 
 /// Where the signing key lives when the config does not say: beside the log.
-pub fn default_checkpoint_key_path(audit_path: &Path) -> PathBuf {
+pub(crate) fn default_checkpoint_key_path(audit_path: &Path) -> PathBuf {
     let mut name = audit_path
         .file_name()
         .map(|n| n.to_os_string())

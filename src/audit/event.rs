@@ -22,8 +22,8 @@
 //! `Serialize`, so the compiler refuses it:
 //!
 //! ```compile_fail,E0277
-//! use jobkey::audit::{Refusal, Stage};
-//! use jobkey::secret::SecretString;
+//! use jobkey::{Refusal, Stage};
+//! use jobkey::SecretString;
 //!
 //! let token = SecretString::new("eyJhbGciOiJSUzI1NiJ9.e30.c2ln".to_owned());
 //! // error[E0277]: the trait bound `SecretString: Serialize` is not satisfied
@@ -33,8 +33,8 @@
 //! Nor can it be slipped in through a JSON value:
 //!
 //! ```compile_fail,E0277
-//! use jobkey::audit::{Refusal, Stage};
-//! use jobkey::secret::SecretString;
+//! use jobkey::{Refusal, Stage};
+//! use jobkey::SecretString;
 //!
 //! let token = SecretString::new("eyJhbGciOiJSUzI1NiJ9.e30.c2ln".to_owned());
 //! let _ = Refusal::deny(Stage::Token, "bad_signature", &serde_json::json!({"token": token}));
@@ -44,7 +44,7 @@
 //! two examples above are refused for is the `SecretString`:
 //!
 //! ```
-//! use jobkey::audit::{Refusal, Stage};
+//! use jobkey::{Refusal, Stage};
 //!
 //! let code = "bad_signature".to_owned();
 //! let _ = Refusal::deny(Stage::Token, "bad_signature", &code);
@@ -72,11 +72,11 @@ use super::checkpoint::Checkpoint;
 use crate::exchanges::Owner;
 
 /// Longest caller-controlled string kept as is, in bytes.
-pub const MAX_STRING_BYTES: usize = 128;
+pub(crate) const MAX_STRING_BYTES: usize = 128;
 /// Most requested credential names kept on one line.
-pub const MAX_REQUESTED: usize = 32;
+pub(crate) const MAX_REQUESTED: usize = 32;
 /// Most claims kept in an identity.
-pub const MAX_IDENTITY_CLAIMS: usize = 48;
+pub(crate) const MAX_IDENTITY_CLAIMS: usize = 48;
 
 /// What the line records: a request (`exchange`, `revoke`), or the log's
 /// own housekeeping (`refusals_summarized`, `log_recovered`,
@@ -443,7 +443,7 @@ pub struct Event {
 
 /// The version of the record format jobkey writes. 1: records without a
 /// `version` field; 2: adds `version` and the `checkpoint` record.
-pub const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 2;
 
 fn version_1() -> u32 {
     1
@@ -728,7 +728,7 @@ pub(super) fn canonical_ip(addr: std::net::IpAddr) -> std::net::IpAddr {
 /// `s` if it is at most [`MAX_STRING_BYTES`] long; otherwise a marker with
 /// its length and the first 64 bits of its SHA-256 (so two lines can still
 /// be matched), e.g. `<300 bytes, sha256:1f2e3d4c5b6a7980>`.
-pub fn bounded(s: &str) -> String {
+pub(crate) fn bounded(s: &str) -> String {
     if s.len() <= MAX_STRING_BYTES {
         return s.to_owned();
     }

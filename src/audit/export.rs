@@ -17,7 +17,7 @@ use super::query::{Entry, Record, decision_name, repositories};
 use super::{Action, Decision, Event};
 
 /// The OCSF schema version the events follow.
-pub const OCSF_VERSION: &str = "1.3.0";
+pub(crate) const OCSF_VERSION: &str = "1.3.0";
 
 const AUTHENTICATION: u32 = 3002;
 const IAM: u32 = 3;
@@ -28,7 +28,7 @@ const DELETE: u32 = 4;
 
 /// One OCSF event (the fields jobkey fills).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct OcsfEvent {
+pub(crate) struct OcsfEvent {
     pub class_uid: u32,
     pub class_name: &'static str,
     pub category_uid: u32,
@@ -66,7 +66,7 @@ pub struct OcsfEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Metadata {
+pub(crate) struct Metadata {
     pub version: &'static str,
     pub product: Product,
     /// The request id.
@@ -79,21 +79,21 @@ pub struct Metadata {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Product {
+pub(crate) struct Product {
     pub name: &'static str,
     pub vendor_name: &'static str,
     pub version: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Actor {
+pub(crate) struct Actor {
     pub user: User,
 }
 
 /// The CI identity: `name` is the repository (or subject), `uid` the
 /// token's subject, `domain` the issuer's configured name.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct User {
+pub(crate) struct User {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
@@ -104,23 +104,23 @@ pub struct User {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub ip: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Api {
+pub(crate) struct Api {
     pub operation: &'static str,
     pub request: ApiRequest,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ApiRequest {
+pub(crate) struct ApiRequest {
     pub uid: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Unmapped {
+pub(crate) struct Unmapped {
     pub action: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<&'static str>,
@@ -137,7 +137,7 @@ pub struct Unmapped {
 
 /// An issued credential, without its fingerprints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ExportedCredential {
+pub(crate) struct ExportedCredential {
     pub name: String,
     pub rule: String,
     pub kind: String,
@@ -145,7 +145,7 @@ pub struct ExportedCredential {
 }
 
 /// The OCSF event of a record; `None` for lines with no counterpart.
-pub fn to_ocsf(r: &Record) -> Option<OcsfEvent> {
+pub(crate) fn to_ocsf(r: &Record) -> Option<OcsfEvent> {
     let Entry::Event(e) = &r.entry else {
         return None;
     };

@@ -9,7 +9,7 @@ use super::{Action, AuditError, Decision, Event, Fingerprinter, Identity};
 
 /// One issued credential field whose fingerprint matches.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Match {
+pub(crate) struct Match {
     pub seq: u64,
     pub time: String,
     pub request_id: String,
@@ -23,7 +23,7 @@ pub struct Match {
 
 /// What a search found.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Found {
+pub(crate) struct Found {
     pub matches: Vec<Match>,
     /// Line numbers that are not audit records (a cut-off last line, an
     /// edit): they were not searched. `jobkey audit verify` says more.
@@ -42,7 +42,7 @@ struct Stored {
 /// fingerprint; the value itself is never in the log). The value is tried
 /// as given and with surrounding whitespace trimmed, since a value copied
 /// out of a build log often carries a newline.
-pub fn find_value(log: &Path, fp: &Fingerprinter, value: &str) -> Result<Found, AuditError> {
+pub(crate) fn find_value(log: &Path, fp: &Fingerprinter, value: &str) -> Result<Found, AuditError> {
     let wanted = [fp.fingerprint(value), fp.fingerprint(value.trim())];
     let (f, _) = crate::files::open_regular(log).map_err(|e| AuditError::Io {
         path: log.display().to_string(),

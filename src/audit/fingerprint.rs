@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::AuditError;
 
 /// Prefix of every fingerprint (names the scheme, so it can change later).
-pub const PREFIX: &str = "hmac-sha256:";
+pub(super) const PREFIX: &str = "hmac-sha256:";
 
 /// A keyed fingerprint: `hmac-sha256:` and 128 bits of HMAC-SHA256, in hex.
 /// Made by [`Fingerprinter::fingerprint`] (or read back from a log).
@@ -106,7 +106,7 @@ impl Fingerprinter {
 }
 
 /// Where the key lives when the config does not say: beside the log.
-pub fn default_key_path(audit_path: &Path) -> PathBuf {
+pub(crate) fn default_key_path(audit_path: &Path) -> PathBuf {
     let mut name = audit_path
         .file_name()
         .map(|n| n.to_os_string())

@@ -36,10 +36,10 @@
 mod chain;
 mod checkpoint;
 mod event;
-pub mod export;
+pub(crate) mod export;
 mod find;
 mod fingerprint;
-pub mod query;
+pub(crate) mod query;
 mod refusals;
 mod schema;
 
@@ -54,19 +54,21 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use thiserror::Error;
 
-pub use chain::{TornLine, VerifyOptions, VerifyReport, verify_file, verify_with};
-pub use checkpoint::{
-    Checkpoint, CheckpointKey, CheckpointSettings, PublicKey, default_checkpoint_key_path,
+pub use chain::{VerifyReport, verify_file};
+
+pub(crate) use chain::{TornLine, VerifyOptions, verify_with};
+pub use checkpoint::CheckpointSettings;
+pub(crate) use checkpoint::{Checkpoint, CheckpointKey, PublicKey, default_checkpoint_key_path};
+pub(crate) use event::{
+    Action, Auth, ClaimValue, EventBuilder, Identity, Outage, Recovery, bounded,
 };
-pub use event::{
-    Action, Auth, ClaimValue, Decision, Event, EventBuilder, Identity, IssuedCredential,
-    MAX_IDENTITY_CLAIMS, MAX_REQUESTED, MAX_STRING_BYTES, Outage, Recovery, Refusal, Stage,
-    Summary, VERSION, bounded,
-};
-pub use find::{Found, Match, find_value};
-pub use fingerprint::{Fingerprint, Fingerprinter, default_key_path};
-pub use refusals::RefusalSettings;
-pub use schema::record_schema;
+pub use event::{Decision, Event, IssuedCredential, Refusal, Stage};
+#[cfg(test)]
+pub(crate) use event::{MAX_IDENTITY_CLAIMS, MAX_REQUESTED, MAX_STRING_BYTES, VERSION};
+pub(crate) use find::{Match, find_value};
+pub use fingerprint::Fingerprinter;
+pub(crate) use fingerprint::{Fingerprint, default_key_path};
+pub(crate) use refusals::RefusalSettings;
 
 /// Why the audit log could not be opened, written or verified.
 #[derive(Debug, Error)]
@@ -509,8 +511,9 @@ impl AuditLog {
     }
 
     /// How many `fdatasync`s the log has done (group commit shares one
-    /// among the appends that wait for it).
-    pub fn sync_count(&self) -> u64 {
+    /// among the appends that wait for it): for the tests that show it.
+    #[cfg(test)]
+    pub(crate) fn sync_count(&self) -> u64 {
         self.lock().syncs
     }
 
@@ -752,7 +755,7 @@ fn set_aside(path: &Path, torn: &TornLine) -> Result<Recovery, AuditError> {
 }
 
 /// Now, as RFC 3339 with milliseconds (UTC).
-pub fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 

@@ -64,7 +64,7 @@ impl Record {
 }
 
 /// The snake_case name of an action, as written in the log.
-pub fn action_name(a: Action) -> &'static str {
+pub(crate) fn action_name(a: Action) -> &'static str {
     match a {
         Action::Exchange => "exchange",
         Action::Revoke => "revoke",
@@ -76,7 +76,7 @@ pub fn action_name(a: Action) -> &'static str {
 }
 
 /// The snake_case name of a decision, as written in the log.
-pub fn decision_name(d: Decision) -> &'static str {
+pub(crate) fn decision_name(d: Decision) -> &'static str {
     match d {
         Decision::Allow => "allow",
         Decision::Deny => "deny",
@@ -279,7 +279,7 @@ impl FileReader {
 
 /// One line: its `seq`, its time and what it holds; `None` when it is not
 /// a JSON object.
-pub fn parse_line(text: &str) -> Option<(Option<u64>, u64, Entry)> {
+pub(crate) fn parse_line(text: &str) -> Option<(Option<u64>, u64, Entry)> {
     // A line of a kind this version does not know may still read as an
     // `Event` (every field but `time` has a default): a request always
     // has an id and a decision, so one without both is not a request.
@@ -313,7 +313,7 @@ pub fn parse_line(text: &str) -> Option<(Option<u64>, u64, Entry)> {
 }
 
 /// RFC 3339 → milliseconds since the epoch; 0 when it does not parse.
-pub fn time_ms(text: &str) -> u64 {
+pub(crate) fn time_ms(text: &str) -> u64 {
     humantime::parse_rfc3339_weak(text)
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -359,7 +359,7 @@ impl Records {
 
 /// Which records `audit query` keeps. Every field set must match.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Filter {
+pub(crate) struct Filter {
     pub since_ms: Option<u64>,
     pub until_ms: Option<u64>,
     pub environment: Option<String>,
@@ -394,7 +394,7 @@ impl Filter {
             || self.request_id.is_some()
     }
 
-    pub fn matches(&self, r: &Record) -> bool {
+    pub(crate) fn matches(&self, r: &Record) -> bool {
         if self.since_ms.is_some_and(|s| r.time_ms < s) {
             return false;
         }
@@ -447,7 +447,7 @@ impl Filter {
 }
 
 /// The identity's claims that name a repository, project or pipeline.
-pub fn repositories(e: &Event) -> impl Iterator<Item = &str> {
+pub(crate) fn repositories(e: &Event) -> impl Iterator<Item = &str> {
     e.identity().into_iter().flat_map(|i| {
         i.claims().iter().filter_map(|(k, v)| match v {
             super::ClaimValue::String(s)
@@ -462,7 +462,7 @@ pub fn repositories(e: &Event) -> impl Iterator<Item = &str> {
 
 /// Who made the request, in a few words: `issuer:repository` (or the
 /// subject), `?` when unknown; `(unverified)` marks claims nobody proved.
-pub fn who(e: &Event) -> String {
+pub(crate) fn who(e: &Event) -> String {
     let Some(i) = e.identity() else {
         return "?".into();
     };
@@ -479,14 +479,14 @@ pub fn who(e: &Event) -> String {
 }
 
 /// A policy denial's deny rule (`reason.kind = denied_by_rule`).
-pub fn denied_by_rule(e: &Event) -> Option<&str> {
+pub(crate) fn denied_by_rule(e: &Event) -> Option<&str> {
     let r = e.reason()?;
     (r.get("kind")?.as_str()? == "denied_by_rule").then_some(())?;
     r.get("rule")?.as_str()
 }
 
 /// `--since`: RFC 3339, or a duration before `now` (`1h`, `30m`, `7d`).
-pub fn parse_since(text: &str, now: SystemTime) -> Result<u64, String> {
+pub(crate) fn parse_since(text: &str, now: SystemTime) -> Result<u64, String> {
     if let Ok(t) = humantime::parse_rfc3339_weak(text) {
         return Ok(t
             .duration_since(UNIX_EPOCH)
@@ -503,7 +503,7 @@ pub fn parse_since(text: &str, now: SystemTime) -> Result<u64, String> {
 /// A record as `audit query --format json` writes it: the line's own
 /// fields, and which log it came from.
 #[derive(Debug, Serialize)]
-pub struct JsonRow<'a> {
+pub(crate) struct JsonRow<'a> {
     pub log: &'a str,
     pub line: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -515,7 +515,7 @@ pub struct JsonRow<'a> {
 }
 
 impl<'a> JsonRow<'a> {
-    pub fn new(set: &'a LogSet, log: &'a str, r: &'a Record) -> JsonRow<'a> {
+    pub(crate) fn new(set: &'a LogSet, log: &'a str, r: &'a Record) -> JsonRow<'a> {
         let _ = set;
         let (event, other) = match &r.entry {
             Entry::Event(e) => (Some(e.as_ref()), None),
@@ -532,10 +532,10 @@ impl<'a> JsonRow<'a> {
 }
 
 /// The table's header, for [`table_row`].
-pub const TABLE_HEADER: &str = "TIME                      REQUEST                           ACTION    DECISION  ENVIRONMENT   WHO / WHAT";
+pub(crate) const TABLE_HEADER: &str = "TIME                      REQUEST                           ACTION    DECISION  ENVIRONMENT   WHO / WHAT";
 
 /// One record as a table row.
-pub fn table_row(r: &Record) -> String {
+pub(crate) fn table_row(r: &Record) -> String {
     let Some(e) = r.event() else {
         return format!("{:<25} {:<33} {}", time_of(r), "-", r.kind());
     };
@@ -596,7 +596,7 @@ fn time_of(r: &Record) -> String {
 /// Everything the logs say about one request: its own lines, the
 /// revocations that name it, and the summaries that counted it.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Story {
+pub(crate) struct Story {
     pub request: Vec<Record>,
     pub revocations: Vec<Record>,
     pub summaries: Vec<Record>,
@@ -604,7 +604,7 @@ pub struct Story {
 
 impl Story {
     /// Reads every record of `set` for `request_id`.
-    pub fn gather(set: &LogSet, request_id: &str) -> Result<Story, AuditError> {
+    pub(crate) fn gather(set: &LogSet, request_id: &str) -> Result<Story, AuditError> {
         let mut story = Story::default();
         let mut records = set.records()?;
         while let Some(r) = records.next_record()? {
@@ -622,12 +622,12 @@ impl Story {
         Ok(story)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.request.is_empty() && self.summaries.is_empty()
     }
 
     /// The request's exchange line, if it is one.
-    pub fn exchange(&self) -> Option<&Event> {
+    pub(crate) fn exchange(&self) -> Option<&Event> {
         self.request
             .iter()
             .filter_map(Record::event)

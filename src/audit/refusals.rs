@@ -115,7 +115,7 @@ impl Window {
 
 /// What to do with one refusal.
 #[derive(Debug, Default)]
-pub struct Admitted {
+pub(super) struct Admitted {
     /// Write the refusal itself (it opened a window).
     pub write: bool,
     /// Summaries of windows that ended, to write first.
@@ -123,14 +123,14 @@ pub struct Admitted {
 }
 
 /// The table of open windows.
-pub struct RefusalTable {
+pub(super) struct RefusalTable {
     settings: RefusalSettings,
     keys: HashMap<Key, Window>,
     overflow: HashMap<Bucket, Window>,
 }
 
 impl RefusalTable {
-    pub fn new(settings: RefusalSettings) -> RefusalTable {
+    pub(super) fn new(settings: RefusalSettings) -> RefusalTable {
         RefusalTable {
             settings,
             keys: HashMap::new(),
@@ -139,7 +139,7 @@ impl RefusalTable {
     }
 
     /// Decides for one refusal arriving at `now`.
-    pub fn admit(&mut self, e: &Event, now: Instant) -> Admitted {
+    pub(super) fn admit(&mut self, e: &Event, now: Instant) -> Admitted {
         let mut out = Admitted {
             write: false,
             summaries: self.due(now),
@@ -168,7 +168,7 @@ impl RefusalTable {
 
     /// Ends the windows that are over at `now`: the summaries of those
     /// that counted any refusal.
-    pub fn due(&mut self, now: Instant) -> Vec<Event> {
+    pub(super) fn due(&mut self, now: Instant) -> Vec<Event> {
         let window = self.settings.window;
         let over = |w: &Window| now.saturating_duration_since(w.opened) >= window;
         let mut out = Vec::new();
@@ -198,7 +198,7 @@ impl RefusalTable {
     }
 
     /// Ends every window (shutdown).
-    pub fn drain(&mut self) -> Vec<Event> {
+    pub(super) fn drain(&mut self) -> Vec<Event> {
         let window = self.settings.window;
         let mut out: Vec<Event> = self
             .keys

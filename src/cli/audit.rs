@@ -99,14 +99,14 @@ const PROGRESS_EVERY: u64 = 64 * 1024 * 1024;
 
 /// Prints "read N MiB of M MiB" on stderr each time another
 /// [`PROGRESS_EVERY`] bytes have been read.
-pub struct Progress {
+pub(super) struct Progress {
     on: bool,
     total: u64,
     next: u64,
 }
 
 impl Progress {
-    pub fn new(on: bool, set: &LogSet) -> Progress {
+    pub(super) fn new(on: bool, set: &LogSet) -> Progress {
         Progress {
             on: on || std::io::stderr().is_terminal(),
             total: set.total_bytes(),
@@ -114,7 +114,7 @@ impl Progress {
         }
     }
 
-    pub fn update(&mut self, read: u64) {
+    pub(super) fn update(&mut self, read: u64) {
         if self.on && read >= self.next {
             eprintln!(
                 "progress: read {} MiB of {} MiB",
@@ -140,7 +140,7 @@ fn unreadable_warning(set: &LogSet, unreadable: &[(usize, usize)]) {
 }
 
 /// `jobkey audit query`. Exit status: `Ok(true)` when a record matched.
-pub fn query(a: &QueryArgs) -> Result<bool, String> {
+pub(super) fn query(a: &QueryArgs) -> Result<bool, String> {
     let set = a.logs.open()?;
     let now = SystemTime::now();
     let filter = Filter {
@@ -228,7 +228,7 @@ pub struct ShowArgs {
 }
 
 /// `jobkey audit show`. `Ok(false)`: no record of that request.
-pub fn show(a: &ShowArgs) -> Result<bool, String> {
+pub(super) fn show(a: &ShowArgs) -> Result<bool, String> {
     let set = a.logs.open()?;
     let story = Story::gather(&set, &a.request_id).map_err(|e| e.to_string())?;
     if story.is_empty() {
@@ -462,7 +462,7 @@ pub enum ExportFormat {
 }
 
 /// `jobkey audit export`.
-pub fn export(a: &ExportArgs) -> Result<(), String> {
+pub(super) fn export(a: &ExportArgs) -> Result<(), String> {
     let set = a.logs.open()?;
     let since = a
         .since

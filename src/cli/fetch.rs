@@ -142,7 +142,7 @@ fn retry_for(s: &str) -> Result<Duration, String> {
 }
 
 /// Runs `jobkey fetch`.
-pub fn fetch(a: FetchArgs) -> ExitCode {
+pub(super) fn fetch(a: FetchArgs) -> ExitCode {
     if !a.exec && !a.command.is_empty() {
         eprintln!("error: a command after `--` needs --exec");
         return ExitCode::from(2);
@@ -175,7 +175,7 @@ pub fn fetch(a: FetchArgs) -> ExitCode {
 }
 
 /// Runs `jobkey revoke`.
-pub fn revoke(a: RevokeArgs) -> ExitCode {
+pub(super) fn revoke(a: RevokeArgs) -> ExitCode {
     let o = RevokeOptions {
         url: a.url,
         ca_file: a.ca_file,

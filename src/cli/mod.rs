@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod audit;
 mod fetch;
 mod policy;
-pub use policy::PolicyCommand;
+pub(crate) use policy::PolicyCommand;
 use policy::TextOrJson;
 
 /// jobkey: a secrets broker for CI/CD jobs.

@@ -164,7 +164,7 @@ pub struct ReplayArgs {
 }
 
 /// `jobkey policy replay`: 0 no decision changes, 1 some do, 2 an error.
-pub fn replay(a: ReplayArgs) -> std::process::ExitCode {
+pub(super) fn replay(a: ReplayArgs) -> std::process::ExitCode {
     use std::process::ExitCode;
     match replay_report(&a) {
         Ok(0) => ExitCode::SUCCESS,
@@ -302,7 +302,7 @@ enum Outcome {
 /// failed fixture, warnings with `--deny-warnings`; `explain`: denied);
 /// for `explain`, 2 when it cannot decide (its input or the token is
 /// unusable), as clap's usage errors. Errors go to stderr as `error: ...`.
-pub async fn run(command: PolicyCommand) -> ExitCode {
+pub(super) async fn run(command: PolicyCommand) -> ExitCode {
     let explain = matches!(command, PolicyCommand::Explain { .. });
     match run_command(command).await {
         Ok(Outcome::Done) => ExitCode::SUCCESS,
@@ -538,7 +538,7 @@ fn issuer_of(l: &Loaded, claims: &Map<String, Value>) -> Result<String, String> 
 }
 
 /// Parses `--at`: seconds since the epoch, or RFC 3339.
-pub fn parse_instant(text: &str) -> Result<u64, String> {
+pub(super) fn parse_instant(text: &str) -> Result<u64, String> {
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(secs);
     }

@@ -16,7 +16,7 @@ use crate::secret::SecretString;
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// A secret string field of a JSON answer.
-pub struct Secret(pub SecretString);
+pub(super) struct Secret(pub SecretString);
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -32,7 +32,7 @@ impl std::fmt::Debug for Secret {
 
 /// The exchange request body. Optional fields are left out when unset.
 #[derive(Debug, Serialize)]
-pub struct ExchangeRequest<'a> {
+pub(super) struct ExchangeRequest<'a> {
     pub environment: &'a str,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub credentials: &'a [String],
@@ -45,7 +45,7 @@ pub struct ExchangeRequest<'a> {
 /// `200` from `POST /v1/exchange`. Unknown fields are ignored so that an
 /// older client keeps working with a newer broker.
 #[derive(Debug, Deserialize)]
-pub struct ExchangeResponse {
+pub(super) struct ExchangeResponse {
     pub request_id: String,
     pub environment: String,
     pub credentials: BTreeMap<String, Credential>,
@@ -58,7 +58,7 @@ pub struct ExchangeResponse {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct Credential {
+pub(super) struct Credential {
     pub kind: String,
     pub rule: String,
     pub ttl_seconds: u64,
@@ -76,13 +76,13 @@ pub struct Credential {
 /// The exchange's revocation handle (its `expires_at` is not needed: the
 /// broker refuses an expired handle itself).
 #[derive(Debug, Deserialize)]
-pub struct Revocation {
+pub(super) struct Revocation {
     pub handle: Secret,
 }
 
 /// `200` from `POST /v1/revoke`; the client reads the count only.
 #[derive(Debug, Deserialize)]
-pub struct RevokeResponse {
+pub(super) struct RevokeResponse {
     pub revoked: u64,
 }
 
@@ -108,7 +108,7 @@ pub(super) fn http_settings() -> ClientSettings {
 
 /// The broker at a checked base URL: https, or http to loopback only (the
 /// ID token and the credentials cross this connection).
-pub struct Broker {
+pub(super) struct Broker {
     base: AllowedUrl,
     http: HttpClient,
     retry: RetryPolicy,
@@ -119,7 +119,7 @@ impl Broker {
     /// kept) and builds the HTTP client: with `ca_file` (`--ca-file` /
     /// `JOBKEY_CA_FILE`), that file's CAs are the only ones trusted for
     /// the broker's certificate; otherwise the system's.
-    pub fn new(url: &str, ca_file: Option<&std::path::Path>) -> Result<Broker, ClientError> {
+    pub(super) fn new(url: &str, ca_file: Option<&std::path::Path>) -> Result<Broker, ClientError> {
         let parsed = url::Url::parse(url).map_err(|e| {
             ClientError::Usage(format!(
                 "--url / JOBKEY_URL `{url}` is not a URL ({e}); write e.g. https://jobkey.example.com"
@@ -143,18 +143,18 @@ impl Broker {
 
     /// Retries a request that found the broker or Vault unavailable for up
     /// to `window` (`--retry-for`; zero: never). See `retry`.
-    pub fn retrying_for(mut self, window: Duration) -> Broker {
+    pub(super) fn retrying_for(mut self, window: Duration) -> Broker {
         self.retry = RetryPolicy::within(window);
         self
     }
 
     /// The base URL, as `jobkey revoke` should find it again.
-    pub fn url(&self) -> &AllowedUrl {
+    pub(super) fn url(&self) -> &AllowedUrl {
         &self.base
     }
 
     /// `POST /v1/exchange` with the job's ID token.
-    pub async fn exchange(
+    pub(super) async fn exchange(
         &self,
         token: &SecretString,
         req: &ExchangeRequest<'_>,
@@ -177,7 +177,7 @@ impl Broker {
     }
 
     /// `POST /v1/revoke` with the revocation handle (or the job's ID token).
-    pub async fn revoke(
+    pub(super) async fn revoke(
         &self,
         bearer: &SecretString,
         request_id: &str,

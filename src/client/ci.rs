@@ -26,7 +26,7 @@ use crate::secret::SecretString;
 
 /// The CI a job runs in: a provider of the table (`Generic`, shown as "an
 /// unknown CI", when none is recognised). `--ci` takes its name.
-pub use crate::provider::Provider as Ci;
+pub(crate) use crate::provider::Provider as Ci;
 
 /// Largest token accepted from any source.
 const MAX_TOKEN_BYTES: usize = 64 * 1024;
@@ -36,7 +36,7 @@ const MAX_TOKEN_BYTES: usize = 64 * 1024;
 /// command's environment unless `--exec-keep-token-env` is given, so a
 /// command run with the credentials cannot mint tokens of its own (the ID
 /// token jobkey used is already spent on its exchange).
-pub const TOKEN_ENV: &[(Ci, &[&str])] = &[
+pub(crate) const TOKEN_ENV: &[(Ci, &[&str])] = &[
     // The request token and URL of GitHub's token endpoint (present with
     // `permissions: id-token: write`).
     (
@@ -63,7 +63,7 @@ pub const TOKEN_ENV: &[(Ci, &[&str])] = &[
 /// The variables `--exec` removes from the command's environment: every
 /// CI's in [`TOKEN_ENV`] (a job may run one CI's tools inside another, or
 /// pass `--ci`), and the variable the token was read from, if any.
-pub fn token_env_to_strip(source: &TokenSource) -> Vec<String> {
+pub(super) fn token_env_to_strip(source: &TokenSource) -> Vec<String> {
     let mut names: Vec<String> = TOKEN_ENV
         .iter()
         .flat_map(|(_, vars)| vars.iter().map(|v| (*v).to_owned()))
@@ -78,7 +78,7 @@ pub fn token_env_to_strip(source: &TokenSource) -> Vec<String> {
 
 /// Where the token comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
+pub(super) enum TokenSource {
     File(std::path::PathBuf),
     /// A variable: `--token-env`'s, or the one the CI's job declares.
     Env {
@@ -92,7 +92,7 @@ pub enum TokenSource {
 }
 
 /// The token source for `ci`, given `--token-file` and `--token-env`.
-pub fn token_source(
+pub(super) fn token_source(
     ci: Ci,
     token_file: Option<&Path>,
     token_env: Option<&str>,
@@ -128,7 +128,7 @@ pub fn token_source(
 }
 
 /// Obtains the token from `source` for `audience`.
-pub async fn obtain(
+pub(super) async fn obtain(
     source: &TokenSource,
     audience: &str,
     env: &dyn Fn(&str) -> Option<String>,

@@ -23,7 +23,7 @@ use super::private_dir::{self, Existing, FsError, PrivateDir, Removal};
 use crate::secret::SecretString;
 
 /// One field of one credential, secret or not.
-pub struct Field<'a> {
+pub(super) struct Field<'a> {
     pub credential: &'a str,
     pub kind: &'a str,
     pub name: &'a str,
@@ -32,7 +32,7 @@ pub struct Field<'a> {
 
 /// Every field of the response, secret values and non-secret info alike,
 /// after checking that every name is usable as a path component.
-pub fn fields(resp: &ExchangeResponse) -> Result<Vec<Field<'_>>, ClientError> {
+pub(super) fn fields(resp: &ExchangeResponse) -> Result<Vec<Field<'_>>, ClientError> {
     let mut out = Vec::new();
     for (cred, c) in &resp.credentials {
         check_name("credential", cred)?;
@@ -83,7 +83,7 @@ fn check_name(what: &str, name: &str) -> Result<(), ClientError> {
 }
 
 /// The file a field is written to, inside its credential's directory.
-pub fn file_name<'a>(kind: &str, field: &'a str) -> &'a str {
+pub(super) fn file_name<'a>(kind: &str, field: &'a str) -> &'a str {
     match (kind, field) {
         ("certificate", "certificate") => "tls.crt",
         ("certificate", "private_key") => "tls.key",
@@ -105,12 +105,12 @@ fn upper_snake(s: &str) -> String {
 }
 
 /// `JOBKEY_<CREDENTIAL>_<FIELD>`.
-pub fn env_name(credential: &str, field: &str) -> String {
+pub(super) fn env_name(credential: &str, field: &str) -> String {
     format!("JOBKEY_{}_{}", upper_snake(credential), upper_snake(field))
 }
 
 /// The step-output name: `<credential>_<field>`, lower snake case.
-pub fn output_name(credential: &str, field: &str) -> String {
+pub(super) fn output_name(credential: &str, field: &str) -> String {
     format!("{credential}_{field}")
         .chars()
         .map(|c| {
@@ -124,7 +124,7 @@ pub fn output_name(credential: &str, field: &str) -> String {
 }
 
 /// The environment for the fields, refusing two fields with one name.
-pub fn env_vars(
+pub(super) fn env_vars(
     fields: &[Field<'_>],
     name: fn(&str, &str) -> String,
 ) -> Result<Vec<(String, SecretString)>, ClientError> {
@@ -145,7 +145,7 @@ pub fn env_vars(
 
 /// What `write_files` wrote.
 #[derive(Debug, Default)]
-pub struct Written {
+pub(super) struct Written {
     /// The kubeconfig files, for `KUBECONFIG`.
     pub kubeconfigs: Vec<PathBuf>,
     pub files: usize,
@@ -158,7 +158,7 @@ pub struct Written {
 /// created, and each credential's files. Names only, never a value.
 #[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Delivered {
+pub(super) struct Delivered {
     /// The credentials directory (absolute).
     pub dir: PathBuf,
     /// The directories `fetch` created for it (missing parents and the
@@ -173,7 +173,7 @@ pub struct Delivered {
 /// One credential's sub-directory of [`Delivered::dir`].
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DeliveredCredential {
+pub(super) struct DeliveredCredential {
     /// The credential's name, which is its sub-directory's name.
     pub name: String,
     /// `true` when `fetch` created the sub-directory.
@@ -184,7 +184,7 @@ pub struct DeliveredCredential {
 
 /// Writes every field to `dir` (see the module docs). On a failure, what
 /// was written is removed again before the error is returned.
-pub fn write_files(dir: &Path, fields: &[Field<'_>]) -> Result<Written, ClientError> {
+pub(super) fn write_files(dir: &Path, fields: &[Field<'_>]) -> Result<Written, ClientError> {
     let opened = PrivateDir::open(dir, Existing::MustBePrivate).map_err(ClientError::Files)?;
     let mut w = Written {
         delivered: Delivered {
@@ -233,7 +233,7 @@ impl Delivered {
     /// the credential sub-directories `fetch` created once they are empty.
     /// Returns how many files were removed. The directories in `created`
     /// are left for [`remove_created_dirs`], once nothing else is in them.
-    pub fn remove_files(&self) -> Result<usize, FsError> {
+    pub(super) fn remove_files(&self) -> Result<usize, FsError> {
         let Some(dir) = PrivateDir::open_existing(&self.dir, Existing::MustBePrivate)? else {
             return Ok(0);
         };
@@ -263,7 +263,7 @@ impl Delivered {
 
 /// Removes the directories `fetch` created, innermost first, each only
 /// when it is empty.
-pub fn remove_created_dirs<'a>(dirs: impl Iterator<Item = &'a Path>) {
+pub(super) fn remove_created_dirs<'a>(dirs: impl Iterator<Item = &'a Path>) {
     let mut dirs: Vec<&Path> = dirs.collect();
     dirs.sort_by(|a, b| {
         b.components()
@@ -285,7 +285,7 @@ pub fn remove_created_dirs<'a>(dirs: impl Iterator<Item = &'a Path>) {
 }
 
 /// `KUBECONFIG` for the kubeconfig files written, if any.
-pub fn kubeconfig_var(w: &Written) -> Option<String> {
+pub(super) fn kubeconfig_var(w: &Written) -> Option<String> {
     if w.kubeconfigs.is_empty() {
         return None;
     }
@@ -301,7 +301,7 @@ pub fn kubeconfig_var(w: &Written) -> Option<String> {
 /// delimiter chosen at random for this entry. A value (or name) that
 /// contains the delimiter is refused: it could end the entry early and
 /// inject other variables.
-pub fn github_file_entry(
+pub(super) fn github_file_entry(
     name: &str,
     value: &str,
     delimiter: &str,
@@ -328,13 +328,16 @@ pub fn github_file_entry(
 
 /// A fresh delimiter: `ghadelimiter_` and 128 random bits, as GitHub's own
 /// toolkit does.
-pub fn github_delimiter() -> Result<String, ClientError> {
+pub(super) fn github_delimiter() -> Result<String, ClientError> {
     Ok(format!("ghadelimiter_{}", random_hex::<16>()?))
 }
 
 /// Appends entries to the file GitHub names in `$GITHUB_ENV` or
 /// `$GITHUB_OUTPUT`. All entries are checked before anything is written.
-pub fn append_github_file(path: &Path, vars: &[(String, SecretString)]) -> Result<(), ClientError> {
+pub(super) fn append_github_file(
+    path: &Path,
+    vars: &[(String, SecretString)],
+) -> Result<(), ClientError> {
     let mut blocks = Vec::new();
     for (name, value) in vars {
         blocks.push(github_file_entry(
@@ -356,7 +359,7 @@ pub fn append_github_file(path: &Path, vars: &[(String, SecretString)]) -> Resul
 
 /// `N` random bytes as hex; no randomness is an error, never a guessable
 /// name or delimiter.
-pub fn random_hex<const N: usize>() -> Result<String, ClientError> {
+pub(super) fn random_hex<const N: usize>() -> Result<String, ClientError> {
     crate::random::hex_token::<N>().map_err(|e| ClientError::Deliver(e.to_string()))
 }
 

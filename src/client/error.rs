@@ -9,7 +9,7 @@ use crate::outbound::OutboundError;
 
 /// The job client's errors.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// A bad command line or a setting the client cannot use.
     #[error("{0}")]
     Usage(String),

@@ -13,7 +13,7 @@ use crate::secret::SecretString;
 
 /// Runs `command` with jobkey's own environment less the variables in
 /// `remove`, plus `env`.
-pub async fn run(
+pub(super) async fn run(
     command: &[String],
     env: &[(String, SecretString)],
     remove: &[String],

@@ -23,7 +23,7 @@ use crate::provider::MaskCommand;
 use crate::secret::SecretString;
 
 /// The GitHub command that masks `v`.
-pub fn github_command(v: &str) -> String {
+pub(super) fn github_command(v: &str) -> String {
     format!(
         "::add-mask::{}",
         v.replace('%', "%25")
@@ -33,7 +33,7 @@ pub fn github_command(v: &str) -> String {
 }
 
 /// The Azure DevOps command that masks `v`.
-pub fn azure_command(v: &str) -> String {
+pub(super) fn azure_command(v: &str) -> String {
     format!(
         "##vso[task.setsecret]{}",
         v.replace('%', "%AZP25")
@@ -46,7 +46,7 @@ pub fn azure_command(v: &str) -> String {
 
 /// The stdin of `buildkite-agent redactor add --format json`: a JSON object
 /// whose string values are the masks.
-pub fn buildkite_stdin(masks: &[SecretString]) -> SecretString {
+pub(super) fn buildkite_stdin(masks: &[SecretString]) -> SecretString {
     let mut m = serde_json::Map::new();
     for (i, v) in masks.iter().enumerate() {
         m.insert(
@@ -59,7 +59,7 @@ pub fn buildkite_stdin(masks: &[SecretString]) -> SecretString {
 }
 
 /// What jobkey says on a CI that cannot mask at run time.
-pub fn notice(ci: Ci) -> Option<String> {
+pub(super) fn notice(ci: Ci) -> Option<String> {
     match ci.client().mask {
         MaskCommand::None => Some(format!(
             "jobkey: {} cannot mask values at run time: jobkey prints no secret; never print the credentials yourself (no `cat`, `env`, `set -x` or `echo` of them)",
@@ -71,7 +71,7 @@ pub fn notice(ci: Ci) -> Option<String> {
 
 /// Registers `masks` with `ci`, writing commands to `out` (stdout) and
 /// flushing it before returning.
-pub async fn register(
+pub(super) async fn register(
     ci: Ci,
     masks: &[SecretString],
     out: &mut dyn Write,

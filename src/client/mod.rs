@@ -27,25 +27,26 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use ci::{Ci, TOKEN_ENV};
-pub use error::ClientError;
-pub use private_dir::FsError;
+pub(crate) use ci::Ci;
+#[cfg(test)]
+pub(crate) use ci::TOKEN_ENV;
+pub(crate) use error::ClientError;
 
 use broker::Broker;
 
 use crate::secret::SecretString;
 
 /// Looks an environment variable up.
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// The process environment.
-pub fn process_env(name: &str) -> Option<String> {
+pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
 /// What `jobkey fetch` was asked to do.
 #[derive(Debug, Default)]
-pub struct FetchOptions {
+pub(crate) struct FetchOptions {
     pub url: String,
     /// The CAs trusted for the broker's certificate (default: the system's).
     pub ca_file: Option<PathBuf>,
@@ -73,7 +74,7 @@ pub struct FetchOptions {
 
 /// What `jobkey revoke` was asked to do.
 #[derive(Debug, Default)]
-pub struct RevokeOptions {
+pub(crate) struct RevokeOptions {
     pub url: Option<String>,
     /// The CAs trusted for the broker's certificate (default: the system's).
     pub ca_file: Option<PathBuf>,
@@ -85,7 +86,7 @@ pub struct RevokeOptions {
 
 /// What `jobkey revoke` did, over every exchange of the state file.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Revoked {
+pub(crate) struct Revoked {
     /// Exchanges revoked.
     pub exchanges: usize,
     /// Leases the broker revoked for them.
@@ -101,7 +102,7 @@ pub struct Revoked {
 /// command (and revoke) or deliver the credentials and keep the revocation
 /// state. Once the broker has answered, a failing step revokes the exchange
 /// before its error is returned (`Issued::or_revoke`).
-pub async fn fetch(
+pub(crate) async fn fetch(
     o: &FetchOptions,
     env: Env<'_>,
     stdout: &mut dyn Write,
@@ -138,7 +139,7 @@ pub async fn fetch(
 /// be revoked stay in the state file for another try, and the result is
 /// [`ClientError::Revoke`]; one the broker no longer knows (revoked or
 /// expired) is reported and dropped.
-pub async fn revoke(o: &RevokeOptions, env: Env<'_>) -> Result<Revoked, ClientError> {
+pub(crate) async fn revoke(o: &RevokeOptions, env: Env<'_>) -> Result<Revoked, ClientError> {
     let path = state::default_path(o.state.as_deref(), env, o.out.as_deref()).ok_or_else(|| {
         ClientError::Usage(
             "no revocation state: pass --state FILE (as given to `jobkey fetch`) or --out DIR"

@@ -27,7 +27,7 @@ use rustix::io::Errno;
 /// Why a directory or file for secrets was refused, or an operation on it
 /// failed. Messages name the path, never a file's contents.
 #[derive(Debug, thiserror::Error)]
-pub enum FsError {
+pub(crate) enum FsError {
     /// The directory (or a component jobkey created) is a symlink.
     #[error(
         "{path} is a symlink, which jobkey does not follow for secrets: name the real directory"
@@ -65,13 +65,13 @@ fn io_error(path: &Path, e: Errno) -> FsError {
 }
 
 /// The effective uid: who must own the directories and files jobkey uses.
-pub fn current_uid() -> u32 {
+pub(super) fn current_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
 /// What an existing directory at the asked path must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Existing {
+pub(super) enum Existing {
     /// A credentials directory: not a symlink, the user's own, mode `0?00`.
     MustBePrivate,
     /// A directory the user named for a single 0600 file (the state's
@@ -81,7 +81,7 @@ pub enum Existing {
 
 /// A directory held open; every operation is relative to the handle.
 #[derive(Debug)]
-pub struct PrivateDir {
+pub(super) struct PrivateDir {
     fd: OwnedFd,
     path: PathBuf,
 }
@@ -89,14 +89,14 @@ pub struct PrivateDir {
 /// A directory opened by [`PrivateDir::open`], and the directories created
 /// on the way (outermost first, absolute).
 #[derive(Debug)]
-pub struct Opened {
+pub(super) struct Opened {
     pub dir: PrivateDir,
     pub created: Vec<PathBuf>,
 }
 
 /// What [`PrivateDir::remove_subdir`] found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Removal {
+pub(super) enum Removal {
     Removed,
     Absent,
     NotEmpty,
@@ -112,7 +112,7 @@ impl PrivateDir {
     /// Opens `path`, creating it and any missing parent with mode 0700
     /// (none of which may turn out to be a symlink). An existing `path`
     /// must be what `existing` says.
-    pub fn open(path: &Path, existing: Existing) -> Result<Opened, FsError> {
+    pub(super) fn open(path: &Path, existing: Existing) -> Result<Opened, FsError> {
         Self::walk(path, existing, true, current_uid())?.ok_or_else(|| FsError::Io {
             path: path.to_owned(),
             source: std::io::ErrorKind::NotFound.into(),
@@ -121,7 +121,10 @@ impl PrivateDir {
 
     /// Opens an existing `path` (as [`PrivateDir::open`] would accept it);
     /// `None` when it or a parent does not exist.
-    pub fn open_existing(path: &Path, existing: Existing) -> Result<Option<PrivateDir>, FsError> {
+    pub(super) fn open_existing(
+        path: &Path,
+        existing: Existing,
+    ) -> Result<Option<PrivateDir>, FsError> {
         Ok(Self::walk(path, existing, false, current_uid())?.map(|o| o.dir))
     }
 
@@ -221,13 +224,13 @@ impl PrivateDir {
     }
 
     /// The path this directory was opened at.
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Opens (creating it 0700 if missing) the private sub-directory
     /// `name`; `true` when it was created.
-    pub fn subdir(&self, name: &str) -> Result<(PrivateDir, bool), FsError> {
+    pub(super) fn subdir(&self, name: &str) -> Result<(PrivateDir, bool), FsError> {
         let path = self.path.join(name);
         let created = match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => true,
@@ -247,7 +250,7 @@ impl PrivateDir {
     }
 
     /// The existing private sub-directory `name`, or `None`.
-    pub fn existing_subdir(&self, name: &str) -> Result<Option<PrivateDir>, FsError> {
+    pub(super) fn existing_subdir(&self, name: &str) -> Result<Option<PrivateDir>, FsError> {
         let path = self.path.join(name);
         match rustix::fs::openat(&self.fd, name, DIR_FLAGS, Mode::empty()) {
             Ok(fd) => {
@@ -263,7 +266,7 @@ impl PrivateDir {
     /// Writes `bytes` to `name` with mode 0600: into a new temporary file
     /// (created exclusively, never through a symlink), synced, then renamed
     /// over `name` (which replaces a symlink there instead of following it).
-    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), FsError> {
+    pub(super) fn write_file(&self, name: &str, bytes: &[u8]) -> Result<(), FsError> {
         let path = self.path.join(name);
         let hex = crate::random::hex_token::<8>().map_err(|e| FsError::Io {
             path: path.clone(),
@@ -295,7 +298,11 @@ impl PrivateDir {
     /// Reads the file `name` (at most `limit` bytes) if it exists, is a
     /// regular file (not a symlink; a FIFO does not block the open), belongs
     /// to the user and is closed to group and others.
-    pub fn read_private_file(&self, name: &str, limit: u64) -> Result<Option<Vec<u8>>, FsError> {
+    pub(super) fn read_private_file(
+        &self,
+        name: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, FsError> {
         let path = self.path.join(name);
         let fd = match rustix::fs::openat(
             &self.fd,
@@ -323,7 +330,7 @@ impl PrivateDir {
 
     /// Removes the file `name` (a symlink there is removed, not followed);
     /// `false` when there was none.
-    pub fn remove_file(&self, name: &str) -> Result<bool, FsError> {
+    pub(super) fn remove_file(&self, name: &str) -> Result<bool, FsError> {
         match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
             Ok(()) => Ok(true),
             Err(Errno::NOENT) => Ok(false),
@@ -332,7 +339,7 @@ impl PrivateDir {
     }
 
     /// Removes the sub-directory `name` if it is empty.
-    pub fn remove_subdir(&self, name: &str) -> Result<Removal, FsError> {
+    pub(super) fn remove_subdir(&self, name: &str) -> Result<Removal, FsError> {
         match rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR) {
             Ok(()) => Ok(Removal::Removed),
             Err(Errno::NOENT) => Ok(Removal::Absent),
@@ -344,7 +351,7 @@ impl PrivateDir {
     /// Takes an exclusive lock on the directory (`flock`), held until the
     /// handle is dropped: two `jobkey` runs of one job update its state file
     /// one after the other.
-    pub fn lock(&self) -> Result<(), FsError> {
+    pub(super) fn lock(&self) -> Result<(), FsError> {
         rustix::fs::flock(&self.fd, FlockOperation::LockExclusive)
             .map_err(|e| io_error(&self.path, e))
     }
@@ -352,7 +359,7 @@ impl PrivateDir {
 
 /// Removes the empty directory `path`, through a handle on its parent (a
 /// symlink there is not followed: `rmdir` refuses it).
-pub fn remove_empty_dir(path: &Path) -> Result<Removal, FsError> {
+pub(super) fn remove_empty_dir(path: &Path) -> Result<Removal, FsError> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(Removal::NotEmpty);
     };

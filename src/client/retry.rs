@@ -26,12 +26,12 @@ use super::ClientError;
 use crate::outbound::OutboundError;
 
 /// The longest `Retry-After` honoured; a longer one is shortened to this.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// How long to keep retrying, and the backoff when the broker names no
 /// delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub(super) struct RetryPolicy {
     /// No retry starts later than this after the first attempt.
     pub window: Duration,
     /// The first delay without `Retry-After`; it doubles each time.
@@ -44,7 +44,7 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// Retries for `window` (zero: never), with the standard delays.
-    pub fn within(window: Duration) -> RetryPolicy {
+    pub(super) fn within(window: Duration) -> RetryPolicy {
         RetryPolicy {
             window,
             first_backoff: Duration::from_secs(1),
@@ -55,7 +55,7 @@ impl RetryPolicy {
 
     /// The delay before retry number `retry` (1 for the first), given the
     /// server's `Retry-After`.
-    pub fn delay(&self, retry: u32, asked: Option<Duration>) -> Duration {
+    pub(super) fn delay(&self, retry: u32, asked: Option<Duration>) -> Duration {
         match asked {
             Some(d) => d.min(self.max_retry_after),
             None => self
@@ -68,7 +68,7 @@ impl RetryPolicy {
 
 /// What an error allows.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(super) enum Verdict {
     /// Final: the error is returned.
     Final,
     /// Nothing was issued: try again, after the server's delay if it named
@@ -77,7 +77,7 @@ pub enum Verdict {
 }
 
 /// Whether the request that failed with `e` may be sent again.
-pub fn verdict(e: &ClientError) -> Verdict {
+pub(super) fn verdict(e: &ClientError) -> Verdict {
     match e {
         ClientError::Refused {
             status: 503 | 429,
@@ -97,7 +97,7 @@ pub fn verdict(e: &ClientError) -> Verdict {
 
 /// Runs `attempt` until it succeeds, fails for good, or the window is
 /// spent; `what` names the request in the messages ("the exchange").
-pub async fn run<T, F, Fut>(
+pub(super) async fn run<T, F, Fut>(
     policy: &RetryPolicy,
     what: &str,
     mut attempt: F,

@@ -33,7 +33,7 @@ use super::private_dir::{Existing, PrivateDir};
 use crate::secret::SecretString;
 
 /// The file name used inside `--out DIR` when no other place is known.
-pub const FILE_IN_OUT_DIR: &str = ".jobkey-revocation.json";
+pub(super) const FILE_IN_OUT_DIR: &str = ".jobkey-revocation.json";
 
 /// The format written.
 const VERSION: u32 = 2;
@@ -44,7 +44,7 @@ const MAX_BYTES: u64 = 1024 * 1024;
 /// The state file, as read.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct State {
+pub(super) struct State {
     pub version: u32,
     /// Directories made for the state file itself, outermost first.
     #[serde(default)]
@@ -55,7 +55,7 @@ pub struct State {
 impl State {
     /// Every directory `jobkey fetch` made: for the state file and for
     /// each exchange's files.
-    pub fn created_dirs(&self) -> Vec<PathBuf> {
+    pub(super) fn created_dirs(&self) -> Vec<PathBuf> {
         self.created
             .iter()
             .chain(
@@ -71,7 +71,7 @@ impl State {
 /// One exchange, as read.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SavedExchange {
+pub(super) struct SavedExchange {
     pub url: String,
     pub request_id: String,
     pub handle: Secret,
@@ -118,7 +118,7 @@ impl<'a> ExchangeRecord<'a> {
 }
 
 /// The exchange a `jobkey fetch` adds.
-pub struct NewExchange<'a> {
+pub(super) struct NewExchange<'a> {
     pub url: &'a str,
     pub request_id: &'a str,
     pub handle: &'a SecretString,
@@ -127,7 +127,7 @@ pub struct NewExchange<'a> {
 
 /// Where the state goes: `--state`, else `$RUNNER_TEMP/jobkey/revocation.json`
 /// (GitHub), else inside the credentials directory.
-pub fn default_path(
+pub(super) fn default_path(
     state: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
     out: Option<&Path>,
@@ -161,7 +161,7 @@ fn name_str<'p>(path: &'p Path, name: &'p OsStr) -> Result<&'p str, ClientError>
 
 /// Adds an exchange to the state at `path` (creating the file 0600, and its
 /// directory 0700 if missing); returns how many exchanges it now holds.
-pub fn append(path: &Path, new: NewExchange<'_>) -> Result<usize, ClientError> {
+pub(super) fn append(path: &Path, new: NewExchange<'_>) -> Result<usize, ClientError> {
     let (dir, name) = split(path)?;
     let name = name_str(path, name)?;
     let opened = PrivateDir::open(dir, Existing::Accepted).map_err(ClientError::StateFiles)?;
@@ -254,7 +254,7 @@ fn parse(body: &[u8], path: &Path) -> Result<State, ClientError> {
 
 /// A state file read by `jobkey revoke`, locked until [`Loaded::finish`].
 #[derive(Debug)]
-pub struct Loaded {
+pub(super) struct Loaded {
     dir: PrivateDir,
     name: String,
     path: PathBuf,
@@ -262,7 +262,7 @@ pub struct Loaded {
 }
 
 /// Reads the state written by `append`, and keeps its directory locked.
-pub fn load(path: &Path) -> Result<Loaded, ClientError> {
+pub(super) fn load(path: &Path) -> Result<Loaded, ClientError> {
     let missing = || {
         ClientError::State(format!(
             "{}: no such file (was `jobkey fetch` run in this job, with the same --state?)",
@@ -288,7 +288,7 @@ impl Loaded {
     /// Ends `jobkey revoke`: removes the file when `keep` is empty, else
     /// rewrites it with the exchanges of `keep` (indexes into
     /// `state.exchanges`), for another try.
-    pub fn finish(self, keep: &[usize]) -> Result<(), ClientError> {
+    pub(super) fn finish(self, keep: &[usize]) -> Result<(), ClientError> {
         if keep.is_empty() {
             return self
                 .dir

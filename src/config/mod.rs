@@ -87,7 +87,7 @@ impl std::fmt::Debug for StateSettings {
 }
 
 /// Largest config file [`Config::load`] reads.
-pub const MAX_CONFIG_BYTES: u64 = crate::files::MIB;
+pub(crate) const MAX_CONFIG_BYTES: u64 = crate::files::MIB;
 
 impl Config {
     /// Reads (a regular file of at most [`MAX_CONFIG_BYTES`]) and checks
@@ -121,7 +121,7 @@ pub(crate) struct Checker {
 }
 
 impl Checker {
-    pub fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    pub(crate) fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             file: self.file.clone(),
             key: key.into(),
@@ -129,7 +129,7 @@ impl Checker {
         }
     }
 
-    pub fn path(&self, p: &Path) -> PathBuf {
+    pub(crate) fn path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
@@ -138,7 +138,7 @@ impl Checker {
     }
 
     /// A URL that jobkey may fetch: https, or http to loopback only.
-    pub fn fetch_url(&self, key: &str, value: &str) -> Result<Url, ConfigError> {
+    pub(crate) fn fetch_url(&self, key: &str, value: &str) -> Result<Url, ConfigError> {
         let url = Url::parse(value).map_err(|e| {
             self.err(
                 key,

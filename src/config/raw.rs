@@ -10,7 +10,7 @@ use crate::provider::{Param, Preset, Provider};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     pub listen: String,
     pub audiences: Vec<String>,
     pub policy_dir: PathBuf,
@@ -37,7 +37,7 @@ pub struct RawConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAudit {
+pub(super) struct RawAudit {
     pub path: PathBuf,
     #[serde(default)]
     pub fingerprint_key_file: Option<PathBuf>,
@@ -71,7 +71,7 @@ pub struct RawAudit {
 /// `[limits]`: rate limits per source and per identity.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimits {
+pub(super) struct RawLimits {
     #[serde(default)]
     pub per_source: Option<String>,
     #[serde(default)]
@@ -89,7 +89,7 @@ pub struct RawLimits {
 /// `[limits.environments.NAME]`: the environment's own identity limit.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawEnvironmentLimits {
+pub(super) struct RawEnvironmentLimits {
     pub per_identity: String,
     #[serde(default)]
     pub per_identity_burst: Option<u32>,
@@ -98,7 +98,7 @@ pub struct RawEnvironmentLimits {
 /// `[server]`: timeouts and limits of the HTTP listener.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
+pub(super) struct RawServer {
     #[serde(default, with = "humantime_serde")]
     pub header_read_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -114,7 +114,7 @@ pub struct RawServer {
 /// `[tls]`: TLS on the listener.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTls {
+pub(super) struct RawTls {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     #[serde(default)]
@@ -124,7 +124,7 @@ pub struct RawTls {
 /// `[metrics]`: where `/metrics` is served.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawMetrics {
+pub(super) struct RawMetrics {
     /// A separate listener for `/metrics` only (it then leaves the main
     /// listener).
     #[serde(default)]
@@ -133,7 +133,7 @@ pub struct RawMetrics {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawVault {
+pub(super) struct RawVault {
     pub address: String,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -150,7 +150,7 @@ pub struct RawVault {
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
-pub enum RawVaultAuth {
+pub(super) enum RawVaultAuth {
     Token {
         #[serde(default)]
         token_file: Option<PathBuf>,
@@ -168,7 +168,7 @@ pub enum RawVaultAuth {
 /// `[state]`: where exchange records (leases to revoke) are kept.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawState {
+pub(super) struct RawState {
     pub redis_url: String,
     #[serde(default)]
     pub key_prefix: Option<String>,
@@ -178,7 +178,7 @@ pub struct RawState {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawFetch {
+pub(super) struct RawFetch {
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
     #[serde(default)]
@@ -191,7 +191,7 @@ pub struct RawFetch {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawIssuer {
+pub(super) struct RawIssuer {
     #[serde(default)]
     pub preset: Option<PresetName>,
     /// The CI provider, for an issuer without a preset.
@@ -228,7 +228,7 @@ pub struct RawIssuer {
 
 impl RawIssuer {
     /// The value of a preset parameter's key, as written.
-    pub fn param(&self, p: Param) -> Option<&str> {
+    pub(super) fn param(&self, p: Param) -> Option<&str> {
         match p {
             Param::Enterprise => self.enterprise.as_deref(),
             Param::Host => self.host.as_deref(),
@@ -241,7 +241,7 @@ impl RawIssuer {
 
 /// `preset = "..."`: one of the presets of `crate::provider`.
 #[derive(Debug, Clone, Copy)]
-pub struct PresetName(pub &'static Preset);
+pub(super) struct PresetName(pub &'static Preset);
 
 impl<'de> Deserialize<'de> for PresetName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -123,7 +123,7 @@ pub fn apply(claims: &mut Map<String, Value>, overrides: &Map<String, Value>) {
 }
 
 /// Seconds since the epoch.
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

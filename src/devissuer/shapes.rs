@@ -6,8 +6,6 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::provider::Provider;
-
 /// The providers the dev issuer can imitate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -19,7 +17,9 @@ pub enum Shape {
 
 impl Shape {
     /// The provider whose tokens this shape imitates.
-    pub fn provider(self) -> Provider {
+    #[cfg(test)]
+    pub(crate) fn provider(self) -> crate::provider::Provider {
+        use crate::provider::Provider;
         match self {
             Shape::Github => Provider::Github,
             Shape::Gitlab => Provider::Gitlab,

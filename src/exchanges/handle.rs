@@ -15,15 +15,15 @@ use crate::secret::SecretString;
 ///
 /// A secret: `Debug` elides it, it is zeroized on drop (it lives in a
 /// [`SecretString`]), and it is not `Clone`.
-pub struct RevocationHandle(SecretString);
+pub(crate) struct RevocationHandle(SecretString);
 
 impl RevocationHandle {
     /// Prefix of every handle; an ID token (base64url JSON, so `eyJ…`)
     /// never starts with it.
-    pub const PREFIX: &'static str = "jkr_";
+    pub(crate) const PREFIX: &'static str = "jkr_";
 
     /// A new handle. No randomness is an error, never a guessable handle.
-    pub fn mint() -> Result<Self, RandomUnavailable> {
+    pub(crate) fn mint() -> Result<Self, RandomUnavailable> {
         let mut b = crate::random::bytes::<32>()?;
         let s = SecretString::new(format!("{}{}", Self::PREFIX, URL_SAFE_NO_PAD.encode(b)));
         zeroize::Zeroize::zeroize(&mut b);
@@ -32,14 +32,14 @@ impl RevocationHandle {
 
     /// Whether a bearer credential is meant as a handle (rather than an ID
     /// token). It says nothing about whether the handle is valid.
-    pub fn is_handle(bearer: &str) -> bool {
+    pub(crate) fn is_handle(bearer: &str) -> bool {
         bearer.starts_with(Self::PREFIX)
     }
 
     /// The bearer credential presented to `POST /v1/revoke`, as a handle
     /// when [`is_handle`](Self::is_handle) says so; otherwise it is given
     /// back unchanged.
-    pub fn from_bearer(bearer: SecretString) -> Result<Self, SecretString> {
+    pub(crate) fn from_bearer(bearer: SecretString) -> Result<Self, SecretString> {
         if Self::is_handle(bearer.expose_secret()) {
             Ok(RevocationHandle(bearer))
         } else {
@@ -48,12 +48,12 @@ impl RevocationHandle {
     }
 
     /// What the exchange store keeps instead of the handle.
-    pub fn sha256(&self) -> HandleHash {
+    pub(crate) fn sha256(&self) -> HandleHash {
         HandleHash(super::sha256_hex(self.0.expose_secret().as_bytes()))
     }
 
     /// The handle, for the response body and the job's mask list.
-    pub fn as_secret(&self) -> &SecretString {
+    pub(crate) fn as_secret(&self) -> &SecretString {
         &self.0
     }
 }
@@ -99,7 +99,10 @@ mod tests {
     #[test]
     fn the_hash_is_the_sha256_of_the_handle_and_debug_hides_it() {
         let h = RevocationHandle::mint().unwrap();
-        let presented = RevocationHandle::from_bearer(h.as_secret().duplicate()).unwrap();
+        let presented = RevocationHandle::from_bearer(SecretString::new(
+            h.as_secret().expose_secret().to_owned(),
+        ))
+        .unwrap();
         assert_eq!(
             presented.sha256(),
             h.sha256(),

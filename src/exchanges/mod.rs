@@ -24,9 +24,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-pub use handle::{HandleHash, RevocationHandle};
-pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub(crate) use handle::{HandleHash, RevocationHandle};
+pub(crate) use memory::MemoryStore;
+pub(crate) use redis::RedisStore;
 
 use crate::vault::Revocable;
 

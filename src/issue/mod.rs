@@ -27,7 +27,7 @@ use crate::vault::{Revocable, Vault, VaultError};
 /// What the exchange knows that issuing needs. Claims are the verified
 /// token's; nothing here comes from the request body except `ttl` (only
 /// ever lowers a TTL) and the SSH public key (only ever signed).
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     pub claims: &'a Map<String, Value>,
     pub request_id: &'a str,
     pub requested_ttl: Option<Duration>,
@@ -36,7 +36,7 @@ pub struct Context<'a> {
 
 /// One issued credential.
 #[derive(Debug)]
-pub struct Issued {
+pub(crate) struct Issued {
     pub kind: &'static str,
     /// Secret fields (masked).
     pub values: BTreeMap<String, SecretString>,
@@ -50,7 +50,7 @@ pub struct Issued {
 
 /// Why a credential could not be issued. Never carries a secret.
 #[derive(Debug, thiserror::Error)]
-pub enum IssueError {
+pub(crate) enum IssueError {
     #[error(transparent)]
     Vault(#[from] VaultError),
     /// A name template needs a claim the token lacks or cannot use (403).
@@ -64,7 +64,7 @@ pub enum IssueError {
 
 /// Issues every grant, or nothing: on the first failure, revokes what was
 /// issued and returns the failing credential's name with the error.
-pub async fn issue_all(
+pub(crate) async fn issue_all(
     vault: &Vault,
     grants: &[Grant],
     ctx: &Context<'_>,
@@ -98,7 +98,7 @@ async fn roll_back(vault: &Vault, issued: &[Issued], request_id: &str) {
 
 /// Revokes each item; returns how many were revoked and the ones that
 /// could not be (Vault unavailable or refusing).
-pub async fn revoke_all(vault: &Vault, items: &[Revocable]) -> (usize, Vec<Revocable>) {
+pub(crate) async fn revoke_all(vault: &Vault, items: &[Revocable]) -> (usize, Vec<Revocable>) {
     let mut done = 0;
     let mut failed = Vec::new();
     for r in items {
@@ -115,7 +115,7 @@ pub async fn revoke_all(vault: &Vault, items: &[Revocable]) -> (usize, Vec<Revoc
 
 /// Issues one credential with `ttl` (already the minimum jobkey allows):
 /// one step per kind of source.
-pub async fn issue(
+pub(crate) async fn issue(
     vault: &Vault,
     source: &CredentialSource,
     ttl: Duration,

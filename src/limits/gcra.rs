@@ -79,7 +79,7 @@ impl Rate {
 /// One GCRA step. `tat` is the key's stored theoretical arrival time
 /// (`None`: no entry). Returns the verdict and, when allowed, the new
 /// `tat` to store (until it passes: after that the entry means nothing).
-pub fn step(tat: Option<u64>, now: u64, rate: Rate) -> (Verdict, Option<u64>) {
+pub(super) fn step(tat: Option<u64>, now: u64, rate: Rate) -> (Verdict, Option<u64>) {
     let t = rate.emission_ms();
     let tat = tat.unwrap_or(now).max(now);
     let new_tat = tat.saturating_add(t);

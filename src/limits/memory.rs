@@ -11,14 +11,14 @@ use super::{LimitError, Spend, Verdict};
 
 /// GCRA keys in memory: key → theoretical arrival time (ms since the
 /// table's epoch).
-pub struct MemoryLimiter {
+pub(crate) struct MemoryLimiter {
     epoch: Instant,
     cap: usize,
     table: Mutex<HashMap<String, u64>>,
 }
 
 impl MemoryLimiter {
-    pub fn new(cap: usize) -> MemoryLimiter {
+    pub(crate) fn new(cap: usize) -> MemoryLimiter {
         MemoryLimiter {
             epoch: Instant::now(),
             cap: cap.max(1),
@@ -30,7 +30,7 @@ impl MemoryLimiter {
     /// what expired lets a new key through untracked: only many distinct
     /// sources can fill it, and those a per-source limit cannot hold back
     /// anyway (the per-identity limit still can, in its own table).
-    pub fn check(&self, key: &str, rate: Rate, now: Instant) -> Verdict {
+    pub(crate) fn check(&self, key: &str, rate: Rate, now: Instant) -> Verdict {
         let now = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
             .unwrap_or(u64::MAX);
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
@@ -52,19 +52,19 @@ impl MemoryLimiter {
     }
 
     #[cfg(test)]
-    pub fn entries(&self) -> usize {
+    pub(crate) fn entries(&self) -> usize {
         self.table.lock().unwrap().len()
     }
 }
 
 /// Spent tokens in memory: digest → when it may be forgotten.
-pub struct MemoryReplay {
+pub(crate) struct MemoryReplay {
     cap: usize,
     table: Mutex<HashMap<String, Instant>>,
 }
 
 impl MemoryReplay {
-    pub fn new(cap: usize) -> MemoryReplay {
+    pub(crate) fn new(cap: usize) -> MemoryReplay {
         MemoryReplay {
             cap: cap.max(1),
             table: Mutex::new(HashMap::new()),
@@ -74,7 +74,12 @@ impl MemoryReplay {
     /// Marks `digest` spent for `ttl`. A table still full after dropping
     /// what expired refuses (fail closed): forgetting a token that has not
     /// expired would let it be replayed.
-    pub fn spend(&self, digest: &str, ttl: Duration, now: Instant) -> Result<Spend, LimitError> {
+    pub(crate) fn spend(
+        &self,
+        digest: &str,
+        ttl: Duration,
+        now: Instant,
+    ) -> Result<Spend, LimitError> {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(until) = table.get(digest)
             && *until > now
@@ -91,7 +96,7 @@ impl MemoryReplay {
         Ok(Spend::First)
     }
 
-    pub fn release(&self, digest: &str) {
+    pub(crate) fn release(&self, digest: &str) {
         self.table
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -33,9 +33,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-pub use gcra::{Rate, RateError};
-pub use memory::{MemoryLimiter, MemoryReplay};
-pub use redis::RedisLimits;
+pub use gcra::Rate;
+
+pub(crate) use memory::{MemoryLimiter, MemoryReplay};
+pub(crate) use redis::RedisLimits;
 
 use crate::token::VerifiedToken;
 
@@ -79,13 +80,13 @@ pub enum Verdict {
 
 /// Which limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     Source,
     Identity,
 }
 
 impl Scope {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Scope::Source => "source",
             Scope::Identity => "identity",
@@ -217,7 +218,8 @@ impl ReplayKey {
         ReplayKey { digest, ttl }
     }
 
-    pub fn ttl(&self) -> Duration {
+    #[cfg(test)]
+    pub(crate) fn ttl(&self) -> Duration {
         self.ttl
     }
 }
@@ -289,7 +291,7 @@ impl ReplayCache {
 
 /// The source's key: an IPv4 address (an IPv4-mapped IPv6 one as IPv4),
 /// or an IPv6 address's /64.
-pub fn source_key(ip: IpAddr) -> String {
+pub(crate) fn source_key(ip: IpAddr) -> String {
     match ip.to_canonical() {
         IpAddr::V4(v4) => format!("src:{v4}"),
         IpAddr::V6(v6) => {
@@ -303,7 +305,7 @@ pub fn source_key(ip: IpAddr) -> String {
 /// `*`): the issuer's name and the project's immutable ids from the
 /// provider table; `sub` when the provider names none or the token lacks
 /// them; the issuer alone when it has neither.
-pub fn identity_key(bucket: &str, v: &VerifiedToken) -> String {
+pub(crate) fn identity_key(bucket: &str, v: &VerifiedToken) -> String {
     let scalar = |name: &str| match v.claims.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
@@ -345,7 +347,7 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
 }
 
 /// The SHA-256 of a token, for the replay key of a token without `jti`.
-pub fn token_sha256(token: &str) -> String {
+pub(crate) fn token_sha256(token: &str) -> String {
     crate::random::hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
 }
 
@@ -354,7 +356,7 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 /// Whole seconds, rounded up, at least one: what `Retry-After` says.
-pub fn retry_after_secs(d: Duration) -> u64 {
+pub(crate) fn retry_after_secs(d: Duration) -> u64 {
     d.as_millis().div_ceil(1000).max(1) as u64
 }
 

@@ -227,13 +227,6 @@ fn duplicates_are_dropped_and_the_list_is_longest_first() {
     assert_eq!(m.iter().filter(|s| *s == "abcdefghij").count(), 1);
 }
 
-#[test]
-fn masks_keeps_its_unlabelled_signature() {
-    let v = [SecretString::new("hunter2hunter2".into())];
-    let m = masks(v.iter());
-    assert!(m.iter().any(|s| s.expose_secret() == "hunter2hunter2"));
-}
-
 /// A small simulation of GitHub's runner masker: `::add-mask::` commands
 /// are read from the step's output (with `%25`, `%0D`, `%0A` unescaped), a
 /// value with line breaks also registers each line (newer runners), and

@@ -108,7 +108,7 @@ pub enum OutboundError {
 
 /// Checks `url` against the policy: `https` with a host, or `http` to a
 /// loopback address; no user name or password.
-pub fn check_url(url: &Url) -> Result<(), UrlRefusal> {
+pub(crate) fn check_url(url: &Url) -> Result<(), UrlRefusal> {
     let loopback_only = match url.scheme() {
         "https" => false,
         "http" => true,
@@ -127,7 +127,7 @@ pub fn check_url(url: &Url) -> Result<(), UrlRefusal> {
 }
 
 /// True when `url` may be fetched (see [`check_url`]).
-pub fn url_is_allowed(url: &Url) -> bool {
+pub(crate) fn url_is_allowed(url: &Url) -> bool {
     check_url(url).is_ok()
 }
 
@@ -141,11 +141,11 @@ fn is_loopback(host: &url::Host<&str>) -> bool {
 
 /// A URL that passed [`check_url`]; the only kind [`HttpClient`] requests.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AllowedUrl(Url);
+pub(crate) struct AllowedUrl(Url);
 
 impl AllowedUrl {
     /// Checks `url`.
-    pub fn new(url: Url) -> Result<Self, OutboundError> {
+    pub(crate) fn new(url: Url) -> Result<Self, OutboundError> {
         match check_url(&url) {
             Ok(()) => Ok(AllowedUrl(url)),
             Err(reason) => Err(OutboundError::RefusedUrl {
@@ -156,7 +156,7 @@ impl AllowedUrl {
     }
 
     /// Parses and checks `s`.
-    pub fn parse(s: &str) -> Result<Self, OutboundError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, OutboundError> {
         Url::parse(s)
             .map_err(OutboundError::NotAUrl)
             .and_then(Self::new)
@@ -164,17 +164,17 @@ impl AllowedUrl {
 
     /// This URL with `path` appended (`path` starts with `/`; a trailing `/`
     /// of this URL is not doubled), checked again.
-    pub fn join_path(&self, path: &str) -> Result<Self, OutboundError> {
+    pub(crate) fn join_path(&self, path: &str) -> Result<Self, OutboundError> {
         let mut s = self.0.as_str().trim_end_matches('/').to_owned();
         s.push_str(path);
         Self::parse(&s)
     }
 
-    pub fn as_url(&self) -> &Url {
+    pub(crate) fn as_url(&self) -> &Url {
         &self.0
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         self.0.as_str()
     }
 }
@@ -195,7 +195,7 @@ fn shown(url: &Url) -> String {
 
 /// How an [`HttpClient`] behaves.
 #[derive(Debug, Clone)]
-pub struct ClientSettings {
+pub(crate) struct ClientSettings {
     /// Longest wait for the connection (TCP and TLS).
     pub connect_timeout: Duration,
     /// Longest time for the whole request: connecting, sending, and reading
@@ -208,7 +208,7 @@ pub struct ClientSettings {
 }
 
 /// The one HTTP client builder of jobkey (see the module docs).
-pub struct HttpClient {
+pub(crate) struct HttpClient {
     inner: reqwest::Client,
     connect_timeout: Duration,
     timeout: Duration,
@@ -218,7 +218,7 @@ pub struct HttpClient {
 impl HttpClient {
     /// Builds a client: rustls on ring, no redirects, the timeouts, and the
     /// CA file's certificates as the only roots when one is given.
-    pub fn new(settings: ClientSettings) -> Result<Self, OutboundError> {
+    pub(crate) fn new(settings: ClientSettings) -> Result<Self, OutboundError> {
         crate::tls::install_rustls_ring_provider();
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -242,7 +242,7 @@ impl HttpClient {
     /// Sends `req` and reads the whole answer (capped). A redirect is an
     /// error; any other status is returned with its body, for the caller to
     /// read an error document from ([`Response::success`] refuses it).
-    pub async fn send(&self, req: Request<'_>) -> Result<Response, OutboundError> {
+    pub(crate) async fn send(&self, req: Request<'_>) -> Result<Response, OutboundError> {
         let url = shown(req.url.as_url());
         // reqwest's own total timeout covers the body too; this one makes
         // the bound independent of how reqwest counts it.
@@ -345,7 +345,7 @@ impl HttpClient {
 
 /// One request: a method, an [`AllowedUrl`], and the few headers jobkey
 /// sends.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     method: reqwest::Method,
     url: &'a AllowedUrl,
     authorization: Option<(&'static str, &'a SecretString)>,
@@ -354,7 +354,7 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    pub fn get(url: &'a AllowedUrl) -> Self {
+    pub(crate) fn get(url: &'a AllowedUrl) -> Self {
         Request {
             method: reqwest::Method::GET,
             url,
@@ -365,7 +365,7 @@ impl<'a> Request<'a> {
     }
 
     /// A `POST` of a JSON document (`Content-Type: application/json`).
-    pub fn post_json(url: &'a AllowedUrl, body: Vec<u8>) -> Self {
+    pub(crate) fn post_json(url: &'a AllowedUrl, body: Vec<u8>) -> Self {
         Request {
             method: reqwest::Method::POST,
             json_body: Some(body),
@@ -375,13 +375,17 @@ impl<'a> Request<'a> {
 
     /// `Authorization: <scheme> <credentials>`, marked sensitive so the HTTP
     /// stack does not log it.
-    pub fn authorization(mut self, scheme: &'static str, credentials: &'a SecretString) -> Self {
+    pub(crate) fn authorization(
+        mut self,
+        scheme: &'static str,
+        credentials: &'a SecretString,
+    ) -> Self {
         self.authorization = Some((scheme, credentials));
         self
     }
 
     /// `Accept: application/json`.
-    pub fn accept_json(mut self) -> Self {
+    pub(crate) fn accept_json(mut self) -> Self {
         self.accept_json = true;
         self
     }
@@ -389,7 +393,7 @@ impl<'a> Request<'a> {
 
 /// An answer that is not a redirect, with its whole body.
 #[derive(Debug)]
-pub struct Response {
+pub(crate) struct Response {
     url: String,
     pub status: u16,
     /// `Retry-After` in seconds, when the server sent it in that form.
@@ -400,7 +404,7 @@ pub struct Response {
 impl Response {
     /// The body of a `2xx` answer; any other status is
     /// [`OutboundError::Status`] (and the body is wiped).
-    pub fn success(self) -> Result<Body, OutboundError> {
+    pub(crate) fn success(self) -> Result<Body, OutboundError> {
         if (200..300).contains(&self.status) {
             Ok(self.body)
         } else {
@@ -414,10 +418,10 @@ impl Response {
 
 /// A response body: wiped when dropped, and so is every smaller buffer it
 /// grew out of. Its `Debug` shows the length only.
-pub struct Body(Vec<u8>);
+pub(crate) struct Body(Vec<u8>);
 
 impl Body {
-    pub fn expose(&self) -> &[u8] {
+    pub(crate) fn expose(&self) -> &[u8] {
         &self.0
     }
 

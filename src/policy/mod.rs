@@ -143,26 +143,27 @@ mod parse;
 mod template;
 #[cfg(test)]
 mod test_support;
-pub mod tools;
+pub(crate) mod tools;
 mod vault_tokens;
 
 use std::collections::HashMap;
 use std::path::Path;
 
-pub use credential::{CredentialSource, KubeCluster, KubeUser};
-pub use decision::{
-    Decision, DenyReason, Explanation, FailedCondition, Grant, RuleExplanation, RuleFailure,
+pub(crate) use credential::{CredentialSource, KubeCluster, KubeUser};
+pub use decision::Decision;
+pub(crate) use decision::{
+    DenyReason, Explanation, FailedCondition, Grant, RuleExplanation, RuleFailure,
 };
 pub use error::PolicyError;
-pub use parse::Effect;
-pub use template::{NameKind, Template, TemplateError};
+pub(crate) use parse::Effect;
+pub(crate) use template::{Template, TemplateError};
 
 use crate::provider::Provider;
 use crate::token::IssuerSettings;
 use compile::CompiledEnv;
 
 /// Largest policy file `load_dir` reads.
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// Every environment's compiled policy. Immutable once built; `Send + Sync`.
 #[derive(Debug)]
@@ -344,11 +345,6 @@ impl PolicySet {
         self.environments
             .get(environment)
             .is_none_or(|e| e.report_failed_claims)
-    }
-
-    /// The policy file of an environment.
-    pub fn file_of(&self, environment: &str) -> Option<&str> {
-        self.environments.get(environment).map(|e| e.file.as_str())
     }
 
     /// The decision plus, for every rule of the environment in file order,

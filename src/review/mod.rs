@@ -32,8 +32,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-pub use page::esc;
-pub use stats::{Bucket, Denial, Stats, gather};
+pub(crate) use stats::gather;
 
 use crate::audit::query::LogSet;
 use crate::policy::tools::who_can;
@@ -45,7 +44,7 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// What the page reads, from the server config.
 #[derive(Debug, Clone)]
-pub struct ReviewSources {
+pub(crate) struct ReviewSources {
     pub audit_path: PathBuf,
     pub fingerprint_key: PathBuf,
     pub policy_dir: PathBuf,
@@ -53,7 +52,7 @@ pub struct ReviewSources {
 }
 
 impl ReviewSources {
-    pub fn from_config(path: &Path) -> Result<ReviewSources, String> {
+    pub(crate) fn from_config(path: &Path) -> Result<ReviewSources, String> {
         let cfg = crate::config::Config::load(path).map_err(|e| e.to_string())?;
         Ok(ReviewSources {
             audit_path: cfg.audit_path.clone(),
@@ -65,7 +64,7 @@ impl ReviewSources {
 }
 
 /// The page's routes.
-pub fn router(sources: ReviewSources) -> Router {
+pub(crate) fn router(sources: ReviewSources) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/lookup", post(lookup))
@@ -74,7 +73,11 @@ pub fn router(sources: ReviewSources) -> Router {
 }
 
 /// `jobkey review`: serves the page until Ctrl-C.
-pub async fn run(config: &Path, listen: SocketAddr, allow_remote: bool) -> Result<(), String> {
+pub(crate) async fn run(
+    config: &Path,
+    listen: SocketAddr,
+    allow_remote: bool,
+) -> Result<(), String> {
     if !listen.ip().is_loopback() && !allow_remote {
         return Err(format!(
             "{listen}: the review page shows who received which credential and has no login; it listens on loopback only (e.g. 127.0.0.1:8404) unless --allow-remote is given (then put an authenticating proxy in front)"

@@ -8,7 +8,7 @@ use crate::audit::{Match, VerifyReport};
 use crate::policy::tools::who_can::CredentialAccess;
 
 /// HTML-escapes `s` (text and attribute values).
-pub fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -24,7 +24,7 @@ pub fn esc(s: &str) -> String {
 }
 
 /// What the page is made of.
-pub struct Page<'a> {
+pub(super) struct Page<'a> {
     pub logs: &'a [String],
     pub stats: Result<&'a Stats, String>,
     pub chain: Result<&'a VerifyReport, String>,
@@ -41,7 +41,7 @@ th{background:#f3f3f3}.num{text-align:right}.ok{color:#1a7f37}.bad{color:#b42318
 .cards{display:flex;gap:12px}.card{border:1px solid #ddd;border-radius:6px;padding:8px 14px}\
 .card b{display:block;font-size:22px}code{background:#f6f6f6;padding:0 3px}";
 
-pub fn render(p: &Page<'_>) -> String {
+pub(super) fn render(p: &Page<'_>) -> String {
     let mut h = String::new();
     let _ = write!(
         h,

@@ -7,7 +7,7 @@ use crate::audit::{Action, AuditError, Decision};
 
 /// One time bucket of the chart.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     pub start_ms: u64,
     pub allowed: u64,
     pub denied: u64,
@@ -16,7 +16,7 @@ pub struct Bucket {
 
 /// One refused request, for the table of recent denials.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Denial {
+pub(crate) struct Denial {
     pub time: String,
     pub request_id: String,
     pub environment: String,
@@ -26,7 +26,7 @@ pub struct Denial {
 
 /// Counts over the whole log.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub exchanges_allowed: u64,
     /// Denied exchanges, summarized repeats included.
     pub exchanges_denied: u64,
@@ -51,7 +51,7 @@ const BUCKETS: u64 = 24;
 const RECENT: usize = 20;
 
 /// Reads `set` once and counts.
-pub fn gather(set: &LogSet) -> Result<Stats, AuditError> {
+pub(crate) fn gather(set: &LogSet) -> Result<Stats, AuditError> {
     let mut s = Stats::default();
     let mut points: Vec<(u64, Decision, u64)> = Vec::new();
     let mut records = set.records()?;

@@ -17,7 +17,7 @@ impl Stop {
     /// The caller gets `api`. The record says `deny` when that is a 4xx
     /// (the request's fault) and `error` when it is a 5xx (jobkey's or a
     /// service's), at `stage`, with `reason` for the auditor.
-    pub fn new(stage: Stage, api: ApiError, reason: &impl Serialize) -> Stop {
+    pub(super) fn new(stage: Stage, api: ApiError, reason: &impl Serialize) -> Stop {
         let refusal = if api.status().is_client_error() {
             Refusal::deny(stage, api.code(), reason)
         } else {

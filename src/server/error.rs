@@ -17,7 +17,7 @@ use crate::token::TokenError;
 
 /// An API failure.
 #[derive(Debug)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// The request itself is malformed (body, JSON, fields), or lacks what
     /// a credential needs (400).
     BadRequest { message: String },
@@ -77,7 +77,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -103,7 +103,7 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::BodyTooLarge { .. } => "body_too_large",
@@ -127,7 +127,7 @@ impl ApiError {
         }
     }
 
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             ApiError::BadRequest { message }
             | ApiError::BodyTooLarge { message }
@@ -194,7 +194,7 @@ impl ApiError {
     /// was issued before has been revoked). Vault unreachable is 503, any
     /// other Vault failure 502; what the token or the request lacks is the
     /// job's to fix (403, 400).
-    pub fn from_issue(credential: &str, e: &IssueError) -> ApiError {
+    pub(crate) fn from_issue(credential: &str, e: &IssueError) -> ApiError {
         match e {
             IssueError::Vault(v) if v.is_retryable() => ApiError::VaultUnavailable,
             IssueError::Vault(_) => ApiError::VaultFailed,
@@ -208,7 +208,7 @@ impl ApiError {
     }
 
     /// The response, tagged with the request id.
-    pub fn into_response_with(self, request_id: &str) -> Response {
+    pub(crate) fn into_response_with(self, request_id: &str) -> Response {
         let status = self.status();
         let mut resp = (status, axum::Json(self.body(request_id))).into_response();
         if let Some(seconds) = self.retry_after() {
@@ -225,7 +225,7 @@ impl ApiError {
     /// The same answer as raw HTTP/1.1 bytes, for a connection the
     /// listener turns away without serving it: the same headers as every
     /// response, and `Connection: close`.
-    pub fn into_http1_bytes(self, request_id: &str) -> Vec<u8> {
+    pub(crate) fn into_http1_bytes(self, request_id: &str) -> Vec<u8> {
         let status = self.status();
         let body = self.body(request_id).to_string();
         let mut head = format!(

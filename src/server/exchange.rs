@@ -56,7 +56,7 @@ struct Parsed {
     ssh_public_key: Option<String>,
 }
 
-pub async fn exchange(
+pub(super) async fn exchange(
     State(st): State<Arc<AppState>>,
     peer: Option<Extension<Peer>>,
     headers: HeaderMap,

@@ -85,7 +85,7 @@ impl Default for ServerSettings {
 }
 
 /// Over-capacity connections answered at once; more are closed unanswered.
-pub const TURN_AWAY_AT_ONCE: usize = 64;
+pub(crate) const TURN_AWAY_AT_ONCE: usize = 64;
 
 /// How long a turned-away connection may take to receive its answer.
 const TURN_AWAY_TIME: Duration = Duration::from_secs(2);
@@ -102,7 +102,7 @@ pub(super) struct Limits {
 /// The connection's peer address, a request extension (the audit's
 /// `source`).
 #[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
+pub(crate) struct Peer(pub SocketAddr);
 
 /// Serves `app` on `listener` until `shutdown` completes, then waits for
 /// the open connections to finish their request in progress.

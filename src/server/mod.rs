@@ -9,10 +9,10 @@ mod error;
 mod exchange;
 mod identity;
 mod listener;
-pub mod reload;
+pub(crate) mod reload;
 mod request;
 mod revoke;
-pub mod tls;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,9 +27,9 @@ use serde_json::json;
 use thiserror::Error;
 use tokio::net::TcpListener;
 
-pub use error::ApiError;
-pub use listener::{Peer, ServerSettings, TURN_AWAY_AT_ONCE};
-pub use tls::{TlsError, TlsSettings};
+pub(crate) use error::ApiError;
+pub(crate) use listener::{Peer, ServerSettings};
+pub(crate) use tls::{TlsError, TlsSettings};
 
 use crate::audit::{AuditError, AuditLog, Fingerprinter};
 use crate::config::Config;
@@ -176,7 +176,7 @@ impl AppState {
 
 /// The routes; `/metrics` too unless `metrics_elsewhere` (it is then
 /// served on the `[metrics] listen` address only).
-pub fn router(state: Arc<AppState>, metrics_elsewhere: bool) -> Router {
+pub(crate) fn router(state: Arc<AppState>, metrics_elsewhere: bool) -> Router {
     let limit = state.max_body_bytes;
     let mut routes = Router::new()
         .route("/v1/exchange", post(exchange::exchange))
@@ -292,7 +292,7 @@ pub async fn serve(
 
 /// [`serve`], with TLS and a separate metrics listener when `extras` has
 /// them.
-pub async fn serve_with(
+pub(crate) async fn serve_with(
     listener: TcpListener,
     state: Arc<AppState>,
     extras: Extras,
@@ -334,7 +334,7 @@ pub async fn serve_with(
 
 /// What [`serve`] serves besides the routes.
 #[derive(Default)]
-pub struct Extras {
+pub(crate) struct Extras {
     /// TLS on the listener (`[tls]`).
     pub tls: Option<tls::Tls>,
     /// `/metrics` on this listener instead of the main one
@@ -403,7 +403,7 @@ impl Drop for AuditTicker {
 }
 
 /// `jobkey serve`: load, bind, serve until Ctrl-C or SIGTERM.
-pub async fn run(cfg: Config) -> Result<(), ServeError> {
+pub(crate) async fn run(cfg: Config) -> Result<(), ServeError> {
     if cfg.tls.is_none() && !cfg.listen.ip().is_loopback() {
         tracing::warn!(
             listen = %cfg.listen,

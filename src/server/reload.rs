@@ -25,7 +25,7 @@ use super::AppState;
 use crate::policy::PolicySet;
 
 /// Quiet time after the last file event before reloading.
-pub const DEBOUNCE: Duration = Duration::from_millis(250);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// The state of the serving policy set, for `/readyz`.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ impl PolicyStatus {
 
 /// Reloads now; `trigger` is logged (`"SIGHUP"`, `"file change"`).
 /// Returns the number of environments, or the error (also recorded).
-pub async fn reload(state: &AppState, trigger: &str) -> Result<usize, String> {
+pub(crate) async fn reload(state: &AppState, trigger: &str) -> Result<usize, String> {
     let dir = state.policy_dir.clone();
     let issuers = state.policy_issuers.clone();
     let role = state.vault.token_role().cloned();
@@ -98,7 +98,7 @@ pub async fn reload(state: &AppState, trigger: &str) -> Result<usize, String> {
 }
 
 /// Watches the policy directory and SIGHUP until dropped.
-pub struct Reloader {
+pub(crate) struct Reloader {
     _watcher: Option<notify::RecommendedWatcher>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -150,7 +150,7 @@ pub(super) async fn next_hangup(hup: &mut Hangup) {
 
 /// Starts watching. A watcher that cannot start (inotify limits) is
 /// logged; SIGHUP still works.
-pub fn spawn(state: Arc<AppState>) -> Reloader {
+pub(crate) fn spawn(state: Arc<AppState>) -> Reloader {
     let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
     let file_tx = tx.clone();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {

@@ -44,7 +44,7 @@ struct RevokeRequest {
     request_id: String,
 }
 
-pub async fn revoke(
+pub(super) async fn revoke(
     State(st): State<Arc<AppState>>,
     peer: Option<Extension<Peer>>,
     headers: HeaderMap,

@@ -122,7 +122,7 @@ fn load_pair(s: &TlsSettings) -> Result<CertifiedKey, TlsError> {
 }
 
 /// The serving certificate and key, replaced whole by [`CertStore::reload`].
-pub struct CertStore {
+pub(crate) struct CertStore {
     settings: TlsSettings,
     current: ArcSwap<CertifiedKey>,
 }
@@ -144,7 +144,7 @@ impl ResolvesServerCert for CertStore {
 
 impl CertStore {
     /// Reads the pair; fails when it is not usable.
-    pub fn load(settings: &TlsSettings) -> Result<CertStore, TlsError> {
+    pub(crate) fn load(settings: &TlsSettings) -> Result<CertStore, TlsError> {
         Ok(CertStore {
             settings: settings.clone(),
             current: ArcSwap::from_pointee(load_pair(settings)?),
@@ -153,7 +153,7 @@ impl CertStore {
 
     /// Reads the pair again. Only a usable pair replaces the serving one;
     /// on an error, the serving pair is unchanged.
-    pub fn reload(&self) -> Result<(), TlsError> {
+    pub(crate) fn reload(&self) -> Result<(), TlsError> {
         let pair = load_pair(&self.settings)?;
         self.current.store(Arc::new(pair));
         Ok(())
@@ -163,7 +163,7 @@ impl CertStore {
 /// The listener's TLS: what accepts connections, and the store a reload
 /// replaces the certificate in.
 #[derive(Clone)]
-pub struct Tls {
+pub(crate) struct Tls {
     pub acceptor: TlsAcceptor,
     pub store: Arc<CertStore>,
 }
@@ -171,7 +171,7 @@ pub struct Tls {
 impl Tls {
     /// Reads the files and builds the server configuration (TLS 1.2 and
     /// 1.3, HTTP/1.1 by ALPN).
-    pub fn new(settings: &TlsSettings) -> Result<Tls, TlsError> {
+    pub(crate) fn new(settings: &TlsSettings) -> Result<Tls, TlsError> {
         crate::tls::install_rustls_ring_provider();
         let store = Arc::new(CertStore::load(settings)?);
         let builder = rustls::ServerConfig::builder_with_provider(provider())
@@ -205,7 +205,7 @@ impl Tls {
 }
 
 /// Reloads `store` now; `trigger` is logged.
-pub fn reload(store: &CertStore, trigger: &str) -> Result<(), TlsError> {
+pub(crate) fn reload(store: &CertStore, trigger: &str) -> Result<(), TlsError> {
     match store.reload() {
         Ok(()) => {
             tracing::info!(
@@ -223,7 +223,7 @@ pub fn reload(store: &CertStore, trigger: &str) -> Result<(), TlsError> {
 }
 
 /// Watches the certificate and key files and SIGHUP until dropped.
-pub struct CertReloader {
+pub(crate) struct CertReloader {
     _watcher: Option<notify::RecommendedWatcher>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -238,7 +238,7 @@ impl Drop for CertReloader {
 /// renewal tool typically replaces a file by renaming a new one over it,
 /// which a watch on the file itself would miss). A watcher that cannot
 /// start is logged; SIGHUP still works.
-pub fn spawn_reloader(store: Arc<CertStore>) -> CertReloader {
+pub(crate) fn spawn_reloader(store: Arc<CertStore>) -> CertReloader {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let files = [
         store.settings.cert_file.clone(),

@@ -7,7 +7,7 @@ use super::issuer::IssuerSettings;
 
 /// Checks `aud`, `exp`, `nbf`, `iat` and the lifetime at the instant `now`
 /// (seconds since the epoch). Pure, so tests can pin the clock.
-pub fn check(
+pub(super) fn check(
     claims: &Map<String, Value>,
     issuer: &IssuerSettings,
     audiences: &[String],

@@ -42,10 +42,10 @@ const MAX_KEYS: usize = 64;
 /// A request with an unknown `kid` waits at most this long for the next
 /// fetch it may trigger (with a `min_refetch_interval` longer than this,
 /// it is refused until the interval has passed).
-pub const MAX_WAIT_FOR_A_FETCH: Duration = Duration::from_secs(2);
+pub(super) const MAX_WAIT_FOR_A_FETCH: Duration = Duration::from_secs(2);
 
 /// How long a `kid` that a fetch did not have is refused without a fetch.
-pub const UNKNOWN_KID_MEMORY: Duration = Duration::from_secs(60);
+pub(super) const UNKNOWN_KID_MEMORY: Duration = Duration::from_secs(60);
 
 /// At most this many unknown `kid`s are remembered per issuer (when full,
 /// the expired ones are dropped, then all of them: forgetting only costs
@@ -61,7 +61,7 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 const MIN_BACKGROUND_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One verification key.
-pub struct Key {
+pub(super) struct Key {
     pub decoding: DecodingKey,
     /// The `alg` the JWK declares, if any; a token must then use exactly it.
     pub alg: Option<Algorithm>,
@@ -83,7 +83,7 @@ struct Attempt {
 }
 
 /// The keys of one issuer.
-pub struct KeyCache {
+pub(super) struct KeyCache {
     issuer: Arc<IssuerSettings>,
     client: HttpClient,
     fetch: FetchSettings,
@@ -133,7 +133,10 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl KeyCache {
     /// Builds the cache and its HTTP client (with the issuer's CA file, if any).
-    pub fn new(issuer: Arc<IssuerSettings>, fetch: FetchSettings) -> Result<Self, FetchError> {
+    pub(super) fn new(
+        issuer: Arc<IssuerSettings>,
+        fetch: FetchSettings,
+    ) -> Result<Self, FetchError> {
         let client = HttpClient::new(ClientSettings {
             connect_timeout: fetch.timeout,
             timeout: fetch.timeout,
@@ -153,7 +156,7 @@ impl KeyCache {
 
     /// Fetches the key set now (start-up warm-up and tests), then keeps it
     /// fresh in the background.
-    pub async fn refresh(self: &Arc<Self>) -> Result<usize, FetchError> {
+    pub(super) async fn refresh(self: &Arc<Self>) -> Result<usize, FetchError> {
         let result = {
             let mut attempt = self.fetching.lock().await;
             self.attempt(&mut attempt).await
@@ -165,7 +168,10 @@ impl KeyCache {
     /// The key for a token's `kid` (or the only key, for a token without
     /// one). A cached key is returned at once; see the module docs for an
     /// unknown one.
-    pub async fn key_for(self: &Arc<Self>, kid: Option<&str>) -> Result<Arc<Key>, TokenError> {
+    pub(super) async fn key_for(
+        self: &Arc<Self>,
+        kid: Option<&str>,
+    ) -> Result<Arc<Key>, TokenError> {
         if let Some(k) = lookup(&self.snapshot(), kid) {
             self.keep_fresh();
             return Ok(k);

@@ -31,7 +31,7 @@ pub use error::TokenError;
 pub use issuer::{FetchSettings, IssuerSettings, KeySource};
 pub use jwks::FetchError;
 use jwks::KeyCache;
-pub use unverified::unverified_claims;
+pub(crate) use unverified::unverified_claims;
 
 /// Tokens longer than this are refused before parsing.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;

@@ -22,7 +22,7 @@ static RING_PROVIDER: CryptoProvider = CryptoProvider {
 
 /// Installs the ring provider as jsonwebtoken's process default. Idempotent:
 /// a second call (tests, several servers in one process) is a no-op.
-pub fn install() {
+pub(super) fn install() {
     let _ = RING_PROVIDER.install_default();
 }
 

@@ -13,14 +13,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 /// Longest payload part (base64url) that is decoded.
-pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024;
+pub(super) const MAX_PAYLOAD_BYTES: usize = 16 * 1024;
 /// Most claims returned.
-pub const MAX_CLAIMS: usize = 64;
+pub(super) const MAX_CLAIMS: usize = 64;
 
 /// The scalar claims among `names` in `token`'s payload, unverified and
 /// bounded. Empty when the token is not `header.payload[.signature]` with
 /// a base64url JSON object as payload.
-pub fn unverified_claims(token: &str, names: &[&str]) -> Map<String, Value> {
+pub(crate) fn unverified_claims(token: &str, names: &[&str]) -> Map<String, Value> {
     let Some(payload) = token.split('.').nth(1) else {
         return Map::new();
     };

@@ -112,12 +112,6 @@ struct K8sData {
     service_account_name: String,
 }
 
-#[derive(Deserialize)]
-struct Keys {
-    #[serde(default)]
-    keys: Vec<String>,
-}
-
 fn segment(kind: &str, v: &str) -> Result<String, VaultError> {
     check_path(kind, v)?;
     Ok(v.trim_matches('/').to_owned())
@@ -399,26 +393,6 @@ impl Vault {
         match res {
             Ok(_) => Ok(()),
             Err(VaultError::Rejected { errors, .. }) if already_gone(&errors) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// `LIST sys/leases/lookup/<prefix>`: the lease ids (last segments)
-    /// under a prefix such as `database/creds/app`; empty when none.
-    pub async fn list_leases(&self, prefix: &str) -> Result<Vec<String>, VaultError> {
-        let path = format!("sys/leases/lookup/{}", segment("lease prefix", prefix)?);
-        let what = path.clone();
-        let method = Method::from_bytes(b"LIST").map_err(|_| VaultError::InvalidPath {
-            reason: "LIST method".into(),
-        })?;
-        let res = self
-            .run("list_leases", |c| async move {
-                http::call::<Keys>(&c, method, &path, None, &what).await
-            })
-            .await;
-        match res {
-            Ok(env) => Ok(env.data.map(|d| d.keys).unwrap_or_default()),
-            Err(VaultError::NotFound { .. }) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
     }

@@ -40,11 +40,10 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-pub use engines::{
-    IssuedCert, Revocable, ServiceAccountToken, SignedSshKey, UserCreds, WrappingToken,
-};
+pub(crate) use engines::Revocable;
 pub use error::VaultError;
-pub use tokens::{NO_TOKEN_ROLE, NewToken, TokenRole};
+pub(crate) use tokens::NO_TOKEN_ROLE;
+pub use tokens::TokenRole;
 
 use crate::secret::SecretString;
 use auth::{ClientHandle, ClientParams, TokenState};

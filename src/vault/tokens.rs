@@ -79,7 +79,7 @@ impl TokenRole {
 }
 
 /// Why `vault_token` credentials are refused when no role is configured.
-pub const NO_TOKEN_ROLE: &str = "vault_token credentials are refused: jobkey's config names no Vault token role; set [vault] token_role = \"jobkey-job\" and allowed_token_policies = [\"deploy\", ...] (the token role jobkey creates job tokens through, and the Vault policies such tokens may carry)";
+pub(crate) const NO_TOKEN_ROLE: &str = "vault_token credentials are refused: jobkey's config names no Vault token role; set [vault] token_role = \"jobkey-job\" and allowed_token_policies = [\"deploy\", ...] (the token role jobkey creates job tokens through, and the Vault policies such tokens may carry)";
 
 impl Vault {
     /// The token role of `vault_token` credentials, when configured.

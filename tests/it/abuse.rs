@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use jobkey::config::{Config, StateSettings};
-use jobkey::limits::Rate;
+use jobkey::Rate;
+use jobkey::{Config, StateSettings};
 use serde_json::{Value, json};
 
 use crate::broker_support::{Broker, audit_lines, eventually, free_port, post};

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use jobkey::audit::{AuditLog, AuditSettings, CheckpointSettings, Event};
+use jobkey::{AuditLog, AuditSettings, CheckpointSettings, Event};
 
 fn jobkey(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_jobkey"))

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use jobkey::audit::{AuditLog, Event, Fingerprinter, IssuedCredential};
+use jobkey::{AuditLog, Event, Fingerprinter, IssuedCredential};
 use serde_json::Value;
 
 /// Runs `jobkey <args>` with `stdin`: (exit code, stdout, stderr).

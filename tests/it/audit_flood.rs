@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jobkey::devissuer::Shape;
+use jobkey::Shape;
 use serde_json::{Map, Value, json};
 
 use crate::broker_support::{
@@ -179,7 +179,7 @@ async fn a_flood_of_junk_tokens_and_handles_leaves_the_audit_log_small() {
         "a line and a summary per key and window: {}",
         lines.len()
     );
-    let report = jobkey::audit::verify_file(&broker.audit_path).unwrap();
+    let report = jobkey::verify_file(&broker.audit_path).unwrap();
     assert_eq!((report.lines as usize, report.torn), (lines.len(), None));
 
     // The broker still serves a real job.
@@ -245,7 +245,7 @@ async fn a_full_disk_gives_503_and_appends_resume_without_restart() {
         good,
         "the file is cut back to its last good record"
     );
-    let r = jobkey::audit::verify_file(&audit).unwrap();
+    let r = jobkey::verify_file(&audit).unwrap();
     assert_eq!((r.lines, r.torn), (1, None));
     let ready = reqwest::get(format!("{}/readyz", jobkey.url))
         .await
@@ -270,7 +270,7 @@ async fn a_full_disk_gives_503_and_appends_resume_without_restart() {
         }
     })
     .await;
-    let r = jobkey::audit::verify_file(&audit).unwrap();
+    let r = jobkey::verify_file(&audit).unwrap();
     assert_eq!(r.torn, None);
     let lines = audit_lines(&audit);
     assert_eq!(lines[0]["decision"], "allow");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use jobkey::config::Config;
+use jobkey::Config;
 
 use crate::support::Stack;
 
@@ -40,12 +40,12 @@ impl Broker {
         let audit_path = stack.dir.path().join(name).join("audit.jsonl");
         cfg.audit_path = audit_path.clone();
         edit(&mut cfg);
-        let state = jobkey::server::AppState::build(&cfg).await.unwrap();
+        let state = jobkey::AppState::build(&cfg).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let done = tokio::spawn(async move {
-            jobkey::server::serve(listener, state, async {
+            jobkey::serve(listener, state, async {
                 let _ = rx.await;
             })
             .await

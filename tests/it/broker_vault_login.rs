@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{OpenBao, Options, Stack, random};
-use jobkey::devissuer::Shape;
+use jobkey::Shape;
 use serde_json::{Map, json};
 
 async fn readyz(stack: &Stack) -> u16 {

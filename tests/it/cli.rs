@@ -54,12 +54,12 @@ fn check_validates_the_example_config_and_names_errors() {
 fn audit_verify_reports_the_first_broken_line() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("audit.jsonl");
-    let log = jobkey::audit::AuditLog::open(&p).unwrap();
+    let log = jobkey::AuditLog::open(&p).unwrap();
     for i in 0..3 {
-        let event = jobkey::audit::Event::exchange(&format!("r{i}"), "production", &[]);
+        let event = jobkey::Event::exchange(&format!("r{i}"), "production", &[]);
         let event = if i == 1 {
-            event.refused(jobkey::audit::Refusal::deny(
-                jobkey::audit::Stage::Policy,
+            event.refused(jobkey::Refusal::deny(
+                jobkey::Stage::Policy,
                 "no_rule_matched",
                 &serde_json::json!({}),
             ))

@@ -109,20 +109,6 @@ async fn assert_exchanges_refused(stack: &Stack, cases: &[(&str, &str, Value, u1
     );
 }
 
-/// A Vault handle as root, for the typed lease listing.
-async fn vault_as_root(stack: &Stack) -> jobkey::vault::Vault {
-    let path = stack.bao.write_file("root-token", stack.bao.root_token());
-    jobkey::vault::Vault::connect(jobkey::vault::VaultConfig {
-        address: stack.bao.url(),
-        ca_file: None,
-        auth: jobkey::vault::VaultAuth::TokenFile(path),
-        request_timeout: Duration::from_secs(5),
-        token_role: None,
-    })
-    .await
-    .unwrap()
-}
-
 async fn pg_login(user: &str, password: &str) -> Result<String, String> {
     let cfg = format!("host=127.0.0.1 port=5432 dbname=postgres user={user} password={password}");
     let why = |e: tokio_postgres::Error| {
@@ -211,8 +197,7 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
 
     // All or nothing: a good and a broken credential give an error and
     // leave no user behind.
-    let vault = vault_as_root(&stack).await;
-    let before = vault.list_leases("database/creds/app").await.unwrap();
+    let before = stack.bao.leases("database/creds/app");
     let (status, resp) = stack
         .exchange(&jwt, request(&["db", "broken-db"], json!({})))
         .await;
@@ -224,10 +209,7 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
         "nothing was issued",
         "a broken credential",
     );
-    assert_eq!(
-        vault.list_leases("database/creds/app").await.unwrap(),
-        before
-    );
+    assert_eq!(stack.bao.leases("database/creds/app"), before);
     let last = stack.audit_lines().pop().unwrap();
     assert_eq!(
         (
@@ -277,7 +259,7 @@ async fn database_user_logs_in_until_revoked_or_expired_and_no_lease_is_left() {
         assert_eq!(revoke(&stack, &resp).await, 1);
     }
     assert_eq!(
-        vault.list_leases("database/creds/app").await.unwrap(),
+        stack.bao.leases("database/creds/app"),
         Vec::<String>::new(),
         "leases left behind"
     );

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use jobkey::devissuer::Shape;
+use jobkey::Shape;
 use serde_json::{Map, Value, json};
 
 use crate::broker_support::eventually;

@@ -84,8 +84,8 @@ async fn dev_issuer_help_shows_the_mint_body() {
     // The example body, sent to a dev issuer, mints what the help says.
     let body: Value =
         serde_json::from_str(&example(&help, "{\"shape\"")).expect("the body is JSON");
-    jobkey::tls::install_rustls_ring_provider();
-    let issuer = jobkey::devissuer::spawn(
+    jobkey::install_rustls_ring_provider();
+    let issuer = jobkey::spawn_dev_issuer(
         "127.0.0.1:0".parse().expect("addr"),
         rsa_key("issuer-a", "help-1"),
     )

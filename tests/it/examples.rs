@@ -1,13 +1,13 @@
 //! The CI examples in `examples/` are admitted by the policy they name, and
 //! the same job on a feature branch is denied. The claims are the ones the
 //! example job would present: the provider's token shape
-//! (`jobkey::devissuer::Shape`) with the values the example sets (its
+//! (`jobkey::Shape`) with the values the example sets (its
 //! environment, branch, step key).
 
 use std::path::Path;
 
-use jobkey::devissuer::Shape;
-use jobkey::policy::{Decision, PolicyIssuer, PolicySet, Request};
+use jobkey::Shape;
+use jobkey::{Decision, PolicyIssuer, PolicySet, Request};
 use serde_json::{Map, Value, json};
 
 fn read(rel: &str) -> (String, Value) {
@@ -58,7 +58,7 @@ fn policies() -> &'static PolicySet {
 
 fn claims(shape: Shape, overrides: Value) -> Map<String, Value> {
     let mut c = shape.claims("https://issuer.example", "jobkey", 1_700_000_000);
-    jobkey::devissuer::apply(&mut c, &crate::support::overrides(overrides));
+    jobkey::apply_claim_overrides(&mut c, &crate::support::overrides(overrides));
     c
 }
 

@@ -3,7 +3,7 @@
 //! every decision is audited first.
 
 use crate::support::{Options, Stack};
-use jobkey::devissuer::Shape;
+use jobkey::Shape;
 use serde_json::{Map, Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +151,7 @@ async fn github_and_gitlab_jobs_get_their_secrets_and_others_are_denied() {
     }
     assert_eq!(lines[5]["reason"]["kind"], "unknown_credential");
     assert_eq!(lines[5]["reason"]["credential"], "root-ca");
-    let report = jobkey::audit::verify_file(&stack.audit_path).unwrap();
+    let report = jobkey::verify_file(&stack.audit_path).unwrap();
     assert_eq!(report.lines, 6);
 }
 

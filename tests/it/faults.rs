@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jobkey::devissuer::Shape;
+use jobkey::Shape;
 use serde_json::{Map, Value, json};
 
 use crate::broker_support::{Broker, Process, audit_lines, config_text, free_port, post};
@@ -143,7 +143,7 @@ async fn vault_killed_during_load_answers_200_or_503_and_nothing_is_issued_unaud
         assert_recorded(6379, &prefix, id);
     }
     assert_eq!(allowed.len(), ok.len(), "no allow line without its 200");
-    jobkey::audit::verify_file(&stack.audit_path).unwrap();
+    jobkey::verify_file(&stack.audit_path).unwrap();
 
     // OpenBao back (a dev server starts empty: seed it again); the same
     // jobkey serves again, without a restart.
@@ -297,9 +297,8 @@ async fn a_redis_outage_is_503_lease_store_unavailable_with_nothing_left_unrecor
     }
     // What those exchanges issued was revoked: the only lease under the
     // role is the one recorded before the outage.
-    let vault = vault_as_root(&stack).await;
     assert_eq!(
-        vault.list_leases("database/creds/app").await.unwrap().len(),
+        stack.bao.leases("database/creds/app").len(),
         1,
         "the failed exchanges' leases are revoked"
     );
@@ -328,24 +327,8 @@ async fn a_redis_outage_is_503_lease_store_unavailable_with_nothing_left_unrecor
         assert_whole(resp);
         assert_recorded(port, prefix, resp["request_id"].as_str().unwrap());
     }
-    assert_eq!(
-        vault.list_leases("database/creds/app").await.unwrap().len(),
-        2
-    );
+    assert_eq!(stack.bao.leases("database/creds/app").len(), 2);
     drop(redis);
-}
-
-async fn vault_as_root(stack: &Stack) -> jobkey::vault::Vault {
-    let path = stack.bao.write_file("root-token", stack.bao.root_token());
-    jobkey::vault::Vault::connect(jobkey::vault::VaultConfig {
-        address: stack.bao.url(),
-        ca_file: None,
-        auth: jobkey::vault::VaultAuth::TokenFile(path),
-        request_timeout: Duration::from_secs(5),
-        token_role: None,
-    })
-    .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,7 +389,7 @@ async fn sigterm_during_load_finishes_what_is_in_flight_and_exits_promptly() {
     assert!(exited.success(), "{exited:?}: {}", process.log());
     let took = signalled.elapsed();
     eprintln!("jobkey exited {took:?} after SIGTERM");
-    let verified = jobkey::audit::verify_file(&audit).unwrap();
+    let verified = jobkey::verify_file(&audit).unwrap();
     // Eight allow lines and the signed checkpoint written at shutdown.
     assert_eq!(
         verified.lines, 9,

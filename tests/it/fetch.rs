@@ -10,7 +10,7 @@ use crate::fetch_support::{
     parse_github_file,
 };
 use crate::support::Stack;
-use jobkey::devissuer::Shape;
+use jobkey::Shape;
 use serde_json::{Map, Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -251,7 +251,7 @@ fn impostor_files_are_refused_promptly_by_name() {
 /// reload, and for pinned JWKS files, refuse the same files.
 #[test]
 fn the_library_loaders_refuse_impostors_too() {
-    use jobkey::token::{FetchError, FetchSettings, IssuerSettings, KeySource, Verifier};
+    use jobkey::{FetchError, FetchSettings, IssuerSettings, KeySource, Verifier};
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -266,7 +266,7 @@ fn the_library_loaders_refuse_impostors_too() {
         let (tx, rx) = std::sync::mpsc::channel();
         let d = dir.clone();
         std::thread::spawn(move || {
-            let r = jobkey::policy::PolicySet::load_dir(&d, &["github".into()]).map(drop);
+            let r = jobkey::PolicySet::load_dir(&d, &["github".into()]).map(drop);
             let _ = tx.send(r.map_err(|e| e.to_string()));
         });
         let got = rx
@@ -300,11 +300,11 @@ fn the_library_loaders_refuse_impostors_too() {
                 leeway: Duration::from_secs(30),
                 max_lifetime: Duration::from_secs(900),
                 ca_file: None,
-                provider: jobkey::provider::Provider::Generic,
+                provider: jobkey::Provider::Generic,
             }],
             vec!["jobkey".into()],
             FetchSettings::default(),
-            jobkey::token::DEFAULT_MAX_TOKEN_BYTES,
+            jobkey::DEFAULT_MAX_TOKEN_BYTES,
         )
         .unwrap();
         let failures = rt.block_on(async {
@@ -341,15 +341,25 @@ fn the_library_loaders_refuse_impostors_too() {
         let (tx, rx) = std::sync::mpsc::channel();
         let (k, c, l) = (key.clone(), ca.clone(), log.clone());
         std::thread::spawn(move || {
-            let key = jobkey::audit::Fingerprinter::load(&k).map(drop);
-            let ca = jobkey::outbound::HttpClient::new(jobkey::outbound::ClientSettings {
-                connect_timeout: Duration::from_secs(1),
-                timeout: Duration::from_secs(1),
-                max_body_bytes: 1024,
-                ca_file: Some(c),
-            })
+            let key = jobkey::Fingerprinter::load(&k).map(drop);
+            // An issuer's CA file is read when its key fetcher is built.
+            let ca = Verifier::new(
+                vec![IssuerSettings {
+                    name: "internal".into(),
+                    issuer: "https://gitlab.internal.example".into(),
+                    keys: KeySource::Discovery,
+                    algorithms: vec![jsonwebtoken::Algorithm::RS256],
+                    leeway: Duration::from_secs(30),
+                    max_lifetime: Duration::from_secs(900),
+                    ca_file: Some(c),
+                    provider: jobkey::Provider::Gitlab,
+                }],
+                vec!["jobkey".into()],
+                FetchSettings::default(),
+                jobkey::DEFAULT_MAX_TOKEN_BYTES,
+            )
             .map(drop);
-            let log = jobkey::audit::verify_file(&l).map(drop);
+            let log = jobkey::verify_file(&l).map(drop);
             let _ = tx.send((
                 key.map_err(|e| e.to_string()),
                 ca.map_err(|e| e.to_string()),
@@ -401,7 +411,7 @@ fn token_and_key_files_of_the_job_and_of_jobkey_refuse_impostors() {
         .enable_all()
         .build()
         .unwrap();
-    jobkey::tls::install_rustls_ring_provider();
+    jobkey::install_rustls_ring_provider();
     // jobkey reads its token file when it logs in, after Vault answered.
     let bao = crate::support::OpenBao::start();
     for imp in [
@@ -438,9 +448,9 @@ fn token_and_key_files_of_the_job_and_of_jobkey_refuse_impostors() {
         // jobkey's own Vault token file: refused before any connection.
         let started = Instant::now();
         let e = rt
-            .block_on(jobkey::vault::Vault::connect(jobkey::vault::VaultConfig {
+            .block_on(jobkey::Vault::connect(jobkey::VaultConfig {
                 address: bao.addr().parse().unwrap(),
-                auth: jobkey::vault::VaultAuth::TokenFile(bad.clone()),
+                auth: jobkey::VaultAuth::TokenFile(bad.clone()),
                 request_timeout: Duration::from_secs(1),
                 ca_file: None,
                 token_role: None,

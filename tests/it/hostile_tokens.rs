@@ -42,11 +42,11 @@ async fn hostile_tokens_are_refused_and_the_server_keeps_serving() {
     let gh = &stack.github;
     let key = gh.signing_key();
     let kid = key.kid().to_owned();
-    let now = jobkey::devissuer::now();
+    let now = crate::support::now();
     let good_claims = Value::Object(stack.github_claims());
     let with = |over: Value| {
         let mut c = stack.github_claims();
-        jobkey::devissuer::apply(&mut c, &crate::support::overrides(over));
+        jobkey::apply_claim_overrides(&mut c, &crate::support::overrides(over));
         Value::Object(c)
     };
     let std_header = json!({"alg": "RS256", "typ": "JWT", "kid": kid});

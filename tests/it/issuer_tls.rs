@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::{OpenBao, engines, rsa_key};
-use jobkey::devissuer::{self, DevIssuer, Shape};
-use jobkey::token::{DEFAULT_MAX_TOKEN_BYTES, FetchSettings, IssuerSettings, KeySource, Verifier};
+use jobkey::{DEFAULT_MAX_TOKEN_BYTES, FetchSettings, IssuerSettings, KeySource, Verifier};
+use jobkey::{DevIssuer, Shape};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
@@ -42,7 +42,7 @@ fn verifier(issuer: &str, ca_file: Option<std::path::PathBuf>) -> Verifier {
     let settings = IssuerSettings {
         name: "gitlab".into(),
         issuer: issuer.into(),
-        provider: jobkey::provider::Provider::Generic,
+        provider: jobkey::Provider::Generic,
         keys: KeySource::Discovery,
         algorithms: vec![jsonwebtoken::Algorithm::RS256],
         leeway: Duration::from_secs(30),
@@ -64,7 +64,7 @@ fn verifier(issuer: &str, ca_file: Option<std::path::PathBuf>) -> Verifier {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_keys_over_tls_need_the_configured_ca() {
-    jobkey::tls::install_rustls_ring_provider();
+    jobkey::install_rustls_ring_provider();
     let bao = OpenBao::start();
     let ca = engines::pki(&bao);
     let other_ca = engines::root_ca(&bao, "pki-other", "another CA");
@@ -90,7 +90,7 @@ async fn issuer_keys_over_tls_need_the_configured_ca() {
         tcp,
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
     };
-    let app = devissuer::router(issuer.clone());
+    let app = jobkey::dev_issuer_router(issuer.clone());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = tempfile::tempdir().unwrap();
@@ -103,7 +103,7 @@ async fn issuer_keys_over_tls_need_the_configured_ca() {
         .mint(&Value::Object(Shape::Gitlab.claims(
             &url,
             "jobkey",
-            devissuer::now(),
+            crate::support::now(),
         )));
 
     let ok = verifier(&url, Some(ca_file)).verify(&token).await;

@@ -2,7 +2,7 @@
 //! codes when stderr is not a terminal) and no per-request errors from the
 //! Vault client library, only jobkey's own line.
 
-use jobkey::devissuer::Shape;
+use jobkey::Shape;
 use serde_json::Map;
 
 use crate::support::{Options, Stack};

@@ -266,7 +266,7 @@ async fn readyz_says_when_the_exchange_store_stops_answering() {
     }
     assert!(connected, "redis-server did not start");
     let broker = crate::broker_support::Broker::start(&stack, "store", |cfg| {
-        cfg.state = Some(jobkey::config::StateSettings {
+        cfg.state = Some(jobkey::StateSettings {
             redis_url: url.clone(),
             key_prefix: "jobkey-ready:".into(),
             timeout: std::time::Duration::from_secs(1),

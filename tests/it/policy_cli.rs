@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::support::{jobkey_cli, rsa_key};
-use jobkey::devissuer::Shape;
+use jobkey::Shape;
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
@@ -458,7 +458,7 @@ fn explain_exits_by_its_decision() {
             "jobkey",
             1_764_279_612,
         );
-        jobkey::devissuer::apply(&mut c, overrides.as_object().expect("object"));
+        jobkey::apply_claim_overrides(&mut c, overrides.as_object().expect("object"));
         let path = dir.path().join(name);
         std::fs::write(&path, Value::Object(c).to_string()).expect("claims");
         path.display().to_string()

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use jobkey::devissuer::Shape;
+use jobkey::Shape;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -141,9 +141,7 @@ async fn a_body_trickled_byte_by_byte_gets_408_request_timeout() {
         "answered at the 3 s request timeout, not {elapsed:?}"
     );
     assert_eq!(
-        jobkey::audit::verify_file(&broker.audit_path)
-            .unwrap()
-            .lines,
+        jobkey::verify_file(&broker.audit_path).unwrap().lines,
         0,
         "nothing ran: no audit line"
     );
@@ -270,7 +268,7 @@ async fn hanging_issuer() -> (String, tokio::task::JoinHandle<()>) {
 async fn broker_with_a_hanging_issuer(
     stack: &Stack,
     name: &str,
-    edit: impl FnOnce(&mut jobkey::config::Config),
+    edit: impl FnOnce(&mut jobkey::Config),
 ) -> (Broker, String, tokio::task::JoinHandle<()>) {
     let (slow_url, task) = hanging_issuer().await;
     let broker = Broker::start_with_tables(
@@ -368,7 +366,7 @@ async fn shutdown_waits_for_the_request_in_progress() {
     assert!(answered <= returned, "answered before serve returned");
     // Its refusal is in the audit log, on disk, then the signed checkpoint
     // written at shutdown.
-    let r = jobkey::audit::verify_file(&broker.audit_path).unwrap();
+    let r = jobkey::verify_file(&broker.audit_path).unwrap();
     assert_eq!(r.lines, 2);
     assert!(
         TcpStream::connect(broker.addr).await.is_err(),

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::support::OpenBao;
-use jobkey::secret::SecretString;
-use jobkey::vault::{Readiness, Vault, VaultAuth, VaultConfig, VaultError};
+use jobkey::SecretString;
+use jobkey::{Readiness, Vault, VaultAuth, VaultConfig, VaultError};
 
 fn not_ready(reason: &'static str) -> Readiness {
     Readiness {
@@ -16,7 +16,7 @@ fn not_ready(reason: &'static str) -> Readiness {
 }
 
 fn config(bao: &OpenBao, auth: VaultAuth) -> VaultConfig {
-    jobkey::tls::install_rustls_ring_provider();
+    jobkey::install_rustls_ring_provider();
     VaultConfig {
         address: bao.url(),
         ca_file: None,

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::openbao::{JOBKEY_ROLE, vault_example};
 use crate::support::{OpenBao, Options, Stack, engines, random};
-use jobkey::devissuer::Shape;
-use jobkey::vault::{TokenRole, Vault, VaultAuth, VaultConfig, VaultError};
+use jobkey::Shape;
+use jobkey::{TokenRole, Vault, VaultAuth, VaultConfig, VaultError};
 use serde_json::{Map, Value, json};
 
 /// A Vault policy that can do anything: what a policy writer must not be
@@ -75,7 +75,7 @@ async fn tokens_with_policy(bao: &OpenBao, policy: &str) -> usize {
 /// A Vault handle logged in with the documented policy, whose config
 /// allows `allowed` (the Vault role may allow less).
 async fn jobkey_vault(bao: &OpenBao, allowed: &[&str]) -> Vault {
-    jobkey::tls::install_rustls_ring_provider();
+    jobkey::install_rustls_ring_provider();
     let file = bao.write_file(
         &format!("jobkey-token-{}", random(6)),
         &bao.jobkey_token("1h"),
@@ -153,8 +153,8 @@ async fn policy_file_cannot_mint_admin_token() {
     }
 
     // Start-up refuses it.
-    let cfg = jobkey::config::Config::load(&bad_config).unwrap();
-    match jobkey::server::AppState::build(&cfg).await {
+    let cfg = jobkey::Config::load(&bad_config).unwrap();
+    match jobkey::AppState::build(&cfg).await {
         Ok(_) => panic!("a server started with an admin token in its policies"),
         Err(e) => assert_names_everything(&e.to_string(), &bad_file),
     }
@@ -168,9 +168,9 @@ async fn policy_file_cannot_mint_admin_token() {
         .join("\n");
     let no_role_config = stack.dir.path().join("no-role.toml");
     std::fs::write(&no_role_config, no_role).unwrap();
-    let cfg = jobkey::config::Config::load(&no_role_config).unwrap();
+    let cfg = jobkey::Config::load(&no_role_config).unwrap();
     assert!(cfg.vault.token_role.is_none());
-    let e = jobkey::server::AppState::build(&cfg)
+    let e = jobkey::AppState::build(&cfg)
         .await
         .err()
         .expect("vault_token without a token role")

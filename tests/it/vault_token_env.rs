@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::support::OpenBao;
-use jobkey::vault::{Vault, VaultAuth, VaultConfig, VaultError};
+use jobkey::{Vault, VaultAuth, VaultConfig, VaultError};
 
 const VAR: &str = "JOBKEY_TEST_VAULT_TOKEN";
 const UNSET: &str = "JOBKEY_TEST_VAULT_TOKEN_UNSET";
@@ -47,7 +47,7 @@ fn parent() {
 
 fn child(addr: &str) {
     let token = std::env::var(VAR).unwrap().trim().to_owned();
-    jobkey::tls::install_rustls_ring_provider();
+    jobkey::install_rustls_ring_provider();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let cfg = |auth| VaultConfig {

@@ -5,7 +5,7 @@ use crate::policy::{Decision, DenyReason, Effect, Explanation, FailedCondition};
 
 /// One line per rule: `rule NAME (effect, line N): applies` or the first
 /// failing condition with expected and actual values.
-pub fn explain_lines(explanation: &Explanation) -> Vec<String> {
+pub(crate) fn explain_lines(explanation: &Explanation) -> Vec<String> {
     explanation
         .rules
         .iter()
@@ -25,7 +25,7 @@ pub fn explain_lines(explanation: &Explanation) -> Vec<String> {
 }
 
 /// `claim `ref`: expected "refs/heads/main", got "refs/heads/dev"`.
-pub fn describe_failure(f: &FailedCondition) -> String {
+pub(crate) fn describe_failure(f: &FailedCondition) -> String {
     match f {
         FailedCondition::Issuer { expected, actual } => {
             format!("issuer: expected `{expected}`, got `{actual}`")
@@ -45,7 +45,7 @@ pub fn describe_failure(f: &FailedCondition) -> String {
 
 /// The decision, readably: `allow (deploy-db by github-api-deploy)`,
 /// `deny (no_rule_matched)`, `deny (denied_by_rule: no-self-hosted)`.
-pub fn describe_decision(d: &Decision) -> String {
+pub(crate) fn describe_decision(d: &Decision) -> String {
     match d {
         Decision::Allow(grants) => {
             let g: Vec<String> = grants

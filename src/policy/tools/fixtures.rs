@@ -85,7 +85,7 @@ enum Expect {
 /// file's errors: `FILE:LINE:COLUMN: message`, then `  hint: ...`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum FixtureError {
+pub(crate) enum FixtureError {
     /// The directory or a file in it could not be read.
     #[error("{file}: cannot read: {source}")]
     Io {
@@ -110,7 +110,7 @@ pub enum FixtureError {
 
 /// The outcome of one case.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct CaseResult {
+pub(crate) struct CaseResult {
     pub file: String,
     pub name: String,
     pub passed: bool,
@@ -124,18 +124,18 @@ pub struct CaseResult {
 
 /// All cases of a run.
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub cases: Vec<CaseResult>,
 }
 
 impl Report {
-    pub fn failed(&self) -> usize {
+    pub(crate) fn failed(&self) -> usize {
         self.cases.iter().filter(|c| !c.passed).count()
     }
 
     /// The readable report: PASS/FAIL per case, and for a failure the
     /// expectation, the decision and the explanation.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let mut file = "";
         for c in &self.cases {
@@ -168,7 +168,7 @@ impl Report {
 }
 
 /// Decodes a JWT's payload without verifying it (fixtures only).
-pub fn unverified_claims(token: &str) -> Result<Map<String, Value>, String> {
+pub(crate) fn unverified_claims(token: &str) -> Result<Map<String, Value>, String> {
     let payload = token
         .trim()
         .split('.')
@@ -185,7 +185,7 @@ pub fn unverified_claims(token: &str) -> Result<Map<String, Value>, String> {
 
 /// Runs every `*.yaml` / `*.yml` fixture file in `dir` (sorted), against
 /// `set` compiled for `issuers`.
-pub fn run_dir(
+pub(crate) fn run_dir(
     set: &PolicySet,
     issuers: &[PolicyIssuer],
     dir: &Path,
@@ -217,7 +217,7 @@ pub fn run_dir(
 /// Runs one fixture file. A malformed fixture, or a case naming an issuer,
 /// environment or credential that does not exist, is an error, not a
 /// failure: a case about `issuer: githb` would pass every `expect: deny`.
-pub fn run_file(
+pub(crate) fn run_file(
     set: &PolicySet,
     issuers: &[PolicyIssuer],
     path: &Path,

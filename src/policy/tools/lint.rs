@@ -32,7 +32,7 @@ use crate::provider::{BranchEvent, Provider};
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Warning {
+pub(crate) struct Warning {
     /// Stable code, e.g. `JK003`.
     pub code: &'static str,
     /// Stable name, e.g. `wildcard-crosses-repositories`.
@@ -63,7 +63,7 @@ impl std::fmt::Display for Warning {
 }
 
 /// Lints every environment of `set`.
-pub fn lint(set: &PolicySet) -> Vec<Warning> {
+pub(crate) fn lint(set: &PolicySet) -> Vec<Warning> {
     let mut out = Vec::new();
     for name in set.environments() {
         if let Some(env) = set.env(name) {

@@ -5,8 +5,8 @@
 //! policy replay`, the backtest over recorded exchanges). The request path uses
 //! none of them.
 
-pub mod explain;
-pub mod fixtures;
-pub mod lint;
-pub mod replay;
-pub mod who_can;
+pub(crate) mod explain;
+pub(crate) mod fixtures;
+pub(crate) mod lint;
+pub(crate) mod replay;
+pub(crate) mod who_can;

@@ -23,7 +23,7 @@ use crate::policy::{Decision, DenyReason, PolicySet, Request};
 
 /// What the log says the policy decided.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Before {
+pub(crate) enum Before {
     /// Allowed, with (rule, TTL in seconds) per issued credential.
     Allowed(BTreeMap<String, (String, u64)>),
     /// Allowed by the policy; a later stage failed, so nothing was issued.
@@ -74,7 +74,7 @@ pub struct Report {
 
 /// What the log recorded for an exchange the policy decided, and the
 /// request to decide again; `None` for a line that cannot be replayed.
-pub fn recorded(e: &Event) -> Option<(Before, Map<String, Value>, &str)> {
+pub(crate) fn recorded(e: &Event) -> Option<(Before, Map<String, Value>, &str)> {
     if e.action() != Action::Exchange || e.requested_omitted().is_some() {
         return None;
     }
@@ -117,7 +117,7 @@ pub fn recorded(e: &Event) -> Option<(Before, Map<String, Value>, &str)> {
 /// Decides `e` again under `set`: `None` when it cannot be replayed,
 /// `Some(None)` when the decision is the same, `Some(Some(change))` when
 /// it changes.
-pub fn replay_event(set: &PolicySet, e: &Event) -> Option<Option<Change>> {
+pub(crate) fn replay_event(set: &PolicySet, e: &Event) -> Option<Option<Change>> {
     let (before, claims, issuer) = recorded(e)?;
     let environment = e.environment()?;
     let after = set.decide(&Request {
@@ -225,7 +225,7 @@ fn replay_record(set: &PolicySet, r: &Record) -> Option<Option<Change>> {
 }
 
 /// The report as text: one line per change, then the totals.
-pub fn render(report: &Report) -> String {
+pub(crate) fn render(report: &Report) -> String {
     let mut out = String::new();
     for c in &report.changes {
         out.push_str(&format!(

@@ -13,7 +13,7 @@ use crate::provider::Role;
 
 /// Who can have one credential.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct CredentialAccess {
+pub(crate) struct CredentialAccess {
     pub credential: String,
     pub source: CredentialSource,
     /// The credential's own TTL (humantime).
@@ -23,7 +23,7 @@ pub struct CredentialAccess {
 
 /// One allow rule granting a credential, and whom it admits.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct RuleAccess {
+pub(crate) struct RuleAccess {
     pub rule: String,
     pub description: Option<String>,
     pub issuer: String,
@@ -37,7 +37,7 @@ pub struct RuleAccess {
 /// The conditions of a rule grouped by what they constrain. Each entry is
 /// `claim condition`, e.g. `repository_id = "892347"`.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub repositories: Vec<String>,
     pub owners: Vec<String>,
     pub refs: Vec<String>,
@@ -81,7 +81,7 @@ impl Identity {
 }
 
 /// The access review of `environment`, optionally for one credential.
-pub fn who_can(
+pub(crate) fn who_can(
     set: &PolicySet,
     environment: &str,
     credential: Option<&str>,
@@ -148,7 +148,7 @@ pub fn who_can(
 }
 
 /// The default width of [`render_list`]: an 80-column terminal.
-pub const DEFAULT_WIDTH: usize = 80;
+pub(crate) const DEFAULT_WIDTH: usize = 80;
 
 /// The access review for a terminal: per credential, each rule that grants
 /// it with the identities it admits, one kind per line, wrapped at `width`
@@ -163,7 +163,7 @@ pub const DEFAULT_WIDTH: usize = 80;
 ///     unless       no-self-hosted-runners: runner_environment is missing
 ///                    or "self-hosted"
 /// ```
-pub fn render_list(review: &[CredentialAccess], width: usize) -> String {
+pub(crate) fn render_list(review: &[CredentialAccess], width: usize) -> String {
     const LABEL: usize = 13;
     let mut out = String::new();
     for (i, c) in review.iter().enumerate() {
@@ -263,7 +263,7 @@ fn wrap(out: &mut String, lead: &str, text: &str, width: usize) {
 /// The wide form (`--wide`): a plain-text table, one row per (credential,
 /// rule), one column per kind of identity; cells with several conditions
 /// list them on separate lines. As wide as its longest cells.
-pub fn render_table(review: &[CredentialAccess]) -> String {
+pub(crate) fn render_table(review: &[CredentialAccess]) -> String {
     const HEADERS: [&str; 11] = [
         "CREDENTIAL",
         "RULE",

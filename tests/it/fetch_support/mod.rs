@@ -12,7 +12,7 @@ use crate::support::{Stack, overrides};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
-use jobkey::devissuer::{DevIssuer, Shape};
+use jobkey::{DevIssuer, Shape};
 use serde_json::{Map, Value, json};
 
 /// The bearer the stand-in expects (ACTIONS_ID_TOKEN_REQUEST_TOKEN).

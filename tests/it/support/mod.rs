@@ -8,7 +8,7 @@ pub mod openbao;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use jobkey::devissuer::{self, DevIssuer, Shape, SigningKey};
+use jobkey::{DevIssuer, Shape, SigningKey, spawn_dev_issuer};
 use serde_json::{Map, Value};
 
 pub use openbao::OpenBao;
@@ -51,6 +51,14 @@ pub fn jobkey_cli(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Seconds since the epoch (for claims' `iat` and `exp`).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// A random alphanumeric string (secret values, names and tokens in tests).
@@ -145,7 +153,7 @@ impl Stack {
     }
 
     pub async fn start_with(mut opts: Options) -> Stack {
-        jobkey::tls::install_rustls_ring_provider();
+        jobkey::install_rustls_ring_provider();
         let bao = OpenBao::start();
         let policy_dir = opts
             .setup
@@ -172,16 +180,16 @@ impl Stack {
         ]);
 
         let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let github = devissuer::spawn(any, rsa_key("issuer-a", "gh-1"))
+        let github = spawn_dev_issuer(any, rsa_key("issuer-a", "gh-1"))
             .await
             .unwrap();
-        let gitlab = devissuer::spawn(any, rsa_key("issuer-b", "gl-1"))
+        let gitlab = spawn_dev_issuer(any, rsa_key("issuer-b", "gl-1"))
             .await
             .unwrap();
-        let ecdsa = devissuer::spawn(any, SigningKey::generate_es256("ec-1").unwrap())
+        let ecdsa = spawn_dev_issuer(any, SigningKey::generate_es256("ec-1").unwrap())
             .await
             .unwrap();
-        let buildkite = devissuer::spawn(any, SigningKey::generate_es256("bk-1").unwrap())
+        let buildkite = spawn_dev_issuer(any, SigningKey::generate_es256("bk-1").unwrap())
             .await
             .unwrap();
 
@@ -313,13 +321,13 @@ algorithms = ["ES256"]
             };
             (url, None, Some(child))
         } else {
-            let cfg = jobkey::config::Config::load(&config_path).unwrap();
-            let state = jobkey::server::AppState::build(&cfg).await.unwrap();
+            let cfg = jobkey::Config::load(&config_path).unwrap();
+            let state = jobkey::AppState::build(&cfg).await.unwrap();
             let listener = tokio::net::TcpListener::bind(any).await.unwrap();
             let url = format!("http://{}", listener.local_addr().unwrap());
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             tokio::spawn(async move {
-                let _ = jobkey::server::serve(listener, state, async {
+                let _ = jobkey::serve(listener, state, async {
                     let _ = rx.await;
                 })
                 .await;
@@ -383,7 +391,7 @@ algorithms = ["ES256"]
 
     /// GitHub-shaped claims naming another issuer URL.
     pub fn claims_for(&self, iss: &str, aud: &str) -> Map<String, Value> {
-        Shape::Github.claims(iss, aud, devissuer::now())
+        Shape::Github.claims(iss, aud, crate::support::now())
     }
 
     /// POSTs an exchange for `environment` with `token`.
@@ -422,14 +430,14 @@ algorithms = ["ES256"]
     /// Starts a second jobkey (in process) from the same config: another
     /// replica. Returns its URL; it stops when the runtime ends.
     pub async fn replica(&self) -> String {
-        let mut cfg = jobkey::config::Config::load(&self.config_path).unwrap();
+        let mut cfg = jobkey::Config::load(&self.config_path).unwrap();
         cfg.audit_path = self.dir.path().join("audit/replica.jsonl");
-        let state = jobkey::server::AppState::build(&cfg).await.unwrap();
+        let state = jobkey::AppState::build(&cfg).await.unwrap();
         let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
         let listener = tokio::net::TcpListener::bind(any).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move {
-            let _ = jobkey::server::serve(listener, state, std::future::pending()).await;
+            let _ = jobkey::serve(listener, state, std::future::pending()).await;
         });
         url
     }

@@ -316,6 +316,36 @@ impl OpenBao {
         self.bao_stdin(args, None)
     }
 
+    /// The lease ids under a prefix such as `database/creds/app`
+    /// (`bao list sys/leases/lookup/PREFIX`), as root; empty when none.
+    pub fn leases(&self, prefix: &str) -> Vec<String> {
+        let out = self.bao_as(
+            &self.root_token,
+            &[
+                "list",
+                "-format=json",
+                &format!("sys/leases/lookup/{prefix}"),
+            ],
+            None,
+        );
+        if !out.status.success() {
+            // With none, `bao list` exits 2 and prints `{}` (in JSON) or
+            // "No value found" (as text).
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.code() == Some(2)
+                    && (said.trim() == "{}" || said.contains("No value found")),
+                "bao list leases: {said}"
+            );
+            return Vec::new();
+        }
+        serde_json::from_slice(&out.stdout).expect("a JSON list of lease ids")
+    }
+
     /// [`OpenBao::bao`] with `stdin` (for `kv put PATH -` with JSON).
     pub fn bao_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.bao_as(&self.root_token, args, stdin);
