@@ -9,6 +9,8 @@ pub mod client;
 pub mod config;
 pub mod devissuer;
 pub mod exchanges;
+#[cfg(fuzzing)]
+pub mod fuzz_api;
 pub mod issue;
 pub mod mask;
 pub mod outbound;

@@ -23,6 +23,10 @@ use std::path::{Path, PathBuf};
 pub use ci::Ci;
 pub use error::ClientError;
 
+// The `$GITHUB_ENV` writer, for the fuzz target (`src/fuzz_api.rs`).
+#[cfg(fuzzing)]
+pub(crate) use deliver::{append_github_file, github_file_entry};
+
 use broker::Broker;
 
 use crate::secret::SecretString;
