@@ -3,9 +3,10 @@
 //!
 //! For every secret value the hints carry (what the CIs' own maskers miss):
 //! - the value itself;
-//! - each line of a multi-line value, without `\r`: runners mask line by line,
-//!   and a multi-line value masked as one string leaks line by line
-//!   (CVE-2021-32074);
+//! - each line of a multi-line value, a line ending at `\r\n`, `\n` or a lone
+//!   `\r` (where GitHub's runner, reading a step's output with .NET's
+//!   `ReadLine`, ends it): runners mask line by line, and a multi-line value
+//!   masked as one string leaks line by line (CVE-2021-32074);
 //! - its JSON-string-escaped form (what `{"key": "<value>"}` prints);
 //! - its standard and URL-safe base64 forms at the three byte offsets, the
 //!   way GitHub's runner derives them (`ValueEncoders.Base64StringEscape`,
@@ -83,8 +84,7 @@ pub fn hints<'a, L: AsRef<str>>(
             left_out.short_value = true;
         }
         if v.contains('\n') || v.contains('\r') {
-            for (i, line) in v.split('\n').enumerate() {
-                let line = line.trim_end_matches('\r');
+            for (i, line) in log_lines(v).enumerate() {
                 if line.trim().is_empty() {
                     continue;
                 }
@@ -112,6 +112,28 @@ pub fn hints<'a, L: AsRef<str>>(
 /// The masks for unlabelled values (see [`hints`]; the warnings are dropped).
 pub fn masks<'a>(values: impl IntoIterator<Item = &'a SecretString>) -> Vec<SecretString> {
     hints(values.into_iter().map(|v| ("value", v))).mask
+}
+
+/// The lines of `v` as a CI runner's log reader ends them: at `\r\n`, `\n`
+/// or a lone `\r` (.NET's `ReadLine`, which GitHub's runner reads a step's
+/// output with). A value split at `\n` only would keep `a\rb` as one line,
+/// which the log shows as two, neither masked.
+fn log_lines(v: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(v);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        match s.find(['\r', '\n']) {
+            None => {
+                rest = None;
+                Some(s)
+            }
+            Some(i) => {
+                let end = if s[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&s[i + end..]);
+                Some(&s[..i])
+            }
+        }
+    })
 }
 
 fn long_enough(s: &str) -> bool {
