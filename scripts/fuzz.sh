@@ -16,6 +16,11 @@
 #                   "address" to also check the dependencies' unsafe code)
 #   FUZZ_TOOLCHAIN  the nightly toolchain (default nightly)
 #
+# `scripts/fuzz.sh --lint` instead checks what `make lint` cannot see:
+# rustfmt and clippy (-D warnings) on the fuzz targets, and clippy on the
+# library built with `--cfg fuzzing` (so on src/fuzz_api.rs), in
+# fuzz/target/lint.
+#
 # Each target runs as one libFuzzer process (no -jobs), so it uses one core.
 # New inputs go to fuzz/target/corpus/<target>; the committed seeds in
 # fuzz/corpus/<target> are only read. Logs: fuzz/target/logs/<target>.log.
@@ -23,6 +28,17 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+
+if [[ "${1:-}" == "--lint" ]]; then
+    (cd fuzz && cargo fmt -- --check)
+    RUSTFLAGS="--cfg fuzzing" cargo clippy --locked --lib --target-dir fuzz/target/lint -- -D warnings
+    (cd fuzz && RUSTFLAGS="--cfg fuzzing" cargo clippy --bins -- -D warnings)
+    exit 0
+fi
+if [[ $# -gt 0 ]]; then
+    echo "fuzz.sh: unknown argument '$1' (the only one is --lint)" >&2
+    exit 2
+fi
 
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-60}"
 SANITIZER="${FUZZ_SANITIZER:-none}"
@@ -34,6 +50,12 @@ if ! [[ "$SECONDS_PER_TARGET" =~ ^[1-9][0-9]*$ ]]; then
     echo "fuzz.sh: FUZZ_SECONDS must be a positive number of seconds, not '$SECONDS_PER_TARGET'" >&2
     exit 2
 fi
+for target in $TARGETS; do
+    if [[ " $ALL_TARGETS " != *" $target "* ]]; then
+        echo "fuzz.sh: unknown target '$target' (targets: $ALL_TARGETS)" >&2
+        exit 2
+    fi
+done
 if ! rustup run "$TOOLCHAIN" rustc --version >/dev/null 2>&1; then
     echo "fuzz.sh: the $TOOLCHAIN toolchain is missing; install it with: rustup toolchain install $TOOLCHAIN" >&2
     exit 2
@@ -67,10 +89,6 @@ fi
 
 failed=()
 for target in $TARGETS; do
-    if [[ " $ALL_TARGETS " != *" $target "* ]]; then
-        echo "fuzz.sh: unknown target '$target' (targets: $ALL_TARGETS)" >&2
-        exit 2
-    fi
     work="$ROOT/fuzz/target/corpus/$target"
     seeds="$ROOT/fuzz/corpus/$target"
     log="$LOGS/$target.log"

@@ -57,6 +57,11 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn common_properties(c: &TokenCheck) {
+    // `FUZZ_SHOW=1 cargo +nightly fuzz run token FILE` shows what the
+    // verifier said about FILE.
+    if std::env::var_os("FUZZ_SHOW").is_some() {
+        eprintln!("{:?}", c.outcome);
+    }
     assert!(c.unverified.len() <= c.unverified_names.len());
     for (name, value) in &c.unverified {
         assert!(
@@ -161,9 +166,7 @@ fn numeric(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, ()> {
         None => Ok(None),
         Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
             (Some(u), _) => Ok(Some(u)),
-            (None, Some(f)) if f.is_finite() && f >= 0.0 && f < 18_446_744_073_709_551_615.0 => {
-                Ok(Some(f as u64))
-            }
+            (None, Some(f)) if (0.0..u64::MAX as f64).contains(&f) => Ok(Some(f as u64)),
             _ => Err(()),
         },
         Some(_) => Err(()),
