@@ -5,12 +5,13 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test lint openbao services prometheus chromium build help
+.PHONY: demo test lint fuzz openbao services prometheus chromium build help
 
 help:
 	@echo "make demo   - run the whole local stack and a sample job exchange (DEMO_EXIT=1: exit after the samples)"
 	@echo "make test   - unit and integration tests (real OpenBao on a free loopback port)"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
+	@echo "make fuzz   - fuzz the untrusted-input front ends, FUZZ_SECONDS (default 60) per target; nightly, not part of make test"
 
 openbao:
 	@scripts/ensure-openbao.sh >/dev/null
@@ -39,3 +40,12 @@ test: openbao services prometheus chromium
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	@# The fuzzers' entry points exist only under --cfg fuzzing: check that
+	@# they still build (own target dir: other RUSTFLAGS rebuild everything).
+	RUSTFLAGS="--cfg fuzzing" $(CARGO) check --locked --lib --target-dir target/cfg-fuzzing
+
+# Not part of `test`: it needs nightly and minutes per target. The crashes it
+# found are unit tests that `make test` runs.
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS="$(FUZZ_SECONDS)" scripts/fuzz.sh

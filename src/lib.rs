@@ -17,6 +17,8 @@ mod config;
 mod devissuer;
 mod exchanges;
 mod files;
+#[cfg(fuzzing)]
+pub mod fuzz_api;
 mod issue;
 mod limits;
 mod mask;

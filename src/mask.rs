@@ -3,10 +3,10 @@
 //!
 //! For every secret value the hints carry (what the CIs' own maskers miss):
 //! - the value itself;
-//! - each line of a multi-line value, split at `\r\n`, `\n` and a lone `\r`:
-//!   runners mask line by line, and a multi-line value masked as one string
-//!   leaks line by line (CVE-2021-32074); a log reader that breaks lines at
-//!   a bare CR would show each half of a `\r`-joined pair;
+//! - each line of a multi-line value, a line ending at `\r\n`, `\n` or a lone
+//!   `\r` (where GitHub's runner, reading a step's output with .NET's
+//!   `ReadLine`, ends it): runners mask line by line, and a multi-line value
+//!   masked as one string leaks line by line (CVE-2021-32074);
 //! - its JSON-string-escaped form (what `{"key": "<value>"}` prints);
 //! - its standard and URL-safe base64 forms at the three byte offsets, the
 //!   way GitHub's runner derives them (`ValueEncoders.Base64StringEscape`,
@@ -167,21 +167,23 @@ impl Collected {
     }
 }
 
-/// The lines of `v`, split at `\r\n`, `\n` and a lone `\r` (a log reader
-/// that breaks lines at a bare CR shows each half on its own).
+/// The lines of `v` as a CI runner's log reader ends them: at `\r\n`, `\n`
+/// or a lone `\r` (.NET's `ReadLine`, which GitHub's runner reads a step's
+/// output with). A value split at `\n` only would keep `a\rb` as one line,
+/// which the log shows as two, neither masked.
 fn lines(v: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(v);
     std::iter::from_fn(move || {
-        let r = rest?;
-        match r.find(['\r', '\n']) {
+        let s = rest?;
+        match s.find(['\r', '\n']) {
             None => {
                 rest = None;
-                Some(r)
+                Some(s)
             }
             Some(i) => {
-                let skip = if r[i..].starts_with("\r\n") { 2 } else { 1 };
-                rest = Some(&r[i + skip..]);
-                Some(&r[..i])
+                let end = if s[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&s[i + end..]);
+                Some(&s[..i])
             }
         }
     })

@@ -59,12 +59,14 @@ pub use chain::{VerifyReport, verify_file};
 pub(crate) use chain::{TornLine, VerifyOptions, verify_with};
 pub use checkpoint::CheckpointSettings;
 pub(crate) use checkpoint::{Checkpoint, CheckpointKey, PublicKey, default_checkpoint_key_path};
+#[cfg(any(test, fuzzing))]
+pub(crate) use event::MAX_STRING_BYTES;
 pub(crate) use event::{
     Action, Auth, ClaimValue, EventBuilder, Identity, Outage, Recovery, bounded,
 };
 pub use event::{Decision, Event, IssuedCredential, Refusal, Stage};
 #[cfg(test)]
-pub(crate) use event::{MAX_IDENTITY_CLAIMS, MAX_REQUESTED, MAX_STRING_BYTES, VERSION};
+pub(crate) use event::{MAX_IDENTITY_CLAIMS, MAX_REQUESTED, VERSION};
 pub(crate) use find::{Match, find_value};
 pub use fingerprint::Fingerprinter;
 pub(crate) use fingerprint::{Fingerprint, default_key_path};

@@ -301,7 +301,7 @@ pub(super) fn kubeconfig_var(w: &Written) -> Option<String> {
 /// delimiter chosen at random for this entry. A value (or name) that
 /// contains the delimiter is refused: it could end the entry early and
 /// inject other variables.
-pub(super) fn github_file_entry(
+pub(crate) fn github_file_entry(
     name: &str,
     value: &str,
     delimiter: &str,
@@ -334,10 +334,16 @@ pub(super) fn github_delimiter() -> Result<String, ClientError> {
 
 /// Appends entries to the file GitHub names in `$GITHUB_ENV` or
 /// `$GITHUB_OUTPUT`. All entries are checked before anything is written.
-pub(super) fn append_github_file(
+///
+/// An earlier step may have left the file's last line without a newline
+/// (`echo -n FOO=bar >> $GITHUB_ENV`); the first entry would then join that
+/// line, and the runner would read the entry's value lines as variables of
+/// their own. Such a line is ended first.
+pub(crate) fn append_github_file(
     path: &Path,
     vars: &[(String, SecretString)],
 ) -> Result<(), ClientError> {
+    let err = |e: std::io::Error| ClientError::Deliver(format!("{}: {e}", path.display()));
     let mut blocks = Vec::new();
     for (name, value) in vars {
         blocks.push(github_file_entry(
@@ -347,14 +353,29 @@ pub(super) fn append_github_file(
         )?);
     }
     let mut f = std::fs::OpenOptions::new()
+        .read(true)
         .append(true)
         .open(path)
-        .map_err(|e| ClientError::Deliver(format!("{}: {e}", path.display())))?;
+        .map_err(err)?;
+    if !blocks.is_empty() && !ends_a_line(&mut f).map_err(err)? {
+        f.write_all(b"\n").map_err(err)?;
+    }
     for b in &blocks {
-        f.write_all(b.expose_secret().as_bytes())
-            .map_err(|e| ClientError::Deliver(format!("{}: {e}", path.display())))?;
+        f.write_all(b.expose_secret().as_bytes()).map_err(err)?;
     }
     Ok(())
+}
+
+/// Whether `f` is empty or ends with a newline.
+fn ends_a_line(f: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if f.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    f.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    f.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 /// `N` random bytes as hex; no randomness is an error, never a guessable
@@ -514,6 +535,42 @@ mod tests {
         );
         assert!(github_file_entry("A=B", "v", &delim).is_err());
         assert!(github_file_entry("A\nB", "v", &delim).is_err());
+    }
+
+    /// Found by the `github_env` fuzz target: appended after a last line
+    /// without a newline, the first entry's header joined that line, and
+    /// the runner read the value's lines as variables (or refused the file).
+    #[test]
+    fn an_unterminated_last_line_does_not_swallow_the_first_entry() {
+        // (what earlier steps wrote, the value appended)
+        let cases = [
+            // The fuzzer's input.
+            (
+                "ooJ=",
+                "value\r\nwith CR\r\n\u{1}234###########################J#",
+            ),
+            ("FOO=bar", "x\nEVIL=1\nLD_PRELOAD=/tmp/e.so"),
+            ("FOO=bar\n", "x\nEVIL=1"),
+            ("", "x\nEVIL=1"),
+            ("NOTES<<EOF\nline\nEOF", "x\nEVIL=1"),
+        ];
+        for (before, value) in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            let path = tmp.path().join("github_env");
+            std::fs::write(&path, before).unwrap();
+            let vars = [("KEY_X_Y".to_owned(), SecretString::new(value.to_owned()))];
+            append_github_file(&path, &vars).unwrap();
+            let written = std::fs::read_to_string(&path).unwrap();
+            let mut expected = parse_github_file(before);
+            expected.push(("KEY_X_Y".to_owned(), value.to_owned()));
+            assert_eq!(parse_github_file(&written), expected, "after {before:?}");
+            assert!(written.starts_with(before), "{written:?}");
+
+            // Nothing to write: the file is left as it was.
+            std::fs::write(&path, before).unwrap();
+            append_github_file(&path, &[]).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+        }
     }
 
     #[test]

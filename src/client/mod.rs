@@ -32,6 +32,10 @@ pub(crate) use ci::Ci;
 pub(crate) use ci::TOKEN_ENV;
 pub(crate) use error::ClientError;
 
+// The `$GITHUB_ENV` writer, for the fuzz target (`src/fuzz_api.rs`).
+#[cfg(fuzzing)]
+pub(crate) use deliver::{append_github_file, github_file_entry};
+
 use broker::Broker;
 
 use crate::secret::SecretString;

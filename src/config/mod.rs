@@ -108,11 +108,24 @@ impl Config {
         let file = path.display().to_string();
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.clone(),
-            message: e.to_string(),
+            message: toml_message(text, &e),
         })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         Checker { file, base }.check(raw)
     }
+}
+
+/// toml's message and its position, without the source line toml's own
+/// `Display` quotes: that line may hold a secret (the password of
+/// `[state] redis_url`).
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(before) = e.span().and_then(|s| text.get(..s.start)) else {
+        return format!("TOML parse error: {message}");
+    };
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("TOML parse error at line {line}, column {column}: {message}")
 }
 
 pub(crate) struct Checker {

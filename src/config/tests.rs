@@ -305,6 +305,23 @@ fn errors_name_the_key_and_the_fix() {
     }
 }
 
+/// Found by the `config` fuzz target: toml's own error text quotes the
+/// offending line, and with it the password of a Redis URL.
+#[test]
+fn a_toml_syntax_error_does_not_quote_the_redis_password() {
+    let text = "[state]\nredis_url = \"redis://user:hunter2-secret@127.0.0.1:6379/0\" x\n";
+    let e = Config::parse(Path::new("/etc/jobkey/jobkey.toml"), text)
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("hunter2-secret"), "{e}");
+    // The position toml gives (line 2, column 60: the `x`), without the line.
+    assert_eq!(
+        e,
+        "/etc/jobkey/jobkey.toml: TOML parse error at line 2, column 60: \
+         unexpected key or value, expected newline, `#`"
+    );
+}
+
 #[test]
 fn vault_auth_and_address_are_checked() {
     let base = format!("{BASE}\n[issuers.github]\npreset = \"github\"\n");

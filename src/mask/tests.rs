@@ -215,6 +215,43 @@ fn short_pieces_and_armor_are_left_out_with_a_warning_that_hides_the_value() {
     );
 }
 
+/// Found by the `mask` fuzz target: a lone `\r` ends a line in the runner's
+/// log (GitHub's reads a step's output with .NET's `ReadLine`), so each
+/// half of this value is printed as a line of its own and must be a mask.
+#[test]
+fn a_lone_carriage_return_ends_a_line() {
+    // (value, lines that must be masks, warning or "")
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "first-half-secret\rsecond-half-secret",
+            &["first-half-secret", "second-half-secret"],
+            "",
+        ),
+        (
+            "line-one-secret\r\nline-two-secret\r\n",
+            &["line-one-secret", "line-two-secret"],
+            "",
+        ),
+        // `\r\r\n` is a line, then an empty one: the short line is the third.
+        (
+            "long-enough-1\r\r\nlong-enough-2\rshort",
+            &["long-enough-1", "long-enough-2"],
+            "v: not masked: line 4 is shorter than 8 characters",
+        ),
+    ];
+    for (value, lines, warning) in cases {
+        let (m, w) = run(&[("v", value)]);
+        for line in *lines {
+            assert!(m.iter().any(|s| s == line), "{value:?}: {line:?} in {m:?}");
+        }
+        if warning.is_empty() {
+            assert!(w.is_empty(), "{value:?}: {w:?}");
+        } else {
+            assert_eq!(w, vec![warning.to_string()], "{value:?}");
+        }
+    }
+}
+
 #[test]
 fn duplicates_are_dropped_and_the_list_is_longest_first() {
     let (m, _) = run(&[("a", "abcdefghij"), ("b", "abcdefghij"), ("c", "  ")]);
