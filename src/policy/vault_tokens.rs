@@ -64,7 +64,7 @@ mod tests {
         let text = format!(
             "credentials:\n  db:\n    database: {{role: app}}\n    ttl: 5m\n  t:\n{token}    ttl: 5m\n{RULES}"
         );
-        PolicySet::from_sources(&[("prod.yaml".to_owned(), text)], &["github".into()])
+        crate::policy::test_support::compile(&[("prod.yaml", &text)], &["github".into()])
             .unwrap_or_else(|e| panic!("{e}"))
     }
 

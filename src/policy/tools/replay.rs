@@ -261,8 +261,8 @@ mod tests {
     const POLICY: &str = "max_ttl: 15m\ncredentials:\n  db:\n    kv: {mount: secret, path: prod/db}\n    ttl: 10m\nrules:\n  - name: deploy\n    issuer: github\n    claims: {repository: acme/api, ref: refs/heads/main}\n    grant: [db]\n    ttl: 5m\n";
 
     fn set(src: &str) -> PolicySet {
-        PolicySet::from_sources(
-            &[("production.yaml".to_owned(), src.to_owned())],
+        crate::policy::test_support::compile(
+            &[("production.yaml", src)],
             &[PolicyIssuer::named("github")],
         )
         .unwrap()
