@@ -167,6 +167,26 @@ pub(crate) fn read_secret(path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>,
     Ok(buf)
 }
 
+/// Writes `bytes` to a new file at `path` (mode 0600, created with
+/// `O_EXCL`, parents created, synced), for keys jobkey makes once and keeps:
+/// a file already there is never overwritten.
+pub(crate) fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 fn read_into(path: &Path, limit: u64, buf: &mut Vec<u8>) -> Result<(), FileError> {
     let too_large = |size| FileError::TooLarge {
         path: path.display().to_string(),

@@ -198,22 +198,7 @@ impl CheckpointKey {
                         reason: "no new checkpoint key: the random number generator failed".into(),
                     }
                 })?;
-            if let Some(dir) = path.parent()
-                && !dir.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut f = opts.open(path).map_err(io)?;
-            f.write_all(doc.as_ref())
-                .and_then(|()| f.sync_all())
-                .map_err(io)?;
+            crate::files::create_private(path, doc.as_ref()).map_err(io)?;
         }
         Self::load(path)
     }

@@ -7,7 +7,6 @@
 //! guesses of a low-entropy secret against it, as they could with a plain
 //! hash. `jobkey audit find` recomputes it from a value given on stdin.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ring::hmac;
@@ -54,20 +53,7 @@ impl Fingerprinter {
                 path: path.display().to_string(),
                 reason: format!("no new fingerprint key: {e}"),
             })?;
-            if let Some(dir) = path.parent()
-                && !dir.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut f = opts.open(path).map_err(io)?;
-            let written = f.write_all(&key).and_then(|()| f.sync_all());
+            let written = crate::files::create_private(path, &key);
             zeroize::Zeroize::zeroize(&mut key);
             written.map_err(io)?;
         }

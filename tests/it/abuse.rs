@@ -6,7 +6,6 @@
 //! each replica's own table, the exchange store refuses) and that all of
 //! it recovers without a restart.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -70,16 +69,6 @@ impl Drop for Redis {
     }
 }
 
-fn copy_policies(to: &Path) {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-        }
-    }
-}
-
 /// Three replicas on `redis` under `prefix`, named `<name>0..2`, each
 /// with `edit` applied.
 async fn replicas(
@@ -139,7 +128,7 @@ fn code(v: &Value) -> Option<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_revocation_single_use_limits_and_policy() {
     let policies = tempfile::tempdir().unwrap();
-    copy_policies(policies.path());
+    crate::support::copy_policies(policies.path());
     let stack = Stack::start_with(Options {
         policy_dir: Some(policies.path().to_path_buf()),
         ..Options::default()

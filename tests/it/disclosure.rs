@@ -2,32 +2,16 @@
 //! is status only; an environment can hide which claims failed; an
 //! environment without a policy is said to have none, naming no other.
 
-use std::path::Path;
-
 use jobkey::Shape;
 use serde_json::{Map, Value, json};
 
 use crate::broker_support::eventually;
 use crate::support::{Options, Stack};
 
-fn copy_policies(to: &Path) {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-        }
-    }
-}
-
-fn overrides(v: Value) -> Map<String, Value> {
-    v.as_object().unwrap().clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_does_not_echo_a_refused_policy() {
     let policies = tempfile::tempdir().unwrap();
-    copy_policies(policies.path());
+    crate::support::copy_policies(policies.path());
     let stack = Stack::start_with(Options {
         policy_dir: Some(policies.path().to_path_buf()),
         ..Options::default()
@@ -94,7 +78,7 @@ async fn readyz_does_not_echo_a_refused_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_failed_claims_false_gives_one_answer_whatever_failed() {
     let policies = tempfile::tempdir().unwrap();
-    copy_policies(policies.path());
+    crate::support::copy_policies(policies.path());
     let file = policies.path().join("production.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, format!("report_failed_claims: false\n{text}")).unwrap();
@@ -103,7 +87,11 @@ async fn report_failed_claims_false_gives_one_answer_whatever_failed() {
         ..Options::default()
     })
     .await;
-    let gh = |o: Value| stack.github.mint(Shape::Github, "jobkey", &overrides(o));
+    let gh = |o: Value| {
+        stack
+            .github
+            .mint(Shape::Github, "jobkey", &crate::support::overrides(o))
+    };
     // (what differs from the admitted deploy, credentials asked for, the
     // denial it would otherwise be)
     let cases = [

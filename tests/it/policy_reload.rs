@@ -3,21 +3,10 @@
 //! shows it is stale (not why: that is in the log); SIGHUP reloads a change
 //! the file watcher cannot see.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::support::{Options, Stack};
 use serde_json::json;
-
-fn copy_policies(to: &Path) {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-        }
-    }
-}
 
 /// Polls `check` for up to 10 s.
 async fn eventually<F, Fut>(what: &str, mut check: F)
@@ -48,7 +37,7 @@ async fn expect_exchange(stack: &Stack, token: &str, want: u16) -> Result<(), St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_change_takes_effect_and_an_invalid_one_is_refused() {
     let policies = tempfile::tempdir().unwrap();
-    copy_policies(policies.path());
+    crate::support::copy_policies(policies.path());
     let stack = Stack::start_with(Options {
         policy_dir: Some(policies.path().to_path_buf()),
         ..Options::default()
@@ -107,7 +96,7 @@ async fn sighup_reloads_the_real_binary() {
     // elsewhere: editing them changes nothing in the watched directory, so
     // only SIGHUP can make jobkey read the change.
     let files = tempfile::tempdir().unwrap();
-    copy_policies(files.path());
+    crate::support::copy_policies(files.path());
     let policies = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(files.path()).unwrap() {
         let path = entry.unwrap().path();

@@ -53,6 +53,18 @@ pub fn jobkey_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Copies the shipped `policies/` files into `to` (for tests that edit or
+/// watch their own copy).
+pub fn copy_policies(to: &Path) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
 /// Seconds since the epoch (for claims' `iat` and `exp`).
 pub fn now() -> u64 {
     std::time::SystemTime::now()
