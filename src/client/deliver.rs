@@ -384,33 +384,13 @@ pub(super) fn random_hex<const N: usize>() -> Result<String, ClientError> {
     crate::random::hex_token::<N>().map_err(|e| ClientError::Deliver(e.to_string()))
 }
 
-/// How GitHub's runner reads `$GITHUB_ENV`/`$GITHUB_OUTPUT`: `NAME=VALUE`
-/// lines, or `NAME<<DELIM` and the lines up to one equal to DELIM. Test
-/// equipment: the tests read what `fetch` wrote the way the runner does, to
-/// show a hostile value cannot inject a variable.
+/// The reader the integration tests use too: one copy, written from the
+/// runner's format.
 #[cfg(test)]
-fn parse_github_file(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut lines = s.split('\n');
-    while let Some(line) = lines.next() {
-        if line.is_empty() {
-            continue;
-        }
-        if let Some((name, delim)) = line.split_once("<<") {
-            let mut v = Vec::new();
-            for l in lines.by_ref() {
-                if l == delim {
-                    break;
-                }
-                v.push(l);
-            }
-            out.push((name.to_owned(), v.join("\n")));
-        } else if let Some((n, v)) = line.split_once('=') {
-            out.push((n.to_owned(), v.to_owned()));
-        }
-    }
-    out
-}
+#[path = "../../tests/it/fetch_support/github_file.rs"]
+mod github_file;
+#[cfg(test)]
+use github_file::parse_github_file;
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ use jobkey::{Config, StateSettings};
 use serde_json::{Value, json};
 
 use crate::broker_support::{Broker, audit_lines, eventually, free_port, post};
-use crate::support::{Options, Stack, random};
+use crate::support::{Stack, random};
 
 /// A Redis of this test's own on a free port (never the shared one).
 struct Redis {
@@ -127,13 +127,8 @@ fn code(v: &Value) -> Option<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_revocation_single_use_limits_and_policy() {
-    let policies = tempfile::tempdir().unwrap();
-    crate::support::copy_policies(policies.path());
-    let stack = Stack::start_with(Options {
-        policy_dir: Some(policies.path().to_path_buf()),
-        ..Options::default()
-    })
-    .await;
+    let policies = crate::support::copied_policies();
+    let stack = Stack::start_on(policies.path()).await;
     let redis = Redis::start();
 
     // Revocation and single use: limits off, GitHub tokens single-use.

@@ -10,13 +10,8 @@ use crate::support::{Options, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_does_not_echo_a_refused_policy() {
-    let policies = tempfile::tempdir().unwrap();
-    crate::support::copy_policies(policies.path());
-    let stack = Stack::start_with(Options {
-        policy_dir: Some(policies.path().to_path_buf()),
-        ..Options::default()
-    })
-    .await;
+    let policies = crate::support::copied_policies();
+    let stack = Stack::start_on(policies.path()).await;
     // Serving (so the policy directory is watched).
     let (status, ready) = stack.get_json("/readyz").await;
     assert_eq!(
@@ -77,8 +72,7 @@ async fn readyz_does_not_echo_a_refused_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn report_failed_claims_false_gives_one_answer_whatever_failed() {
-    let policies = tempfile::tempdir().unwrap();
-    crate::support::copy_policies(policies.path());
+    let policies = crate::support::copied_policies();
     let file = policies.path().join("production.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, format!("report_failed_claims: false\n{text}")).unwrap();

@@ -36,13 +36,8 @@ async fn expect_exchange(stack: &Stack, token: &str, want: u16) -> Result<(), St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_change_takes_effect_and_an_invalid_one_is_refused() {
-    let policies = tempfile::tempdir().unwrap();
-    crate::support::copy_policies(policies.path());
-    let stack = Stack::start_with(Options {
-        policy_dir: Some(policies.path().to_path_buf()),
-        ..Options::default()
-    })
-    .await;
+    let policies = crate::support::copied_policies();
+    let stack = Stack::start_on(policies.path()).await;
     let token = stack.github_token(json!({}));
     expect_exchange(&stack, &token, 200).await.unwrap();
     let (_, ready) = stack.get_json("/readyz").await;
@@ -95,8 +90,7 @@ async fn sighup_reloads_the_real_binary() {
     // The served directory holds links to the policy files, which live
     // elsewhere: editing them changes nothing in the watched directory, so
     // only SIGHUP can make jobkey read the change.
-    let files = tempfile::tempdir().unwrap();
-    crate::support::copy_policies(files.path());
+    let files = crate::support::copied_policies();
     let policies = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(files.path()).unwrap() {
         let path = entry.unwrap().path();

@@ -3,6 +3,10 @@
 //! `buildkite-agent` on PATH that records its argv and stdin, and a runner
 //! for the real `jobkey` binary with a clean environment.
 
+mod github_file;
+
+pub(crate) use github_file::parse_github_file;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -223,29 +227,4 @@ pub fn assert_no_secret_outside_masks(run: &Run, secrets: &[&str]) {
 
 pub fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-}
-
-/// How GitHub's runner reads `$GITHUB_ENV`/`$GITHUB_OUTPUT`: `NAME=VALUE`
-/// lines, or `NAME<<DELIM` and the lines up to one equal to DELIM.
-pub fn parse_github_file(s: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut lines = s.split('\n');
-    while let Some(line) = lines.next() {
-        if line.is_empty() {
-            continue;
-        }
-        if let Some((name, delim)) = line.split_once("<<") {
-            let mut v = Vec::new();
-            for l in lines.by_ref() {
-                if l == delim {
-                    break;
-                }
-                v.push(l);
-            }
-            out.push((name.to_owned(), v.join("\n")));
-        } else if let Some((n, v)) = line.split_once('=') {
-            out.push((n.to_owned(), v.to_owned()));
-        }
-    }
-    out
 }

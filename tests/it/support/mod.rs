@@ -53,16 +53,18 @@ pub fn jobkey_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Copies the shipped `policies/` files into `to` (for tests that edit or
+/// A temporary copy of the shipped `policies/` (for tests that edit or
 /// watch their own copy).
-pub fn copy_policies(to: &Path) {
+pub fn copied_policies() -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
     let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     for entry in std::fs::read_dir(from).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
-            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+            std::fs::copy(&path, to.path().join(path.file_name().unwrap())).unwrap();
         }
     }
+    to
 }
 
 /// Seconds since the epoch (for claims' `iat` and `exp`).
@@ -162,6 +164,15 @@ impl Stack {
     /// the issuers and a jobkey server with the shipped `policies/`.
     pub async fn start() -> Stack {
         Self::start_with(Options::default()).await
+    }
+
+    /// The stack serving the policies of `dir` (a copy a test edits).
+    pub async fn start_on(dir: &Path) -> Stack {
+        Self::start_with(Options {
+            policy_dir: Some(dir.to_path_buf()),
+            ..Options::default()
+        })
+        .await
     }
 
     pub async fn start_with(mut opts: Options) -> Stack {
