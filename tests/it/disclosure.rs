@@ -6,7 +6,7 @@ use jobkey::Shape;
 use serde_json::{Map, Value, json};
 
 use crate::broker_support::eventually;
-use crate::support::{Options, Stack};
+use crate::support::Stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_does_not_echo_a_refused_policy() {
@@ -76,11 +76,7 @@ async fn report_failed_claims_false_gives_one_answer_whatever_failed() {
     let file = policies.path().join("production.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, format!("report_failed_claims: false\n{text}")).unwrap();
-    let stack = Stack::start_with(Options {
-        policy_dir: Some(policies.path().to_path_buf()),
-        ..Options::default()
-    })
-    .await;
+    let stack = Stack::start_on(policies.path()).await;
     let gh = |o: Value| {
         stack
             .github

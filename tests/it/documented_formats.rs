@@ -3,19 +3,10 @@
 //! /mint` body in `jobkey dev-issuer --help`. Each example shown is run as
 //! written, so the help cannot drift from what the parsers accept.
 
-use std::path::PathBuf;
-
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::support::{jobkey_cli, rsa_key};
-
-fn example_config() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/jobkey.toml")
-        .display()
-        .to_string()
-}
+use crate::support::{jobkey_cli, policy_test, rsa_key};
 
 /// The lines of `help` from the one starting with `first` (after two
 /// spaces of indentation) to the next blank line, without that indentation.
@@ -54,13 +45,7 @@ fn policy_test_help_shows_the_fixture_format() {
     // The example runs as a fixture of the shipped policies, and passes.
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("help.yaml"), example(&help, "templates:")).expect("write");
-    let (code, out, err) = jobkey_cli(&[
-        "policy",
-        "test",
-        "--config",
-        &example_config(),
-        &dir.path().display().to_string(),
-    ]);
+    let (code, out, err) = policy_test(dir.path());
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("PASS  a feature branch is refused"), "{out}");
 }

@@ -268,8 +268,10 @@ async fn curl_and_fetch_over_tls_and_a_rotation_on_sighup() {
     let out_dir = out.path().join("creds");
     let token_file = out.path().join("token");
     std::fs::write(&token_file, &token).unwrap();
-    let fetch = Command::new(env!("CARGO_BIN_EXE_jobkey"))
-        .args([
+    // The same fetch into `dir`, trusting the private CA or not.
+    let fetch_to = |dir: &Path, trust_ca: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jobkey"));
+        cmd.args([
             "fetch",
             "--url",
             &server.url(),
@@ -281,35 +283,27 @@ async fn curl_and_fetch_over_tls_and_a_rotation_on_sighup() {
         .arg("--token-file")
         .arg(&token_file)
         .arg("--out")
-        .arg(&out_dir)
-        .args(["--retry-for", "0"])
-        .env("JOBKEY_CA_FILE", &ca_file)
-        .output()
-        .unwrap();
+        .arg(dir)
+        .args(["--retry-for", "0"]);
+        if trust_ca {
+            cmd.env("JOBKEY_CA_FILE", &ca_file);
+        } else {
+            cmd.env_remove("JOBKEY_CA_FILE");
+        }
+        cmd.output().unwrap()
+    };
+    let fetch = fetch_to(&out_dir, true);
     let stderr = String::from_utf8_lossy(&fetch.stderr);
     assert!(fetch.status.success(), "jobkey fetch: {stderr}");
     // Without the CA, the same fetch fails on the certificate.
-    let refused = Command::new(env!("CARGO_BIN_EXE_jobkey"))
-        .args([
-            "fetch",
-            "--url",
-            &server.url(),
-            "-e",
-            "production",
-            "--ci",
-            "none",
-        ])
-        .arg("--token-file")
-        .arg(&token_file)
-        .arg("--out")
-        .arg(out.path().join("other"))
-        .args(["--retry-for", "0"])
-        .env_remove("JOBKEY_CA_FILE")
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
+    let refused = fetch_to(&out.path().join("other"), false);
     let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&server.url()), "names the broker: {stderr}");
+    assert!(
+        stderr.to_ascii_lowercase().contains("certificate"),
+        "refused for the certificate: {stderr}"
+    );
 
     // A connection opened before the rotation.
     let client = open_client(&ca_file).await;

@@ -4,16 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{jobkey_cli, rsa_key};
+use crate::support::{example_config, jobkey_cli, policy_test, rsa_key};
 use jobkey::Shape;
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn example_config() -> String {
-    root().join("examples/jobkey.toml").display().to_string()
 }
 
 #[test]
@@ -56,13 +52,7 @@ cases:
 "#,
     )
     .expect("write");
-    let (code, out, err) = jobkey_cli(&[
-        "policy",
-        "test",
-        "--config",
-        &example_config(),
-        &dir.path().display().to_string(),
-    ]);
+    let (code, out, err) = policy_test(dir.path());
     assert_eq!(code, 1, "{out}{err}");
     let want = [
         "  FAIL  feature branch (wrongly expected to be allowed)\n".to_owned(),
@@ -91,13 +81,7 @@ cases:
         "cases:\n  - name: x\n    expekt: allow\n",
     )
     .expect("write");
-    let (code, _, err) = jobkey_cli(&[
-        "policy",
-        "test",
-        "--config",
-        &example_config(),
-        &dir.path().display().to_string(),
-    ]);
+    let (code, _, err) = policy_test(dir.path());
     assert_eq!(code, 1);
     let at = format!("{}:3:5: ", dir.path().join("wrong.yaml").display());
     assert!(
@@ -113,13 +97,7 @@ cases:
         "cases:\n  - name: x\n    environment: production\n    issuer: githb\n    claims: {repository_id: \"892347\"}\n    expect: deny\n",
     )
     .expect("write");
-    let (code, out, err) = jobkey_cli(&[
-        "policy",
-        "test",
-        "--config",
-        &example_config(),
-        &dir.path().display().to_string(),
-    ]);
+    let (code, out, err) = policy_test(dir.path());
     assert_eq!(code, 1, "{out}");
     assert!(!out.contains("PASS"), "{out}");
     assert!(

@@ -53,6 +53,25 @@ pub fn jobkey_cli(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The shipped example config (`examples/jobkey.toml`).
+pub fn example_config() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/jobkey.toml")
+        .display()
+        .to_string()
+}
+
+/// `jobkey policy test --config <example config> DIR`.
+pub fn policy_test(dir: &Path) -> (i32, String, String) {
+    jobkey_cli(&[
+        "policy",
+        "test",
+        "--config",
+        &example_config(),
+        &dir.display().to_string(),
+    ])
+}
+
 /// A temporary copy of the shipped `policies/` (for tests that edit or
 /// watch their own copy).
 pub fn copied_policies() -> tempfile::TempDir {
