@@ -27,6 +27,7 @@ mod outbound;
 mod policy;
 mod provider;
 mod random;
+mod redis_conn;
 mod review;
 mod secret;
 mod server;

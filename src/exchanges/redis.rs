@@ -1,10 +1,10 @@
 //! The shared store: Redis, one key per exchange
 //! (`<prefix>exchange:<request_id>`), expiring with the record.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::{ExchangeRecord, ExchangeStoreError};
 
@@ -16,50 +16,18 @@ pub struct RedisStore {
 }
 
 fn unavailable(e: redis::RedisError) -> ExchangeStoreError {
-    // RedisError's Display names the failure kind and server message, not
-    // the connection URL (which may hold a password).
     ExchangeStoreError::Unavailable {
-        reason: format!("redis: {}", e.kind_name()),
-    }
-}
-
-trait KindName {
-    fn kind_name(&self) -> String;
-}
-
-impl KindName for redis::RedisError {
-    fn kind_name(&self) -> String {
-        if self.is_timeout() {
-            "timed out".into()
-        } else if self.is_connection_refusal() || self.is_connection_dropped() {
-            "cannot connect".into()
-        } else {
-            format!("{:?}", self.kind())
-        }
+        reason: crate::redis_conn::failure(&e),
     }
 }
 
 impl RedisStore {
-    /// Connects (with `timeout` for connecting and for each command).
-    pub async fn connect(
-        url: &str,
-        prefix: &str,
-        timeout: Duration,
-    ) -> Result<RedisStore, ExchangeStoreError> {
-        let client = redis::Client::open(url).map_err(|_| ExchangeStoreError::Unavailable {
-            reason: "the Redis URL is not valid".into(),
-        })?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, cfg)
-            .await
-            .map_err(unavailable)?;
-        Ok(RedisStore {
+    /// The store on a shared connection (`crate::redis_conn::connect`).
+    pub fn new(conn: ConnectionManager, prefix: &str) -> RedisStore {
+        RedisStore {
             conn,
             prefix: prefix.to_owned(),
-        })
+        }
     }
 
     fn key(&self, request_id: &str) -> String {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::gcra::Rate;
 use super::{LimitError, Spend, Verdict};
@@ -40,42 +40,22 @@ pub struct RedisLimits {
 }
 
 fn unavailable(e: &redis::RedisError) -> LimitError {
-    // Never the URL (it may hold a password): the kind of failure only.
-    let reason = if e.is_timeout() {
-        "redis: timed out".to_owned()
-    } else if e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error() {
-        "redis: cannot connect".to_owned()
-    } else {
-        format!("redis: {:?}", e.kind())
-    };
-    LimitError::Unavailable { reason }
+    LimitError::Unavailable {
+        reason: crate::redis_conn::failure(e),
+    }
 }
 
 impl RedisLimits {
-    /// Connects (with `timeout` for connecting and for each command).
-    pub async fn connect(
-        url: &str,
-        prefix: &str,
-        timeout: Duration,
-    ) -> Result<RedisLimits, LimitError> {
-        let client = redis::Client::open(url).map_err(|_| LimitError::Unavailable {
-            reason: "the Redis URL is not valid".into(),
-        })?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client, cfg)
-            .await
-            .map_err(|e| unavailable(&e))?;
+    /// The tables on a shared connection (`crate::redis_conn::connect`).
+    pub fn new(conn: ConnectionManager, prefix: &str) -> RedisLimits {
         let sha = crate::random::hex(
             ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, GCRA.as_bytes()).as_ref(),
         );
-        Ok(RedisLimits {
+        RedisLimits {
             conn,
             prefix: prefix.to_owned(),
             sha,
-        })
+        }
     }
 
     /// One request for `key`: `EVALSHA`, or `EVAL` when Redis does not

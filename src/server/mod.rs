@@ -34,7 +34,7 @@ pub(crate) use tls::{TlsError, TlsSettings};
 use crate::audit::{AuditError, AuditLog, Fingerprinter};
 use crate::config::Config;
 use crate::exchanges::{ExchangeStore, ExchangeStoreError, MemoryStore, RedisStore};
-use crate::limits::{LimitError, Limiter, RedisLimits, ReplayCache};
+use crate::limits::{Limiter, RedisLimits, ReplayCache};
 use crate::policy::{PolicyError, PolicyIssuer, PolicySet};
 use crate::token::{FetchError, Verifier};
 use crate::vault::{Vault, VaultError};
@@ -56,8 +56,6 @@ pub enum ServeError {
     Store(#[from] ExchangeStoreError),
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
-    #[error("rate limits and replay cache: {0}")]
-    Limits(#[from] LimitError),
 }
 
 /// Everything a request handler needs.
@@ -115,11 +113,23 @@ impl AppState {
             tracing::warn!(%issuer, error = %err, "could not fetch the issuer's keys at start-up; will retry on first use");
         }
         let vault = Vault::connect(cfg.vault.clone()).await?;
-        let exchanges = match &cfg.state {
-            Some(st) => ExchangeStore::Redis(
-                RedisStore::connect(&st.redis_url, &st.key_prefix, st.timeout).await?,
+        // One connection to Redis, shared by the exchange store, the rate
+        // limits and the spent-token cache.
+        let redis = match &cfg.state {
+            Some(st) => Some(
+                crate::redis_conn::connect(&st.redis_url, st.timeout)
+                    .await
+                    .map_err(|reason| {
+                        ServeError::Store(ExchangeStoreError::Unavailable { reason })
+                    })?,
             ),
-            None => {
+            None => None,
+        };
+        let exchanges = match (&cfg.state, &redis) {
+            (Some(st), Some(conn)) => {
+                ExchangeStore::Redis(RedisStore::new(conn.clone(), &st.key_prefix))
+            }
+            _ => {
                 tracing::warn!(
                     "no [state] section: exchange records are kept in memory; run a single replica"
                 );
@@ -134,15 +144,15 @@ impl AppState {
             .filter(|i| cfg.limits.single_use.contains(&i.name))
             .map(|i| (i.name.clone(), i.leeway))
             .collect();
-        let (limits, replay) = match &cfg.state {
-            Some(st) => {
-                let redis = RedisLimits::connect(&st.redis_url, &st.key_prefix, st.timeout).await?;
+        let (limits, replay) = match (&cfg.state, redis) {
+            (Some(st), Some(conn)) => {
+                let redis = RedisLimits::new(conn, &st.key_prefix);
                 (
                     Limiter::redis(cfg.limits.clone(), redis.clone()),
                     ReplayCache::redis(single_use, redis),
                 )
             }
-            None => (
+            _ => (
                 Limiter::memory(cfg.limits.clone()),
                 ReplayCache::memory(single_use, cfg.limits.max_entries),
             ),
