@@ -159,17 +159,22 @@ pub enum Auth {
     IdToken,
 }
 
-/// One claim value: scalars only.
+/// One claim value: a scalar, or (a verified token's claim only) an array
+/// or object as the issuer sent it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum ClaimValue {
     Bool(bool),
     Number(Number),
     String(String),
+    /// An array or an object (say, an `aud` list): recorded for verified
+    /// tokens only, whose size the verifier's token cap bounds.
+    Structured(Value),
 }
 
 impl ClaimValue {
-    fn from_json(v: &Value) -> Option<ClaimValue> {
+    /// A scalar claim; `None` for null, arrays and objects.
+    fn scalar(v: &Value) -> Option<ClaimValue> {
         match v {
             Value::Bool(b) => Some(ClaimValue::Bool(*b)),
             Value::Number(n) => Some(ClaimValue::Number(n.clone())),
@@ -178,12 +183,32 @@ impl ClaimValue {
         }
     }
 
-    /// The value as text (for people: `jobkey audit find`).
+    /// Any claim but null.
+    fn any(v: &Value) -> Option<ClaimValue> {
+        match v {
+            Value::Array(_) | Value::Object(_) => Some(ClaimValue::Structured(v.clone())),
+            other => Self::scalar(other),
+        }
+    }
+
+    /// The claim as the token had it.
+    pub fn to_json(&self) -> Value {
+        match self {
+            ClaimValue::Bool(b) => Value::Bool(*b),
+            ClaimValue::Number(n) => Value::Number(n.clone()),
+            ClaimValue::String(s) => Value::String(s.clone()),
+            ClaimValue::Structured(v) => v.clone(),
+        }
+    }
+
+    /// The value as text (for people: `jobkey audit find`); an array or
+    /// object as compact JSON.
     pub fn to_text(&self) -> String {
         match self {
             ClaimValue::Bool(b) => b.to_string(),
             ClaimValue::Number(n) => n.to_string(),
             ClaimValue::String(s) => s.clone(),
+            ClaimValue::Structured(v) => v.to_string(),
         }
     }
 }
@@ -209,13 +234,18 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// A verified token's identity: `issuer` (the configured name) and the
-    /// scalar claims among `names`.
-    pub fn verified(issuer: &str, claims: &Map<String, Value>, names: &[&str]) -> Identity {
+    /// A verified token's identity: `issuer` (the configured name) and
+    /// every claim of the token (claims are not secrets, and with all of
+    /// them a decision can be replayed: `jobkey policy replay`).
+    pub fn verified(issuer: &str, claims: &Map<String, Value>) -> Identity {
         Identity {
             issuer: Some(issuer.to_owned()),
             verified: true,
-            claims: pick(claims, names).collect(),
+            claims: claims
+                .iter()
+                .filter(|(name, _)| !is_identity_field(name))
+                .filter_map(|(name, v)| Some((name.clone(), ClaimValue::any(v)?)))
+                .collect(),
         }
     }
 
@@ -249,16 +279,21 @@ impl Identity {
     }
 }
 
+/// `issuer` and `verified` are the identity's own fields: claims of those
+/// names are not recorded.
+fn is_identity_field(name: &str) -> bool {
+    matches!(name, "issuer" | "verified")
+}
+
 fn pick<'a>(
     claims: &'a Map<String, Value>,
     names: &'a [&str],
 ) -> impl Iterator<Item = (String, ClaimValue)> + 'a {
     names.iter().filter_map(|name| {
-        // `issuer` and `verified` are the identity's own fields.
-        if matches!(*name, "issuer" | "verified") {
+        if is_identity_field(name) {
             return None;
         }
-        let v = ClaimValue::from_json(claims.get(*name)?)?;
+        let v = ClaimValue::scalar(claims.get(*name)?)?;
         Some(((*name).to_owned(), v))
     })
 }
@@ -442,8 +477,10 @@ pub struct Event {
 }
 
 /// The version of the record format jobkey writes. 1: records without a
-/// `version` field; 2: adds `version` and the `checkpoint` record.
-pub(crate) const VERSION: u32 = 2;
+/// `version` field; 2: adds `version` and the `checkpoint` record; 3: a
+/// verified identity carries every claim of the token (arrays and objects
+/// included), not only its provider's audited ones.
+pub(crate) const VERSION: u32 = 3;
 
 fn version_1() -> u32 {
     1

@@ -284,7 +284,7 @@ mod tests {
         let mut b = Event::exchange(rid, environment, &[]);
         b.source("192.0.2.1".parse().unwrap());
         let claims = json!({"sub": sub, "jti": jti}).as_object().unwrap().clone();
-        b.identity(Identity::verified("github", &claims, &["sub", "jti"]));
+        b.identity(Identity::verified("github", &claims));
         b.refused(Refusal::deny(Stage::Policy, "no_rule_matched", &json!({})))
     }
 

@@ -521,7 +521,7 @@ fn an_allow_line_has_its_fields_and_fingerprints_only() {
     let dir = tempfile::tempdir().unwrap();
     let fp = Fingerprinter::load_or_create(&dir.path().join("k")).unwrap();
     let mut b = Event::exchange("rid1", "production", &["deploy-db".to_owned()]);
-    b.identity(Identity::verified("github", &github_claims(), NAMES));
+    b.identity(Identity::verified("github", &github_claims()));
     let issued = IssuedCredential {
         name: "deploy-db".into(),
         rule: "github-api-deploy".into(),
@@ -547,10 +547,12 @@ fn an_allow_line_has_its_fields_and_fingerprints_only() {
             "repository": "acme/api",
             "run_id": "9876543210",
             "ref": "refs/heads/main",
+            "aud": ["jobkey"],
+            "nested": {"a": 1},
             "build_number": 12,
             "ref_protected": true,
         }),
-        "scalars among the names only"
+        "every claim of a verified token, arrays and objects as sent"
     );
     assert_eq!(line["credentials"][0]["name"], "deploy-db");
     assert!(
@@ -757,7 +759,7 @@ fn the_readme_jq_filters_read_fields_real_lines_have() {
     let fp = Fingerprinter::load_or_create(&dir.path().join("k")).unwrap();
     let log = AuditLog::open(&p).unwrap();
     let mut allow = Event::exchange("r1", "production", &[]);
-    allow.identity(Identity::verified("github", &github_claims(), NAMES));
+    allow.identity(Identity::verified("github", &github_claims()));
     let issued = IssuedCredential {
         name: "deploy-db".into(),
         rule: "rule".into(),
@@ -882,4 +884,19 @@ async fn many_concurrent_appends_use_fewer_syncs_than_appends_and_all_verify() {
     assert_eq!(r.lines, N);
     let st = log.lock();
     assert_eq!(st.synced, st.written);
+}
+
+/// A token's own `issuer` or `verified` claim cannot pose as the
+/// identity's fields (which jobkey sets): they are not recorded.
+#[test]
+fn claims_named_like_identity_fields_are_not_recorded() {
+    let c = claims(json!({"sub": "s", "verified": false, "issuer": "evil", "aud": ["a", "b"]}));
+    let id = Identity::verified("github", &c);
+    let v = serde_json::to_value(&id).unwrap();
+    assert_eq!(
+        v,
+        json!({"issuer": "github", "verified": true, "sub": "s", "aud": ["a", "b"]})
+    );
+    let back: Identity = serde_json::from_value(v).unwrap();
+    assert_eq!(back, id, "arrays read back as they were written");
 }

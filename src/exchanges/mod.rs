@@ -176,6 +176,30 @@ mod tests {
         assert_eq!(s.get("old"), None, "and gone for good");
     }
 
+    /// Regression: every access used to scan every live record. Expired
+    /// records go (only they), a replaced record leaves no stale expiry
+    /// behind, and a taken one leaves nothing.
+    #[test]
+    fn memory_store_drops_exactly_the_expired_records() {
+        let s = MemoryStore::default();
+        let short = record("short", 10);
+        let long = record("long", 100);
+        s.put(&short);
+        s.put(&long);
+        let mut replaced = record("replaced", 10);
+        s.put(&replaced);
+        replaced.expires_at = long.expires_at;
+        s.put(&replaced);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s.get_at("long", short.expires_at), Some(long.clone()));
+        assert_eq!(s.len(), 2, "only the expired record went");
+        assert_eq!(s.get_at("replaced", short.expires_at), Some(replaced.clone()));
+        assert_eq!(s.take("replaced"), Some(replaced));
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.get_at("long", long.expires_at), None);
+        assert_eq!(s.len(), 0, "nothing is left behind");
+    }
+
     #[test]
     fn sha256_is_hex() {
         assert_eq!(

@@ -1,5 +1,6 @@
-//! Who is asking: the token verified (or, when it is refused, read without
-//! verification for the audit), the claims the audit keeps, and the run
+//! Who is asking: the token verified (every claim goes into the audit),
+//! or, when it is refused, read without verification (its provider-audited
+//! claims only, bounded), and the run
 //! that owns an exchange.
 
 use serde_json::{Value, json};
@@ -41,8 +42,7 @@ pub(super) async fn verify(
 ) -> Result<VerifiedToken, Stop> {
     match st.verifier.verify(token.expose_secret()).await {
         Ok(v) => {
-            let names = v.provider.audited_claims();
-            event.identity(Identity::verified(&v.issuer, &v.claims, names));
+            event.identity(Identity::verified(&v.issuer, &v.claims));
             Ok(v)
         }
         Err(e) => {

@@ -102,14 +102,7 @@ pub(crate) fn recorded(e: &Event) -> Option<(Before, Map<String, Value>, &str)> 
     let claims = identity
         .claims()
         .iter()
-        .map(|(k, v)| {
-            let v = match v {
-                ClaimValue::Bool(b) => Value::Bool(*b),
-                ClaimValue::Number(n) => Value::Number(n.clone()),
-                ClaimValue::String(s) => Value::String(s.clone()),
-            };
-            (k.clone(), v)
-        })
+        .map(|(k, v)| (k.clone(), v.to_json()))
         .collect();
     Some((before, claims, issuer))
 }
