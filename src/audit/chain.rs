@@ -15,11 +15,31 @@ pub(super) const GENESIS: &str = "0000000000000000000000000000000000000000000000
 /// SHA-256 over `prev`, a newline, and the event's canonical JSON (keys
 /// sorted: serde_json's map is ordered), without the `hash` field.
 pub(super) fn hash(prev: &str, event: &Map<String, Value>) -> String {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(prev.as_bytes());
-    ctx.update(b"\n");
-    ctx.update(Value::Object(event.clone()).to_string().as_bytes());
-    crate::random::hex(ctx.finish().as_ref())
+    let mut ctx = Digesting(digest::Context::new(&digest::SHA256));
+    ctx.0.update(prev.as_bytes());
+    ctx.0.update(b"\n");
+    // The same bytes as `Value::Object(event).to_string()`, hashed as they
+    // are produced: no copy of the event and no string (once per record).
+    if serde_json::to_writer(&mut ctx, event).is_err() {
+        // Writing into a digest cannot fail, and a map of JSON values always
+        // serializes; should it ever, no line can match this hash.
+        return String::new();
+    }
+    crate::random::hex(ctx.0.finish().as_ref())
+}
+
+/// Feeds what is written into a SHA-256.
+struct Digesting(digest::Context);
+
+impl std::io::Write for Digesting {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// What a verification is given besides the log: the keys an auditor
