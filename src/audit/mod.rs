@@ -79,7 +79,7 @@ pub use rotate::RotateSettings;
 pub(crate) use rotate::rotated_files;
 #[cfg(test)]
 pub(crate) use verify_set::SetReport;
-pub(crate) use verify_set::{SetOptions, verify_set};
+pub(crate) use verify_set::{SetOptions, verify_log, verify_set};
 
 /// Why the audit log could not be opened, written or verified.
 #[derive(Debug, Error)]

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::super::query::LogSet;
 use super::super::{
     AuditError, AuditLog, AuditSettings, Checkpoint, CheckpointSettings, Event, SetOptions,
-    VerifyOptions, verify_set,
+    VerifyOptions, verify_log, verify_set,
 };
 use super::*;
 
@@ -116,6 +116,25 @@ fn rotation_by_size_continues_the_chain_in_a_fresh_file() {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
         assert!(rotated_rank("audit.jsonl", &name).is_some(), "{name}");
     }
+}
+
+#[test]
+fn the_review_pages_chain_covers_the_rotated_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.jsonl");
+    std::fs::write(&fresh, "").unwrap();
+    assert_eq!(verify_log(&fresh).unwrap().lines, 0);
+    let p = rotated_log(dir.path(), "audit.jsonl", None, 12);
+    let whole = verify(&set_of(&p), false);
+    let r = verify_log(&p).unwrap();
+    assert_eq!(
+        (r.first_seq, r.last_seq(), r.checkpoints),
+        (1, whole.chains[0].last_seq(), whole.chains[0].checkpoints())
+    );
+    // The oldest file gone: the page says the chain is incomplete.
+    std::fs::remove_file(&set_of(&p)[0]).unwrap();
+    let e = verify_log(&p).unwrap_err().to_string();
+    assert!(e.contains("not at seq 1"), "{e}");
 }
 
 #[test]

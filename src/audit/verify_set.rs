@@ -123,6 +123,50 @@ impl SetReport {
     }
 }
 
+/// A served log and the files it was rotated into, as one chain
+/// summarised (for the review page): the records of every file, the last
+/// hash, the checkpoints, and a torn last line.
+pub(crate) fn verify_log(path: &Path) -> Result<VerifyReport, AuditError> {
+    let mut files = super::rotated_files(path);
+    files.sort();
+    files.push(path.to_owned());
+    let set = verify_set(&files, &SetOptions::default())?;
+    let torn = set.empty.iter().find_map(|(_, t)| t.clone());
+    let mut chains = set.chains.into_iter();
+    let mut c = match (chains.next(), chains.next()) {
+        (Some(c), None) => c,
+        (None, _) => {
+            return Ok(VerifyReport {
+                first_seq: 1,
+                lines: 0,
+                last_hash: chain::GENESIS.to_owned(),
+                bytes: 0,
+                torn,
+                checkpoints: 0,
+                last_checkpoint: None,
+                since_checkpoint: 0,
+            });
+        }
+        (Some(_), Some(_)) => {
+            return Err(AuditError::Incomplete {
+                path: path.display().to_string(),
+                reason: "its files hold several chains (run `jobkey audit verify` on them)".into(),
+            });
+        }
+    };
+    std::mem::replace(&mut c.outcome, Ok(()))?;
+    Ok(VerifyReport {
+        first_seq: c.first_seq(),
+        lines: c.records(),
+        last_hash: c.last_hash().to_owned(),
+        bytes: c.files.iter().map(|f| f.report.bytes).sum(),
+        torn: c.torn().map(|(_, t)| t.clone()).or(torn),
+        checkpoints: c.checkpoints(),
+        last_checkpoint: c.last_checkpoint().cloned(),
+        since_checkpoint: c.since_checkpoint(),
+    })
+}
+
 /// One file, checked on its own.
 struct Entry {
     path: PathBuf,
