@@ -496,6 +496,20 @@ fn several_replicas_are_verified_as_a_chain_each_and_read_merged_by_time() {
 }
 
 #[test]
+fn a_chain_whose_replica_id_changed_is_followed_across_the_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = rotated_log(dir.path(), "audit.jsonl", Some("old-name"), 6);
+    let log = AuditLog::open_as(&p, settings(Some(1024), None), Some("new-name")).unwrap();
+    for i in 0..6 {
+        log.append_blocking(&ev(i)).unwrap();
+    }
+    let report = verify(&set_of(&p), false);
+    let names: Vec<String> = report.chains.iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["replica old-name, then new-name"]);
+    assert!(report.is_intact(), "{:?}", report.chains[0].outcome);
+}
+
+#[test]
 fn rotated_names_are_told_from_other_files() {
     for (name, want) in [
         (

@@ -133,6 +133,29 @@ async fn a_rotated_log_verifies_and_reads_as_one_and_tampering_across_files_is_n
         "every row names its replica: {out}"
     );
 
+    // find: the leaked password, in every file of the set.
+    let mut find = std::process::Command::new(env!("CARGO_BIN_EXE_jobkey"))
+        .args(["audit", "find", "--config", cfg, "--format", "json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    find.stdin
+        .take()
+        .unwrap()
+        .write_all(stack.db_password.as_bytes())
+        .unwrap();
+    let found = find.wait_with_output().unwrap();
+    assert!(found.status.success());
+    let matches: Vec<Value> = serde_json::from_slice(&found.stdout).unwrap();
+    let found_ids: Vec<&str> = matches
+        .iter()
+        .map(|m| m["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(found_ids, allowed, "each exchange once, in time order");
+    assert!(matches.iter().all(|m| m["replica"] == "ci-a"));
+
     // Tampering across the files: (case, change, arguments, the file the
     // error names, words in it).
     let other = tempfile::tempdir().unwrap();
