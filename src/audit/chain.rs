@@ -178,6 +178,10 @@ pub(super) struct FoundHead<'a> {
     pub head: &'a str,
 }
 
+/// The highest seq a file may start at: far beyond any real log, and far
+/// enough below `u64::MAX` that counting on from it cannot overflow.
+const MAX_FIRST_SEQ: u64 = 1 << 48;
+
 /// Where a file's part of the chain starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Start {
@@ -250,7 +254,9 @@ pub(super) fn verify_segment(
             let head = serde_json::from_slice::<Value>(body).ok();
             let field = |k: &str| head.as_ref().and_then(|h| h.get(k));
             if start == Start::FirstLine
-                && let Some(seq) = field("seq").and_then(Value::as_u64).filter(|&s| s > 1)
+                && let Some(seq) = field("seq")
+                    .and_then(Value::as_u64)
+                    .filter(|&s| s > 1 && s <= MAX_FIRST_SEQ)
                 && let Some(before) = field("prev").and_then(Value::as_str)
             {
                 n = seq - 1;

@@ -510,6 +510,27 @@ fn a_chain_whose_replica_id_changed_is_followed_across_the_change() {
 }
 
 #[test]
+fn hostile_first_lines_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    for first in [
+        format!(r#"{{"seq":{},"prev":"x","hash":"y"}}"#, u64::MAX),
+        format!(r#"{{"seq":{},"prev":"x","hash":"y"}}"#, u64::MAX - 1),
+        r#"{"seq":0,"prev":"x","hash":"y"}"#.to_owned(),
+        r#"{"seq":-3,"prev":7,"hash":null}"#.to_owned(),
+        r#"[1,2,3]"#.to_owned(),
+    ] {
+        std::fs::write(&p, format!("{first}\n{first}\n")).unwrap();
+        let report = verify(std::slice::from_ref(&p), true);
+        assert!(
+            report.chains.iter().any(|c| c.outcome.is_err()),
+            "{first}: {report:?}"
+        );
+        assert!(AuditLog::open(&p).is_err(), "{first}");
+    }
+}
+
+#[test]
 fn rotated_names_are_told_from_other_files() {
     for (name, want) in [
         (
