@@ -28,6 +28,11 @@
 //! `log_recovered` line, chained to the last good one, says so. Damage
 //! anywhere before the last line refuses the log.
 //!
+//! With `[audit] rotate_bytes` or `rotate_after` (`rotate.rs`), the live
+//! file is closed by a checkpoint and renamed to `<log>.<UTC time>`, and
+//! the chain goes on in a new file; `verify_set.rs` verifies such a set
+//! (and several replicas' logs) as whole chains.
+//!
 //! Architecture invariant: nothing secret is passed to this module; events
 //! are built from claims, decisions, credential names, rules, TTLs and
 //! fingerprints, and a secret value enters only as the argument of
