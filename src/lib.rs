@@ -63,7 +63,7 @@ pub use vault::{Readiness, TokenRole, Vault, VaultAuth, VaultConfig, VaultError}
 pub use audit::query::{LogSet, Records};
 pub use audit::{
     AuditError, AuditLog, AuditSettings, CheckpointSettings, Decision as AuditDecision, Event,
-    Fingerprinter, IssuedCredential, Refusal, Stage, VerifyReport, verify_file,
+    Fingerprinter, IssuedCredential, Refusal, RotateSettings, Stage, VerifyReport, verify_file,
 };
 
 // The stand-in CI issuer (`jobkey dev-issuer`), for tests and demos.

@@ -1,6 +1,6 @@
 //! The hash chain and its verification.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use ring::digest;
@@ -56,10 +56,13 @@ pub(crate) struct VerifyOptions {
     pub min_seq: Option<u64>,
 }
 
-/// The result of checking a whole log.
+/// The result of checking a whole log, or one file of a rotated set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
-    /// The records of the intact chain.
+    /// The seq of the file's first record (1 for a log that starts the
+    /// chain; where the next record goes when the file holds none).
+    pub first_seq: u64,
+    /// The records of the intact chain in this file.
     pub lines: u64,
     pub last_hash: String,
     /// The length of the intact chain, in bytes.
@@ -72,6 +75,14 @@ pub struct VerifyReport {
     pub last_checkpoint: Option<Checkpoint>,
     /// Records after the last checkpoint record (not yet signed).
     pub since_checkpoint: u64,
+}
+
+impl VerifyReport {
+    /// The seq of the file's last intact record (`first_seq - 1` when it
+    /// holds none).
+    pub fn last_seq(&self) -> u64 {
+        (self.first_seq + self.lines).saturating_sub(1)
+    }
 }
 
 /// A last line that is not a complete record: a write cut off by a crash
@@ -103,26 +114,128 @@ pub fn verify_file(path: &Path) -> Result<VerifyReport, AuditError> {
 /// knows from outside: a log that ends before the external checkpoint's
 /// (or `min_seq`'s) record is [`AuditError::Truncated`].
 pub(crate) fn verify_with(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport, AuditError> {
+    let trusted = trusted_keys(opts)?;
+    let wanted = opts.checkpoint.as_ref().map(|c| c.seq);
+    let seg = verify_segment(path, Start::Genesis, &trusted, wanted)?;
     let p = path.display().to_string();
+    let found = seg.head_at_wanted.as_deref().map(|head| FoundHead {
+        path: &p,
+        line: wanted.unwrap_or(0),
+        head,
+    });
+    check_known(&p, seg.report.last_seq(), found, opts)?;
+    Ok(seg.report)
+}
+
+/// The keys checkpoints must be signed with: `opts.trusted`, or the
+/// external checkpoint's own key (the auditor kept it off-host), whose
+/// signature is checked here.
+pub(super) fn trusted_keys(opts: &VerifyOptions) -> Result<Vec<PublicKey>, AuditError> {
     let mut trusted = opts.trusted.clone();
     if let Some(cp) = &opts.checkpoint {
-        cp.check(&trusted)
-            .map_err(|why| AuditError::BadCheckpoint {
-                path: "the external checkpoint".into(),
-                line: 0,
-                reason: why,
-            })?;
+        let bad = |why| AuditError::BadCheckpoint {
+            path: "the external checkpoint".into(),
+            line: 0,
+            reason: why,
+        };
+        cp.check(&trusted).map_err(bad)?;
         if trusted.is_empty() {
-            // The auditor kept it off-host: its key is the one to trust.
-            trusted.push(PublicKey::parse(&cp.public_key).map_err(|why| {
-                AuditError::BadCheckpoint {
-                    path: "the external checkpoint".into(),
-                    line: 0,
-                    reason: why,
-                }
-            })?);
+            trusted.push(PublicKey::parse(&cp.public_key).map_err(bad)?);
         }
     }
+    Ok(trusted)
+}
+
+/// What is known from outside the log, against a chain that ends at
+/// `ends_at` and whose record at the external checkpoint's seq has the
+/// hash `head_at_wanted` (`None`: the chain does not reach it).
+pub(super) fn check_known(
+    path: &str,
+    ends_at: u64,
+    found: Option<FoundHead<'_>>,
+    opts: &VerifyOptions,
+) -> Result<(), AuditError> {
+    if let Some(cp) = &opts.checkpoint {
+        match found {
+            None => {
+                return Err(AuditError::Truncated {
+                    path: path.to_owned(),
+                    ends_at,
+                    known: format!("checkpoint seq {} exists", cp.seq),
+                });
+            }
+            Some(f) if f.head != cp.head => {
+                return Err(AuditError::Corrupt {
+                    path: f.path.to_owned(),
+                    line: f.line as usize,
+                    reason: format!(
+                        "its hash {} is not the {} the external checkpoint signed (the log was rewritten up to here)",
+                        f.head, cp.head
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(min) = opts.min_seq
+        && ends_at < min
+    {
+        return Err(AuditError::Truncated {
+            path: path.to_owned(),
+            ends_at,
+            known: format!("seq {min} is known to exist"),
+        });
+    }
+    Ok(())
+}
+
+/// Where the record an external checkpoint signs was found: its file,
+/// its line there and its hash.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct FoundHead<'a> {
+    pub path: &'a str,
+    pub line: u64,
+    pub head: &'a str,
+}
+
+/// The highest seq a file may start at: far beyond any real log, and far
+/// enough below `u64::MAX` that counting on from it cannot overflow.
+const MAX_FIRST_SEQ: u64 = 1 << 48;
+
+/// Where a file's part of the chain starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Start {
+    /// At seq 1, after [`GENESIS`]: a whole log.
+    Genesis,
+    /// Where its first line says (seq 1 still needs [`GENESIS`]): one
+    /// file of a rotated set, whose link to the file before it the caller
+    /// checks.
+    FirstLine,
+}
+
+/// One file's part of the chain, checked.
+#[derive(Debug, Clone)]
+pub(super) struct Segment {
+    pub report: VerifyReport,
+    /// The first record's `prev` (the hash of the record before the file).
+    pub first_prev: String,
+    /// The first record's `time` and `replica`.
+    pub first_time: Option<String>,
+    pub replica: Option<String>,
+    /// The hash of the record the external checkpoint signs, when this
+    /// file holds it (or it is the record just before the file).
+    pub head_at_wanted: Option<String>,
+}
+
+/// Checks one file (see [`verify_with`]), starting at `start`, with
+/// checkpoints signed by one of `trusted` (empty: the key each names).
+pub(super) fn verify_segment(
+    path: &Path,
+    start: Start,
+    trusted: &[PublicKey],
+    wanted: Option<u64>,
+) -> Result<Segment, AuditError> {
+    let p = path.display().to_string();
     let (f, _) = crate::files::open_regular(path).map_err(|e| AuditError::Io {
         path: p.clone(),
         reason: e.reason(),
@@ -130,13 +243,15 @@ pub(crate) fn verify_with(path: &Path, opts: &VerifyOptions) -> Result<VerifyRep
     let mut reader = BufReader::new(f);
     let mut prev = GENESIS.to_owned();
     let mut n: u64 = 0;
+    let mut first: Option<(u64, String)> = None;
+    let mut first_time = None;
+    let mut replica = None;
     let mut offset: u64 = 0;
     let mut buf = Vec::new();
     let mut checkpoints = 0;
     let mut last_checkpoint = None;
     let mut since_checkpoint = 0;
-    let wanted = opts.checkpoint.as_ref().map(|c| c.seq);
-    let mut head_at_wanted = (wanted == Some(0)).then(|| GENESIS.to_owned());
+    let mut head_at_wanted = None;
     let mut torn = None;
     loop {
         buf.clear();
@@ -149,24 +264,47 @@ pub(crate) fn verify_with(path: &Path, opts: &VerifyOptions) -> Result<VerifyRep
         if read == 0 {
             break;
         }
-        let lineno = n + 1;
         let complete = buf.last() == Some(&b'\n');
-        let checked = if complete {
-            check_line(&buf[..buf.len() - 1], n, &prev)
+        let body = if complete {
+            &buf[..buf.len() - 1]
         } else {
-            check_line(&buf, n, &prev).and(Err(
+            &buf[..]
+        };
+        if first.is_none() {
+            let head = serde_json::from_slice::<Value>(body).ok();
+            let field = |k: &str| head.as_ref().and_then(|h| h.get(k));
+            if start == Start::FirstLine
+                && let Some(seq) = field("seq")
+                    .and_then(Value::as_u64)
+                    .filter(|&s| s > 1 && s <= MAX_FIRST_SEQ)
+                && let Some(before) = field("prev").and_then(Value::as_str)
+            {
+                n = seq - 1;
+                prev = before.to_owned();
+            }
+            first = Some((n + 1, prev.clone()));
+            first_time = field("time").and_then(Value::as_str).map(str::to_owned);
+            replica = field("replica").and_then(Value::as_str).map(str::to_owned);
+            if wanted == Some(n) {
+                head_at_wanted = Some(prev.clone());
+            }
+        }
+        let lineno = offset_line(n, first.as_ref());
+        let checked = if complete {
+            check_line(body, n, &prev)
+        } else {
+            check_line(body, n, &prev).and(Err(
                 "no newline at its end (the write was cut off)".to_owned()
             ))
         };
         match checked {
             Ok((hash, cp)) => {
                 if let Some(cp) = cp {
-                    cp.check(&trusted)
-                        .map_err(|why| AuditError::BadCheckpoint {
-                            path: p.clone(),
-                            line: lineno as usize,
-                            reason: why,
-                        })?;
+                    cp.check(trusted).map_err(|why| AuditError::BadCheckpoint {
+                        path: p.clone(),
+                        line: lineno as usize,
+                        reason: why,
+                    })?;
                     checkpoints += 1;
                     last_checkpoint = Some(cp);
                     since_checkpoint = 0;
@@ -202,46 +340,46 @@ pub(crate) fn verify_with(path: &Path, opts: &VerifyOptions) -> Result<VerifyRep
             }
         }
     }
-    if let Some(cp) = &opts.checkpoint {
-        match head_at_wanted {
-            None => {
-                return Err(AuditError::Truncated {
-                    path: p,
-                    ends_at: n,
-                    known: format!("checkpoint seq {} exists", cp.seq),
-                });
-            }
-            Some(head) if head != cp.head => {
-                return Err(AuditError::Corrupt {
-                    path: p,
-                    line: cp.seq as usize,
-                    reason: format!(
-                        "its hash {head} is not the {} the external checkpoint signed (the log was rewritten up to here)",
-                        cp.head
-                    ),
-                });
-            }
-            Some(_) => {}
-        }
+    let (first_seq, first_prev) = first.unwrap_or_else(|| (n + 1, prev.clone()));
+    if wanted == Some(n) && head_at_wanted.is_none() {
+        head_at_wanted = Some(prev.clone());
     }
-    if let Some(min) = opts.min_seq
-        && n < min
-    {
-        return Err(AuditError::Truncated {
-            path: p,
-            ends_at: n,
-            known: format!("seq {min} is known to exist"),
-        });
-    }
-    Ok(VerifyReport {
-        lines: n,
-        last_hash: prev,
-        bytes: offset,
-        torn,
-        checkpoints,
-        last_checkpoint,
-        since_checkpoint,
+    Ok(Segment {
+        report: VerifyReport {
+            first_seq,
+            lines: n + 1 - first_seq,
+            last_hash: prev,
+            bytes: offset,
+            torn,
+            checkpoints,
+            last_checkpoint,
+            since_checkpoint,
+        },
+        first_prev,
+        first_time,
+        replica,
+        head_at_wanted,
     })
+}
+
+/// The line number in its file of the record after `n`, for a file whose
+/// first record is `first`'s seq.
+fn offset_line(n: u64, first: Option<&(u64, String)>) -> u64 {
+    n + 2 - first.map_or(1, |(seq, _)| *seq)
+}
+
+/// The `seq` and `replica` of a file's first line, if it has a readable
+/// one.
+pub(super) fn peek_first(path: &Path) -> Option<(u64, Option<String>)> {
+    let (f, _) = crate::files::open_regular(path).ok()?;
+    let mut line = Vec::new();
+    BufReader::new(f)
+        .take(crate::files::MIB)
+        .read_until(b'\n', &mut line)
+        .ok()?;
+    let v = serde_json::from_slice::<Value>(&line).ok()?;
+    let replica = v.get("replica").and_then(Value::as_str).map(str::to_owned);
+    Some((v.get("seq").and_then(Value::as_u64)?, replica))
 }
 
 /// One line (without its newline) after `n` good ones whose last hash is

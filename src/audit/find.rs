@@ -19,6 +19,9 @@ pub(crate) struct Match {
     pub rule: String,
     /// Who received it (the audit record's `identity`).
     pub identity: Option<Identity>,
+    /// The replica that wrote the record, when the log names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
 }
 
 /// What a search found.
@@ -73,6 +76,7 @@ pub(crate) fn find_value(log: &Path, fp: &Fingerprinter, value: &str) -> Result<
                         field: field.clone(),
                         rule: c.rule.clone(),
                         identity: event.identity().cloned(),
+                        replica: event.replica().map(str::to_owned),
                     });
                 }
             }

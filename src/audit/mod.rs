@@ -28,6 +28,11 @@
 //! `log_recovered` line, chained to the last good one, says so. Damage
 //! anywhere before the last line refuses the log.
 //!
+//! With `[audit] rotate_bytes` or `rotate_after` (`rotate.rs`), the live
+//! file is closed by a checkpoint and renamed to `<log>.<UTC time>`, and
+//! the chain goes on in a new file; `verify_set.rs` verifies such a set
+//! (and several replicas' logs) as whole chains.
+//!
 //! Architecture invariant: nothing secret is passed to this module; events
 //! are built from claims, decisions, credential names, rules, TTLs and
 //! fingerprints, and a secret value enters only as the argument of
@@ -41,7 +46,9 @@ mod find;
 mod fingerprint;
 pub(crate) mod query;
 mod refusals;
+mod rotate;
 mod schema;
+mod verify_set;
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -56,7 +63,9 @@ use thiserror::Error;
 
 pub use chain::{VerifyReport, verify_file};
 
-pub(crate) use chain::{TornLine, VerifyOptions, verify_with};
+#[cfg(test)]
+pub(crate) use chain::verify_with;
+pub(crate) use chain::{TornLine, VerifyOptions};
 pub use checkpoint::CheckpointSettings;
 pub(crate) use checkpoint::{Checkpoint, CheckpointKey, PublicKey, default_checkpoint_key_path};
 #[cfg(any(test, fuzzing))]
@@ -67,10 +76,15 @@ pub(crate) use event::{
 pub use event::{Decision, Event, IssuedCredential, Refusal, Stage};
 #[cfg(test)]
 pub(crate) use event::{MAX_IDENTITY_CLAIMS, MAX_REQUESTED, VERSION};
-pub(crate) use find::{Match, find_value};
+pub(crate) use find::{Found, Match, find_value};
 pub use fingerprint::Fingerprinter;
 pub(crate) use fingerprint::{Fingerprint, default_key_path};
 pub(crate) use refusals::RefusalSettings;
+pub use rotate::RotateSettings;
+pub(crate) use rotate::rotated_files;
+#[cfg(test)]
+pub(crate) use verify_set::SetReport;
+pub(crate) use verify_set::{SetOptions, verify_log, verify_set};
 
 /// Why the audit log could not be opened, written or verified.
 #[derive(Debug, Error)]
@@ -97,6 +111,11 @@ pub enum AuditError {
         ends_at: u64,
         known: String,
     },
+    /// The files given do not hold the whole chain: the files before the
+    /// first one, or between two of them, are missing (a rotated file
+    /// removed), or the record an external checkpoint signs is not in them.
+    #[error("audit log {path}: {reason}")]
+    Incomplete { path: String, reason: String },
     /// An earlier write failed and the log has not accepted a write since.
     #[error("audit log {path}: appends have failed since {since} ({error}); retrying every tick")]
     Unavailable {
@@ -117,6 +136,8 @@ pub struct AuditSettings {
     pub sync_interval: Duration,
     /// When signed checkpoints are written, and where else they go.
     pub checkpoints: CheckpointSettings,
+    /// When the live file is rotated (`rotate.rs`).
+    pub rotation: RotateSettings,
 }
 
 impl Default for AuditSettings {
@@ -125,6 +146,7 @@ impl Default for AuditSettings {
             refusals: RefusalSettings::default(),
             sync_interval: Duration::from_secs(1),
             checkpoints: CheckpointSettings::default(),
+            rotation: RotateSettings::default(),
         }
     }
 }
@@ -147,6 +169,11 @@ struct Down {
 
 struct State {
     file: File,
+    /// The same file again, to sync without holding `state` (group
+    /// commit); replaced with `file` when the log rotates.
+    sync_file: Arc<File>,
+    /// When the live file is renamed aside and a new one started.
+    rotation: rotate::Rotation,
     /// Where each failed sync cut the chain back to (the records after
     /// it were lost): an append waiting for its sync since `cuts.len()`
     /// was `n` knows its record is gone if a later cut is below it.
@@ -192,8 +219,6 @@ pub struct AuditLog {
     /// Group commit: held by the one append that syncs for all the lines
     /// written so far; the others wait on it, then find their line synced.
     sync_lock: Arc<Mutex<()>>,
-    /// The log's file again, to sync without holding `state`.
-    sync_file: Arc<File>,
     writable: Arc<AtomicBool>,
     sync_interval: Duration,
 }
@@ -235,26 +260,13 @@ impl AuditLog {
             .clone()
             .unwrap_or_else(|| default_checkpoint_key_path(path));
         let key = CheckpointKey::load_or_create(&key_path)?;
-        let mut since = 0;
-        let mut recovered = None;
-        let start = if regular {
-            let report = verify_file(path)?;
-            if let Some(torn) = &report.torn {
-                recovered = Some(set_aside(path, torn)?);
-            }
-            since = report.since_checkpoint;
-            Position {
-                seq: report.lines,
-                prev: report.last_hash,
-                len: report.bytes,
-            }
-        } else {
-            Position {
-                seq: 0,
-                prev: chain::GENESIS.to_owned(),
-                len: 0,
-            }
+        let resumed = rotate::resume(path, regular)?;
+        let recovered = match &resumed.torn {
+            Some(torn) => Some(set_aside(path, torn)?),
+            None => None,
         };
+        let since = resumed.since_checkpoint;
+        let start = resumed.start;
         let mut opts = OpenOptions::new();
         opts.create(true).append(true);
         #[cfg(unix)]
@@ -268,8 +280,9 @@ impl AuditLog {
         let log = AuditLog {
             path: path.to_path_buf(),
             sync_lock: Arc::new(Mutex::new(())),
-            sync_file,
             state: Arc::new(Mutex::new(State {
+                sync_file,
+                rotation: rotate::Rotation::new(settings.rotation.clone(), resumed.age),
                 cuts: Vec::new(),
                 syncs: 0,
                 file,
@@ -426,6 +439,7 @@ impl AuditLog {
                     Ok(())
                 }
             })
+            .and_then(|()| st.rotate_if_due(&self.path, now))
             .and_then(|()| st.sync(&self.path));
         done.map_err(|e| self.fail(&mut st, e))
     }
@@ -468,14 +482,15 @@ impl AuditLog {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let (upto, at) = {
+        let (upto, at, file) = {
             let st = self.lock();
             if let Some(r) = self.settled(&st, epoch, seq) {
                 return r;
             }
-            (st.written.clone(), st.cuts.len())
+            (st.written.clone(), st.cuts.len(), st.sync_file.clone())
         };
-        let synced = self.sync_file.sync_data();
+        // A rotation since then synced the old file: `upto` is settled.
+        let synced = file.sync_data();
         let mut st = self.lock();
         st.syncs += 1;
         match synced {
@@ -610,7 +625,7 @@ impl State {
         if self.checkpoints.since >= self.checkpoints.settings.every {
             self.write_checkpoint(path)?;
         }
-        Ok(())
+        self.rotate_if_due(path, Instant::now())
     }
 
     /// Signs the head (the last record written) and writes the checkpoint

@@ -125,7 +125,8 @@ impl LogSet {
 
     /// A served log and its rotated files beside it (`audit.jsonl`,
     /// `audit.jsonl.1`, `audit.jsonl.2025-…`): the files in its directory
-    /// whose name starts with the log's.
+    /// whose name starts with the log's, and the files jobkey rotated
+    /// (`<log>.20261201T171500Z`, whatever the log's name).
     pub fn rotated(path: &Path) -> Result<LogSet, AuditError> {
         let dir = path.parent().unwrap_or(Path::new("."));
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -141,6 +142,11 @@ impl LogSet {
                 .collect(),
             _ => Vec::new(),
         };
+        for f in super::rotated_files(path) {
+            if !files.contains(&f) {
+                files.push(f);
+            }
+        }
         if !files.iter().any(|f| f == path) {
             files.push(path.to_owned());
         }
@@ -532,7 +538,7 @@ impl<'a> JsonRow<'a> {
 }
 
 /// The table's header, for [`table_row`].
-pub(crate) const TABLE_HEADER: &str = "TIME                      REQUEST                           ACTION    DECISION  ENVIRONMENT   WHO / WHAT";
+pub(crate) const TABLE_HEADER: &str = "TIME                      REQUEST                           ACTION    DECISION  ENVIRONMENT   REPLICA      WHO / WHAT";
 
 /// One record as a table row.
 pub(crate) fn table_row(r: &Record) -> String {
@@ -568,12 +574,13 @@ pub(crate) fn table_row(r: &Record) -> String {
         id => id,
     };
     format!(
-        "{:<25} {:<33} {:<9} {:<9} {:<13} {} {}{}",
+        "{:<25} {:<33} {:<9} {:<9} {:<13} {:<12} {} {}{}",
         time_of(r),
         id,
         action_name(e.action()),
         e.decision().map_or("-", decision_name),
         e.environment().unwrap_or("-"),
+        e.replica().unwrap_or("-"),
         who(e),
         code,
         what

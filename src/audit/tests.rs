@@ -264,6 +264,7 @@ fn refusals_cost_no_sync_of_their_own_and_repeats_become_one_summary() {
             stdout: false,
             ..CheckpointSettings::default()
         },
+        rotation: RotateSettings::default(),
     };
     let log = AuditLog::open_with(&p, settings).unwrap();
     let synced = |log: &AuditLog| {

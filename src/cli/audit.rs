@@ -14,6 +14,185 @@ use crate::audit::query::{
 };
 use crate::audit::{Action, Decision, Event};
 
+/// `jobkey audit verify`'s arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The audit log (with its rotated files beside it), a directory (its
+    /// `*.jsonl*` files), or several files: a rotated set, several
+    /// replicas' logs.
+    #[arg(required = true, value_name = "LOG")]
+    pub files: Vec<PathBuf>,
+    /// The latest checkpoint from the second sink: its JSON line, or a
+    /// file whose last line it is (the checkpoint file, or a copy of
+    /// jobkey's stdout). Its key is trusted unless --public-key is given.
+    #[arg(long, value_name = "FILE_OR_LINE")]
+    pub checkpoint: Option<String>,
+    /// A public key checkpoints must be signed with (`ed25519:…`, as
+    /// `jobkey audit public-key` prints it). May be repeated.
+    #[arg(long = "public-key", value_name = "KEY")]
+    pub public_key: Vec<String>,
+    /// A sequence number known to exist: a log that ends before it is
+    /// truncated.
+    #[arg(long, value_name = "N")]
+    pub min_seq: Option<u64>,
+    /// Older rotated files were archived elsewhere: a chain may start
+    /// after seq 1 (its first file's first record is then taken as the
+    /// start, unchecked). Files missing between two given ones are still
+    /// reported.
+    #[arg(long)]
+    pub archived: bool,
+    /// Verify only this replica's chain (the `replica` on its lines);
+    /// needed with --checkpoint or --min-seq when the files hold several.
+    #[arg(long, value_name = "ID")]
+    pub replica: Option<String>,
+}
+
+/// The files `audit verify` reads: one file and its rotated files beside
+/// it, or what [`LogSet::new`] makes of several paths or a directory.
+fn verify_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    if let [one] = paths
+        && !one.is_dir()
+    {
+        let mut files = crate::audit::rotated_files(one);
+        files.sort();
+        files.push(one.clone());
+        return Ok(files);
+    }
+    Ok(LogSet::new(paths)
+        .map_err(|e| e.to_string())?
+        .files()
+        .to_vec())
+}
+
+/// `jobkey audit verify`: each chain, its checkpoints, what is known from
+/// outside the log, and a torn last line if there is one.
+pub(super) fn verify(a: &VerifyArgs) -> Result<(), String> {
+    let mut known = crate::audit::VerifyOptions {
+        min_seq: a.min_seq,
+        ..Default::default()
+    };
+    for k in &a.public_key {
+        known
+            .trusted
+            .push(crate::audit::PublicKey::parse(k).map_err(|e| format!("--public-key: {e}"))?);
+    }
+    if let Some(c) = &a.checkpoint {
+        known.checkpoint =
+            Some(crate::audit::Checkpoint::from_arg(c).map_err(|e| format!("--checkpoint: {e}"))?);
+    }
+    let trusted = !known.trusted.is_empty() || known.checkpoint.is_some();
+    let outside = known.checkpoint.is_some() || known.min_seq.is_some();
+    let opts = crate::audit::SetOptions {
+        known,
+        archived: a.archived,
+        replica: a.replica.clone(),
+    };
+    let files = verify_files(&a.files)?;
+    let set = crate::audit::verify_set(&files, &opts).map_err(|e| e.to_string())?;
+    if outside && !set.known_checked {
+        let names: Vec<String> = set.chains.iter().map(|c| c.name()).collect();
+        return Err(format!(
+            "these files hold {} chains ({}): say which one --checkpoint or --min-seq is about with --replica",
+            set.chains.len(),
+            names.join("; ")
+        ));
+    }
+    let single = set.chains.len() == 1 && set.chains[0].files.len() == 1 && set.empty.is_empty();
+    let mut errors = Vec::new();
+    for c in &set.chains {
+        if single && c.outcome.is_ok() {
+            let f = &c.files[0];
+            println!(
+                "{}: {} records, chain intact (last hash {})",
+                f.path.display(),
+                f.report.lines,
+                f.report.last_hash
+            );
+        } else {
+            for f in &c.files {
+                println!(
+                    "{}: seq {} to {} ({} records, {} checkpoint(s))",
+                    f.path.display(),
+                    f.report.first_seq,
+                    f.report.last_seq(),
+                    f.report.lines,
+                    f.report.checkpoints
+                );
+            }
+            match &c.outcome {
+                Ok(()) => println!(
+                    "{}: {} file(s), seq {} to {}: {} records, chain intact (last hash {})",
+                    c.name(),
+                    c.files.len(),
+                    c.first_seq(),
+                    c.last_seq(),
+                    c.records(),
+                    c.last_hash()
+                ),
+                Err(e) => {
+                    println!("{}: BROKEN (see below)", c.name());
+                    errors.push(if set.chains.len() > 1 {
+                        format!("{}: {e}", c.name())
+                    } else {
+                        e.to_string()
+                    });
+                    continue;
+                }
+            }
+        }
+        match c.last_checkpoint() {
+            Some(cp) => println!(
+                "{} checkpoint(s) verified{}; the last signs seq {} (key id {}); {} record(s) after it are not signed yet",
+                c.checkpoints(),
+                if trusted {
+                    " with the trusted key"
+                } else {
+                    " with the key each names (pass --public-key or --checkpoint to check the key)"
+                },
+                cp.seq,
+                cp.key_id,
+                c.since_checkpoint()
+            ),
+            None => println!("no checkpoints: records are not signed yet"),
+        }
+        if let Some(cp) = &opts.known.checkpoint {
+            println!(
+                "the external checkpoint (seq {}) is in the log: not truncated before it",
+                cp.seq
+            );
+        }
+        if opts.archived && c.first_seq() > 1 {
+            println!(
+                "the chain starts at seq {} (--archived: the files before it were not checked)",
+                c.first_seq()
+            );
+        }
+        if let Some((path, torn)) = c.torn() {
+            torn_warning(path, torn);
+        }
+    }
+    for (path, torn) in &set.empty {
+        println!("{}: no records yet", path.display());
+        if let Some(torn) = torn {
+            torn_warning(path, torn);
+        }
+    }
+    match errors.len() {
+        0 => Ok(()),
+        _ => Err(errors.join("\nerror: ")),
+    }
+}
+
+fn torn_warning(path: &std::path::Path, torn: &crate::audit::TornLine) {
+    eprintln!(
+        "warning: {}: line {} ({} bytes) is torn and not part of the chain: {}. A write was cut off (a crash or a full disk); `jobkey serve` moves it to a file beside the log at its next start and records that",
+        path.display(),
+        torn.line,
+        torn.bytes,
+        torn.why
+    );
+}
+
 /// Which logs to read.
 #[derive(Debug, Args)]
 pub struct Logs {

@@ -124,28 +124,19 @@ pub enum AuditCommand {
     /// the public key and a sequence number known to exist (`--public-key`
     /// with `--min-seq`), and a log cut short is reported as truncated.
     ///
-    /// Exit status: 0 when the chain is intact, 1 when a line is broken, a
+    /// A rotated set is one chain across its files: give the live log (its
+    /// rotated files `<log>.<UTC time>` beside it are read too), a
+    /// directory, or the files. Each file must start where the one before
+    /// it ends, and the chain at seq 1 (see --archived). Several replicas'
+    /// logs given together are verified as a chain each, named by replica.
+    ///
+    /// Exit status: 0 when every chain is intact, 1 when a line is broken,
+    /// a file is missing or does not continue the one before it, a
     /// checkpoint does not verify or the log is truncated. A torn last line
     /// (a write cut off by a crash or a full disk) is not part of the
     /// chain: it is reported on stderr and the status is 0; `jobkey serve`
     /// moves it beside the log at its next start.
-    Verify {
-        /// The audit log file.
-        file: PathBuf,
-        /// The latest checkpoint from the second sink: its JSON line, or a
-        /// file whose last line it is (the checkpoint file, or a copy of
-        /// jobkey's stdout). Its key is trusted unless --public-key is given.
-        #[arg(long, value_name = "FILE_OR_LINE")]
-        checkpoint: Option<String>,
-        /// A public key checkpoints must be signed with (`ed25519:…`, as
-        /// `jobkey audit public-key` prints it). May be repeated.
-        #[arg(long = "public-key", value_name = "KEY")]
-        public_key: Vec<String>,
-        /// A sequence number known to exist: a log that ends before it is
-        /// truncated.
-        #[arg(long, value_name = "N")]
-        min_seq: Option<u64>,
-    },
+    Verify(audit::VerifyArgs),
     /// Print the public key of the audit log's checkpoint signing key
     /// (created at jobkey's first start, beside the log), for auditors to
     /// keep off this host and pass to `jobkey audit verify --public-key`.
@@ -160,7 +151,8 @@ pub enum AuditCommand {
     /// Which exchanges issued a value? Reads the value from stdin (never
     /// from the command line, where other users could see it), computes its
     /// keyed fingerprint, and lists the allowed exchanges whose credentials
-    /// carried it: who, when, which credential and rule.
+    /// carried it: who, when, which credential and rule. Searches the log
+    /// and the files it was rotated into (`<log>.<UTC time>`).
     ///
     /// Exit status: 0 when an exchange issued the value, 1 when none did,
     /// 2 on an error (no log, no key, nothing on stdin).
@@ -229,16 +221,27 @@ fn audit_find(
     if value.expose_secret().trim().is_empty() {
         return Err("pipe the leaked value on stdin, e.g. `jobkey audit find --config jobkey.toml < leaked.txt`".into());
     }
-    let found =
-        crate::audit::find_value(&log, &fp, value.expose_secret()).map_err(|e| e.to_string())?;
-    if !found.unreadable.is_empty() {
-        eprintln!(
-            "warning: {}: {} line(s) are not audit records and were not searched (first: line {}); run `jobkey audit verify`",
-            log.display(),
-            found.unreadable.len(),
-            found.unreadable[0]
-        );
+    // The log and the files it was rotated into.
+    let mut logs = crate::audit::rotated_files(&log);
+    logs.sort();
+    logs.push(log.clone());
+    let mut found = crate::audit::Found::default();
+    for file in &logs {
+        let mut more = crate::audit::find_value(file, &fp, value.expose_secret())
+            .map_err(|e| e.to_string())?;
+        if !more.unreadable.is_empty() {
+            eprintln!(
+                "warning: {}: {} line(s) are not audit records and were not searched (first: line {}); run `jobkey audit verify`",
+                file.display(),
+                more.unreadable.len(),
+                more.unreadable[0]
+            );
+        }
+        found.matches.append(&mut more.matches);
     }
+    found
+        .matches
+        .sort_by(|a, b| a.time.cmp(&b.time).then(a.seq.cmp(&b.seq)));
     if json {
         println!(
             "{}",
@@ -256,8 +259,13 @@ fn audit_find(
             };
             let who = claim(&["repository", "project_path", "sub"]);
             let run = claim(&["run_id", "pipeline_id", "build_number"]);
+            let replica = m
+                .replica
+                .as_deref()
+                .map(|r| format!(" (replica {r})"))
+                .unwrap_or_default();
             println!(
-                "seq {} at {}: request {} — {}.{} (rule `{}`, environment `{}`) to {} run {}",
+                "seq {}{replica} at {}: request {} — {}.{} (rule `{}`, environment `{}`) to {} run {}",
                 m.seq, m.time, m.request_id, m.credential, m.field, m.rule, m.environment, who, run
             );
         }
@@ -267,67 +275,6 @@ fn audit_find(
     } else {
         FindOutcome::Found
     })
-}
-
-/// `jobkey audit verify`: the chain, the checkpoints, what is known from
-/// outside the log, and a torn last line if there is one.
-fn audit_verify(
-    file: &std::path::Path,
-    checkpoint: Option<&str>,
-    public_keys: &[String],
-    min_seq: Option<u64>,
-) -> Result<(), String> {
-    let mut opts = crate::audit::VerifyOptions {
-        min_seq,
-        ..Default::default()
-    };
-    for k in public_keys {
-        opts.trusted
-            .push(crate::audit::PublicKey::parse(k).map_err(|e| format!("--public-key: {e}"))?);
-    }
-    if let Some(c) = checkpoint {
-        opts.checkpoint =
-            Some(crate::audit::Checkpoint::from_arg(c).map_err(|e| format!("--checkpoint: {e}"))?);
-    }
-    let r = crate::audit::verify_with(file, &opts).map_err(|e| e.to_string())?;
-    println!(
-        "{}: {} records, chain intact (last hash {})",
-        file.display(),
-        r.lines,
-        r.last_hash
-    );
-    let trusted = !opts.trusted.is_empty() || opts.checkpoint.is_some();
-    match &r.last_checkpoint {
-        Some(cp) => println!(
-            "{} checkpoint(s) verified{}; the last signs seq {} (key id {}); {} record(s) after it are not signed yet",
-            r.checkpoints,
-            if trusted {
-                " with the trusted key"
-            } else {
-                " with the key each names (pass --public-key or --checkpoint to check the key)"
-            },
-            cp.seq,
-            cp.key_id,
-            r.since_checkpoint
-        ),
-        None => println!("no checkpoints: records are not signed yet"),
-    }
-    if let Some(cp) = &opts.checkpoint {
-        println!(
-            "the external checkpoint (seq {}) is in the log: not truncated before it",
-            cp.seq
-        );
-    }
-    if let Some(torn) = &r.torn {
-        eprintln!(
-            "warning: {}: line {} ({} bytes) is torn and not part of the chain: {}. A write was cut off (a crash or a full disk); `jobkey serve` moves it to a file beside the log at its next start and records that",
-            file.display(),
-            torn.line,
-            torn.bytes,
-            torn.why
-        );
-    }
-    Ok(())
 }
 
 /// `jobkey audit public-key`: the checkpoint key's public half.
@@ -410,14 +357,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Check { config } => check(&config),
             Command::DevIssuer { listen, key, kid } => dev_issuer(listen, &key, &kid).await,
             Command::Audit {
-                command:
-                    AuditCommand::Verify {
-                        file,
-                        checkpoint,
-                        public_key,
-                        min_seq,
-                    },
-            } => audit_verify(&file, checkpoint.as_deref(), &public_key, min_seq),
+                command: AuditCommand::Verify(a),
+            } => audit::verify(&a),
             Command::Audit {
                 command: AuditCommand::PublicKey { config, key },
             } => audit_public_key(config, key),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{Checker, ConfigError, raw};
-use crate::audit::{AuditSettings, CheckpointSettings, RefusalSettings};
+use crate::audit::{AuditSettings, CheckpointSettings, RefusalSettings, RotateSettings};
 use crate::server::ServerSettings;
 
 /// A duration key: its value or default, within `[min, max]`.
@@ -51,6 +51,97 @@ fn count(
 
 const SECOND: Duration = Duration::from_secs(1);
 const HOUR: Duration = Duration::from_secs(3600);
+/// A year as humantime writes one (365.25 days).
+const YEAR: Duration = Duration::from_secs(31_557_600);
+
+/// The units a size may be written in (binary: a KiB is 1024 bytes).
+const SIZE_UNITS: [(&str, u64); 5] = [
+    ("B", 1),
+    ("KiB", 1 << 10),
+    ("MiB", 1 << 20),
+    ("GiB", 1 << 30),
+    ("TiB", 1 << 40),
+];
+
+/// The bytes a size stands for, or why it is not a size.
+fn parse_size(raw: &raw::RawSize) -> Result<u64, String> {
+    let text = match raw {
+        raw::RawSize::Bytes(n) => {
+            return u64::try_from(*n).map_err(|_| format!("{n} is negative"));
+        }
+        raw::RawSize::Text(t) => t.trim(),
+    };
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let unit = unit.trim();
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size"))?;
+    let (_, mult) = SIZE_UNITS
+        .iter()
+        .find(|(u, _)| *u == unit || (unit.is_empty() && *u == "B"))
+        .ok_or_else(|| format!("{text:?}: unknown unit {unit:?}"))?;
+    n.checked_mul(*mult)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// `100MiB`, `1TiB`, `1500B`: the largest unit that divides it.
+fn size_text(n: u64) -> String {
+    let (unit, mult) = SIZE_UNITS
+        .iter()
+        .rev()
+        .find(|(_, m)| n >= *m && n.is_multiple_of(*m))
+        .copied()
+        .unwrap_or(("B", 1));
+    format!("{}{unit}", n / mult)
+}
+
+/// An optional size key, within `[min, max]` bytes.
+fn size(
+    c: &Checker,
+    key: &str,
+    value: Option<&raw::RawSize>,
+    (min, max): (u64, u64),
+) -> Result<Option<u64>, ConfigError> {
+    let Some(raw) = value else {
+        return Ok(None);
+    };
+    let units = SIZE_UNITS.map(|(u, _)| u).join(", ");
+    let hint = format!(
+        "write a number of bytes or a string with a unit ({units}) from {} to {}, e.g. \"100MiB\"",
+        size_text(min),
+        size_text(max)
+    );
+    match parse_size(raw) {
+        Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        Ok(n) => Err(c.err(key, format!("{} is out of range; {hint}", size_text(n)))),
+        Err(why) => Err(c.err(key, format!("{why}; {hint}"))),
+    }
+}
+
+/// An optional duration key, within `[min, max]`.
+fn optional_duration(
+    c: &Checker,
+    key: &str,
+    value: Option<Duration>,
+    example: &str,
+    (min, max): (Duration, Duration),
+) -> Result<Option<Duration>, ConfigError> {
+    match value {
+        Some(d) if d < min || d > max => Err(c.err(
+            key,
+            format!(
+                "{} is out of range; write a duration from {} to {}, e.g. \"{example}\"",
+                humantime::format_duration(d),
+                humantime::format_duration(min),
+                humantime::format_duration(max),
+            ),
+        )),
+        other => Ok(other),
+    }
+}
 
 pub(super) fn server(c: &Checker, s: &raw::RawServer) -> Result<ServerSettings, ConfigError> {
     let d = ServerSettings::default();
@@ -139,6 +230,21 @@ pub(super) fn audit(c: &Checker, a: &raw::RawAudit) -> Result<AuditSettings, Con
             key_file: None,
             stdout: a.checkpoint_stdout.unwrap_or(d.checkpoints.stdout),
             file: None,
+        },
+        rotation: RotateSettings {
+            max_bytes: size(
+                c,
+                "audit.rotate_bytes",
+                a.rotate_bytes.as_ref(),
+                (crate::files::KIB, 1 << 40),
+            )?,
+            max_age: optional_duration(
+                c,
+                "audit.rotate_after",
+                a.rotate_after,
+                "1day",
+                (Duration::from_secs(60), YEAR),
+            )?,
         },
     })
 }
@@ -272,5 +378,66 @@ preset = "github"
         }
         let e = parse("", "max_conections = 3").unwrap_err();
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn rotation_is_off_unless_a_size_or_an_age_is_given() {
+        let rotation = |audit: &str| parse(audit, "").map(|c| c.audit_settings.rotation);
+        let mib = 1024 * 1024;
+        for (audit, bytes, age) in [
+            ("", None, None),
+            ("rotate_bytes = \"100MiB\"", Some(100 * mib), None),
+            ("rotate_bytes = \"1 GiB\"", Some(1024 * mib), None),
+            ("rotate_bytes = \"1KiB\"", Some(1024), None),
+            ("rotate_bytes = 4096", Some(4096), None),
+            ("rotate_bytes = \"4096\"", Some(4096), None),
+            ("rotate_after = \"1d\"", None, Some(24 * HOUR)),
+            (
+                "rotate_bytes = \"1TiB\"\nrotate_after = \"1m\"",
+                Some(1 << 40),
+                Some(Duration::from_secs(60)),
+            ),
+        ] {
+            assert_eq!(
+                rotation(audit).unwrap(),
+                RotateSettings {
+                    max_bytes: bytes,
+                    max_age: age
+                },
+                "{audit}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_rotation_setting_says_what_to_write() {
+        for (audit, words) in [
+            ("rotate_bytes = 10", "10B is out of range"),
+            ("rotate_bytes = \"512B\"", "512B is out of range"),
+            ("rotate_bytes = \"2TiB\"", "2TiB is out of range"),
+            ("rotate_bytes = \"100MB\"", "unknown unit \"MB\""),
+            ("rotate_bytes = \"lots\"", "is not a size"),
+            ("rotate_bytes = -1", "-1 is negative"),
+            (
+                "rotate_bytes = \"99999999999999999999KiB\"",
+                "is not a size",
+            ),
+            ("rotate_bytes = \"99999999999TiB\"", "is too large"),
+            ("rotate_after = \"10s\"", "`audit.rotate_after`"),
+            ("rotate_after = \"400d\"", "from 1m to 1year"),
+            (
+                "rotate_bytes = true",
+                "a number of bytes, or a string such as",
+            ),
+        ] {
+            let e = parse(audit, "").unwrap_err();
+            assert!(e.contains(words), "{audit}: {e}");
+            if audit.starts_with("rotate_bytes") && !audit.ends_with("true") {
+                assert!(
+                    e.contains("`audit.rotate_bytes`") && e.contains("from 1KiB to 1TiB"),
+                    "{audit}: {e}"
+                );
+            }
+        }
     }
 }

@@ -66,6 +66,42 @@ pub(super) struct RawAudit {
     /// host name).
     #[serde(default)]
     pub replica_id: Option<String>,
+    /// Rotate the live file once it is this big.
+    #[serde(default)]
+    pub rotate_bytes: Option<RawSize>,
+    /// Rotate the live file once it is this old.
+    #[serde(default, with = "humantime_serde")]
+    pub rotate_after: Option<Duration>,
+}
+
+/// A size as written: a number of bytes (`1048576`) or a number and a
+/// binary unit (`"100MiB"`). `limits::size` checks it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a size: a number of bytes, or a string such as \"100MiB\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `[limits]`: rate limits per source and per identity.

@@ -5,7 +5,8 @@
 //! afresh and shows: exchanges and denials over time, the top identities
 //! per environment, the credentials issued and by which rules, the denial
 //! reasons and recent denials, who can have what per environment (the
-//! policy tools' who-can), and the chain's status (`verify_file`).
+//! policy tools' who-can), and the chain's status over the log and its
+//! rotated files (`verify_log`).
 //! `POST /lookup` takes a leaked value (a form field) and lists the
 //! exchanges that issued it, by keyed fingerprint: the value is held as a
 //! `SecretString`, never logged, never echoed back.
@@ -179,7 +180,7 @@ fn build(s: &ReviewSources, lookup: Option<Result<Vec<crate::audit::Match>, Stri
     let stats = set
         .map_err(|e| e.to_string())
         .and_then(|set| gather(&set).map_err(|e| e.to_string()));
-    let chain = crate::audit::verify_file(&s.audit_path).map_err(|e| e.to_string());
+    let chain = crate::audit::verify_log(&s.audit_path).map_err(|e| e.to_string());
     let who = PolicySet::load_dir(&s.policy_dir, &s.issuers)
         .map_err(|e| e.to_string())
         .and_then(|set| {

@@ -13,6 +13,7 @@ mod abuse;
 mod audit_checkpoint;
 mod audit_cli;
 mod audit_flood;
+mod audit_rotate;
 mod broker_support;
 mod broker_vault_login;
 mod cli;

@@ -154,6 +154,8 @@ pub type VaultAuthSetup = Box<dyn FnOnce(&OpenBao, &Path) -> String>;
 pub struct Options {
     /// Write the audit log here instead of the temp dir (e.g. /dev/full).
     pub audit_path: Option<PathBuf>,
+    /// More `[audit]` keys, one per line (e.g. `rotate_bytes = 1024`).
+    pub audit_keys: Option<String>,
     /// Run the real `jobkey serve` binary (logs at trace level to a file)
     /// instead of serving in process.
     pub subprocess: bool,
@@ -274,6 +276,7 @@ policy_dir = "{policies}"
 [audit]
 path = "{audit}"
 fingerprint_key_file = "{fingerprint_key}"
+{audit_keys}
 [vault]
 address = "{vault}"
 timeout = "3s"
@@ -307,6 +310,7 @@ algorithms = ["ES256"]
                 .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
                 .display(),
             audit = audit_path.display(),
+            audit_keys = opts.audit_keys.as_deref().unwrap_or_default(),
             fingerprint_key = dir.path().join("fingerprint.key").display(),
             vault = bao.addr(),
             gh = github.url(),
