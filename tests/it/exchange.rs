@@ -353,7 +353,7 @@ async fn an_auditor_maps_a_leaked_value_back_to_the_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_by_handle_is_audited_with_the_exchange_owner() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let gh = stack.github_token(json!({}));
     let (status, resp) = stack.exchange_status(&gh, "production").await;
     assert_eq!(status, 200, "{resp}");
@@ -441,7 +441,7 @@ async fn a_buildkite_job_is_audited_with_its_organisation_and_pipeline() {
 /// one build (organisation, pipeline, build number).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buildkite_build_cannot_revoke_another_builds_exchange() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let build = |n: u64| {
         stack.buildkite.mint(
             Shape::Buildkite,
@@ -452,7 +452,7 @@ async fn buildkite_build_cannot_revoke_another_builds_exchange() {
     let (status, resp) = stack
         .exchange(
             &build(1234),
-            json!({"environment": "staging", "credentials": ["app-config"]}),
+            json!({"environment": "staging", "credentials": ["app-config", "app-config-wrapped"]}),
         )
         .await;
     assert_eq!(status, 200, "{resp}");
@@ -467,7 +467,7 @@ async fn buildkite_build_cannot_revoke_another_builds_exchange() {
     );
     // The build itself is.
     let (status, r) = stack.revoke(&build(1234), rid).await;
-    assert_eq!((status, r["revoked"].as_u64()), (200, Some(0)), "{r}");
+    assert_eq!((status, r["revoked"].as_u64()), (200, Some(1)), "{r}");
     let lines = stack.audit_lines();
     let revokes: Vec<&Value> = lines.iter().filter(|l| l["action"] == "revoke").collect();
     assert_eq!(revokes.len(), 2, "{revokes:?}");

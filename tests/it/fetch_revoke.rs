@@ -9,7 +9,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_revokes_the_exchange_when_the_command_exits() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({})).await;
     let run = fetch(
@@ -56,7 +56,7 @@ async fn exec_revokes_the_exchange_when_the_command_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_uses_the_saved_handle_once() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({})).await;
     let run = fetch("production", &[], &env).await;
@@ -109,7 +109,7 @@ fn last_exchange(state: &std::path::Path) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_fetches_in_one_job_are_both_revoked() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({})).await;
     let state = tmp.path().join("runner_temp/jobkey/revocation.json");
@@ -248,7 +248,7 @@ async fn exec_leaves_no_file_and_no_directory_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exchange_that_could_not_be_revoked_stays_for_another_try() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({})).await;
     let state = tmp.path().join("runner_temp/jobkey/revocation.json");
