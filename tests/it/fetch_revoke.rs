@@ -301,3 +301,46 @@ async fn an_exchange_that_could_not_be_revoked_stays_for_another_try() {
         run.stderr
     );
 }
+
+/// A KV-only exchange has no revocation handle: `--exec` and `jobkey
+/// revoke` say there is nothing to revoke and succeed, and `jobkey revoke`
+/// still removes the files `jobkey fetch` wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kv_only_exchange_has_nothing_to_revoke_and_its_files_still_go() {
+    let stack = Stack::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let env = github_env(&stack, tmp.path(), json!({})).await;
+    let run = fetch("production", &["--exec", "--", "/bin/true"], &env).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("jobkey: nothing to revoke"),
+        "{}",
+        run.stderr
+    );
+
+    let run = fetch("production", &[], &env).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("jobkey: nothing to revoke"),
+        "{}",
+        run.stderr
+    );
+    let files = tmp.path().join("runner_temp/jobkey/credentials/deploy-db");
+    assert!(files.join("password").exists());
+    let run = jobkey(&["revoke"], &env).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("nothing to revoke") && run.stderr.contains("removed 2 file(s)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !tmp.path().join("runner_temp/jobkey").exists(),
+        "{}",
+        run.stderr
+    );
+    // The broker's side: two exchanges, no revocation.
+    let lines = stack.audit_lines();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(lines.iter().all(|l| l["revocable"] == 0), "{lines:#?}");
+}
