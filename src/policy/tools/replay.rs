@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::audit::query::{Entry, Record, Records, denied_by_rule, who};
-use crate::audit::{Action, AuditError, ClaimValue, Decision as Recorded, Event, Stage};
+use crate::audit::{Action, AuditError, Decision as Recorded, Event, Stage};
 use crate::policy::{Decision, DenyReason, PolicySet, Request};
 
 /// What the log says the policy decided.
