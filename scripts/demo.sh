@@ -124,7 +124,6 @@ say "1. A GitHub Actions deploy of acme/api from main to production asks for dep
 TOKEN="$(mint 8401 github '{}')"
 echo "token claims: $(echo "$TOKEN" | cut -d. -f2 | tr '_-' '/+' | base64 -d 2>/dev/null | jq -c '{repository,repository_id,ref,environment,event_name}' 2>/dev/null || true)"
 exchange "$TOKEN" '{"environment":"production","credentials":["deploy-db"]}'
-GH_HANDLE="$(cat "$DEMO/last-handle")"
 GH_REQUEST="$(cat "$DEMO/last-request-id")"
 
 say "2. A GitLab job of acme/api on protected main deploys to staging (all it is granted)"
@@ -134,8 +133,9 @@ say "3. The same GitHub workflow on a feature branch asks for deploy-db: denied"
 exchange "$(mint 8401 github '{"ref":"refs/heads/feature/x","sub":"repo:acme/api:ref:refs/heads/feature/x"}')" \
     '{"environment":"production","credentials":["deploy-db"]}'
 
-say "4. The GitHub job ends and revokes its exchange with the revocation handle"
-curl -sS -X POST http://127.0.0.1:8400/v1/revoke -H "authorization: Bearer $GH_HANDLE" \
+say "4. The GitHub job ends: a KV read issued nothing revocable, so its exchange had no revocation handle and was not kept"
+echo "-- revoking it with the job's own ID token finds nothing (the password stays valid until rotated):"
+curl -sS -X POST http://127.0.0.1:8400/v1/revoke -H "authorization: Bearer $TOKEN" \
     -H 'content-type: application/json' -d "{\"request_id\":\"$GH_REQUEST\"}" -w '\nHTTP %{http_code}\n'
 rm -f "$DEMO/last-handle" "$DEMO/last-request-id"
 
@@ -150,7 +150,7 @@ if [ "$DYNAMIC" = 1 ]; then
     DB_USER="$(jq -r '.credentials["app-db-user"].values.username' "$DEMO/release.json")"
     echo "-- the job logs in to PostgreSQL as that user:"
     psql -h 127.0.0.1 -U "$DB_USER" -d postgres -tAc 'select current_user' || true
-    echo "-- the job ends and revokes:"
+    echo "-- the job ends and revokes with its revocation handle:"
     curl -sS -X POST http://127.0.0.1:8400/v1/revoke -H "authorization: Bearer $(jq -r .revocation.handle "$DEMO/release.json")" \
         -H 'content-type: application/json' -d "{\"request_id\":$(jq .request_id "$DEMO/release.json")}" -w '\nHTTP %{http_code}\n'
     echo "-- the same login now fails:"

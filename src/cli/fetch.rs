@@ -186,8 +186,18 @@ pub(super) fn revoke(a: RevokeArgs) -> ExitCode {
     run(async { client::revoke(&o, &client::process_env).await })
         .map(|r| {
             eprintln!(
-                "jobkey: revoked {} lease(s) of {} exchange(s); removed {} file(s)",
-                r.leases, r.exchanges, r.files
+                "jobkey: revoked {} lease(s) of {} exchange(s); removed {} file(s){}",
+                r.leases,
+                r.exchanges,
+                r.files,
+                if r.nothing_to_revoke > 0 {
+                    format!(
+                        "; {} exchange(s) had nothing to revoke",
+                        r.nothing_to_revoke
+                    )
+                } else {
+                    String::new()
+                }
             );
             ExitCode::SUCCESS
         })

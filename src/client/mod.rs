@@ -93,11 +93,17 @@ pub(crate) struct RevokeOptions {
 pub(crate) struct Revoked {
     /// Exchanges revoked.
     pub exchanges: usize,
+    /// Exchanges that issued nothing revocable (no handle): only their
+    /// files are removed.
+    pub nothing_to_revoke: usize,
     /// Leases the broker revoked for them.
     pub leases: u64,
     /// Credential files removed.
     pub files: usize,
 }
+
+/// What `jobkey fetch` says when the broker issued no revocation handle.
+const NOTHING_TO_REVOKE: &str = "jobkey: nothing to revoke: the exchange issued nothing revocable (no revocation handle); the credentials expire at their TTL";
 
 /// Runs `jobkey fetch`; returns the exit code (the command's, with `--exec`).
 ///
@@ -153,7 +159,7 @@ pub(crate) async fn revoke(o: &RevokeOptions, env: Env<'_>) -> Result<Revoked, C
     let loaded = state::load(&path)?;
     let exchanges = &loaded.state.exchanges;
     let (mut done, keep) = revoke_each(o, exchanges).await;
-    let failed = exchanges.len() - done.exchanges;
+    let failed = exchanges.len() - done.exchanges - done.nothing_to_revoke;
     done.files = remove_files_of(exchanges);
     let made = loaded.state.created_dirs();
     let total = exchanges.len();
@@ -179,10 +185,18 @@ async fn revoke_each(
     let mut done = Revoked::default();
     let mut keep = Vec::new();
     for (i, ex) in exchanges.iter().enumerate() {
+        let Some(handle) = &ex.handle else {
+            eprintln!(
+                "jobkey: exchange {}: nothing to revoke (it issued nothing revocable)",
+                ex.request_id
+            );
+            done.nothing_to_revoke += 1;
+            continue;
+        };
         let revoked = async {
             Broker::new(o.url.as_deref().unwrap_or(&ex.url), o.ca_file.as_deref())?
                 .retrying_for(o.retry_for)
-                .revoke(&ex.handle.0, &ex.request_id)
+                .revoke(&handle.0, &ex.request_id)
                 .await
         }
         .await;
@@ -348,13 +362,13 @@ impl Issued<'_> {
     }
 
     async fn revoke_quietly(&self) {
-        if self.resp.revocation.is_some() {
-            match self.revoke_now().await {
-                Ok(n) => eprintln!("jobkey: nothing was delivered; revoked {n} lease(s)"),
-                Err(e) => {
-                    eprintln!("jobkey: warning: nothing was delivered, and revoking failed: {e}")
-                }
-            }
+        if self.resp.revocation.is_none() {
+            eprintln!("jobkey: nothing was delivered, and there is nothing to revoke");
+            return;
+        }
+        match self.revoke_now().await {
+            Ok(n) => eprintln!("jobkey: nothing was delivered; revoked {n} lease(s)"),
+            Err(e) => eprintln!("jobkey: warning: nothing was delivered, and revoking failed: {e}"),
         }
     }
 }
@@ -475,12 +489,15 @@ async fn keep_revocation_state(
     issued: &Issued<'_>,
 ) -> Result<(), ClientError> {
     let resp = issued.resp;
-    let Some(r) = &resp.revocation else {
-        eprintln!(
-            "jobkey: the broker issued no revocation handle; the credentials expire at their TTL"
-        );
-        return Ok(());
-    };
+    let handle = resp.revocation.as_ref().map(|r| &r.handle.0);
+    if handle.is_none() {
+        eprintln!("{NOTHING_TO_REVOKE}");
+        // Nothing to revoke, but files to remove: the state keeps them
+        // for `jobkey revoke`.
+        if delivered.is_none() {
+            return Ok(());
+        }
+    }
     let Some(p) = state::default_path(state, env, delivered.map(|d| d.dir.as_path())) else {
         eprintln!(
             "jobkey: warning: no place for the revocation state; pass --state FILE to be able to revoke early"
@@ -492,14 +509,19 @@ async fn keep_revocation_state(
         state::NewExchange {
             url: issued.broker.url().as_str(),
             request_id: &resp.request_id,
-            handle: &r.handle.0,
+            handle,
             files: delivered,
         },
     );
     match saved {
         Ok(n) => {
             eprintln!(
-                "jobkey: revoke these leases with `jobkey revoke --state {}`{}",
+                "jobkey: {} with `jobkey revoke --state {}`{}",
+                if handle.is_some() {
+                    "revoke these leases"
+                } else {
+                    "remove the files"
+                },
                 p.display(),
                 if n > 1 {
                     format!(" (it holds the {n} exchanges of this job, and revokes them all)")
@@ -512,6 +534,10 @@ async fn keep_revocation_state(
         Err(e) => {
             if let Some(d) = delivered {
                 remove_delivered(d);
+            }
+            if handle.is_none() {
+                eprintln!("jobkey: the revocation state cannot be kept, so the files were removed");
+                return Err(e);
             }
             match issued.revoke_now().await {
                 Ok(n) => eprintln!(
@@ -662,9 +688,7 @@ async fn exec_and_revoke(
             ),
         }
     } else {
-        eprintln!(
-            "jobkey: the broker issued no revocation handle; the credentials expire at their TTL"
-        );
+        eprintln!("{NOTHING_TO_REVOKE}");
     }
     result
 }

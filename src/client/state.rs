@@ -17,7 +17,9 @@
 //! ```
 //!
 //! `files` is null when the exchange wrote no file (`--github-env` only).
-//! The handle is a secret; the rest are names. A file of the earlier form
+//! `handle` is absent when the broker issued none (the exchange issued
+//! nothing revocable, say KV reads only): `jobkey revoke` then only removes
+//! its files. The handle is a secret; the rest are names. A file of the earlier form
 //! (one exchange: `url`, `request_id`, `handle`) is read too.
 
 use std::ffi::OsStr;
@@ -74,7 +76,9 @@ impl State {
 pub(super) struct SavedExchange {
     pub url: String,
     pub request_id: String,
-    pub handle: Secret,
+    /// `None`: the exchange issued nothing revocable.
+    #[serde(default)]
+    pub handle: Option<Secret>,
     /// What the exchange's `fetch` wrote to disk.
     #[serde(default)]
     pub files: Option<Delivered>,
@@ -102,7 +106,8 @@ struct StateRecord<'a> {
 struct ExchangeRecord<'a> {
     url: &'a str,
     request_id: &'a str,
-    handle: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    handle: Option<&'a str>,
     files: Option<&'a Delivered>,
 }
 
@@ -111,7 +116,7 @@ impl<'a> ExchangeRecord<'a> {
         ExchangeRecord {
             url: &e.url,
             request_id: &e.request_id,
-            handle: e.handle.0.expose_secret(),
+            handle: e.handle.as_ref().map(|h| h.0.expose_secret()),
             files: e.files.as_ref(),
         }
     }
@@ -121,7 +126,8 @@ impl<'a> ExchangeRecord<'a> {
 pub(super) struct NewExchange<'a> {
     pub url: &'a str,
     pub request_id: &'a str,
-    pub handle: &'a SecretString,
+    /// `None` when the broker issued no revocation handle.
+    pub handle: Option<&'a SecretString>,
     pub files: Option<&'a Delivered>,
 }
 
@@ -177,7 +183,7 @@ pub(super) fn append(path: &Path, new: NewExchange<'_>) -> Result<usize, ClientE
     exchanges.push(ExchangeRecord {
         url: new.url,
         request_id: new.request_id,
-        handle: new.handle.expose_secret(),
+        handle: new.handle.map(SecretString::expose_secret),
         files: new.files,
     });
     let n = exchanges.len();
@@ -228,7 +234,7 @@ fn parse(body: &[u8], path: &Path) -> Result<State, ClientError> {
                 exchanges: vec![SavedExchange {
                     url: one.url,
                     request_id: one.request_id,
-                    handle: one.handle,
+                    handle: Some(one.handle),
                     files: None,
                 }],
             },
@@ -323,7 +329,7 @@ mod tests {
 
     fn new<'a>(
         rid: &'a str,
-        handle: &'a SecretString,
+        handle: Option<&'a SecretString>,
         files: Option<&'a Delivered>,
     ) -> NewExchange<'a> {
         NewExchange {
@@ -349,7 +355,7 @@ mod tests {
             }],
         };
         let h = SecretString::new("handle-x".into());
-        assert_eq!(append(&p, new("rid", &h, Some(&files))).unwrap(), 1);
+        assert_eq!(append(&p, new("rid", Some(&h), Some(&files))).unwrap(), 1);
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&p), 0o600);
         assert_eq!(mode(p.parent().unwrap()), 0o700);
@@ -359,7 +365,7 @@ mod tests {
             panic!("one exchange")
         };
         assert_eq!(s.request_id, "rid");
-        assert_eq!(s.handle.0.expose_secret(), "handle-x");
+        assert_eq!(s.handle.as_ref().unwrap().0.expose_secret(), "handle-x");
         assert_eq!(s.files.as_ref(), Some(&files));
         assert!(!format!("{s:?}").contains("handle-x"));
     }
@@ -372,16 +378,36 @@ mod tests {
             SecretString::new("handle-1".into()),
             SecretString::new("handle-2".into()),
         );
-        assert_eq!(append(&p, new("first", &h1, None)).unwrap(), 1);
-        assert_eq!(append(&p, new("second", &h2, None)).unwrap(), 2);
+        assert_eq!(append(&p, new("first", Some(&h1), None)).unwrap(), 1);
+        assert_eq!(append(&p, new("second", Some(&h2), None)).unwrap(), 2);
+        // An exchange that issued nothing revocable has no handle: it is
+        // kept for its files, and written without one.
+        assert_eq!(append(&p, new("kv-only", None, None)).unwrap(), 3);
+        assert!(
+            !std::fs::read_to_string(&p)
+                .unwrap()
+                .contains(r#""handle":null"#)
+        );
         let l = load(&p).unwrap();
-        let ids: Vec<(&str, &str)> = l
+        let ids: Vec<(&str, Option<&str>)> = l
             .state
             .exchanges
             .iter()
-            .map(|e| (e.request_id.as_str(), e.handle.0.expose_secret()))
+            .map(|e| {
+                (
+                    e.request_id.as_str(),
+                    e.handle.as_ref().map(|h| h.0.expose_secret()),
+                )
+            })
             .collect();
-        assert_eq!(ids, [("first", "handle-1"), ("second", "handle-2")]);
+        assert_eq!(
+            ids,
+            [
+                ("first", Some("handle-1")),
+                ("second", Some("handle-2")),
+                ("kv-only", None)
+            ]
+        );
 
         // Finishing with one kept rewrites the file with that one; with
         // none, removes it.
@@ -429,7 +455,7 @@ mod tests {
                 (r, _) => panic!("{body}: {:?}", r.err()),
             }
             // Appending to it keeps the earlier exchange, or refuses.
-            match append(&p, new("next", &h, None)) {
+            match append(&p, new("next", Some(&h), None)) {
                 Ok(n) => assert!(ok && n == 2, "{body}"),
                 Err(e) => {
                     assert!(!ok, "{body}: {e}");

@@ -64,8 +64,7 @@ impl MemoryStore {
     pub fn put(&self, rec: &ExchangeRecord) {
         self.with_at(now_secs(), |m| {
             m.remove(&rec.request_id);
-            m.expiries
-                .insert((rec.expires_at, rec.request_id.clone()));
+            m.expiries.insert((rec.expires_at, rec.request_id.clone()));
             m.map.insert(rec.request_id.clone(), rec.clone());
         });
     }

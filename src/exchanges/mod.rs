@@ -193,7 +193,10 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert_eq!(s.get_at("long", short.expires_at), Some(long.clone()));
         assert_eq!(s.len(), 2, "only the expired record went");
-        assert_eq!(s.get_at("replaced", short.expires_at), Some(replaced.clone()));
+        assert_eq!(
+            s.get_at("replaced", short.expires_at),
+            Some(replaced.clone())
+        );
         assert_eq!(s.take("replaced"), Some(replaced));
         assert_eq!(s.len(), 1);
         assert_eq!(s.get_at("long", long.expires_at), None);

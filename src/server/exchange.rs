@@ -118,10 +118,13 @@ async fn handle(
             Err(stop.api)
         }
         Ok(done) => {
-            let line = event.allow(done.audited(&st.fingerprints), done.record.revocables.len());
+            let revocables = done.revocables();
+            let line = event.allow(done.audited(&st.fingerprints), revocables.len());
             if let Err(e) = record(st, &line).await {
-                issue::revoke_all(&st.vault, &done.record.revocables).await;
-                let _ = st.exchanges.take(request_id).await;
+                issue::revoke_all(&st.vault, revocables).await;
+                if done.kept.is_some() {
+                    let _ = st.exchanges.take(request_id).await;
+                }
                 give_back(st, done.spent.as_ref()).await;
                 return Err(e);
             }
@@ -136,11 +139,18 @@ struct Done {
     issuer: String,
     grants: Vec<Grant>,
     issued: Vec<Issued>,
-    handle: RevocationHandle,
-    record: ExchangeRecord,
+    /// `None` when nothing issued can be revoked (say, KV reads): then
+    /// nothing is kept and the response carries no revocation handle.
+    kept: Option<Kept>,
     now: SystemTime,
     /// The single-use token's mark, when its issuer has `single_use`.
     spent: Option<ReplayKey>,
+}
+
+/// An exchange remembered in the store, and the handle that revokes it.
+struct Kept {
+    handle: RevocationHandle,
+    record: ExchangeRecord,
 }
 
 /// The pipeline. `event` receives the caller's identity on the way.
@@ -167,19 +177,22 @@ async fn run(
         }
     };
     let now = SystemTime::now();
-    let record = match remember(st, request_id, req, &verified, &handle, &issued, now).await {
-        Ok(record) => record,
-        Err(stop) => {
-            give_back(st, spent.as_ref()).await;
-            return Err(stop);
+    let kept = if issued.iter().all(|i| i.revocables.is_empty()) {
+        None
+    } else {
+        match remember(st, request_id, req, &verified, &handle, &issued, now).await {
+            Ok(record) => Some(Kept { handle, record }),
+            Err(stop) => {
+                give_back(st, spent.as_ref()).await;
+                return Err(stop);
+            }
         }
     };
     Ok(Done {
         issuer: verified.issuer,
         grants,
         issued,
-        handle,
-        record,
+        kept,
         now,
         spent,
     })
@@ -377,6 +390,13 @@ async fn remember(
 }
 
 impl Done {
+    fn revocables(&self) -> &[crate::vault::Revocable] {
+        self.kept
+            .as_ref()
+            .map(|k| k.record.revocables.as_slice())
+            .unwrap_or_default()
+    }
+
     /// The audit record's credentials: keyed fingerprints, never values
     /// (`jobkey audit find` maps a leaked value back to this line).
     fn audited(&self, fp: &Fingerprinter) -> Vec<IssuedCredential> {
@@ -409,10 +429,11 @@ impl Done {
                         .iter()
                         .map(move |(field, s)| (format!("{}.{field}", g.credential), s))
                 })
-                .chain(std::iter::once((
-                    "revocation.handle".to_owned(),
-                    self.handle.as_secret(),
-                ))),
+                .chain(
+                    self.kept
+                        .iter()
+                        .map(|k| ("revocation.handle".to_owned(), k.handle.as_secret())),
+                ),
         );
         let longest = self.issued.iter().map(|i| i.ttl).max().unwrap_or_default();
         let body = ExchangeResponse {
@@ -426,10 +447,10 @@ impl Done {
                 .collect(),
             mask: hints.mask.iter().map(Exposed).collect(),
             mask_warnings: &hints.warnings,
-            revocation: RevocationOut {
-                handle: Exposed(self.handle.as_secret()),
+            revocation: self.kept.as_ref().map(|k| RevocationOut {
+                handle: Exposed(k.handle.as_secret()),
                 expires_at: expires(self.now, longest),
-            },
+            }),
         };
         axum::Json(body).into_response()
     }
@@ -481,7 +502,9 @@ struct ExchangeResponse<'a> {
     credentials: BTreeMap<&'a str, CredentialOut<'a>>,
     mask: Vec<Exposed<'a>>,
     mask_warnings: &'a [String],
-    revocation: RevocationOut<'a>,
+    /// Absent when nothing issued can be revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revocation: Option<RevocationOut<'a>>,
 }
 
 #[derive(Serialize)]

@@ -127,7 +127,7 @@ fn code(v: &Value) -> Option<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_revocation_single_use_limits_and_policy() {
-    let policies = crate::support::copied_policies();
+    let policies = crate::support::revocable_policies();
     let stack = Stack::start_on(policies.path()).await;
     let redis = Redis::start();
 
@@ -276,7 +276,7 @@ async fn three_replicas_share_revocation_single_use_limits_and_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_refuses_single_use_limits_locally_and_recovers() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let mut redis = Redis::start();
     let r = Broker::start(&stack, "outage", |cfg| {
         cfg.state = Some(StateSettings {

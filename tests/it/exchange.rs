@@ -353,7 +353,7 @@ async fn an_auditor_maps_a_leaked_value_back_to_the_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_by_handle_is_audited_with_the_exchange_owner() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let gh = stack.github_token(json!({}));
     let (status, resp) = stack.exchange_status(&gh, "production").await;
     assert_eq!(status, 200, "{resp}");
@@ -441,7 +441,7 @@ async fn a_buildkite_job_is_audited_with_its_organisation_and_pipeline() {
 /// one build (organisation, pipeline, build number).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buildkite_build_cannot_revoke_another_builds_exchange() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let build = |n: u64| {
         stack.buildkite.mint(
             Shape::Buildkite,
@@ -452,7 +452,7 @@ async fn buildkite_build_cannot_revoke_another_builds_exchange() {
     let (status, resp) = stack
         .exchange(
             &build(1234),
-            json!({"environment": "staging", "credentials": ["app-config"]}),
+            json!({"environment": "staging", "credentials": ["app-config", "app-config-wrapped"]}),
         )
         .await;
     assert_eq!(status, 200, "{resp}");
@@ -467,10 +467,77 @@ async fn buildkite_build_cannot_revoke_another_builds_exchange() {
     );
     // The build itself is.
     let (status, r) = stack.revoke(&build(1234), rid).await;
-    assert_eq!((status, r["revoked"].as_u64()), (200, Some(0)), "{r}");
+    assert_eq!((status, r["revoked"].as_u64()), (200, Some(1)), "{r}");
     let lines = stack.audit_lines();
     let revokes: Vec<&Value> = lines.iter().filter(|l| l["action"] == "revoke").collect();
     assert_eq!(revokes.len(), 2, "{revokes:?}");
     assert_eq!(revokes[0]["decision"], "deny", "{}", revokes[0]);
     assert_eq!(revokes[1]["decision"], "allow", "{}", revokes[1]);
+}
+
+/// The mask list of an exchange response.
+fn mask_of(resp: &Value) -> Vec<&str> {
+    resp["mask"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect()
+}
+
+/// A KV read issues nothing revocable: the exchange gets no revocation
+/// handle and jobkey keeps no record of it, so the job's own ID token finds
+/// nothing to revoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kv_only_exchange_has_no_revocation_handle_and_no_record() {
+    let stack = Stack::start().await;
+    let gh = stack.github_token(json!({}));
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let (status, resp) = stack.exchange_status(&gh, "production").await;
+        assert_eq!(status, 200, "{resp}");
+        assert_eq!(resp["credentials"]["deploy-db"]["kind"], "kv", "{resp}");
+        assert!(resp.get("revocation").is_none(), "{resp}");
+        seen.push(resp);
+    }
+    // The mask holds the secret's hints only: a handle is random, so two
+    // exchanges of the same secret would differ by it.
+    assert!(mask_of(&seen[0]).contains(&stack.db_password.as_str()));
+    assert_eq!(mask_of(&seen[0]), mask_of(&seen[1]));
+
+    // The job's own ID token could revoke a recorded exchange of its run;
+    // there is none.
+    let rid = seen[0]["request_id"].as_str().unwrap();
+    let (status, body) = stack.revoke(&gh, rid).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("unknown_exchange")),
+        "{body}"
+    );
+    let lines = stack.audit_lines();
+    let exchange = lines.iter().find(|l| l["request_id"] == rid).unwrap();
+    assert_eq!(
+        (&exchange["decision"], &exchange["revocable"]),
+        (&json!("allow"), &json!(0)),
+        "{exchange}"
+    );
+}
+
+/// An exchange that issues something revocable (here a wrapping token)
+/// still gets a handle, masked, which revokes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocable_exchange_gets_a_masked_handle() {
+    let stack = Stack::start_revocable().await;
+    let gh = stack.github_token(json!({}));
+    let (status, resp) = stack.exchange_status(&gh, "production").await;
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["credentials"]["deploy-db-wrapped"]["wrapped"], true);
+    let handle = resp["revocation"]["handle"].as_str().unwrap();
+    assert!(resp["revocation"]["expires_at"].is_string(), "{resp}");
+    assert!(mask_of(&resp).contains(&handle), "the handle is masked");
+    let rid = resp["request_id"].as_str().unwrap();
+    let lines = stack.audit_lines();
+    assert_eq!(lines[0]["revocable"], 1, "{}", lines[0]);
+    let (status, body) = stack.revoke(handle, rid).await;
+    assert_eq!((status, body["revoked"].as_u64()), (200, Some(1)), "{body}");
 }

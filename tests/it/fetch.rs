@@ -409,7 +409,7 @@ async fn exec_children_cannot_mint_new_id_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_directories_of_another_user_or_behind_a_symlink_are_refused() {
     use std::os::unix::fs::PermissionsExt;
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({})).await;
     let private = |p: &std::path::Path| {

@@ -9,7 +9,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_revokes_the_exchange_when_the_command_exits() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({})).await;
     let run = fetch(
@@ -56,7 +56,7 @@ async fn exec_revokes_the_exchange_when_the_command_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoke_uses_the_saved_handle_once() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({})).await;
     let run = fetch("production", &[], &env).await;
@@ -109,7 +109,7 @@ fn last_exchange(state: &std::path::Path) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_fetches_in_one_job_are_both_revoked() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({})).await;
     let state = tmp.path().join("runner_temp/jobkey/revocation.json");
@@ -248,7 +248,7 @@ async fn exec_leaves_no_file_and_no_directory_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exchange_that_could_not_be_revoked_stays_for_another_try() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({})).await;
     let state = tmp.path().join("runner_temp/jobkey/revocation.json");
@@ -300,4 +300,47 @@ async fn an_exchange_that_could_not_be_revoked_stays_for_another_try() {
         "{}",
         run.stderr
     );
+}
+
+/// A KV-only exchange has no revocation handle: `--exec` and `jobkey
+/// revoke` say there is nothing to revoke and succeed, and `jobkey revoke`
+/// still removes the files `jobkey fetch` wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kv_only_exchange_has_nothing_to_revoke_and_its_files_still_go() {
+    let stack = Stack::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let env = github_env(&stack, tmp.path(), json!({})).await;
+    let run = fetch("production", &["--exec", "--", "/bin/true"], &env).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("jobkey: nothing to revoke"),
+        "{}",
+        run.stderr
+    );
+
+    let run = fetch("production", &[], &env).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("jobkey: nothing to revoke"),
+        "{}",
+        run.stderr
+    );
+    let files = tmp.path().join("runner_temp/jobkey/credentials/deploy-db");
+    assert!(files.join("password").exists());
+    let run = jobkey(&["revoke"], &env).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("nothing to revoke") && run.stderr.contains("removed 2 file(s)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !tmp.path().join("runner_temp/jobkey").exists(),
+        "{}",
+        run.stderr
+    );
+    // The broker's side: two exchanges, no revocation.
+    let lines = stack.audit_lines();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(lines.iter().all(|l| l["revocable"] == 0), "{lines:#?}");
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_and_no_token_in_logs_or_audit() {
-    let stack = Stack::start_with(Options {
+    let stack = Stack::start_revocable_with(Options {
         subprocess: true,
         ..Options::default()
     })

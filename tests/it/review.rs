@@ -65,7 +65,7 @@ async fn scripted_run(stack: &Stack) -> Run {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn query_show_export_and_replay_read_a_real_log() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let run = scripted_run(&stack).await;
     let log = stack.audit_path.to_str().unwrap().to_owned();
     let cfg = stack.config_path.to_str().unwrap().to_owned();
@@ -145,7 +145,8 @@ async fn query_show_export_and_replay_read_a_real_log() {
         out.contains("rule `github-api-deploy`: claim `ref`: expected \"refs/heads/main\", got \"refs/heads/dev\""),
         "{out}"
     );
-    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    // The policies the stack served.
+    let policies = stack.policy_dir.clone();
     let (code, out, err) = jobkey_cli(&[
         "audit",
         "show",
@@ -222,7 +223,7 @@ async fn query_show_export_and_replay_read_a_real_log() {
         "{out}"
     );
 
-    // replay: the shipped policies change nothing (0); a stricter copy
+    // replay: the policies served change nothing (0); a stricter copy
     // denies the allowed production exchange (1); a broken one is 2.
     let replay = |dir: &Path| {
         jobkey_cli(&[
@@ -297,7 +298,7 @@ fn start_review(config: &str) -> (std::process::Child, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_review_page_shows_the_run_in_chromium_and_no_secret() {
-    let stack = Stack::start().await;
+    let stack = Stack::start_revocable().await;
     let run = scripted_run(&stack).await;
     let cfg = stack.config_path.to_str().unwrap().to_owned();
     let (mut child, url) = start_review(&cfg);

@@ -86,6 +86,32 @@ pub fn copied_policies() -> tempfile::TempDir {
     to
 }
 
+/// A copy of the shipped policies in which every rule that grants a KV
+/// secret also grants a response-wrapped copy of it (`deploy-db-wrapped`,
+/// `app-config-wrapped`). A KV read alone issues nothing revocable, so its
+/// exchange gets no revocation handle; the wrapping token is revocable, so
+/// these exchanges do (for tests of revocation itself).
+pub fn revocable_policies() -> tempfile::TempDir {
+    let dir = copied_policies();
+    for (file, secret, path) in [
+        ("production.yaml", "deploy-db", "production/deploy-db"),
+        ("staging.yaml", "app-config", "staging/app-config"),
+    ] {
+        let file = dir.path().join(file);
+        let text = std::fs::read_to_string(&file).unwrap();
+        let wrapped = format!(
+            "credentials:\n  {secret}-wrapped:\n    description: {secret}, response-wrapped (revocable)\n    kv: {{mount: secret, path: {path}}}\n    wrap: true\n    ttl: 10m\n"
+        );
+        let grant = format!("grant: [{secret}]");
+        assert!(text.contains(&grant), "{} grants {secret}", file.display());
+        let text = text
+            .replacen("credentials:\n", &wrapped, 1)
+            .replace(&grant, &format!("grant: [{secret}, {secret}-wrapped]"));
+        std::fs::write(&file, text).unwrap();
+    }
+    dir
+}
+
 /// Seconds since the epoch (for claims' `iat` and `exp`).
 pub fn now() -> u64 {
     std::time::SystemTime::now()
@@ -137,7 +163,11 @@ pub struct Stack {
     /// The server's own log (subprocess mode only).
     pub log_path: PathBuf,
     pub config_path: PathBuf,
+    /// The policy directory the server serves.
+    pub policy_dir: PathBuf,
     client: reqwest::Client,
+    /// The policy copy of [`Stack::start_revocable`], removed on drop.
+    policies: Option<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     child: Option<std::process::Child>,
 }
@@ -196,6 +226,26 @@ impl Stack {
         .await
     }
 
+    /// The stack serving [`revocable_policies`]: its GitHub production
+    /// and GitLab/Buildkite staging exchanges get a revocation handle.
+    pub async fn start_revocable() -> Stack {
+        Self::start_revocable_with(Options::default()).await
+    }
+
+    /// [`Stack::start_revocable`] with other options (`policy_dir` and
+    /// `setup` are replaced).
+    pub async fn start_revocable_with(opts: Options) -> Stack {
+        let policies = revocable_policies();
+        let mut stack = Self::start_with(Options {
+            policy_dir: Some(policies.path().to_path_buf()),
+            setup: None,
+            ..opts
+        })
+        .await;
+        stack.policies = Some(policies);
+        stack
+    }
+
     pub async fn start_with(mut opts: Options) -> Stack {
         jobkey::install_rustls_ring_provider();
         let bao = OpenBao::start();
@@ -203,7 +253,8 @@ impl Stack {
             .setup
             .take()
             .map(|f| f(&bao))
-            .or(opts.policy_dir.clone());
+            .or(opts.policy_dir.clone())
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
         let db_password = format!("pw-{}", random(24));
         let app_key = format!("key-{}", random(24));
         bao.bao(&[
@@ -305,10 +356,7 @@ issuer = "{bk}"
 provider = "buildkite"
 algorithms = ["ES256"]
 "#,
-            policies = policy_dir
-                .clone()
-                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
-                .display(),
+            policies = policy_dir.display(),
             audit = audit_path.display(),
             audit_keys = opts.audit_keys.as_deref().unwrap_or_default(),
             fingerprint_key = dir.path().join("fingerprint.key").display(),
@@ -393,7 +441,9 @@ algorithms = ["ES256"]
             app_key,
             log_path,
             config_path,
+            policy_dir,
             client,
+            policies: None,
             shutdown,
             child,
         }
