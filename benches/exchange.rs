@@ -383,12 +383,10 @@ async fn phase(
     done: Arc<AtomicU64>,
 ) -> Outcome {
     let started = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for _ in 0..clients {
-        let (shared, started, stop, done) =
-            (shared.clone(), started.clone(), stop.clone(), done.clone());
+        let (shared, started, done) = (shared.clone(), started.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Outcome::default();
             loop {
@@ -396,7 +394,7 @@ async fn phase(
                     Until::Elapsed(d) => t0.elapsed() < d,
                     Until::Jobs(n) => started.fetch_add(1, Ordering::Relaxed) < n,
                 };
-                if !go || stop.load(Ordering::Relaxed) {
+                if !go {
                     break;
                 }
                 let t = Instant::now();
@@ -423,7 +421,6 @@ async fn phase(
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
     total.elapsed = t0.elapsed();
     total
 }
