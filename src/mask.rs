@@ -48,7 +48,6 @@ use std::collections::BTreeSet;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::secret::SecretString;
 
@@ -57,21 +56,45 @@ mod composite;
 /// Pieces shorter than this (in characters) are not masked.
 pub(crate) const MIN_MASK_CHARS: usize = 8;
 
-/// RFC 3986 unreserved characters stay; everything else is escaped (as
+/// RFC 3986 unreserved characters stay; every other byte is escaped (as
 /// .NET's `Uri.EscapeDataString` and Python's `quote(v, safe="")` do).
-const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+const URI_COMPONENT: [bool; 256] = kept(b"-_.~");
 
 /// JavaScript's `encodeURIComponent` also leaves `!'()*` as they are.
-const JS_URI_COMPONENT: &AsciiSet = &URI_COMPONENT
-    .remove(b'!')
-    .remove(b'\'')
-    .remove(b'(')
-    .remove(b')')
-    .remove(b'*');
+const JS_URI_COMPONENT: [bool; 256] = kept(b"-_.~!'()*");
+
+/// The bytes left as they are: ASCII letters and digits, and `extra`.
+const fn kept(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+/// Percent-encodes every byte of `v` outside `keep` (`%2F`, uppercase
+/// hex), appending to `out`. One table lookup a byte: the percent-encoding
+/// crate's iterator did a set test and a piece per run, and was the masks'
+/// largest cost.
+fn percent_encode_into(out: &mut String, v: &str, keep: &[bool; 256]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in v.as_bytes() {
+        if keep[b as usize] {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
+    }
+}
 
 /// The masks for a set of labelled secret values, and the warnings for what
 /// was left out.
@@ -190,7 +213,12 @@ fn lines(v: &str) -> impl Iterator<Item = &str> {
 }
 
 fn long_enough(s: &str) -> bool {
-    s.chars().count() >= MIN_MASK_CHARS
+    // A char is 1 to 4 bytes: only lengths in between need counting.
+    match s.len() {
+        n if n < MIN_MASK_CHARS => false,
+        n if n >= 4 * MIN_MASK_CHARS => true,
+        _ => s.chars().count() >= MIN_MASK_CHARS,
+    }
 }
 
 /// `-----BEGIN RSA PRIVATE KEY-----`, `-----END CERTIFICATE-----`, …
@@ -210,8 +238,10 @@ fn is_pem_armor(line: &str) -> bool {
 
 /// The encoded forms of `v` (see the module docs). May contain `v` itself.
 fn encodings(v: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    out.push(json_escaped(v));
+    let mut out = Vec::with_capacity(32);
+    let plain = json_escaped(v);
+    out.extend(json_dialects(&plain));
+    out.push(plain);
     let bytes = v.as_bytes();
     for shift in 0..3 {
         if bytes.len() <= shift {
@@ -219,28 +249,24 @@ fn encodings(v: &str) -> Vec<String> {
         }
         for engine in [&STANDARD, &URL_SAFE] {
             let padded = engine.encode(&bytes[shift..]);
-            let unpadded = padded.trim_end_matches('=').to_owned();
+            let unpadded = padded.trim_end_matches('=');
             if unpadded.len() != padded.len() {
                 // The last character before the padding depends on the bytes
                 // that follow the value; only what precedes it is stable.
-                let mut stable = unpadded.clone();
-                stable.pop();
-                out.push(stable);
+                out.push(unpadded[..unpadded.len() - 1].to_owned());
+                out.push(unpadded.to_owned());
             }
-            out.push(unpadded);
             out.push(padded);
         }
     }
-    for set in [URI_COMPONENT, JS_URI_COMPONENT] {
-        out.push(utf8_percent_encode(v, set).to_string());
-        out.push(
-            v.split(' ')
-                .map(|p| utf8_percent_encode(p, set).to_string())
-                .collect::<Vec<_>>()
-                .join("+"),
-        );
+    for set in [&URI_COMPONENT, &JS_URI_COMPONENT] {
+        let mut encoded = String::with_capacity(v.len() * 3);
+        percent_encode_into(&mut encoded, v, set);
+        if v.contains(' ') {
+            out.push(encoded.replace("%20", "+"));
+        }
+        out.push(encoded);
     }
-    out.extend(json_dialects(v));
     out
 }
 
@@ -249,10 +275,34 @@ fn encodings(v: &str) -> Vec<String> {
 /// surrogate pairs beyond the BMP), Go's `encoding/json` (`<`, `>`, `&`,
 /// U+2028 and U+2029 as `\u003c`, `\u003e`, `\u0026`, `\u2028`,
 /// `\u2029`) and PHP's `json_encode` (`/` as `\/`, non-ASCII as Python's
-/// unless `JSON_UNESCAPED_UNICODE`). Duplicates of the plain form are
-/// dropped later.
-fn json_dialects(v: &str) -> Vec<String> {
-    let plain = json_escaped(v);
+/// unless `JSON_UNESCAPED_UNICODE`). `plain` is serde_json's form; only
+/// the forms that differ from it are returned.
+fn json_dialects(plain: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if !plain.is_ascii() {
+        let python = python_json(plain);
+        out.push(python.replace('/', "\\/"));
+        out.push(python);
+    }
+    if plain.contains(['<', '>', '&', '\u{2028}', '\u{2029}']) {
+        out.push(
+            plain
+                .replace('<', "\\u003c")
+                .replace('>', "\\u003e")
+                .replace('&', "\\u0026")
+                .replace('\u{2028}', "\\u2028")
+                .replace('\u{2029}', "\\u2029"),
+        );
+    }
+    if plain.contains('/') {
+        out.push(plain.replace('/', "\\/"));
+    }
+    out
+}
+
+/// Python's `json.dumps` form of serde_json's `plain`: non-ASCII as
+/// `\uXXXX` (surrogate pairs beyond the BMP).
+fn python_json(plain: &str) -> String {
     let mut python = String::with_capacity(plain.len());
     for c in plain.chars() {
         if c.is_ascii() {
@@ -264,21 +314,18 @@ fn json_dialects(v: &str) -> Vec<String> {
             }
         }
     }
-    let go = plain
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026")
-        .replace('\u{2028}', "\\u2028")
-        .replace('\u{2029}', "\\u2029");
-    let php = python.replace('/', "\\/");
-    let php_unicode = plain.replace('/', "\\/");
-    vec![python, go, php, php_unicode]
+    python
 }
 
 /// The JSON string form without its quotes (`"` → `\"`, newline → `\n`, …).
 fn json_escaped(v: &str) -> String {
-    let quoted = serde_json::Value::String(v.to_owned()).to_string();
-    quoted[1..quoted.len() - 1].to_owned()
+    let mut quoted = serde_json::to_string(v).unwrap_or_default();
+    // `"…"`: drop the quotes (a str always serializes, as one string).
+    quoted.pop();
+    if !quoted.is_empty() {
+        quoted.remove(0);
+    }
+    quoted
 }
 
 #[derive(Default)]
