@@ -181,7 +181,33 @@ pub(super) fn server(c: &Checker, s: &raw::RawServer) -> Result<ServerSettings, 
             d.max_in_flight,
             (1, 100_000),
         )?,
+        queue_timeout: queue_timeout(c, s, d)?,
     })
+}
+
+/// `server.queue_timeout`: zero (no waiting) up to 60 s, and shorter than
+/// `request_timeout` (a request that waited that long would be cut off).
+fn queue_timeout(
+    c: &Checker,
+    s: &raw::RawServer,
+    d: ServerSettings,
+) -> Result<Duration, ConfigError> {
+    let Some(t) = s.queue_timeout else {
+        let request = s.request_timeout.unwrap_or(d.request_timeout);
+        return Ok(d.queue_timeout.min(request / 2));
+    };
+    let request = s.request_timeout.unwrap_or(d.request_timeout);
+    if t > Duration::from_secs(60) || t >= request {
+        return Err(c.err(
+            "server.queue_timeout",
+            format!(
+                "{} is too long: at most 60s, and shorter than server.request_timeout ({})",
+                humantime::format_duration(t),
+                humantime::format_duration(request)
+            ),
+        ));
+    }
+    Ok(t)
 }
 
 pub(super) fn audit(c: &Checker, a: &raw::RawAudit) -> Result<AuditSettings, ConfigError> {
@@ -293,6 +319,7 @@ preset = "github"
         assert_eq!(d.request_timeout, Duration::from_secs(30));
         assert_eq!(d.idle_timeout, Duration::from_secs(75));
         assert_eq!((d.max_connections, d.max_in_flight), (512, 64));
+        assert_eq!(d.queue_timeout, Duration::from_secs(10));
         let a = AuditSettings::default();
         assert_eq!(a.refusals.window, Duration::from_secs(60));
         assert_eq!(a.refusals.table_size, 256);
@@ -303,7 +330,7 @@ preset = "github"
     fn the_keys_are_read() {
         let c = parse(
             "refusal_window = \"5s\"\nrefusal_table_size = 3\nsync_interval = \"200ms\"",
-            "header_read_timeout = \"2s\"\nrequest_timeout = \"4s\"\nidle_timeout = \"6s\"\nmax_connections = 7\nmax_in_flight = 2",
+            "header_read_timeout = \"2s\"\nrequest_timeout = \"4s\"\nidle_timeout = \"6s\"\nmax_connections = 7\nmax_in_flight = 2\nqueue_timeout = \"1500ms\"",
         )
         .unwrap();
         assert_eq!(
@@ -314,7 +341,14 @@ preset = "github"
                 idle_timeout: Duration::from_secs(6),
                 max_connections: 7,
                 max_in_flight: 2,
+                queue_timeout: Duration::from_millis(1500),
             }
+        );
+        let short = parse("", "request_timeout = \"4s\"").unwrap();
+        assert_eq!(
+            short.server.queue_timeout,
+            Duration::from_secs(2),
+            "the default waits at most half the request timeout"
         );
         assert_eq!(c.audit_settings.refusals.window, Duration::from_secs(5));
         assert_eq!(c.audit_settings.refusals.table_size, 3);
@@ -335,6 +369,18 @@ preset = "github"
                 "max_in_flight = 0",
                 "`server.max_in_flight`",
                 "from 1 to",
+            ),
+            (
+                "",
+                "queue_timeout = \"2m\"",
+                "`server.queue_timeout`",
+                "at most 60s",
+            ),
+            (
+                "",
+                "request_timeout = \"5s\"\nqueue_timeout = \"5s\"",
+                "`server.queue_timeout`",
+                "shorter than server.request_timeout (5s)",
             ),
             (
                 "",

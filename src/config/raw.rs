@@ -145,6 +145,8 @@ pub(super) struct RawServer {
     pub max_connections: Option<usize>,
     #[serde(default)]
     pub max_in_flight: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub queue_timeout: Option<Duration>,
 }
 
 /// `[tls]`: TLS on the listener.

@@ -30,16 +30,25 @@ impl Stop {
     }
 }
 
-/// Lets a request start: a place among the requests in flight (`None`:
-/// `503 server_busy`), and an audit log that accepts writes (otherwise
-/// `503 audit_unavailable`: nothing may run that cannot be recorded).
-/// The permit is held until the request ends.
-pub(super) fn admit(st: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
-    let permit = st.in_flight.try_acquire().map_err(|_| {
+/// Lets a request start: a place among the requests in flight, waited
+/// for up to `[server] queue_timeout` (then `503 server_busy`), and an
+/// audit log that accepts writes (otherwise `503 audit_unavailable`:
+/// nothing may run that cannot be recorded). The permit is held until the
+/// request ends.
+pub(super) async fn admit(st: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    let permit = match st.in_flight.try_acquire() {
+        Ok(p) => Some(p),
+        Err(_) => tokio::time::timeout(st.server.queue_timeout, st.in_flight.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok),
+    };
+    let permit = permit.ok_or_else(|| {
         crate::metrics::refused(crate::metrics::Refusal::Busy);
         tracing::warn!(
             max_in_flight = st.server.max_in_flight,
-            "too many requests in flight; answering 503"
+            queue_timeout = ?st.server.queue_timeout,
+            "too many requests in flight for longer than queue_timeout; answering 503"
         );
         ApiError::Busy
     })?;

@@ -104,7 +104,7 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
     environment: &mut String,
 ) -> Result<Response, ApiError> {
-    let _in_flight = admit(st)?;
+    let _in_flight = admit(st).await?;
     let token = bearer(headers)?;
     let req = parse_body(body)?;
     *environment = environment_label(st, &req.environment);

@@ -67,6 +67,12 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Exchanges and revocations handled at once.
     pub max_in_flight: usize,
+    /// How long a request over `max_in_flight` waits for a place before
+    /// it is answered `503 server_busy` (zero: at once). While it waits
+    /// it holds its connection and its body (bounded by `max_connections`
+    /// and the body cap), nothing else: a burst of jobs is served in turn
+    /// instead of each job holding an exchange's buffers at once.
+    pub queue_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -80,6 +86,7 @@ impl Default for ServerSettings {
             idle_timeout: Duration::from_secs(75),
             max_connections: 512,
             max_in_flight: 64,
+            queue_timeout: Duration::from_secs(10),
         }
     }
 }

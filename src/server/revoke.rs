@@ -87,7 +87,7 @@ async fn handle(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let _in_flight = admit(st)?;
+    let _in_flight = admit(st).await?;
     let secret = bearer(headers)?;
     let req: RevokeRequest = json_body(body, r#"{"request_id": "<the exchange's request_id>"}"#)?;
     let mut event = Event::revoke(rid, &req.request_id);

@@ -295,6 +295,7 @@ async fn exchanges_over_the_in_flight_cap_get_503_with_retry_after() {
     let stack = Stack::start().await;
     let (broker, slow_token, _issuer) = broker_with_a_hanging_issuer(&stack, "in-flight", |cfg| {
         cfg.server.max_in_flight = 2;
+        cfg.server.queue_timeout = Duration::from_millis(200);
     })
     .await;
     let body = json!({"environment": "production"}).to_string();
@@ -306,7 +307,7 @@ async fn exchanges_over_the_in_flight_cap_get_503_with_retry_after() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
-    // Both places are taken: a valid exchange is shed, at once.
+    // Both places are taken: a valid exchange waits queue_timeout, then is shed.
     let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
     let started = Instant::now();
     let (status, retry, resp) = post(&broker.url, "/v1/exchange", &gh, &body).await;
@@ -337,6 +338,43 @@ async fn exchanges_over_the_in_flight_cap_get_503_with_retry_after() {
     // Places free again: the valid exchange goes through.
     let (status, _, resp) = post(&broker.url, "/v1/exchange", &gh, &body).await;
     assert_eq!(status, 200, "{resp}");
+}
+
+/// A burst over `max_in_flight` waits its turn (up to `queue_timeout`)
+/// instead of being shed: the request queued behind two hanging ones is
+/// served once they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_over_the_in_flight_cap_waits_for_a_place() {
+    let stack = Stack::start().await;
+    let (broker, slow_token, _issuer) = broker_with_a_hanging_issuer(&stack, "queued", |cfg| {
+        cfg.server.max_in_flight = 2;
+        cfg.server.queue_timeout = Duration::from_secs(20);
+    })
+    .await;
+    let body = json!({"environment": "production"}).to_string();
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let (url, token, body) = (broker.url.clone(), slow_token.clone(), body.clone());
+        slow.push(tokio::spawn(async move {
+            post(&url, "/v1/exchange", &token, &body).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
+    let queued = {
+        let (url, body) = (broker.url.clone(), body.clone());
+        tokio::spawn(async move { post(&url, "/v1/exchange", &gh, &body).await })
+    };
+    for s in slow {
+        let (status, _, resp) = s.await.unwrap();
+        assert_eq!(
+            (status, resp["error"].as_str()),
+            (503, Some("issuer_unavailable")),
+            "{resp}"
+        );
+    }
+    let (status, _, resp) = queued.await.unwrap();
+    assert_eq!(status, 200, "served after waiting for a place: {resp}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
