@@ -14,6 +14,7 @@ help:
 	@echo "make bench  - jobkey's exchange against OpenBao alone (raw KV read, vault-action's JWT login path), one run, ~6 min; prints a table, writes .bench/result.md"
 	@echo "              knobs: JOBKEY_BENCH_SECONDS=8 (per path and round) JOBKEY_BENCH_CONCURRENCY=16 JOBKEY_BENCH_ROUNDS=2"
 	@echo "                     JOBKEY_BENCH_JOBS=1000 (concurrent-jobs phase; 0 skips) JOBKEY_BENCH_SOAK=100000 (exchanges; 0 skips)"
+	@echo "                     JOBKEY_BENCH_PERF=1 (a perf profile of jobkey over the run: .bench/perf.data and its top symbols)"
 	@echo "                     JOBKEY_BENCH_TOKENS=2000 (tokens minted once)"
 	@echo "make fuzz   - fuzz the untrusted-input front ends, FUZZ_SECONDS (default 60) per target; nightly, not part of make test"
 

@@ -17,6 +17,7 @@
 # JOBKEY_BENCH_CONCURRENCY (16), JOBKEY_BENCH_ROUNDS (2), JOBKEY_BENCH_JOBS
 # (1000 concurrent jobs; 0 skips that phase), JOBKEY_BENCH_SOAK (100000
 # exchanges; 0 skips the soak), JOBKEY_BENCH_TOKENS (2000 minted tokens).
+# JOBKEY_BENCH_PERF=1 also records a perf profile of jobkey (.bench/perf.data).
 # The result is printed and written to .bench/result.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -121,5 +122,20 @@ JOBKEY_BENCH_SHM_URL="http://127.0.0.1:$SHM_PORT" JOBKEY_BENCH_SHM_PID="$SHM_PID
 JOBKEY_BENCH_DISK_FS="$(fs_of "$STATE")" JOBKEY_BENCH_SHM_FS="$(fs_of "$SHM")" \
 JOBKEY_BENCH_CLK_TCK="$(getconf CLK_TCK)" JOBKEY_BENCH_OUT="$STATE/result.md" \
 JOBKEY_BENCH_VERSIONS="jobkey $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (modified)') release build; $("$BAO" version | head -n 1)" \
-    "$LOADGEN" --bench
+    "$LOADGEN" --bench &
+LOAD_PID=$!
+# JOBKEY_BENCH_PERF=1: a CPU profile of the disk-logged jobkey over the
+# whole run (perf record, call graphs from DWARF), then its top symbols.
+if [ "${JOBKEY_BENCH_PERF:-0}" = 1 ]; then
+    command -v perf >/dev/null || { echo "JOBKEY_BENCH_PERF=1 needs perf (Debian: linux-perf)" >&2; exit 1; }
+    perf record -F 999 --call-graph dwarf,32768 -p "$DISK_PID" -o "$STATE/perf.data" >"$STATE/perf.log" 2>&1 &
+    PERF_PID=$!
+fi
+wait "$LOAD_PID"
+if [ -n "${PERF_PID:-}" ]; then
+    kill -INT "$PERF_PID" && wait "$PERF_PID" || true
+    say "Profile of jobkey (audit on disk): .bench/perf.data; top symbols, self time"
+    perf report -i "$STATE/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
+        | grep -E '^ +[0-9]' | head -n 30 | sed 's/ \+$//' | tee "$STATE/perf-top.txt"
+fi
 echo "(also in .bench/result.md)" >&2

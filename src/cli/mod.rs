@@ -296,6 +296,9 @@ fn audit_public_key(config: Option<PathBuf>, key: Option<PathBuf>) -> Result<(),
     Ok(())
 }
 
+/// The runtime's blocking threads at most (see [`run`]).
+const BLOCKING_THREADS: usize = 16;
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     init_logging(cli.log_format);
@@ -335,6 +338,13 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // The blocking pool runs the audit log's appends (a write and the
+        // group commit's fdatasync) and file reads. Each of its threads
+        // keeps a stack and an allocator heap: with tokio's default (512),
+        // a burst of exchanges made one thread per waiting append and
+        // RSS followed. One fdatasync covers every append waiting for it,
+        // so a few threads keep the disk as busy as many.
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
     {
         Ok(rt) => rt,

@@ -383,7 +383,7 @@ impl Vault {
         fields: Option<&[String]>,
     ) -> Result<BTreeMap<String, SecretString>, VaultError> {
         self.run("kv_read", |client| async move {
-            kv::read(&client.0, mount, path, fields).await
+            kv::read(&client, mount, path, fields).await
         })
         .await
     }
