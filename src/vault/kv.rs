@@ -65,8 +65,14 @@ pub(crate) async fn read(
     let mount = mount.trim_matches('/');
     let path = path.trim_matches('/');
     let what = format!("secret {mount}/{path}");
-    let answer: http::Envelope<Versioned> =
-        http::call(client, Method::GET, &format!("{mount}/data/{path}"), None, &what).await?;
+    let answer: http::Envelope<Versioned> = http::call(
+        client,
+        Method::GET,
+        &format!("{mount}/data/{path}"),
+        None,
+        &what,
+    )
+    .await?;
     let data = answer
         .data
         .and_then(|v| v.data)
