@@ -290,6 +290,24 @@ async fn broker_with_a_hanging_issuer(
     (broker, token, task)
 }
 
+/// Two exchanges with the hanging issuer's token, started and given time
+/// to take both places of a `max_in_flight = 2` broker.
+async fn take_both_places(
+    url: &str,
+    slow_token: &str,
+    body: &str,
+) -> Vec<tokio::task::JoinHandle<(u16, Option<String>, Value)>> {
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let (url, token, body) = (url.to_owned(), slow_token.to_owned(), body.to_owned());
+        slow.push(tokio::spawn(async move {
+            post(&url, "/v1/exchange", &token, &body).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    slow
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchanges_over_the_in_flight_cap_get_503_with_retry_after() {
     let stack = Stack::start().await;
@@ -299,14 +317,7 @@ async fn exchanges_over_the_in_flight_cap_get_503_with_retry_after() {
     })
     .await;
     let body = json!({"environment": "production"}).to_string();
-    let mut slow = Vec::new();
-    for _ in 0..2 {
-        let (url, token, body) = (broker.url.clone(), slow_token.clone(), body.clone());
-        slow.push(tokio::spawn(async move {
-            post(&url, "/v1/exchange", &token, &body).await
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let slow = take_both_places(&broker.url, &slow_token, &body).await;
     // Both places are taken: a valid exchange waits queue_timeout, then is shed.
     let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
     let started = Instant::now();
@@ -352,14 +363,7 @@ async fn an_exchange_over_the_in_flight_cap_waits_for_a_place() {
     })
     .await;
     let body = json!({"environment": "production"}).to_string();
-    let mut slow = Vec::new();
-    for _ in 0..2 {
-        let (url, token, body) = (broker.url.clone(), slow_token.clone(), body.clone());
-        slow.push(tokio::spawn(async move {
-            post(&url, "/v1/exchange", &token, &body).await
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let slow = take_both_places(&broker.url, &slow_token, &body).await;
     let gh = stack.github.mint(Shape::Github, "jobkey", &Map::new());
     let queued = {
         let (url, body) = (broker.url.clone(), body.clone());
