@@ -347,22 +347,45 @@ impl AuditLog {
 
     /// Appends one event (see the module docs for when it reaches the
     /// disk). `Ok` for an `allow` means it is on disk.
-    pub async fn append(&self, event: &Event) -> Result<(), AuditError> {
-        let this = self.clone();
-        let event = event.clone();
+    ///
+    /// The line is written here, on the caller's task: a `write(2)` into
+    /// the page cache under the state lock (and, at a rotation, the
+    /// rename). Only the wait for `fdatasync` goes to a blocking thread, so
+    /// every append in flight has its line written before the next sync
+    /// starts, and that one sync covers them all, however few blocking
+    /// threads there are. A refusal needs no thread at all.
+    pub async fn append(&self, event: Event) -> Result<(), AuditError> {
         let started = std::time::Instant::now();
-        let appended = self.blocking(move || this.append_blocking(&event)).await;
+        let appended = match self.write_line(&event) {
+            Ok(Some(mine)) => {
+                let this = self.clone();
+                self.blocking(move || this.sync_to(mine)).await
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
         crate::metrics::audit_append(appended.is_ok(), started.elapsed());
         appended
     }
 
-    /// The synchronous append (for the CLI and tests).
+    /// The synchronous append (for the CLI and tests): [`append`](Self::append)
+    /// waiting for the sync on this thread.
     ///
     /// An `allow` is written under the state lock, then synced outside it
     /// (group commit): while one append syncs, the others write their
     /// lines, and the next sync covers all of them. Each returns only once
     /// its own line is on disk; the chain's order is the order written.
     pub fn append_blocking(&self, event: &Event) -> Result<(), AuditError> {
+        match self.write_line(event)? {
+            Some(mine) => self.sync_to(mine),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `event`'s line (or, a repeated refusal, counts it). For an
+    /// `allow`, returns the place its sync must reach; `None` when nothing
+    /// waits for a sync (a refusal reaches the disk with the next one).
+    fn write_line(&self, event: &Event) -> Result<Option<(usize, u64)>, AuditError> {
         let mut st = self.lock();
         if let Some(down) = &mut st.down {
             down.refused += 1;
@@ -372,9 +395,7 @@ impl AuditLog {
             if let Err(e) = st.write(&self.path, event) {
                 return Err(self.fail(&mut st, e));
             }
-            let mine = (st.cuts.len(), st.written.seq);
-            drop(st);
-            return self.sync_to(mine);
+            return Ok(Some((st.cuts.len(), st.written.seq)));
         }
         let admitted = st.refusals.admit(event, Instant::now());
         st.pending.extend(admitted.summaries);
@@ -386,7 +407,7 @@ impl AuditLog {
         {
             return Err(self.fail(&mut st, e));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The server's timer, every [`sync_interval`](Self::sync_interval):

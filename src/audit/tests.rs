@@ -13,11 +13,11 @@ async fn appends_chain_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("sub/audit.jsonl");
     let log = AuditLog::open(&p).unwrap();
-    log.append(&ev(1)).await.unwrap();
-    log.append(&ev(2)).await.unwrap();
+    log.append(ev(1)).await.unwrap();
+    log.append(ev(2)).await.unwrap();
     drop(log);
     let log = AuditLog::open(&p).unwrap();
-    log.append(&ev(3)).await.unwrap();
+    log.append(ev(3)).await.unwrap();
     let r = verify_file(&p).unwrap();
     assert_eq!(r.lines, 3);
     #[cfg(unix)]
@@ -309,7 +309,7 @@ async fn flush_writes_the_open_windows_summaries() {
     let p = dir.path().join("audit.jsonl");
     let log = AuditLog::open(&p).unwrap();
     for i in 0..3 {
-        log.append(&refusal(&format!("r{i}"))).await.unwrap();
+        log.append(refusal(&format!("r{i}"))).await.unwrap();
     }
     log.flush().await.unwrap();
     let got = lines(&p);
@@ -874,7 +874,7 @@ async fn many_concurrent_appends_use_fewer_syncs_than_appends_and_all_verify() {
     let mut tasks = Vec::new();
     for i in 0..N {
         let log = log.clone();
-        tasks.push(tokio::spawn(async move { log.append(&ev(i)).await }));
+        tasks.push(tokio::spawn(async move { log.append(ev(i)).await }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();

@@ -297,7 +297,7 @@ fn audit_public_key(config: Option<PathBuf>, key: Option<PathBuf>) -> Result<(),
 }
 
 /// The runtime's blocking threads at most (see [`run`]).
-const BLOCKING_THREADS: usize = 16;
+const BLOCKING_THREADS: usize = 8;
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {

@@ -60,7 +60,7 @@ pub(super) async fn admit(st: &AppState) -> Result<tokio::sync::SemaphorePermit<
 }
 
 /// Writes the audit record; a failure means no credential may leave.
-pub(super) async fn record(st: &AppState, event: &Event) -> Result<(), ApiError> {
+pub(super) async fn record(st: &AppState, event: Event) -> Result<(), ApiError> {
     st.audit.append(event).await.map_err(|e| {
         tracing::error!(error = %e, "writing the audit log failed; refusing the request");
         ApiError::AuditUnavailable

@@ -114,13 +114,13 @@ async fn handle(
     }
     match run(st, request_id, peer, token, &req, &mut event).await {
         Err(stop) => {
-            record(st, &event.refused(*stop.refusal)).await?;
+            record(st, event.refused(*stop.refusal)).await?;
             Err(stop.api)
         }
         Ok(done) => {
             let revocables = done.revocables();
             let line = event.allow(done.audited(&st.fingerprints), revocables.len());
-            if let Err(e) = record(st, &line).await {
+            if let Err(e) = record(st, line).await {
                 issue::revoke_all(&st.vault, revocables).await;
                 if done.kept.is_some() {
                     let _ = st.exchanges.take(request_id).await;

@@ -96,11 +96,11 @@ async fn handle(
     }
     match run(st, peer, secret, &req.request_id, &mut event).await {
         Err(stop) => {
-            record(st, &event.refused(*stop.refusal)).await?;
+            record(st, event.refused(*stop.refusal)).await?;
             Err(stop.api)
         }
         Ok(revoked) => {
-            record(st, &event.revocation_done(revoked)).await?;
+            record(st, event.revocation_done(revoked)).await?;
             tracing::info!(request_id = %rid, exchange = %req.request_id, revoked, "exchange revoked");
             Ok(
                 axum::Json(json!({"request_id": req.request_id, "revoked": revoked}))
