@@ -504,7 +504,13 @@ impl AuditLog {
             Err(p) => p.into_inner(),
         };
         let (upto, at, file) = {
-            let st = self.lock();
+            let mut st = self.lock();
+            // Rotation syncs and renames: here, on the blocking thread of
+            // an append that waits for a sync anyway (and on `tick`), never
+            // on the task that wrote the line.
+            if let Err(e) = st.rotate_if_due(&self.path, Instant::now()) {
+                return Err(self.fail(&mut st, e));
+            }
             if let Some(r) = self.settled(&st, epoch, seq) {
                 return r;
             }
@@ -646,7 +652,7 @@ impl State {
         if self.checkpoints.since >= self.checkpoints.settings.every {
             self.write_checkpoint(path)?;
         }
-        self.rotate_if_due(path, Instant::now())
+        Ok(())
     }
 
     /// Signs the head (the last record written) and writes the checkpoint
