@@ -13,22 +13,11 @@ fn duration(
     key: &str,
     value: Option<Duration>,
     default: Duration,
-    (min, max): (Duration, Duration),
+    range: (Duration, Duration),
 ) -> Result<Duration, ConfigError> {
-    let d = value.unwrap_or(default);
-    if d < min || d > max {
-        return Err(c.err(
-            key,
-            format!(
-                "{} is out of range; write a duration from {} to {}, e.g. \"{}\"",
-                humantime::format_duration(d),
-                humantime::format_duration(min),
-                humantime::format_duration(max),
-                humantime::format_duration(default)
-            ),
-        ));
-    }
-    Ok(d)
+    let example = humantime::format_duration(default).to_string();
+    let d = optional_duration(c, key, Some(value.unwrap_or(default)), &example, range)?;
+    Ok(d.unwrap_or(default))
 }
 
 /// A count key: its value or default, within `[min, max]`.
@@ -192,11 +181,10 @@ fn queue_timeout(
     s: &raw::RawServer,
     d: ServerSettings,
 ) -> Result<Duration, ConfigError> {
+    let request = s.request_timeout.unwrap_or(d.request_timeout);
     let Some(t) = s.queue_timeout else {
-        let request = s.request_timeout.unwrap_or(d.request_timeout);
         return Ok(d.queue_timeout.min(request / 2));
     };
-    let request = s.request_timeout.unwrap_or(d.request_timeout);
     if t > Duration::from_secs(60) || t >= request {
         return Err(c.err(
             "server.queue_timeout",
