@@ -290,6 +290,19 @@ async fn broker_with_a_hanging_issuer(
     (broker, token, task)
 }
 
+/// The two exchanges of [`take_both_places`] end: their issuer never
+/// answered.
+async fn places_come_free(slow: Vec<tokio::task::JoinHandle<(u16, Option<String>, Value)>>) {
+    for s in slow {
+        let (status, _, resp) = s.await.unwrap();
+        assert_eq!(
+            (status, resp["error"].as_str()),
+            (503, Some("issuer_unavailable")),
+            "{resp}"
+        );
+    }
+}
+
 /// Two exchanges with the hanging issuer's token, started and given time
 /// to take both places of a `max_in_flight = 2` broker.
 async fn take_both_places(
@@ -338,14 +351,7 @@ async fn exchanges_over_the_in_flight_cap_get_503_with_retry_after() {
     )
     .await;
     assert_eq!((status, resp["error"].as_str()), (503, Some("server_busy")));
-    for s in slow {
-        let (status, _, resp) = s.await.unwrap();
-        assert_eq!(
-            (status, resp["error"].as_str()),
-            (503, Some("issuer_unavailable")),
-            "{resp}"
-        );
-    }
+    places_come_free(slow).await;
     // Places free again: the valid exchange goes through.
     let (status, _, resp) = post(&broker.url, "/v1/exchange", &gh, &body).await;
     assert_eq!(status, 200, "{resp}");
@@ -369,14 +375,7 @@ async fn an_exchange_over_the_in_flight_cap_waits_for_a_place() {
         let (url, body) = (broker.url.clone(), body.clone());
         tokio::spawn(async move { post(&url, "/v1/exchange", &gh, &body).await })
     };
-    for s in slow {
-        let (status, _, resp) = s.await.unwrap();
-        assert_eq!(
-            (status, resp["error"].as_str()),
-            (503, Some("issuer_unavailable")),
-            "{resp}"
-        );
-    }
+    places_come_free(slow).await;
     let (status, _, resp) = queued.await.unwrap();
     assert_eq!(status, 200, "served after waiting for a place: {resp}");
 }
