@@ -136,6 +136,6 @@ if [ -n "${PERF_PID:-}" ]; then
     kill -INT "$PERF_PID" && wait "$PERF_PID" || true
     say "Profile of jobkey (audit on disk): .bench/perf.data; top symbols, self time"
     perf report -i "$STATE/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
-        | grep -E '^ +[0-9]' | head -n 30 | sed 's/ \+$//' | tee "$STATE/perf-top.txt"
+        | grep -E '^ +[0-9]' | head -n 30 | sed -E 's/ +- +- *$//; s/ +$//' | tee "$STATE/perf-top.txt"
 fi
 echo "(also in .bench/result.md)" >&2

@@ -45,13 +45,17 @@
 //! Blank lines are left out silently.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 
 use crate::secret::SecretString;
 
+mod cache;
 mod composite;
+
+pub(crate) use cache::{MaskCache, MaskCacheSettings};
 
 /// Pieces shorter than this (in characters) are not masked.
 pub(crate) const MIN_MASK_CHARS: usize = 8;
@@ -112,15 +116,85 @@ pub(crate) struct MaskHints {
 pub(crate) fn hints<'a, L: AsRef<str>>(
     values: impl IntoIterator<Item = (L, &'a SecretString)>,
 ) -> MaskHints {
-    let mut acc = Collected::default();
+    let mut set = Masks::default();
     for (label, v) in values {
-        acc.add(label.as_ref(), v.expose_secret(), 0);
+        set.push(Arc::new(ValueHints::compute(label.as_ref(), v)));
     }
-    let mut mask: Vec<String> = acc.set.into_iter().collect();
-    mask.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
     MaskHints {
-        mask: mask.into_iter().map(SecretString::new).collect(),
-        warnings: acc.warnings,
+        mask: set
+            .mask()
+            .into_iter()
+            .map(|m| SecretString::new(m.expose_secret().to_owned()))
+            .collect(),
+        warnings: set.warnings().map(str::to_owned).collect(),
+    }
+}
+
+/// The hints of one labelled value: its masks (deduplicated) and the
+/// warnings for what was left out. What [`MaskCache`] keeps.
+pub(crate) struct ValueHints {
+    forms: Vec<SecretString>,
+    warnings: Vec<String>,
+    /// The bytes of `forms`, for the cache's bound.
+    bytes: usize,
+}
+
+impl ValueHints {
+    /// Computes the hints of `value`, labelled `label` in the warnings.
+    pub(crate) fn compute(label: &str, value: &SecretString) -> ValueHints {
+        let mut acc = Collected::default();
+        acc.add(label, value.expose_secret(), 0);
+        let forms: Vec<SecretString> = acc.set.into_iter().map(SecretString::new).collect();
+        let bytes = forms.iter().map(|f| f.expose_secret().len()).sum();
+        ValueHints {
+            forms,
+            warnings: acc.warnings,
+            bytes,
+        }
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl std::fmt::Debug for ValueHints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValueHints")
+            .field("forms", &self.forms.len())
+            .field("warnings", &self.warnings)
+            .finish()
+    }
+}
+
+/// The hints of several values together (a response's): the union of their
+/// masks, longest first, and their warnings in order.
+#[derive(Debug, Default)]
+pub(crate) struct Masks {
+    parts: Vec<Arc<ValueHints>>,
+}
+
+impl Masks {
+    pub(crate) fn push(&mut self, hints: Arc<ValueHints>) {
+        self.parts.push(hints);
+    }
+
+    /// Every mask once, longest first (then in byte order).
+    pub(crate) fn mask(&self) -> Vec<&SecretString> {
+        let mut all: Vec<&SecretString> = self.parts.iter().flat_map(|p| &p.forms).collect();
+        all.sort_by(|a, b| {
+            let (a, b) = (a.expose_secret(), b.expose_secret());
+            b.len().cmp(&a.len()).then_with(|| a.cmp(b))
+        });
+        all.dedup_by(|a, b| a.expose_secret() == b.expose_secret());
+        all
+    }
+
+    /// What was left out, value by value; never contains a secret.
+    pub(crate) fn warnings(&self) -> impl Iterator<Item = &str> {
+        self.parts
+            .iter()
+            .flat_map(|p| p.warnings.iter().map(String::as_str))
     }
 }
 
@@ -135,7 +209,7 @@ const MAX_PARTS_PER_VALUE: usize = 512;
 struct Collected {
     set: BTreeSet<String>,
     warnings: Vec<String>,
-    /// What is left of the current top-level value's parts budget.
+    /// What is left of the value's parts budget.
     budget: usize,
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{Checker, ConfigError, raw};
 use crate::audit::{AuditSettings, CheckpointSettings, RefusalSettings, RotateSettings};
+use crate::mask::MaskCacheSettings;
 use crate::server::ServerSettings;
 
 /// A duration key: its value or default, within `[min, max]`.
@@ -171,6 +172,28 @@ pub(super) fn server(c: &Checker, s: &raw::RawServer) -> Result<ServerSettings, 
             (1, 100_000),
         )?,
         queue_timeout: queue_timeout(c, s, d)?,
+    })
+}
+
+/// `[masks]`: the hint cache's lifetime (zero: off; at most 10 minutes,
+/// since derived secret strings live that long) and its size.
+pub(super) fn masks(c: &Checker, m: &raw::RawMasks) -> Result<MaskCacheSettings, ConfigError> {
+    let d = MaskCacheSettings::default();
+    let max_bytes = size(
+        c,
+        "masks.cache_max_bytes",
+        m.cache_max_bytes.as_ref(),
+        (0, 1024 * crate::files::MIB),
+    )?;
+    Ok(MaskCacheSettings {
+        ttl: duration(
+            c,
+            "masks.cache_ttl",
+            m.cache_ttl,
+            d.ttl,
+            (Duration::ZERO, Duration::from_secs(600)),
+        )?,
+        max_bytes: max_bytes.map_or(d.max_bytes, |b| b as usize),
     })
 }
 
@@ -412,6 +435,39 @@ preset = "github"
         }
         let e = parse("", "max_conections = 3").unwrap_err();
         assert!(e.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn the_mask_cache_keys_are_read_and_checked() {
+        let masks = |section: &str| {
+            Config::parse(
+                Path::new("/etc/jobkey/jobkey.toml"),
+                &format!("{BASE}[audit]\npath = \"audit.jsonl\"\n[masks]\n{section}\n"),
+            )
+            .map(|c| c.masks)
+            .map_err(|e| e.to_string())
+        };
+        let d = MaskCacheSettings::default();
+        assert_eq!((d.ttl, d.max_bytes), (Duration::from_secs(30), 4 << 20));
+        for (section, ttl, bytes) in [
+            ("", d.ttl, d.max_bytes),
+            ("cache_ttl = \"0s\"", Duration::ZERO, d.max_bytes),
+            ("cache_ttl = \"10m\"", Duration::from_secs(600), d.max_bytes),
+            ("cache_max_bytes = \"64MiB\"", d.ttl, 64 << 20),
+            ("cache_max_bytes = 0", d.ttl, 0),
+        ] {
+            let got = masks(section).unwrap();
+            assert_eq!((got.ttl, got.max_bytes), (ttl, bytes), "{section}");
+        }
+        for (section, hint) in [
+            ("cache_ttl = \"11m\"", "`masks.cache_ttl`"),
+            ("cache_max_bytes = \"2GiB\"", "`masks.cache_max_bytes`"),
+            ("cache_max_bytes = \"lots\"", "`masks.cache_max_bytes`"),
+            ("cache_size = 3", "unknown field"),
+        ] {
+            let e = masks(section).unwrap_err();
+            assert!(e.contains(hint), "{section}: {e}");
+        }
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct Config {
     pub audit_settings: crate::audit::AuditSettings,
     /// `[server]`: the listener's timeouts and limits.
     pub server: crate::server::ServerSettings,
+    /// `[masks]`: how long the mask hints of a KV value are kept.
+    pub masks: crate::mask::MaskCacheSettings,
     /// `[tls]`: TLS on the listener; `None`: plain HTTP.
     pub tls: Option<crate::server::TlsSettings>,
     /// `[metrics] listen`: `/metrics` on this address (plain HTTP) instead
@@ -252,6 +254,7 @@ impl Checker {
         });
         audit_settings.checkpoints.file = raw.audit.checkpoint_file.as_ref().map(|p| self.path(p));
         let server = limits::server(self, &raw.server)?;
+        let masks = limits::masks(self, &raw.masks)?;
         let tls = raw.tls.as_ref().map(|t| crate::server::TlsSettings {
             cert_file: self.path(&t.cert_file),
             key_file: self.path(&t.key_file),
@@ -292,6 +295,7 @@ impl Checker {
             },
             audit_settings,
             server,
+            masks,
             tls,
             metrics_listen,
             max_token_bytes: raw

@@ -32,7 +32,19 @@ pub(super) struct RawConfig {
     pub metrics: Option<RawMetrics>,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub masks: RawMasks,
     pub issuers: BTreeMap<String, RawIssuer>,
+}
+
+/// `[masks]`: how long the mask hints of a KV value are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMasks {
+    #[serde(default, with = "humantime_serde")]
+    pub cache_ttl: Option<Duration>,
+    #[serde(default)]
+    pub cache_max_bytes: Option<RawSize>,
 }
 
 #[derive(Debug, Deserialize)]

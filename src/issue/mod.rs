@@ -46,6 +46,10 @@ pub(crate) struct Issued {
     pub ttl: Duration,
     pub wrapped: bool,
     pub revocables: Vec<Revocable>,
+    /// The same values go to every job that asks, until they change in
+    /// Vault (a KV read, not wrapped): their mask hints may be kept
+    /// (`src/mask/cache.rs`).
+    pub stable: bool,
 }
 
 /// Why a credential could not be issued. Never carries a secret.
@@ -152,7 +156,8 @@ pub(crate) async fn issue(
             wrapped(vault, inner, *wrap_ttl).await?
         }
     };
-    Ok(parts.into_issued(source.kind()))
+    let stable = matches!(source, CredentialSource::Kv { .. });
+    Ok(parts.into_issued(source.kind(), stable))
 }
 
 /// What one step issued; [`issue`] adds the kind.
@@ -180,9 +185,10 @@ impl Parts {
         }
     }
 
-    fn into_issued(self, kind: &'static str) -> Issued {
+    fn into_issued(self, kind: &'static str, stable: bool) -> Issued {
         Issued {
             kind,
+            stable,
             values: self.values,
             info: self.info,
             ttl: self.ttl,

@@ -27,6 +27,7 @@ use super::{ApiError, AppState, Peer, identity};
 use crate::audit::{Event, EventBuilder, Fingerprinter, IssuedCredential, Stage};
 use crate::exchanges::{ExchangeRecord, RevocationHandle};
 use crate::issue::{self, IssueError, Issued};
+use crate::mask::{MaskCache, Masks, ValueHints};
 use crate::limits::{ReplayKey, Scope, Spend, Verdict, retry_after_secs};
 use crate::metrics;
 use crate::policy::{Decision, DenyReason, Grant, Request};
@@ -129,7 +130,7 @@ async fn handle(
                 return Err(e);
             }
             tracing::info!(%request_id, environment = %req.environment, issuer = %done.issuer, credentials = done.grants.len(), "exchange allowed");
-            Ok(done.respond(request_id, &req.environment))
+            Ok(done.respond(&st.masks, request_id, &req.environment))
         }
     }
 }
@@ -419,22 +420,24 @@ impl Done {
     }
 
     /// The response: credentials, the mask list, the revocation handle.
-    fn respond(&self, request_id: &str, environment: &str) -> Response {
-        let hints = crate::mask::hints(
-            self.grants
-                .iter()
-                .zip(&self.issued)
-                .flat_map(|(g, i)| {
-                    i.values
-                        .iter()
-                        .map(move |(field, s)| (format!("{}.{field}", g.credential), s))
-                })
-                .chain(
-                    self.kept
-                        .iter()
-                        .map(|k| ("revocation.handle".to_owned(), k.handle.as_secret())),
-                ),
-        );
+    /// The hints of stable values (KV reads) come from the mask cache;
+    /// the others, new for every exchange, are computed.
+    fn respond(&self, masks: &MaskCache, request_id: &str, environment: &str) -> Response {
+        let mut hints = Masks::default();
+        for (g, i) in self.grants.iter().zip(&self.issued) {
+            for (field, s) in &i.values {
+                let label = format!("{}.{field}", g.credential);
+                hints.push(if i.stable {
+                    masks.get(&label, s)
+                } else {
+                    Arc::new(ValueHints::compute(&label, s))
+                });
+            }
+        }
+        if let Some(k) = &self.kept {
+            let handle = ValueHints::compute("revocation.handle", k.handle.as_secret());
+            hints.push(Arc::new(handle));
+        }
         let longest = self.issued.iter().map(|i| i.ttl).max().unwrap_or_default();
         let body = ExchangeResponse {
             request_id,
@@ -445,8 +448,8 @@ impl Done {
                 .zip(&self.issued)
                 .map(|(g, i)| (g.credential.as_str(), CredentialOut::new(g, i, self.now)))
                 .collect(),
-            mask: hints.mask.iter().map(Exposed).collect(),
-            mask_warnings: &hints.warnings,
+            mask: hints.mask().into_iter().map(Exposed).collect(),
+            mask_warnings: hints.warnings().collect(),
             revocation: self.kept.as_ref().map(|k| RevocationOut {
                 handle: Exposed(k.handle.as_secret()),
                 expires_at: expires(self.now, longest),
@@ -501,7 +504,7 @@ struct ExchangeResponse<'a> {
     environment: &'a str,
     credentials: BTreeMap<&'a str, CredentialOut<'a>>,
     mask: Vec<Exposed<'a>>,
-    mask_warnings: &'a [String],
+    mask_warnings: Vec<&'a str>,
     /// Absent when nothing issued can be revoked.
     #[serde(skip_serializing_if = "Option::is_none")]
     revocation: Option<RevocationOut<'a>>,

@@ -35,6 +35,7 @@ use crate::audit::{AuditError, AuditLog, Fingerprinter};
 use crate::config::Config;
 use crate::exchanges::{ExchangeStore, ExchangeStoreError, MemoryStore, RedisStore};
 use crate::limits::{Limiter, RedisLimits, ReplayCache};
+use crate::mask::MaskCache;
 use crate::policy::{PolicyError, PolicyIssuer, PolicySet};
 use crate::token::{FetchError, Verifier};
 use crate::vault::{Vault, VaultError};
@@ -56,6 +57,9 @@ pub enum ServeError {
     Store(#[from] ExchangeStoreError),
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
+    /// No key for the mask cache (`src/mask/cache.rs`).
+    #[error("the operating system's random number generator failed (the mask cache's key)")]
+    Random,
 }
 
 /// Everything a request handler needs.
@@ -71,6 +75,8 @@ pub struct AppState {
     pub audit: AuditLog,
     /// Keyed fingerprints of issued values, for the audit log.
     pub fingerprints: Fingerprinter,
+    /// The mask hints of KV values, kept for `[masks] cache_ttl`.
+    pub(crate) masks: MaskCache,
     /// Each exchange's revocable credentials (Redis, or in-memory).
     pub exchanges: ExchangeStore,
     /// Rate limits per source and per identity (Redis, or in-memory).
@@ -172,6 +178,7 @@ impl AppState {
             vault,
             audit,
             fingerprints,
+            masks: MaskCache::new(cfg.masks).map_err(|_| ServeError::Random)?,
             exchanges,
             limits,
             replay,
@@ -317,6 +324,7 @@ pub(crate) async fn serve_with(
         .as_ref()
         .map(|t| tls::spawn_reloader(t.store.clone()));
     let _ticker = AuditTicker::spawn(state.audit.clone());
+    let _mask_purger = spawn_mask_purger(state.clone());
     let _pinger = spawn_store_pinger(state.clone());
     let metrics_elsewhere = extras.metrics.is_some();
     let _metrics = extras.metrics.map(|l| {
@@ -384,6 +392,19 @@ fn spawn_store_pinger(state: Arc<AppState>) -> AbortOnDrop {
                 Ok(()) if !was => tracing::info!("the exchange store answers again"),
                 _ => {}
             }
+        }
+    }))
+}
+
+/// Drops expired mask hints every second, so that derived secret strings
+/// live no longer than `[masks] cache_ttl` (and a second) with no traffic.
+fn spawn_mask_purger(state: Arc<AppState>) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            state.masks.purge();
         }
     }))
 }

@@ -172,3 +172,66 @@ async fn what_jobs_print_of_composite_credentials_is_masked() {
         assert_eq!(shown(&masks, public), public);
     }
 }
+
+/// The mask list of one `deploy-db` exchange (a KV read, whose hints the
+/// server keeps for `[masks] cache_ttl`).
+async fn deploy_db_masks(stack: &Stack) -> (Value, Vec<String>) {
+    let gh = stack.github_token(json!({}));
+    let body = json!({"environment": "production", "credentials": ["deploy-db"]});
+    let (status, resp) = stack.exchange(&gh, body).await;
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.get("revocation").is_none(), "a KV read: {resp}");
+    let mask = resp["mask"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    (resp["credentials"]["deploy-db"]["values"].clone(), mask)
+}
+
+fn put_deploy_db(stack: &Stack, password: &str) {
+    stack.bao.bao(&[
+        "kv",
+        "put",
+        "-mount=secret",
+        "production/deploy-db",
+        "username=deploy",
+        &format!("password={password}"),
+    ]);
+}
+
+/// Kept hints are keyed by the value: a password rotated in Vault is masked
+/// in the very next answer, and the old one is no longer listed; with the
+/// cache off (`cache_ttl = "0s"`) the list for the same values is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_mask_hints_follow_a_rotated_value_and_match_fresh_ones() {
+    let stack = Stack::start().await;
+    let (_, first) = deploy_db_masks(&stack).await;
+    let (_, again) = deploy_db_masks(&stack).await;
+    assert!(first.contains(&stack.db_password), "{first:?}");
+    assert_eq!(first, again, "the kept hints are the computed ones");
+
+    let rotated = format!("rotated/{}+pw", random(20));
+    put_deploy_db(&stack, &rotated);
+    let (values, after) = deploy_db_masks(&stack).await;
+    assert_eq!(values["password"], rotated.as_str());
+    assert!(after.contains(&rotated), "the new value is masked: {after:?}");
+    assert!(
+        after.iter().any(|m| m.contains("%2F")),
+        "with its encoded forms: {after:?}"
+    );
+    assert!(
+        !after.iter().any(|m| m.contains(&stack.db_password)),
+        "no hint of the old value is served for the new one"
+    );
+
+    let off = Stack::start_with(Options {
+        extra_config: Some("[masks]\ncache_ttl = \"0s\"".into()),
+        ..Options::default()
+    })
+    .await;
+    put_deploy_db(&off, &rotated);
+    let (_, fresh) = deploy_db_masks(&off).await;
+    assert_eq!(fresh, after, "the same list with the cache off");
+}

@@ -208,6 +208,8 @@ pub struct Options {
     /// names it, with the same list, in the config's `[vault]` table.
     /// `None`: no token role, so such credentials are refused.
     pub token_policies: Option<Vec<&'static str>>,
+    /// More tables at the end of the config (e.g. `[masks]\ncache_ttl = "0s"`).
+    pub extra_config: Option<String>,
 }
 
 impl Stack {
@@ -366,6 +368,10 @@ algorithms = ["ES256"]
             ec = ecdsa.url(),
             bk = buildkite.url(),
         );
+        let config = match &opts.extra_config {
+            Some(extra) => format!("{config}{extra}\n"),
+            None => config,
+        };
         let config = match &opts.redis_prefix {
             Some(prefix) => format!(
                 "{config}[state]\nredis_url = \"redis://127.0.0.1:6379\"\nkey_prefix = \"{prefix}\"\n"
