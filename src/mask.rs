@@ -54,8 +54,10 @@ use crate::secret::SecretString;
 
 mod cache;
 mod composite;
+mod form;
 
 pub(crate) use cache::{MaskCache, MaskCacheSettings};
+pub(crate) use form::Form;
 
 /// Pieces shorter than this (in characters) are not masked.
 pub(crate) const MIN_MASK_CHARS: usize = 8;
@@ -124,7 +126,7 @@ pub(crate) fn hints<'a, L: AsRef<str>>(
         mask: set
             .mask()
             .into_iter()
-            .map(|m| SecretString::new(m.expose_secret().to_owned()))
+            .map(|m| SecretString::new(m.value().expose_secret().to_owned()))
             .collect(),
         warnings: set.warnings().map(str::to_owned).collect(),
     }
@@ -133,7 +135,7 @@ pub(crate) fn hints<'a, L: AsRef<str>>(
 /// The hints of one labelled value: its masks (deduplicated) and the
 /// warnings for what was left out. What [`MaskCache`] keeps.
 pub(crate) struct ValueHints {
-    forms: Vec<SecretString>,
+    forms: Vec<Form>,
     warnings: Vec<String>,
     /// The bytes of `forms`, for the cache's bound.
     bytes: usize,
@@ -144,8 +146,8 @@ impl ValueHints {
     pub(crate) fn compute(label: &str, value: &SecretString) -> ValueHints {
         let mut acc = Collected::default();
         acc.add(label, value.expose_secret(), 0);
-        let forms: Vec<SecretString> = acc.set.into_iter().map(SecretString::new).collect();
-        let bytes = forms.iter().map(|f| f.expose_secret().len()).sum();
+        let forms: Vec<Form> = acc.set.into_iter().map(Form::new).collect();
+        let bytes = forms.iter().map(Form::bytes).sum();
         ValueHints {
             forms,
             warnings: acc.warnings,
@@ -180,13 +182,16 @@ impl Masks {
     }
 
     /// Every mask once, longest first (then in byte order).
-    pub(crate) fn mask(&self) -> Vec<&SecretString> {
-        let mut all: Vec<&SecretString> = self.parts.iter().flat_map(|p| &p.forms).collect();
+    pub(crate) fn mask(&self) -> Vec<&Form> {
+        let mut all: Vec<&Form> = self.parts.iter().flat_map(|p| &p.forms).collect();
+        fn text(f: &Form) -> &str {
+            f.value().expose_secret()
+        }
         all.sort_by(|a, b| {
-            let (a, b) = (a.expose_secret(), b.expose_secret());
+            let (a, b) = (text(a), text(b));
             b.len().cmp(&a.len()).then_with(|| a.cmp(b))
         });
-        all.dedup_by(|a, b| a.expose_secret() == b.expose_secret());
+        all.dedup_by(|a, b| text(a) == text(b));
         all
     }
 

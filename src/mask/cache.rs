@@ -16,7 +16,8 @@
 //!   use; then it is dropped, and its strings are zeroized (they are
 //!   [`SecretString`]s) once the last response using them is sent. The
 //!   server purges expired entries every second, with or without traffic.
-//! - The entries hold at most `max_bytes` of hint text: the oldest go
+//! - The entries hold at most `max_bytes` of hint text (each form and its
+//!   JSON literal, `form.rs`): the oldest go
 //!   first, and a value whose hints alone are larger is not kept.
 //! - `ttl = 0` turns the cache off.
 //!
@@ -188,7 +189,7 @@ mod tests {
         let texts = |h: &ValueHints| {
             h.forms
                 .iter()
-                .map(|f| f.expose_secret().to_owned())
+                .map(|f| f.value().expose_secret().to_owned())
                 .collect::<Vec<_>>()
         };
         assert_eq!(texts(&first), texts(&fresh));
@@ -203,8 +204,8 @@ mod tests {
         let b = cache.get("app.password", &secret("rotated-password-2"));
         let c = cache.get("other.password", &secret("rotated-password-1"));
         assert!(!Arc::ptr_eq(&a, &b), "a rotated value is never served old hints");
-        assert!(b.forms.iter().any(|f| f.expose_secret() == "rotated-password-2"));
-        assert!(!b.forms.iter().any(|f| f.expose_secret() == "rotated-password-1"));
+        assert!(b.forms.iter().any(|f| f.value().expose_secret() == "rotated-password-2"));
+        assert!(!b.forms.iter().any(|f| f.value().expose_secret() == "rotated-password-1"));
         assert!(!Arc::ptr_eq(&a, &c), "the label is part of the key");
         assert_eq!(cache.size().0, 3);
     }

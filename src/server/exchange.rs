@@ -27,7 +27,7 @@ use super::{ApiError, AppState, Peer, identity};
 use crate::audit::{Event, EventBuilder, Fingerprinter, IssuedCredential, Stage};
 use crate::exchanges::{ExchangeRecord, RevocationHandle};
 use crate::issue::{self, IssueError, Issued};
-use crate::mask::{MaskCache, Masks, ValueHints};
+use crate::mask::{Form, MaskCache, Masks, ValueHints};
 use crate::limits::{ReplayKey, Scope, Spend, Verdict, retry_after_secs};
 use crate::metrics;
 use crate::policy::{Decision, DenyReason, Grant, Request};
@@ -448,7 +448,7 @@ impl Done {
                 .zip(&self.issued)
                 .map(|(g, i)| (g.credential.as_str(), CredentialOut::new(g, i, self.now)))
                 .collect(),
-            mask: hints.mask().into_iter().map(Exposed).collect(),
+            mask: hints.mask().into_iter().map(ExposedMask).collect(),
             mask_warnings: hints.warnings().collect(),
             revocation: self.kept.as_ref().map(|k| RevocationOut {
                 handle: Exposed(k.handle.as_secret()),
@@ -503,7 +503,7 @@ struct ExchangeResponse<'a> {
     request_id: &'a str,
     environment: &'a str,
     credentials: BTreeMap<&'a str, CredentialOut<'a>>,
-    mask: Vec<Exposed<'a>>,
+    mask: Vec<ExposedMask<'a>>,
     mask_warnings: Vec<&'a str>,
     /// Absent when nothing issued can be revoked.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -549,12 +549,25 @@ impl<'a> CredentialOut<'a> {
     }
 }
 
-/// Serializes a secret into the response body — the only place secrets are
-/// serialized.
+/// Serializes a secret into the response body — with [`ExposedMask`], the
+/// only place secrets are serialized.
 struct Exposed<'a>(&'a SecretString);
 
 impl Serialize for Exposed<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.0.expose_secret())
+    }
+}
+
+/// A mask in the response body: its JSON literal, made when its hints were
+/// computed (`src/mask/form.rs`), copied as it is.
+struct ExposedMask<'a>(&'a Form);
+
+impl Serialize for ExposedMask<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.expose_json() {
+            Some(json) => json.serialize(s),
+            None => s.serialize_str(self.0.value().expose_secret()),
+        }
     }
 }
