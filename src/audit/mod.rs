@@ -66,7 +66,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -161,6 +161,15 @@ impl Default for AuditSettings {
             rotation: RotateSettings::default(),
         }
     }
+}
+
+/// What a [`AuditLog::group_commit`] is for: one synchronous append's
+/// record (written after that many cuts, its seq), or a round of the
+/// syncer thread (its counter of rounds started).
+#[derive(Clone, Copy)]
+enum Commit<'a> {
+    Mine((usize, u64)),
+    Round(&'a AtomicU64),
 }
 
 /// A place in the chain: after `seq` lines, whose last hash is `prev`,
@@ -422,11 +431,7 @@ impl AuditLog {
         if event.is_refusal() || st.syncer.as_ref().is_some_and(syncer::Syncer::is_running) {
             return Ok(());
         }
-        let now = syncer::Round {
-            synced: st.synced.seq,
-            cuts: st.cuts.len(),
-        };
-        let started = syncer::Syncer::start(self.downgrade(), now).map_err(|e| AuditError::Io {
+        let started = syncer::Syncer::start(self.downgrade()).map_err(|e| AuditError::Io {
             path: self.path.display().to_string(),
             reason: format!("cannot start the thread that syncs the log: {e}"),
         })?;
@@ -435,8 +440,8 @@ impl AuditLog {
     }
 
     /// Waits until record `seq` (written after `epoch` cuts) is settled:
-    /// a round of the syncer that started after it was written synced it,
-    /// or cut it off (failed: the append fails).
+    /// the syncer's first round that started after it was written synced
+    /// it, or cut it off (failed: the append fails).
     async fn wait_synced(
         &self,
         (epoch, seq): (usize, u64),
@@ -449,8 +454,7 @@ impl AuditLog {
             if round.cuts == epoch && round.synced >= seq {
                 return Ok(());
             }
-            // A cut, or a round that started before the line was written
-            // (or a sync by someone else): the state says.
+            // A cut: the state says which records it took.
             let st = self.lock();
             if let Some(r) = self.settled(&st, epoch, seq) {
                 return r;
@@ -611,15 +615,15 @@ impl AuditLog {
     /// Returns once record `seq` (written after `epoch` cuts) is on disk: synced
     /// by this call, or found synced by another one.
     fn sync_to(&self, mine: (usize, u64)) -> Result<(), AuditError> {
-        self.group_commit(Some(mine))
+        self.group_commit(Commit::Mine(mine))
     }
 
     /// The syncer thread's round: [`group_commit`](Self::group_commit)
     /// whatever was written (a failure cuts off what it did not sync, so
-    /// each waiter finds its record settled either way), and where that
-    /// left the log.
-    fn sync_round(&self) -> syncer::Round {
-        if let Err(e) = self.group_commit(None) {
+    /// each waiter finds its record settled either way), counted into
+    /// `started` as it takes its position, and where that left the log.
+    fn sync_round(&self, started: &AtomicU64) -> syncer::Round {
+        if let Err(e) = self.group_commit(Commit::Round(started)) {
             tracing::debug!(error = %e, "the audit log's sync failed");
         }
         let st = self.lock();
@@ -631,15 +635,23 @@ impl AuditLog {
 
     /// Syncs every line written so far, holding `sync_lock` (the syncer
     /// thread and synchronous appends take turns): first a rotation, if
-    /// due, then `fdatasync` outside the state lock. With `mine`, returns
-    /// at once if that record is settled, and afterwards whether it is.
-    fn group_commit(&self, mine: Option<(usize, u64)>) -> Result<(), AuditError> {
+    /// due, then `fdatasync` outside the state lock. For one record,
+    /// returns at once if it is settled, and afterwards whether it is.
+    fn group_commit(&self, commit: Commit<'_>) -> Result<(), AuditError> {
         let _leader = match self.sync_lock.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        let mine = match commit {
+            Commit::Mine(mine) => Some(mine),
+            Commit::Round(_) => None,
+        };
         let (upto, at, file) = {
             let mut st = self.lock();
+            if let Commit::Round(started) = commit {
+                // The lines written from now on wait for the next round.
+                started.fetch_add(1, Ordering::SeqCst);
+            }
             // Rotation syncs and renames: here, on the syncer thread (or
             // the thread of a synchronous append, or `tick`), never on the
             // task that wrote the line.
