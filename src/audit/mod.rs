@@ -20,8 +20,8 @@
 //! How an allow reaches the disk: its line is written on the caller's
 //! task; then the log's syncer thread (`syncer.rs`, one per log) does a
 //! group commit: one `fdatasync` for every line written before it starts
-//! (rotating the file first when due), then wakes every append waiting
-//! for it at once. The synchronous paths (`append_blocking`, `tick`,
+//! (rotating the file first when due), then wakes the appends it covered
+//! at once. The synchronous paths (`append_blocking`, `tick`,
 //! `flush`) sync on their own thread, taking turns with the syncer on the
 //! same `sync_lock`.
 //!
@@ -403,7 +403,7 @@ impl AuditLog {
     /// the page cache under the state lock (and, at a rotation, the
     /// rename). An allow then waits for the log's syncer thread
     /// (`syncer.rs`): each of its rounds syncs every line written before
-    /// it starts and wakes all the appends waiting at once, so no thread
+    /// it starts and wakes the appends it covered at once, so no thread
     /// is handed a task per append. A refusal waits for nothing.
     pub async fn append(&self, event: Event) -> Result<(), AuditError> {
         let started = std::time::Instant::now();

@@ -15,8 +15,8 @@
 //!
 //! Architecture invariant: the thread holds the log only weakly
 //! ([`WeakLog`]) between rounds and ends when the log is dropped (the
-//! [`Syncer`] kept in the log's state closes the bell); a waiter whose
-//! thread ended gets an error, never a hang.
+//! [`Syncer`] kept in the log's state tells it); a waiter whose thread
+//! ended gets an error, never a hang.
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -251,7 +251,7 @@ fn run(log: &WeakLog, shared: &Shared) {
             return;
         }
         // The log is held only for the round; if its last user dropped it
-        // meanwhile, it goes here, and its `Syncer` closes the bell.
+        // meanwhile, it goes here, and its `Syncer` tells this loop to end.
         let Some(log) = log.upgrade() else { return };
         let round = log.sync_round(&shared.started);
         drop(log);
