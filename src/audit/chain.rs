@@ -12,20 +12,53 @@ use super::checkpoint::{Checkpoint, PublicKey};
 /// `prev` of the first line.
 pub(super) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// SHA-256 over `prev`, a newline, and the event's canonical JSON (keys
-/// sorted: serde_json's map is ordered), without the `hash` field.
-pub(super) fn hash(prev: &str, event: &Map<String, Value>) -> String {
-    let mut ctx = Digesting(digest::Context::new(&digest::SHA256));
-    ctx.0.update(prev.as_bytes());
-    ctx.0.update(b"\n");
-    // The same bytes as `Value::Object(event).to_string()`, hashed as they
-    // are produced: no copy of the event and no string (once per record).
-    if serde_json::to_writer(&mut ctx, event).is_err() {
-        // Writing into a digest cannot fail, and a map of JSON values always
-        // serializes; should it ever, no line can match this hash.
-        return String::new();
+/// SHA-256 over `prev`, a newline, and the record's canonical JSON
+/// (`canonical`: its object without the `hash` field, keys sorted, as
+/// [`canonical`] makes it).
+pub(super) fn hash_bytes(prev: &str, canonical: &[u8]) -> String {
+    let mut ctx = start(prev);
+    ctx.update(canonical);
+    crate::random::hex(ctx.finish().as_ref())
+}
+
+/// [`hash_bytes`] of a record read back as a map (without `hash`): the
+/// same bytes, hashed as they are produced (no copy of the record).
+pub(super) fn hash(prev: &str, record: &Map<String, Value>) -> Result<String, String> {
+    let mut ctx = Digesting(start(prev));
+    serde_json::to_writer(&mut ctx, record)
+        .map_err(|e| format!("the record could not be serialized: {e}"))?;
+    Ok(crate::random::hex(ctx.0.finish().as_ref()))
+}
+
+fn start(prev: &str) -> digest::Context {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(prev.as_bytes());
+    ctx.update(b"\n");
+    ctx
+}
+
+/// The record's canonical JSON: keys sorted (serde_json's map is ordered,
+/// and so is every object inside it), no whitespace.
+pub(super) fn canonical(record: &Map<String, Value>) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(record).map_err(|e| format!("the record could not be serialized: {e}"))
+}
+
+/// The line for a record: its canonical JSON (`canonical`, hashed into
+/// `hash`) with `"hash":"…"` added as the last field, and a newline. The
+/// record is serialized once; `hash` is the only key out of sorted order,
+/// which no reader minds (they parse the line, and verification takes
+/// `hash` out before re-serializing the rest).
+pub(super) fn seal(mut canonical: Vec<u8>, hash: &str) -> Result<Vec<u8>, String> {
+    if canonical.pop() != Some(b'}') {
+        return Err("the record is not a JSON object".into());
     }
-    crate::random::hex(ctx.0.finish().as_ref())
+    if canonical.len() > 1 {
+        canonical.push(b',');
+    }
+    canonical.extend_from_slice(b"\"hash\":\"");
+    canonical.extend_from_slice(hash.as_bytes());
+    canonical.extend_from_slice(b"\"}\n");
+    Ok(canonical)
 }
 
 /// Feeds what is written into a SHA-256.
@@ -403,7 +436,7 @@ fn check_line(line: &[u8], n: u64, prev: &str) -> Result<(String, Option<Checkpo
     if obj.get("prev").and_then(Value::as_str) != Some(prev) {
         return Err("`prev` does not match the previous line's hash".into());
     }
-    if hash(prev, &obj) != stored {
+    if hash(prev, &obj)? != stored {
         return Err("the line's content does not match its hash (edited?)".into());
     }
     let cp = if obj.get("action").and_then(Value::as_str) == Some("checkpoint") {

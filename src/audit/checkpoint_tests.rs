@@ -77,7 +77,7 @@ fn rechain(lines: &[String], key: &CheckpointKey, pretend: Option<&PublicKey>) -
             }
             obj.insert("checkpoint".into(), serde_json::to_value(cp).unwrap());
         }
-        let h = chain::hash(&prev, &obj);
+        let h = chain::hash(&prev, &obj).unwrap();
         obj.insert("hash".into(), h.clone().into());
         prev = h;
         out.push(Value::Object(obj).to_string());
@@ -255,7 +255,7 @@ fn a_checkpoint_that_signs_another_place_is_refused() {
             obj.remove("hash");
             obj.insert("seq".into(), (i as u64 + 1).into());
             obj.insert("prev".into(), prev.clone().into());
-            let h = chain::hash(&prev, &obj);
+            let h = chain::hash(&prev, &obj).unwrap();
             obj.insert("hash".into(), h.clone().into());
             prev = h;
             Value::Object(obj).to_string()

@@ -17,6 +17,17 @@
 //!   the window. A refusal costs no `fsync` of its own: it reaches the
 //!   disk with the next `allow` or the next [`AuditLog::tick`].
 //!
+//! How an allow reaches the disk: its line is written on the caller's
+//! task; then the log's syncer thread (`syncer.rs`, one per log) does a
+//! group commit: one `fdatasync` for every line written before it starts
+//! (rotating the file first when due), then wakes the appends it covered
+//! at once. The synchronous paths (`append_blocking`, `tick`,
+//! `flush`) sync on their own thread, taking turns with the syncer on the
+//! same `sync_lock`.
+//!
+//! Each line is its record serialized once (keys sorted), hashed, with
+//! `hash` added as its last field (`chain.rs`).
+//!
 //! A failed write or sync leaves the file at the last good record (it is
 //! truncated back) and starts an outage: every append fails, and
 //! [`AuditLog::is_writable`] is false, until [`AuditLog::tick`] manages to
@@ -48,14 +59,15 @@ pub(crate) mod query;
 mod refusals;
 mod rotate;
 mod schema;
+mod syncer;
 mod verify_set;
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -151,6 +163,15 @@ impl Default for AuditSettings {
     }
 }
 
+/// What a [`AuditLog::group_commit`] is for: one synchronous append's
+/// record (written after that many cuts, its seq), or a round of the
+/// syncer thread (its counter of rounds started).
+#[derive(Clone, Copy)]
+enum Commit<'a> {
+    Mine((usize, u64)),
+    Round(&'a AtomicU64),
+}
+
 /// A place in the chain: after `seq` lines, whose last hash is `prev`,
 /// `len` bytes into the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +218,8 @@ struct State {
     /// Written on every line as `replica` (`[audit] replica_id`).
     replica: Option<String>,
     checkpoints: Checkpointer,
+    /// The thread that syncs for async appends (started by the first).
+    syncer: Option<syncer::Syncer>,
 }
 
 /// Signs the chain's head every `every` records and on the timer, and
@@ -216,11 +239,38 @@ struct Checkpointer {
 pub struct AuditLog {
     path: PathBuf,
     state: Arc<Mutex<State>>,
-    /// Group commit: held by the one append that syncs for all the lines
-    /// written so far; the others wait on it, then find their line synced.
+    /// Group commit: held by whoever syncs all the lines written so far
+    /// (the syncer thread, or a synchronous append); the others wait on
+    /// it, then find their line synced.
     sync_lock: Arc<Mutex<()>>,
     writable: Arc<AtomicBool>,
     sync_interval: Duration,
+}
+
+/// The log as its syncer thread holds it between rounds: without its state,
+/// which goes (and the thread with it) when the last [`AuditLog`] does.
+struct WeakLog {
+    path: PathBuf,
+    state: Weak<Mutex<State>>,
+    sync_lock: Arc<Mutex<()>>,
+    writable: Arc<AtomicBool>,
+    sync_interval: Duration,
+}
+
+impl WeakLog {
+    fn upgrade(&self) -> Option<AuditLog> {
+        Some(AuditLog {
+            path: self.path.clone(),
+            state: self.state.upgrade()?,
+            sync_lock: self.sync_lock.clone(),
+            writable: self.writable.clone(),
+            sync_interval: self.sync_interval,
+        })
+    }
+
+    fn is_alive(&self) -> bool {
+        self.state.strong_count() > 0
+    }
 }
 
 impl AuditLog {
@@ -301,6 +351,7 @@ impl AuditLog {
                     last: Instant::now(),
                     unsent: Vec::new(),
                 },
+                syncer: None,
             })),
             writable: Arc::new(AtomicBool::new(true)),
             sync_interval: settings.sync_interval,
@@ -350,22 +401,83 @@ impl AuditLog {
     ///
     /// The line is written here, on the caller's task: a `write(2)` into
     /// the page cache under the state lock (and, at a rotation, the
-    /// rename). Only the wait for `fdatasync` goes to a blocking thread, so
-    /// every append in flight has its line written before the next sync
-    /// starts, and that one sync covers them all, however few blocking
-    /// threads there are. A refusal needs no thread at all.
+    /// rename). An allow then waits for the log's syncer thread
+    /// (`syncer.rs`): each of its rounds syncs every line written before
+    /// it starts and wakes the appends it covered at once, so no thread
+    /// is handed a task per append. A refusal waits for nothing.
     pub async fn append(&self, event: Event) -> Result<(), AuditError> {
         let started = std::time::Instant::now();
-        let appended = match self.write_line(&event) {
-            Ok(Some(mine)) => {
-                let this = self.clone();
-                self.blocking(move || this.sync_to(mine)).await
-            }
+        let written = {
+            let mut st = self.lock();
+            self.start_syncer(&mut st, &event).and_then(|()| {
+                Ok(self
+                    .write_locked(&mut st, &event)?
+                    .map(|mine| (mine, st.syncer.as_ref().map(syncer::Syncer::waiter))))
+            })
+        };
+        let appended = match written {
+            Ok(Some((mine, Some(waiter)))) => self.wait_synced(mine, waiter).await,
+            Ok(Some((_, None))) => Err(self.syncer_stopped()),
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
         crate::metrics::audit_append(appended.is_ok(), started.elapsed());
         appended
+    }
+
+    /// Before an allow is written: its sync will need the syncer thread;
+    /// started at the first, and again should it have died.
+    fn start_syncer(&self, st: &mut State, event: &Event) -> Result<(), AuditError> {
+        if event.is_refusal() || st.syncer.as_ref().is_some_and(syncer::Syncer::is_running) {
+            return Ok(());
+        }
+        let started = syncer::Syncer::start(self.downgrade()).map_err(|e| AuditError::Io {
+            path: self.path.display().to_string(),
+            reason: format!("cannot start the thread that syncs the log: {e}"),
+        })?;
+        st.syncer = Some(started);
+        Ok(())
+    }
+
+    /// Waits until record `seq` (written after `epoch` cuts) is settled:
+    /// the syncer's first round that started after it was written synced
+    /// it, or cut it off (failed: the append fails).
+    async fn wait_synced(
+        &self,
+        (epoch, seq): (usize, u64),
+        mut waiter: syncer::Waiter,
+    ) -> Result<(), AuditError> {
+        loop {
+            let Some(round) = waiter.next_round().await else {
+                return Err(self.syncer_stopped());
+            };
+            if round.cuts == epoch && round.synced >= seq {
+                return Ok(());
+            }
+            // A cut: the state says which records it took.
+            let st = self.lock();
+            if let Some(r) = self.settled(&st, epoch, seq) {
+                return r;
+            }
+        }
+    }
+
+    fn syncer_stopped(&self) -> AuditError {
+        tracing::error!(log = %self.path.display(), "the audit log's sync thread has stopped; the next allow starts a new one");
+        AuditError::Io {
+            path: self.path.display().to_string(),
+            reason: "the thread that syncs the log has stopped".into(),
+        }
+    }
+
+    fn downgrade(&self) -> WeakLog {
+        WeakLog {
+            path: self.path.clone(),
+            state: Arc::downgrade(&self.state),
+            sync_lock: self.sync_lock.clone(),
+            writable: self.writable.clone(),
+            sync_interval: self.sync_interval,
+        }
     }
 
     /// The synchronous append (for the CLI and tests): [`append`](Self::append)
@@ -376,7 +488,8 @@ impl AuditLog {
     /// lines, and the next sync covers all of them. Each returns only once
     /// its own line is on disk; the chain's order is the order written.
     pub fn append_blocking(&self, event: &Event) -> Result<(), AuditError> {
-        match self.write_line(event)? {
+        let written = self.write_locked(&mut self.lock(), event)?;
+        match written {
             Some(mine) => self.sync_to(mine),
             None => Ok(()),
         }
@@ -385,27 +498,30 @@ impl AuditLog {
     /// Writes `event`'s line (or, a repeated refusal, counts it). For an
     /// `allow`, returns the place its sync must reach; `None` when nothing
     /// waits for a sync (a refusal reaches the disk with the next one).
-    fn write_line(&self, event: &Event) -> Result<Option<(usize, u64)>, AuditError> {
-        let mut st = self.lock();
+    fn write_locked(
+        &self,
+        st: &mut State,
+        event: &Event,
+    ) -> Result<Option<(usize, u64)>, AuditError> {
         if let Some(down) = &mut st.down {
             down.refused += 1;
             return Err(self.unavailable(down));
         }
         if !event.is_refusal() {
             if let Err(e) = st.write(&self.path, event) {
-                return Err(self.fail(&mut st, e));
+                return Err(self.fail(st, e));
             }
             return Ok(Some((st.cuts.len(), st.written.seq)));
         }
         let admitted = st.refusals.admit(event, Instant::now());
         st.pending.extend(admitted.summaries);
         if let Err(e) = st.write_pending(&self.path) {
-            return Err(self.fail(&mut st, e));
+            return Err(self.fail(st, e));
         }
         if admitted.write
             && let Err(e) = st.write(&self.path, event)
         {
-            return Err(self.fail(&mut st, e));
+            return Err(self.fail(st, e));
         }
         Ok(None)
     }
@@ -498,21 +614,63 @@ impl AuditLog {
 
     /// Returns once record `seq` (written after `epoch` cuts) is on disk: synced
     /// by this call, or found synced by another one.
-    fn sync_to(&self, (epoch, seq): (usize, u64)) -> Result<(), AuditError> {
+    fn sync_to(&self, mine: (usize, u64)) -> Result<(), AuditError> {
+        self.group_commit(Commit::Mine(mine))
+    }
+
+    /// The syncer thread's round: [`group_commit`](Self::group_commit)
+    /// whatever was written (a failure cuts off what it did not sync, so
+    /// each waiter finds its record settled either way), counted into
+    /// `started` as it takes its position, and where that left the log.
+    fn sync_round(&self, started: &AtomicU64) -> syncer::Round {
+        if let Err(e) = self.group_commit(Commit::Round(started)) {
+            tracing::debug!(error = %e, "the audit log's sync failed");
+        }
+        let st = self.lock();
+        syncer::Round {
+            synced: st.synced.seq,
+            cuts: st.cuts.len(),
+        }
+    }
+
+    /// Syncs every line written so far, holding `sync_lock` (the syncer
+    /// thread and synchronous appends take turns): first a rotation, if
+    /// due, then `fdatasync` outside the state lock. For one record,
+    /// returns at once if it is settled, and afterwards whether it is.
+    fn group_commit(&self, commit: Commit<'_>) -> Result<(), AuditError> {
         let _leader = match self.sync_lock.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        let mine = match commit {
+            Commit::Mine(mine) => Some(mine),
+            Commit::Round(_) => None,
+        };
         let (upto, at, file) = {
             let mut st = self.lock();
-            // Rotation syncs and renames: here, on the blocking thread of
-            // an append that waits for a sync anyway (and on `tick`), never
-            // on the task that wrote the line.
+            if let Commit::Round(started) = commit {
+                // The lines written from now on wait for the next round.
+                started.fetch_add(1, Ordering::SeqCst);
+            }
+            // Rotation syncs and renames: here, on the syncer thread (or
+            // the thread of a synchronous append, or `tick`), never on the
+            // task that wrote the line.
             if let Err(e) = st.rotate_if_due(&self.path, Instant::now()) {
+                // Its checkpoint could not be written (or its sync
+                // failed): what is not on disk is cut off as well, so
+                // that every append waiting for it fails now.
+                let to = st.synced.clone();
+                st.roll_back(to);
                 return Err(self.fail(&mut st, e));
             }
-            if let Some(r) = self.settled(&st, epoch, seq) {
-                return r;
+            match mine {
+                Some((epoch, seq)) => {
+                    if let Some(r) = self.settled(&st, epoch, seq) {
+                        return r;
+                    }
+                }
+                None if st.written == st.synced => return Ok(()),
+                None => {}
             }
             (st.written.clone(), st.cuts.len(), st.sync_file.clone())
         };
@@ -525,7 +683,10 @@ impl AuditLog {
                 if st.cuts.len() == at && upto.seq > st.synced.seq {
                     st.synced_to(&self.path, upto);
                 }
-                self.settled(&st, epoch, seq).unwrap_or(Ok(()))
+                match mine {
+                    Some((epoch, seq)) => self.settled(&st, epoch, seq).unwrap_or(Ok(())),
+                    None => Ok(()),
+                }
             }
             Err(e) => {
                 let to = st.synced.clone();
@@ -628,14 +789,12 @@ impl State {
         let seq = self.written.seq + 1;
         map.insert("seq".into(), Value::from(seq));
         map.insert("prev".into(), Value::from(self.written.prev.clone()));
-        let hash = chain::hash(&self.written.prev, &map);
-        map.insert("hash".into(), Value::from(hash.clone()));
-        let mut line = Value::Object(map).to_string();
-        line.push('\n');
-        let written = self
-            .file
-            .write_all(line.as_bytes())
-            .and_then(|()| self.file.flush());
+        // Serialized once: the hash covers these bytes, and the line is
+        // them with `hash` added at the end.
+        let canonical = chain::canonical(&map).map_err(err)?;
+        let hash = chain::hash_bytes(&self.written.prev, &canonical);
+        let line = chain::seal(canonical, &hash).map_err(err)?;
+        let written = self.file.write_all(&line).and_then(|()| self.file.flush());
         if let Err(e) = written {
             self.roll_back(self.written.clone());
             return Err(err(e.to_string()));

@@ -235,7 +235,8 @@ struct FileReader {
 
 /// The line's `seq`, without parsing it again: the last `"seq":` in the
 /// text (a quote inside a JSON string is escaped, so this is a key; the
-/// log's keys are sorted and no field after `seq` holds one).
+/// log's keys are sorted but for `hash`, written last, and no field after
+/// `seq` holds one).
 fn seq_of(text: &str) -> Option<u64> {
     let at = text.rfind("\"seq\":")? + 6;
     let digits = text[at..]

@@ -3,8 +3,8 @@
 //!
 //! When the live file reaches [`RotateSettings::max_bytes`] or is older
 //! than [`RotateSettings::max_age`] (checked before each sync an `allow`
-//! waits for, and on each tick: on a blocking thread, never on the task
-//! that writes a line), the writer:
+//! waits for, and on each tick: on the log's syncer thread or a blocking
+//! thread, never on the task that writes a line), the writer:
 //! 1. appends a signed checkpoint, the old file's last line (unless its
 //!    last line is one already);
 //! 2. syncs the file (so everything in it is on disk, and the checkpoints

@@ -180,7 +180,7 @@ fn an_old_live_file_is_rotated_after_a_restart() {
     first["time"] = Value::from(old);
     let mut map = first.as_object().unwrap().clone();
     map.remove("hash");
-    let hash = chain::hash(chain::GENESIS, &map);
+    let hash = chain::hash(chain::GENESIS, &map).unwrap();
     map.insert("hash".into(), Value::from(hash));
     std::fs::write(&p, format!("{}\n", Value::Object(map))).unwrap();
     let log = AuditLog::open_with(&p, settings(None, Some(Duration::from_secs(3600)))).unwrap();
@@ -234,7 +234,7 @@ fn a_live_file_that_does_not_continue_the_rotated_one_is_not_written_to() {
     let mut map: serde_json::Map<String, Value> = serde_json::from_str(first).unwrap();
     map.remove("hash");
     map.insert("prev".into(), Value::from("ab".repeat(32)));
-    let hash = chain::hash(&"ab".repeat(32), &map);
+    let hash = chain::hash(&"ab".repeat(32), &map).unwrap();
     map.insert("hash".into(), Value::from(hash));
     std::fs::write(&p, format!("{}\n", Value::Object(map))).unwrap();
     let e = AuditLog::open_with(&p, settings(Some(1024), None))
@@ -552,4 +552,55 @@ fn rotated_names_are_told_from_other_files() {
         let got = rotated_rank("audit.jsonl", name);
         assert_eq!(got, want.map(|(s, n)| (s.to_owned(), n)), "{name}");
     }
+}
+
+/// A rotation that cannot write its closing checkpoint, with async allows
+/// waiting for the sync it comes before: each of them fails (their records
+/// are cut off with the checkpoint) rather than wait for a rotation that
+/// keeps failing; the file is at its last synced record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_rotation_fails_the_async_allows_waiting_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let log = AuditLog::open_with(&p, settings(Some(1024), None)).unwrap();
+    log.append(ev(0)).await.unwrap();
+    let leader = log.sync_lock.lock().unwrap();
+    let tasks: Vec<_> = (1..9)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(ev(i)).await })
+        })
+        .collect();
+    while log.lock().written.seq < 9 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(log.lock().written.len >= 1024, "the rotation is due");
+    // The file stops taking writes (a read-only handle).
+    let writable = std::mem::replace(&mut log.lock().file, std::fs::File::open(&p).unwrap());
+    drop(leader);
+    for t in tasks {
+        assert!(t.await.unwrap().is_err());
+    }
+    assert!(!log.is_writable());
+    assert_eq!(
+        log.lock().written.seq,
+        1,
+        "cut back to the last synced record"
+    );
+    assert!(rotated_files(&p).is_empty(), "not rotated");
+    // Writable again: the tick resumes (the file is cut back first), the
+    // rotation happens, allows work.
+    log.lock().file = writable;
+    log.tick_blocking(Instant::now()).unwrap();
+    log.append(ev(9)).await.unwrap();
+    let files = set_of(&p);
+    let r = verify(&files, false);
+    assert!(r.is_intact(), "{r:?}");
+    let ids: Vec<Value> = files
+        .iter()
+        .flat_map(|f| lines(f))
+        .map(|l| l["request_id"].clone())
+        .filter(|id| !id.is_null())
+        .collect();
+    assert_eq!(ids, ["r0", "r9"], "the cut-off allows are not in the log");
 }

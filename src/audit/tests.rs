@@ -901,3 +901,172 @@ fn claims_named_like_identity_fields_are_not_recorded() {
     let back: Identity = serde_json::from_value(v).unwrap();
     assert_eq!(back, id, "arrays read back as they were written");
 }
+
+/// The allows in flight while a sync is held up, as tasks.
+fn spawn_allows(
+    log: &AuditLog,
+    ids: std::ops::Range<u64>,
+) -> Vec<tokio::task::JoinHandle<Result<(), AuditError>>> {
+    ids.map(|i| {
+        let log = log.clone();
+        tokio::spawn(async move { log.append(ev(i)).await })
+    })
+    .collect()
+}
+
+/// Waits until `seq` lines are written, blocking this thread (it may
+/// hold `sync_lock`; the tasks run on the runtime's other threads).
+fn until_written(log: &AuditLog, seq: u64) {
+    while log.lock().written.seq < seq {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_allows_in_flight_share_one_sync_of_the_syncer_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&p).unwrap();
+    assert!(
+        log.lock().syncer.is_none(),
+        "no thread until an async append"
+    );
+    let before = log.sync_count();
+    const N: u64 = 16;
+    let leader = log.sync_lock.lock().unwrap();
+    let tasks = spawn_allows(&log, 0..N);
+    until_written(&log, N);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "written, not synced: no append has returned"
+    );
+    drop(leader);
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(log.sync_count() - before, 1, "one fdatasync for all {N}");
+    let st = log.lock();
+    assert_eq!(st.synced, st.written);
+    drop(st);
+    assert_eq!(verify_file(&p).unwrap().lines, N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_sync_fails_every_async_allow_waiting_for_it_until_the_log_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&p).unwrap();
+    log.append(ev(0)).await.unwrap();
+    // The next sync fails (fdatasync of /dev/null is EINVAL), with 8
+    // allows written and waiting for it.
+    let good = std::mem::replace(
+        &mut log.lock().sync_file,
+        Arc::new(File::open("/dev/null").unwrap()),
+    );
+    let leader = log.sync_lock.lock().unwrap();
+    let tasks = spawn_allows(&log, 1..9);
+    until_written(&log, 9);
+    drop(leader);
+    for t in tasks {
+        let e = t.await.unwrap().unwrap_err().to_string();
+        assert!(e.contains("appends have failed since"), "{e}");
+    }
+    assert!(!log.is_writable());
+    let r = verify_file(&p).unwrap();
+    assert_eq!(
+        (r.lines, r.torn),
+        (1, None),
+        "cut back to the last synced record"
+    );
+    assert!(log.append(ev(9)).await.is_err(), "down: refused");
+    // The disk syncs again: the next tick resumes, and allows work.
+    log.lock().sync_file = good;
+    log.tick_blocking(std::time::Instant::now()).unwrap();
+    log.append(ev(10)).await.unwrap();
+    let got = lines(&p);
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[1]["action"], "log_resumed");
+    assert_eq!(got[1]["outage"]["refused"], 2, "{}", got[1]);
+    assert_eq!(got[2]["request_id"], "r10");
+}
+
+#[tokio::test]
+async fn a_waiter_whose_syncer_died_gets_an_error_and_the_next_allow_starts_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&p).unwrap();
+    log.append(ev(1)).await.unwrap();
+    log.lock().syncer.as_ref().unwrap().kill();
+    let e = log.append(ev(2)).await.unwrap_err().to_string();
+    assert!(e.contains("has stopped"), "{e}");
+    log.append(ev(3)).await.unwrap();
+    assert!(log.lock().syncer.as_ref().unwrap().is_running());
+    let r = verify_file(&p).unwrap();
+    assert_eq!((r.lines, r.torn), (3, None));
+}
+
+#[tokio::test]
+async fn the_syncer_thread_ends_with_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut probes = Vec::new();
+    for i in 0..100 {
+        let log = AuditLog::open(&dir.path().join(format!("{i}.jsonl"))).unwrap();
+        let clone = log.clone();
+        clone.append(ev(i)).await.unwrap();
+        let probe = log.lock().syncer.as_ref().unwrap().probe();
+        assert!(!probe.thread_ended());
+        probes.push(probe);
+        // Both handles go: the thread must not keep the log (or itself).
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while probes.iter().any(|p| !p.thread_ended()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a syncer thread outlived its log"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn a_line_is_its_canonical_record_serialized_once_with_hash_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("audit.jsonl");
+    let log = AuditLog::open_as(&p, AuditSettings::default(), Some("r-1")).unwrap();
+    log.append_blocking(&ev(1)).unwrap();
+    log.append_blocking(&ev(2)).unwrap();
+    let text = std::fs::read_to_string(&p).unwrap();
+    let mut prev = chain::GENESIS.to_owned();
+    for line in text.lines() {
+        let (body, tail) = line.split_at(line.len() - r#","hash":""}"#.len() - 64);
+        let hash = &tail[9..73];
+        assert_eq!(tail, format!(r#","hash":"{hash}"}}"#), "{line}");
+        let Value::Object(map) = serde_json::from_str::<Value>(line).unwrap() else {
+            panic!("{line}");
+        };
+        let mut record = map.clone();
+        record.remove("hash");
+        let canonical = chain::canonical(&record).unwrap();
+        assert_eq!(format!("{body}}}").as_bytes(), canonical, "sorted, compact");
+        assert_eq!(chain::hash_bytes(&prev, &canonical), hash);
+        assert_eq!(chain::hash(&prev, &record).unwrap(), hash);
+        assert_eq!(map["replica"], "r-1");
+        prev = hash.to_owned();
+    }
+    assert_eq!(verify_file(&p).unwrap().lines, 2);
+}
+
+#[test]
+fn seal_adds_hash_to_an_object_only() {
+    let cases: [(&[u8], Option<&str>); 4] = [
+        (b"{}", Some("{\"hash\":\"ab\"}\n")),
+        (b"{\"a\":1}", Some("{\"a\":1,\"hash\":\"ab\"}\n")),
+        (b"[1]", None),
+        (b"", None),
+    ];
+    for (canonical, want) in cases {
+        let got = chain::seal(canonical.to_vec(), "ab").ok();
+        assert_eq!(got.as_deref(), want.map(str::as_bytes), "{canonical:?}");
+    }
+}

@@ -338,12 +338,11 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // The blocking pool runs the audit log's appends (a write and the
-        // group commit's fdatasync) and file reads. Each of its threads
-        // keeps a stack and an allocator heap: with tokio's default (512),
-        // a burst of exchanges made one thread per waiting append and
-        // RSS followed. One fdatasync covers every append waiting for it,
-        // so a few threads keep the disk as busy as many.
+        // The blocking pool runs file reads and the audit log's tick and
+        // flush (an allow's sync is its log's own syncer thread). Each of
+        // its threads keeps a stack and an allocator heap: with tokio's
+        // default (512), a burst of work made one thread per task waiting
+        // and RSS followed.
         .max_blocking_threads(BLOCKING_THREADS)
         .build()
     {
