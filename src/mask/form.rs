@@ -37,6 +37,14 @@ impl Form {
         self.json.0.as_deref()
     }
 
+    /// The length of the JSON literal (what a response writes).
+    pub(crate) fn json_len(&self) -> usize {
+        self.json
+            .0
+            .as_ref()
+            .map_or(self.value.expose_secret().len() * 2 + 2, |j| j.get().len())
+    }
+
     /// The bytes held (the value and its literal), for the cache's bound.
     pub(crate) fn bytes(&self) -> usize {
         self.value.expose_secret().len() + self.json.0.as_ref().map_or(0, |j| j.get().len())
@@ -81,6 +89,7 @@ mod tests {
             assert_eq!(json, serde_json::to_string(v).unwrap());
             assert_eq!(serde_json::from_str::<String>(json).unwrap(), v);
             assert_eq!(f.bytes(), v.len() + json.len());
+            assert_eq!(f.json_len(), json.len());
         }
     }
 }

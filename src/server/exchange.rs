@@ -439,6 +439,16 @@ impl Done {
             hints.push(Arc::new(handle));
         }
         let longest = self.issued.iter().map(|i| i.ttl).max().unwrap_or_default();
+        let mask = hints.mask();
+        // The masks' literals, the values (and room for the rest).
+        let size = mask.iter().map(|f| f.json_len() + 1).sum::<usize>()
+            + self
+                .issued
+                .iter()
+                .flat_map(|i| i.values.values())
+                .map(|v| 2 * v.expose_secret().len())
+                .sum::<usize>()
+            + 2048;
         let body = ExchangeResponse {
             request_id,
             environment,
@@ -448,14 +458,33 @@ impl Done {
                 .zip(&self.issued)
                 .map(|(g, i)| (g.credential.as_str(), CredentialOut::new(g, i, self.now)))
                 .collect(),
-            mask: hints.mask().into_iter().map(ExposedMask).collect(),
+            mask: mask.into_iter().map(ExposedMask).collect(),
             mask_warnings: hints.warnings().collect(),
             revocation: self.kept.as_ref().map(|k| RevocationOut {
                 handle: Exposed(k.handle.as_secret()),
                 expires_at: expires(self.now, longest),
             }),
         };
-        axum::Json(body).into_response()
+        json_response(&body, size)
+    }
+}
+
+/// `body` as `application/json`, serialized into one buffer of about its
+/// size (`size`): a response carries tens of KiB of masks, and a buffer
+/// grown by doubling copied them about ten times over.
+fn json_response(body: &impl Serialize, size: usize) -> Response {
+    let mut buf = Vec::with_capacity(size);
+    match serde_json::to_writer(&mut buf, body) {
+        Ok(()) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            Bytes::from(buf),
+        )
+            .into_response(),
+        // Strings, maps of strings and JSON literals always serialize.
+        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
