@@ -328,7 +328,7 @@ pub(crate) fn time_ms(text: &str) -> u64 {
 }
 
 /// The records of a [`LogSet`], merged by time (within one file, in file
-/// order; lines of the same millisecond in file order).
+/// order; lines of the same millisecond by seq, then in file order).
 pub struct Records {
     readers: Vec<FileReader>,
     bytes_read: u64,
@@ -346,8 +346,12 @@ impl Records {
             if let Some(rec) = &self.readers[i].next {
                 let better = match best {
                     None => true,
+                    // Same millisecond: the lower seq first. A rotated
+                    // file sorts after its live file, and records of one
+                    // chain must still come out in chain order.
                     Some(b) => self.readers[b].next.as_ref().is_some_and(|cur| {
-                        rec.time_ms < cur.time_ms && rec.time_ms != 0 && cur.time_ms != 0
+                        let key = |r: &Record| (r.time_ms, r.seq.unwrap_or(u64::MAX));
+                        rec.time_ms != 0 && cur.time_ms != 0 && key(rec) < key(cur)
                     }),
                 };
                 if better {
@@ -692,6 +696,28 @@ mod tests {
         }
         assert_eq!(kinds, ["exchange", "revoke", "checkpoint", "exchange"]);
         assert_eq!(recs.unreadable, vec![(1, 3)]);
+    }
+
+    /// Regression: the live file sorts before its rotated ones, and a
+    /// rotation's last record and the live file's first could share a
+    /// millisecond; they came out against the chain's order.
+    #[test]
+    fn records_of_the_same_millisecond_come_out_in_chain_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |seq: u64| {
+            format!(r#"{{"seq":{seq},"time":"2025-01-01T10:00:00.000Z","kind":"checkpoint"}}"#)
+        };
+        let (one, two, three) = (at(1), at(2), at(3));
+        write(dir.path(), "audit.jsonl", &[&three]);
+        write(dir.path(), "audit.jsonl.20250101T100000Z", &[&one, &two]);
+        let set = LogSet::new(&[dir.path().to_owned()]).unwrap();
+        assert!(set.files()[0].ends_with("audit.jsonl"), "{:?}", set.files());
+        let mut recs = set.records().unwrap();
+        let mut seqs = Vec::new();
+        while let Some(r) = recs.next_record().unwrap() {
+            seqs.push(r.seq.unwrap());
+        }
+        assert_eq!(seqs, [1, 2, 3]);
     }
 
     #[test]
