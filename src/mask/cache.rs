@@ -184,7 +184,10 @@ mod tests {
         let v = secret("line-one-secret\nline-two-secret\npostgres://u:p4ssw0rd-long@db/x");
         let first = cache.get("app.value", &v);
         let again = cache.get("app.value", &v);
-        assert!(Arc::ptr_eq(&first, &again), "the second get is the kept entry");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second get is the kept entry"
+        );
         let fresh = ValueHints::compute("app.value", &v);
         let texts = |h: &ValueHints| {
             h.forms
@@ -203,9 +206,20 @@ mod tests {
         let a = cache.get("app.password", &secret("rotated-password-1"));
         let b = cache.get("app.password", &secret("rotated-password-2"));
         let c = cache.get("other.password", &secret("rotated-password-1"));
-        assert!(!Arc::ptr_eq(&a, &b), "a rotated value is never served old hints");
-        assert!(b.forms.iter().any(|f| f.value().expose_secret() == "rotated-password-2"));
-        assert!(!b.forms.iter().any(|f| f.value().expose_secret() == "rotated-password-1"));
+        assert!(
+            !Arc::ptr_eq(&a, &b),
+            "a rotated value is never served old hints"
+        );
+        assert!(
+            b.forms
+                .iter()
+                .any(|f| f.value().expose_secret() == "rotated-password-2")
+        );
+        assert!(
+            !b.forms
+                .iter()
+                .any(|f| f.value().expose_secret() == "rotated-password-1")
+        );
         assert!(!Arc::ptr_eq(&a, &c), "the label is part of the key");
         assert_eq!(cache.size().0, 3);
     }

@@ -216,7 +216,10 @@ async fn kept_mask_hints_follow_a_rotated_value_and_match_fresh_ones() {
     put_deploy_db(&stack, &rotated);
     let (values, after) = deploy_db_masks(&stack).await;
     assert_eq!(values["password"], rotated.as_str());
-    assert!(after.contains(&rotated), "the new value is masked: {after:?}");
+    assert!(
+        after.contains(&rotated),
+        "the new value is masked: {after:?}"
+    );
     assert!(
         after.iter().any(|m| m.contains("%2F")),
         "with its encoded forms: {after:?}"
