@@ -1,10 +1,10 @@
 //! `make bench`'s load generator: jobkey's exchange against OpenBao on its
 //! own, in one run. `scripts/bench.sh` starts OpenBao, the dev issuer and
-//! two jobkey instances, then runs this with
+//! three jobkey instances, then runs this with
 //! `cargo bench --locked --bench exchange` and the addresses in
 //! `JOBKEY_BENCH_*` variables; on its own it has nothing to talk to.
 //!
-//! Four paths, alternated round by round with the same token pool and the
+//! Five paths, alternated round by round with the same token pool and the
 //! same number of closed-loop clients (each sends, waits for the answer,
 //! sends again):
 //! - `raw`: one KV v2 read with a static token (the backend's limit);
@@ -12,7 +12,10 @@
 //!   token, the KV read with the token it got, `auth/token/revoke-self`;
 //! - `jobkey`: one `POST /v1/exchange` (verify, decide, read, audit with
 //!   fsync, masks, exchange record), the audit log on the disk;
-//! - `jobkey-shm`: the same on a second jobkey whose audit log is on
+//! - `jobkey-nocache`: the same on a jobkey whose mask cache is off
+//!   (`[masks] cache_ttl = "0s"`), its audit log on the same disk: what an
+//!   exchange costs when every response computes its mask hints;
+//! - `jobkey-shm`: the same as `jobkey` on a jobkey whose audit log is on
 //!   /dev/shm, for the cost of the log's fsync.
 //!
 //! Then 1,000 concurrent jobs against `jobkey` (its peak RSS), and a soak
@@ -74,6 +77,17 @@ struct Jobkey {
     pid: u32,
 }
 
+/// The jobkey instances under test, one per jobkey path.
+#[derive(Clone)]
+struct Jobkeys {
+    /// Audit log on the disk, the mask cache at its default.
+    disk: Jobkey,
+    /// The same with the mask cache off.
+    nocache: Jobkey,
+    /// Audit log on /dev/shm, the mask cache at its default.
+    shm: Jobkey,
+}
+
 struct Settings {
     bao: String,
     bao_pid: u32,
@@ -82,8 +96,7 @@ struct Settings {
     kv_path: String,
     jwt_role: String,
     issuer: String,
-    disk: Jobkey,
-    shm: Jobkey,
+    jobkeys: Jobkeys,
     disk_fs: String,
     shm_fs: String,
     seconds: u64,
@@ -126,13 +139,19 @@ impl Settings {
             kv_path: var_or("JOBKEY_BENCH_KV_PATH", "secret/data/bench/app".to_owned())?,
             jwt_role: var_or("JOBKEY_BENCH_JWT_ROLE", "bench".to_owned())?,
             issuer: var("JOBKEY_BENCH_ISSUER")?,
-            disk: Jobkey {
-                url: var("JOBKEY_BENCH_DISK_URL")?,
-                pid: pid("JOBKEY_BENCH_DISK_PID")?,
-            },
-            shm: Jobkey {
-                url: var("JOBKEY_BENCH_SHM_URL")?,
-                pid: pid("JOBKEY_BENCH_SHM_PID")?,
+            jobkeys: Jobkeys {
+                disk: Jobkey {
+                    url: var("JOBKEY_BENCH_DISK_URL")?,
+                    pid: pid("JOBKEY_BENCH_DISK_PID")?,
+                },
+                nocache: Jobkey {
+                    url: var("JOBKEY_BENCH_NOCACHE_URL")?,
+                    pid: pid("JOBKEY_BENCH_NOCACHE_PID")?,
+                },
+                shm: Jobkey {
+                    url: var("JOBKEY_BENCH_SHM_URL")?,
+                    pid: pid("JOBKEY_BENCH_SHM_PID")?,
+                },
             },
             disk_fs: var_or("JOBKEY_BENCH_DISK_FS", "?".to_owned())?,
             shm_fs: var_or("JOBKEY_BENCH_SHM_FS", "?".to_owned())?,
@@ -193,23 +212,42 @@ fn memory(pid: u32) -> (u64, u64) {
 
 // ------------------------------------------------------------------- paths
 
+/// The order of the variants is the order of the table's rows.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Path {
     Raw,
     VaultAction,
     Jobkey,
+    JobkeyNoCache,
     JobkeyShm,
 }
 
 impl Path {
-    const ALL: [Path; 4] = [Path::Raw, Path::VaultAction, Path::Jobkey, Path::JobkeyShm];
+    const ALL: [Path; 5] = [
+        Path::Raw,
+        Path::VaultAction,
+        Path::Jobkey,
+        Path::JobkeyNoCache,
+        Path::JobkeyShm,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Path::Raw => "raw KV read (static token)",
             Path::VaultAction => "vault-action (JWT login + read + revoke-self)",
             Path::Jobkey => "jobkey exchange (audit on disk)",
+            Path::JobkeyNoCache => "jobkey exchange (audit on disk, mask cache off)",
             Path::JobkeyShm => "jobkey exchange (audit on /dev/shm)",
+        }
+    }
+
+    /// The jobkey instance this path exchanges with; `None` for OpenBao's.
+    fn jobkey(self, j: &Jobkeys) -> Option<&Jobkey> {
+        match self {
+            Path::Raw | Path::VaultAction => None,
+            Path::Jobkey => Some(&j.disk),
+            Path::JobkeyNoCache => Some(&j.nocache),
+            Path::JobkeyShm => Some(&j.shm),
         }
     }
 }
@@ -223,8 +261,7 @@ struct Shared {
     jwt_role: String,
     tokens: Vec<String>,
     next_token: AtomicU64,
-    disk: Jobkey,
-    shm: Jobkey,
+    jobkeys: Jobkeys,
 }
 
 impl Shared {
@@ -262,23 +299,23 @@ impl Shared {
                 read?;
                 revoked.map(drop)
             }
-            Path::Jobkey | Path::JobkeyShm => {
-                let target = if path == Path::Jobkey {
-                    &self.disk
-                } else {
-                    &self.shm
-                };
-                let resp = self
-                    .http
-                    .post(format!("{}/v1/exchange", target.url))
-                    .bearer_auth(self.token())
-                    .header("content-type", "application/json")
-                    .body(ENVIRONMENT_BODY)
-                    .send()
-                    .await;
-                expect_2xx("exchange", resp).await.map(drop)
-            }
+            Path::Jobkey => self.exchange(&self.jobkeys.disk).await.map(drop),
+            Path::JobkeyNoCache => self.exchange(&self.jobkeys.nocache).await.map(drop),
+            Path::JobkeyShm => self.exchange(&self.jobkeys.shm).await.map(drop),
         }
+    }
+
+    /// One `POST /v1/exchange` to `target`: the whole body of its 2xx answer.
+    async fn exchange(&self, target: &Jobkey) -> Result<Vec<u8>, String> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/exchange", target.url))
+            .bearer_auth(self.token())
+            .header("content-type", "application/json")
+            .body(ENVIRONMENT_BODY)
+            .send()
+            .await;
+        expect_2xx("exchange", resp).await
     }
 
     async fn kv_read(&self, token: &str) -> Result<Vec<u8>, String> {
@@ -533,16 +570,12 @@ async fn preflight(shared: &Shared) -> Result<(), String> {
         .job(Path::VaultAction)
         .await
         .map_err(|e| format!("vault-action path: {e}"))?;
-    for (path, target) in [(Path::Jobkey, &shared.disk), (Path::JobkeyShm, &shared.shm)] {
-        let resp = shared
-            .http
-            .post(format!("{}/v1/exchange", target.url))
-            .bearer_auth(shared.token())
-            .header("content-type", "application/json")
-            .body(ENVIRONMENT_BODY)
-            .send()
-            .await;
-        let body = expect_2xx("exchange", resp)
+    for path in Path::ALL {
+        let Some(target) = path.jobkey(&shared.jobkeys) else {
+            continue;
+        };
+        let body = shared
+            .exchange(target)
             .await
             .map_err(|e| format!("{}: {e}", path.name()))?;
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -587,12 +620,12 @@ fn machine(s: &Settings) -> String {
     }
     let _ = writeln!(
         m,
-        "- {} closed-loop clients, {} s per path and round, {} rounds alternating raw, vault-action, jobkey, jobkey-shm; {} tokens minted once, used in turn by both token paths",
+        "- {} closed-loop clients, {} s per path and round, {} rounds alternating raw, vault-action, jobkey, jobkey-nocache, jobkey-shm; {} tokens minted once, used in turn by the vault-action and jobkey paths",
         s.concurrency, s.seconds, s.rounds, s.tokens
     );
     let _ = writeln!(
         m,
-        "- audit log: jobkey on {}, jobkey-shm on {}; OpenBao in dev mode (in-memory storage, no audit device); the load generator shares the CPUs",
+        "- audit log: jobkey and jobkey-nocache (mask cache off) on {}, jobkey-shm on {}; OpenBao in dev mode (in-memory storage, no audit device); the load generator shares the CPUs",
         s.disk_fs, s.shm_fs
     );
     m
@@ -614,8 +647,7 @@ async fn run(s: Settings) -> Result<String, String> {
         jwt_role: s.jwt_role.clone(),
         tokens,
         next_token: AtomicU64::new(0),
-        disk: s.disk.clone(),
-        shm: s.shm.clone(),
+        jobkeys: s.jobkeys.clone(),
     });
     preflight(&shared).await?;
 
@@ -629,11 +661,7 @@ async fn run(s: Settings) -> Result<String, String> {
     for round in 1..=s.rounds {
         for path in Path::ALL {
             eprintln!("round {round}/{}: {} ...", s.rounds, path.name());
-            let jk = match path {
-                Path::JobkeyShm => Some(s.shm.pid),
-                Path::Jobkey => Some(s.disk.pid),
-                _ => None,
-            };
+            let jk = path.jobkey(&s.jobkeys).map(|j| j.pid);
             let (jk0, bao0) = (
                 jk.map(|p| cpu_seconds(p, s.clk_tck)),
                 cpu_seconds(s.bao_pid, s.clk_tck),
@@ -680,7 +708,7 @@ async fn run(s: Settings) -> Result<String, String> {
     }
     for (path, t) in &totals {
         let o = &t.outcome;
-        let is_jk = matches!(path, Path::Jobkey | Path::JobkeyShm);
+        let is_jk = path.jobkey(&s.jobkeys).is_some();
         let _ = writeln!(
             report,
             "| {} | {:.0} | {} | {} | {} | {} | {} | {} |",
@@ -703,6 +731,7 @@ async fn run(s: Settings) -> Result<String, String> {
     let raw = &totals[&Path::Raw];
     let va = &totals[&Path::VaultAction];
     let jk = &totals[&Path::Jobkey];
+    let nocache = &totals[&Path::JobkeyNoCache];
     let shm = &totals[&Path::JobkeyShm];
     let p99 = |t: &PathTotals| f64::from(percentile(&t.outcome.latencies, 99.0));
     let mut targets = String::new();
@@ -718,11 +747,18 @@ async fn run(s: Settings) -> Result<String, String> {
         "- {} exchange p99 / raw read p99 = {lat:.2} (target ≤ 1.25)",
         verdict(lat <= 1.25)
     );
-    let cpu = jk.jobkey_cpu * 1e6 / (jk.outcome.ok().max(1)) as f64;
+    let cpu_per = |t: &PathTotals| t.jobkey_cpu * 1e6 / (t.outcome.ok().max(1)) as f64;
+    let cpu = cpu_per(jk);
     let _ = writeln!(
         targets,
         "- {} jobkey CPU per exchange = {cpu:.0} µs (target ≤ 130 µs)",
         verdict(cpu <= 130.0)
+    );
+    let cpu_nocache = cpu_per(nocache);
+    let _ = writeln!(
+        targets,
+        "- {} jobkey CPU per exchange, mask cache off = {cpu_nocache:.0} µs (target ≤ 130 µs)",
+        verdict(cpu_nocache <= 130.0)
     );
     let audit = jk.outcome.per_second() / shm.outcome.per_second().max(1e-9);
     let _ = writeln!(
@@ -735,6 +771,12 @@ async fn run(s: Settings) -> Result<String, String> {
         "- (info) exchange / vault-action: throughput {:.2}, p99 {:.2}",
         jk.outcome.per_second() / va.outcome.per_second().max(1e-9),
         p99(jk) / p99(va).max(1.0)
+    );
+    let _ = writeln!(
+        targets,
+        "- (info) mask cache on / off (audit on disk): throughput {:.2}, CPU per exchange {:.2}",
+        jk.outcome.per_second() / nocache.outcome.per_second().max(1e-9),
+        cpu / cpu_nocache.max(1e-9)
     );
     let mut errors_seen = false;
     let mut errors = String::new();
@@ -812,7 +854,7 @@ async fn run(s: Settings) -> Result<String, String> {
         )
         .await;
         out.latencies.sort_unstable();
-        let hwm = memory(s.disk.pid).1;
+        let hwm = memory(s.jobkeys.disk.pid).1;
         let _ = writeln!(
             extra,
             "\n{} concurrent jobs (jobkey, audit on disk, {} s): {:.0} jobs/s, p50 {}, p99 {}, {} errors; jobkey RSS peak {} sampled every 50 ms (VmHWM since start {})",
@@ -866,7 +908,7 @@ async fn sampled(
 ) -> (Outcome, Vec<(u64, u64)>, u64) {
     let done = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicBool::new(false));
-    let pid = s.disk.pid;
+    let pid = s.jobkeys.disk.pid;
     let start: Vec<(u64, u64)> = every.map(|_| (0, memory(pid).0)).into_iter().collect();
     let watcher = {
         let (done, finished) = (done.clone(), finished.clone());

@@ -10,8 +10,11 @@
 #   for the raw path, and jobkey's least-privilege policy
 #   (examples/vault/jobkey-policy.hcl);
 #   the GitHub-shaped dev issuer on :8512;
-#   jobkey (release build) on :8513 with its audit log in .bench/, and a
-#   second one on :8514 with its log on /dev/shm (bench/jobkey-*.toml).
+#   jobkey (release build) on :8513 with its audit log in .bench/, a
+#   second one on :8514 with its log on /dev/shm, and a third on :8515 with
+#   its log in .bench/nocache/ and the mask cache off (`[masks] cache_ttl =
+#   "0s"`), so that the table also shows an exchange without that cache
+#   (bench/jobkey-*.toml).
 #
 # Knobs (environment): JOBKEY_BENCH_SECONDS (8, per path and round),
 # JOBKEY_BENCH_CONCURRENCY (16), JOBKEY_BENCH_ROUNDS (2), JOBKEY_BENCH_JOBS
@@ -26,7 +29,7 @@ STATE="$ROOT/.bench"
 SHM=/dev/shm/jobkey-bench
 CARGO="${CARGO:-cargo}"
 # OpenBao also listens on its port + 1 (its cluster port).
-BAO_PORT=8510 ISSUER_PORT=8512 DISK_PORT=8513 SHM_PORT=8514
+BAO_PORT=8510 ISSUER_PORT=8512 DISK_PORT=8513 SHM_PORT=8514 NOCACHE_PORT=8515
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -52,7 +55,7 @@ wait_http() { # url, what, log
     tail -n 20 "$3" >&2 || true
     exit 1
 }
-for p in $BAO_PORT $((BAO_PORT + 1)) $ISSUER_PORT $DISK_PORT $SHM_PORT; do need_port_free "$p"; done
+for p in $BAO_PORT $((BAO_PORT + 1)) $ISSUER_PORT $DISK_PORT $SHM_PORT $NOCACHE_PORT; do need_port_free "$p"; done
 if [ -e "$SHM" ]; then
     echo "$SHM exists: another make bench is running, or one was killed (then remove it)" >&2
     exit 1
@@ -68,7 +71,7 @@ LOADGEN="$("$CARGO" build --release --locked --bin jobkey --bench exchange --mes
 JOBKEY="$ROOT/target/release/jobkey"
 BAO="$(scripts/ensure-openbao.sh)"
 rm -rf "$STATE"
-mkdir -p "$STATE" "$SHM"
+mkdir -p "$STATE" "$STATE/nocache" "$SHM"
 # 1,000 client connections, as many to jobkey and from it to OpenBao.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -102,16 +105,20 @@ bao auth enable jwt >/dev/null
 bao write auth/jwt/config oidc_discovery_url="$ISSUER" bound_issuer="$ISSUER" >/dev/null
 bao write auth/jwt/role/bench @bench/vault/jwt-role.json >/dev/null
 
-say "jobkey (release) on :$DISK_PORT (audit log in .bench/) and :$SHM_PORT (audit log in $SHM)"
-"$JOBKEY" check --config bench/jobkey-disk.toml >/dev/null
+say "jobkey (release) on :$DISK_PORT (audit log in .bench/), :$SHM_PORT (audit log in $SHM) and :$NOCACHE_PORT (audit log in .bench/nocache/, mask cache off)"
+for c in disk shm nocache; do "$JOBKEY" check --config "bench/jobkey-$c.toml" >/dev/null; done
 VAULT_TOKEN="$JOBKEY_TOKEN" "$JOBKEY" serve --config bench/jobkey-disk.toml >"$STATE/jobkey.log" 2>&1 &
 DISK_PID=$!
 PIDS+=("$DISK_PID")
 VAULT_TOKEN="$JOBKEY_TOKEN" "$JOBKEY" serve --config bench/jobkey-shm.toml >"$STATE/jobkey-shm.log" 2>&1 &
 SHM_PID=$!
 PIDS+=("$SHM_PID")
+VAULT_TOKEN="$JOBKEY_TOKEN" "$JOBKEY" serve --config bench/jobkey-nocache.toml >"$STATE/jobkey-nocache.log" 2>&1 &
+NOCACHE_PID=$!
+PIDS+=("$NOCACHE_PID")
 wait_http "http://127.0.0.1:$DISK_PORT/readyz" "jobkey" "$STATE/jobkey.log"
 wait_http "http://127.0.0.1:$SHM_PORT/readyz" "jobkey (shm)" "$STATE/jobkey-shm.log"
+wait_http "http://127.0.0.1:$NOCACHE_PORT/readyz" "jobkey (mask cache off)" "$STATE/jobkey-nocache.log"
 
 fs_of() { df --output=fstype,source "$1" | tail -n 1 | awk '{print $1 " (" $2 ")"}'; }
 say "Load (progress on stderr; the result follows)"
@@ -119,6 +126,7 @@ JOBKEY_BENCH_BAO_ADDR="$BAO_ADDR" JOBKEY_BENCH_BAO_PID="$BAO_PID" JOBKEY_BENCH_R
 JOBKEY_BENCH_ISSUER="$ISSUER" \
 JOBKEY_BENCH_DISK_URL="http://127.0.0.1:$DISK_PORT" JOBKEY_BENCH_DISK_PID="$DISK_PID" \
 JOBKEY_BENCH_SHM_URL="http://127.0.0.1:$SHM_PORT" JOBKEY_BENCH_SHM_PID="$SHM_PID" \
+JOBKEY_BENCH_NOCACHE_URL="http://127.0.0.1:$NOCACHE_PORT" JOBKEY_BENCH_NOCACHE_PID="$NOCACHE_PID" \
 JOBKEY_BENCH_DISK_FS="$(fs_of "$STATE")" JOBKEY_BENCH_SHM_FS="$(fs_of "$SHM")" \
 JOBKEY_BENCH_CLK_TCK="$(getconf CLK_TCK)" JOBKEY_BENCH_OUT="$STATE/result.md" \
 JOBKEY_BENCH_VERSIONS="jobkey $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (modified)') release build; $("$BAO" version | head -n 1)" \
