@@ -232,14 +232,7 @@ async fn restarted_vault_is_not_ready_without_traffic_and_approle_recovers() {
     // Vault's operators restore jobkey's AppRole (and the secret):
     // jobkey logs in again by itself and is ready.
     stack.bao.jobkey_approle("1h", "2h", &role_id, &secret_id);
-    stack.bao.bao(&[
-        "kv",
-        "put",
-        "-mount=secret",
-        "production/deploy-db",
-        "username=deploy",
-        &format!("password={}", stack.db_password),
-    ]);
+    stack.bao.put_deploy_db(&stack.db_password);
     assert!(
         eventually(Duration::from_secs(40), || async {
             readiness(&stack).await == (200, None, None)

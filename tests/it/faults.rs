@@ -21,14 +21,7 @@ const CREDENTIALS: &str = "  db:\n    database: {role: app}\n    ttl: 10m\n  cfg
 
 fn seed(bao: &crate::support::OpenBao) {
     engines::database(bao);
-    bao.bao(&[
-        "kv",
-        "put",
-        "-mount=secret",
-        "production/deploy-db",
-        "username=deploy",
-        "password=from-the-reseed",
-    ]);
+    bao.put_deploy_db("from-the-reseed");
 }
 
 async fn start_with_leases(redis_prefix: Option<String>) -> Stack {

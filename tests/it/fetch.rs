@@ -63,14 +63,7 @@ async fn github_env_cannot_be_injected_into_by_a_hostile_value() {
     // A value that tries to end the heredoc with a guessed delimiter and
     // set variables of its own.
     let hostile = "line1\nghadelimiter_00000000-0000-0000-0000-000000000000\nEVIL=1\nLD_PRELOAD<<X\n/tmp/e.so\nX";
-    stack.bao.bao(&[
-        "kv",
-        "put",
-        "-mount=secret",
-        "production/deploy-db",
-        "username=deploy",
-        &format!("password={hostile}"),
-    ]);
+    stack.bao.put_deploy_db(hostile);
     let tmp = tempfile::tempdir().unwrap();
     let env = github_env(&stack, tmp.path(), json!({})).await;
     let run = fetch("production", &["--github-env", "--github-output"], &env).await;

@@ -190,17 +190,6 @@ async fn deploy_db_masks(stack: &Stack) -> (Value, Vec<String>) {
     (resp["credentials"]["deploy-db"]["values"].clone(), mask)
 }
 
-fn put_deploy_db(stack: &Stack, password: &str) {
-    stack.bao.bao(&[
-        "kv",
-        "put",
-        "-mount=secret",
-        "production/deploy-db",
-        "username=deploy",
-        &format!("password={password}"),
-    ]);
-}
-
 /// Kept hints are keyed by the value: a password rotated in Vault is masked
 /// in the very next answer, and the old one is no longer listed; with the
 /// cache off (`cache_ttl = "0s"`) the list for the same values is the same.
@@ -213,7 +202,7 @@ async fn kept_mask_hints_follow_a_rotated_value_and_match_fresh_ones() {
     assert_eq!(first, again, "the kept hints are the computed ones");
 
     let rotated = format!("rotated/{}+pw", random(20));
-    put_deploy_db(&stack, &rotated);
+    stack.bao.put_deploy_db(&rotated);
     let (values, after) = deploy_db_masks(&stack).await;
     assert_eq!(values["password"], rotated.as_str());
     assert!(
@@ -234,7 +223,7 @@ async fn kept_mask_hints_follow_a_rotated_value_and_match_fresh_ones() {
         ..Options::default()
     })
     .await;
-    put_deploy_db(&off, &rotated);
+    off.bao.put_deploy_db(&rotated);
     let (_, fresh) = deploy_db_masks(&off).await;
     assert_eq!(fresh, after, "the same list with the cache off");
 }

@@ -259,14 +259,7 @@ impl Stack {
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"));
         let db_password = format!("pw-{}", random(24));
         let app_key = format!("key-{}", random(24));
-        bao.bao(&[
-            "kv",
-            "put",
-            "-mount=secret",
-            "production/deploy-db",
-            "username=deploy",
-            &format!("password={db_password}"),
-        ]);
+        bao.put_deploy_db(&db_password);
         bao.bao(&[
             "kv",
             "put",

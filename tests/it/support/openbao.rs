@@ -310,6 +310,19 @@ impl OpenBao {
         child.wait_with_output().expect("bao CLI output")
     }
 
+    /// Writes the shipped `production` policy's KV secret
+    /// (`secret/production/deploy-db`): user `deploy`, this password.
+    pub fn put_deploy_db(&self, password: &str) {
+        self.bao(&[
+            "kv",
+            "put",
+            "-mount=secret",
+            "production/deploy-db",
+            "username=deploy",
+            &format!("password={password}"),
+        ]);
+    }
+
     /// Runs the CLI as root; panics (with stderr) if it fails; returns
     /// stdout, trimmed.
     pub fn bao(&self, args: &[&str]) -> String {
