@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::super::query::LogSet;
+use super::super::tests::lines;
 use super::super::{
     AuditError, AuditLog, AuditSettings, Checkpoint, CheckpointSettings, Event, SetOptions,
     VerifyOptions, verify_log, verify_set,
@@ -34,14 +35,6 @@ fn set_of(log: &Path) -> Vec<PathBuf> {
     files.sort();
     files.push(log.to_owned());
     files
-}
-
-fn lines(p: &Path) -> Vec<Value> {
-    std::fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// A log rotated by size (1 KiB) after `n` allows, closed.

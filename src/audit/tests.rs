@@ -327,7 +327,8 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn lines(p: &Path) -> Vec<Value> {
+/// Every line of the log at `p`, parsed.
+pub(super) fn lines(p: &Path) -> Vec<Value> {
     std::fs::read_to_string(p)
         .unwrap()
         .lines()
