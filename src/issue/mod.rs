@@ -47,8 +47,8 @@ pub(crate) struct Issued {
     pub wrapped: bool,
     pub revocables: Vec<Revocable>,
     /// The same values go to every job that asks, until they change in
-    /// Vault (a KV read, not wrapped): their mask hints may be kept
-    /// (`src/mask/cache.rs`).
+    /// Vault (`CredentialSource::is_stable`: a KV read, not wrapped): their
+    /// mask hints may be kept (`src/mask/cache.rs`).
     pub stable: bool,
 }
 
@@ -156,8 +156,7 @@ pub(crate) async fn issue(
             wrapped(vault, inner, *wrap_ttl).await?
         }
     };
-    let stable = matches!(source, CredentialSource::Kv { .. });
-    Ok(parts.into_issued(source.kind(), stable))
+    Ok(parts.into_issued(source.kind(), source.is_stable()))
 }
 
 /// What one step issued; [`issue`] adds the kind.

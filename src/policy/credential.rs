@@ -388,6 +388,23 @@ impl CredentialSource {
             CredentialSource::Wrapped { source, .. } => source.kind(),
         }
     }
+
+    /// Whether every job that gets this credential gets the same values
+    /// until they change in Vault (a KV read): their mask hints may then
+    /// be kept (`src/mask/cache.rs`). Everything minted per exchange, and
+    /// anything wrapped (a new wrapping token each time), is not.
+    pub(crate) fn is_stable(&self) -> bool {
+        match self {
+            CredentialSource::Kv { .. } => true,
+            CredentialSource::Database { .. }
+            | CredentialSource::Certificate { .. }
+            | CredentialSource::Kubeconfig { .. }
+            | CredentialSource::VaultToken { .. }
+            | CredentialSource::SshCertificate { .. }
+            | CredentialSource::Rabbitmq { .. }
+            | CredentialSource::Wrapped { .. } => false,
+        }
+    }
 }
 
 /// The cluster part of a composed kubeconfig (nothing secret).
@@ -449,6 +466,37 @@ mod tests {
     }
 
     const CA: &str = "    -----BEGIN CERTIFICATE-----\n        MIIBszCCAVmgAwIBAgIUYQ==\n        -----END CERTIFICATE-----\n";
+
+    /// Only a plain KV read's hints may be kept: a wrapped KV read is a new
+    /// wrapping token every time, and the rest are minted per exchange.
+    #[test]
+    fn only_a_plain_kv_read_is_stable() {
+        for (cred, stable) in [
+            ("    kv: {mount: secret, path: app}\n", true),
+            (
+                "    kv: {mount: secret, path: app}\n    wrap: true\n",
+                false,
+            ),
+            (
+                "    kubeconfig: {kv: {mount: secret, path: k8s/prod}}\n",
+                false,
+            ),
+            ("    database: {role: app}\n", false),
+            ("    rabbitmq: {mount: mq, role: app}\n", false),
+            ("    vault_token: {policies: [deploy]}\n", false),
+            (
+                "    ssh_certificate: {role: r, valid_principals: [deploy]}\n",
+                false,
+            ),
+            (
+                "    certificate: {role: r, common_name: \"a.internal\"}\n",
+                false,
+            ),
+        ] {
+            let src = compile(cred).unwrap_or_else(|e| panic!("{cred}: {e}"));
+            assert_eq!(src.is_stable(), stable, "{cred}");
+        }
+    }
 
     #[test]
     fn every_kind_compiles() {
