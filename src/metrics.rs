@@ -124,6 +124,13 @@ struct Metrics {
     policy_loaded: Gauge<f64, AtomicU64>,
     in_flight: Gauge,
     refusals: Family<ReasonLabel, Counter>,
+    mask_cache_lookups: Family<ResultLabel, Counter>,
+    mask_cache_bytes: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -144,6 +151,8 @@ impl Metrics {
             policy_loaded: Gauge::default(),
             in_flight: Gauge::default(),
             refusals: Family::default(),
+            mask_cache_lookups: Family::default(),
+            mask_cache_bytes: Gauge::default(),
         };
         registry.register(
             "exchanges",
@@ -199,6 +208,16 @@ impl Metrics {
             "refusals",
             "Requests refused before their handling began, by reason",
             m.refusals.clone(),
+        );
+        registry.register(
+            "mask_cache_lookups",
+            "Lookups of a KV value's mask hints in the mask cache, by result (hit, miss)",
+            m.mask_cache_lookups.clone(),
+        );
+        registry.register(
+            "mask_cache_bytes",
+            "Hint text the mask cache holds, in bytes",
+            m.mask_cache_bytes.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -292,6 +311,22 @@ pub(crate) fn refused(reason: Refusal) {
         .inc();
 }
 
+/// A KV value's mask hints were looked up in the mask cache.
+pub(crate) fn mask_cache_lookup(hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    METRICS
+        .mask_cache_lookups
+        .get_or_create(&ResultLabel { result })
+        .inc();
+}
+
+/// The mask cache now holds `bytes` of hint text.
+pub(crate) fn mask_cache_bytes(bytes: usize) {
+    METRICS
+        .mask_cache_bytes
+        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+}
+
 /// Counts a request in flight until dropped.
 #[derive(Debug)]
 #[must_use = "the request is counted until this is dropped"]
@@ -330,6 +365,8 @@ mod tests {
         audit_append(true, Duration::from_millis(1));
         policy_reload(true, SystemTime::now());
         refused(Refusal::Busy);
+        mask_cache_lookup(true);
+        mask_cache_bytes(4096);
         let _g = in_flight();
         let text = render();
         for line in [
@@ -344,6 +381,8 @@ mod tests {
             "jobkey_policy_loaded_timestamp_seconds ",
             "jobkey_requests_in_flight ",
             "jobkey_refusals_total{reason=\"busy\"}",
+            "jobkey_mask_cache_lookups_total{result=\"hit\"}",
+            "jobkey_mask_cache_bytes ",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

@@ -93,9 +93,11 @@ impl MaskCache {
             let mut inner = self.lock();
             inner.expire(now, self.settings.ttl);
             if let Some(h) = inner.map.get(&tag) {
+                crate::metrics::mask_cache_lookup(true);
                 return h.clone();
             }
         }
+        crate::metrics::mask_cache_lookup(false);
         // Computed outside the lock: two jobs asking at once may both
         // compute it; the first one keeps it.
         let hints = Arc::new(ValueHints::compute(label, value));
@@ -108,6 +110,7 @@ impl MaskCache {
                 while inner.bytes > self.settings.max_bytes {
                     inner.pop_oldest();
                 }
+                crate::metrics::mask_cache_bytes(inner.bytes);
             }
         }
         hints
@@ -115,7 +118,12 @@ impl MaskCache {
 
     /// Drops the entries older than `ttl` (the server's timer).
     pub(crate) fn purge(&self) {
-        self.lock().expire(Instant::now(), self.settings.ttl);
+        let mut inner = self.lock();
+        let before = inner.bytes;
+        inner.expire(Instant::now(), self.settings.ttl);
+        if inner.bytes != before {
+            crate::metrics::mask_cache_bytes(inner.bytes);
+        }
     }
 
     /// How many entries and bytes are kept: for the tests.

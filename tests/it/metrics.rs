@@ -78,6 +78,16 @@ async fn exchanges_are_counted_and_random_environments_add_no_series() {
         );
     }
     assert!(value(&text, "jobkey_policy_loaded_timestamp_seconds").unwrap() > 1.0e9);
+    // The KV value's hints were computed once (a miss) and are kept; the
+    // same value in the next exchange is a hit.
+    let misses = "jobkey_mask_cache_lookups_total{result=\"miss\"}";
+    assert!(value(&text, misses).is_some_and(|v| v >= 1.0), "{text}");
+    assert!(value(&text, "jobkey_mask_cache_bytes").is_some_and(|v| v > 0.0));
+    let (status, _) = stack.exchange_status(&token, "production").await;
+    assert_eq!(status, 200);
+    let text = scrape(&stack.url).await;
+    let hits = "jobkey_mask_cache_lookups_total{result=\"hit\"}";
+    assert!(value(&text, hits).is_some_and(|v| v >= 1.0), "{text}");
     // The environment a job names is a label only when a policy names it.
     assert!(!text.contains("no-such-env"), "{text}");
 
