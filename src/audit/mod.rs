@@ -427,8 +427,13 @@ impl AuditLog {
 
     /// Before an allow is written: its sync will need the syncer thread;
     /// started at the first, and again should it have died.
+    /// During an outage nothing is started: the write that follows
+    /// refuses the append and counts it.
     fn start_syncer(&self, st: &mut State, event: &Event) -> Result<(), AuditError> {
-        if event.is_refusal() || st.syncer.as_ref().is_some_and(syncer::Syncer::is_running) {
+        if event.is_refusal()
+            || st.down.is_some()
+            || st.syncer.as_ref().is_some_and(syncer::Syncer::is_running)
+        {
             return Ok(());
         }
         let started = syncer::Syncer::start(self.downgrade()).map_err(|e| AuditError::Io {
