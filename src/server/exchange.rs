@@ -483,8 +483,13 @@ fn json_response(body: &impl Serialize, size: usize) -> Response {
             Bytes::from(buf),
         )
             .into_response(),
-        // Strings, maps of strings and JSON literals always serialize.
-        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        // Strings, maps of strings and JSON literals always serialize;
+        // should that ever fail, the operators hear of it (serde_json's
+        // message names the kind of failure, never a value).
+        Err(error) => {
+            tracing::error!(%error, "the answer could not be serialized; answering 500");
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
     }
 }
 
