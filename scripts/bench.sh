@@ -21,6 +21,8 @@
 # (1000 concurrent jobs; 0 skips that phase), JOBKEY_BENCH_SOAK (100000
 # exchanges; 0 skips the soak), JOBKEY_BENCH_TOKENS (2000 minted tokens).
 # JOBKEY_BENCH_PERF=1 also records a perf profile of jobkey (.bench/perf.data).
+# JOBKEY_BENCH_BINARY runs another jobkey binary (say, a base commit's
+# release build copied aside) against the same load generator, for A/B pairs.
 # The result is printed and written to .bench/result.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -68,7 +70,7 @@ say "Building release binaries (the load generator too)"
 LOADGEN="$("$CARGO" build --release --locked --bin jobkey --bench exchange --message-format=json-render-diagnostics \
     | jq -r 'select(.reason == "compiler-artifact" and .target.name == "exchange" and .executable != null) | .executable')"
 [ -x "$LOADGEN" ] || { echo "the load generator was not built" >&2; exit 1; }
-JOBKEY="$ROOT/target/release/jobkey"
+JOBKEY="${JOBKEY_BENCH_BINARY:-$ROOT/target/release/jobkey}"
 BAO="$(scripts/ensure-openbao.sh)"
 rm -rf "$STATE"
 mkdir -p "$STATE" "$STATE/nocache" "$SHM"

@@ -88,6 +88,18 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let _in_flight = admit(st).await?;
+    // Boxed, as the exchange's: a queued request holds only this.
+    Box::pin(admitted(st, rid, peer, headers, body)).await
+}
+
+/// A revocation that has its place among the requests in flight.
+async fn admitted(
+    st: &AppState,
+    rid: &str,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let secret = bearer(headers)?;
     let req: RevokeRequest = json_body(body, r#"{"request_id": "<the exchange's request_id>"}"#)?;
     let mut event = Event::revoke(rid, &req.request_id);
