@@ -31,7 +31,7 @@ STATE="$ROOT/.bench"
 SHM=/dev/shm/jobkey-bench
 CARGO="${CARGO:-cargo}"
 # OpenBao also listens on its port + 1 (its cluster port).
-BAO_PORT=8510 ISSUER_PORT=8512 DISK_PORT=8513 SHM_PORT=8514 NOCACHE_PORT=8515
+BAO_PORT=8510 ISSUER_PORT=8512 DISK_PORT=8513 SHM_PORT=8514 NOCACHE_PORT=8515 CALLGRIND_PORT=8516
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -57,7 +57,7 @@ wait_http() { # url, what, log
     tail -n 20 "$3" >&2 || true
     exit 1
 }
-for p in $BAO_PORT $((BAO_PORT + 1)) $ISSUER_PORT $DISK_PORT $SHM_PORT $NOCACHE_PORT; do need_port_free "$p"; done
+for p in $BAO_PORT $((BAO_PORT + 1)) $ISSUER_PORT $DISK_PORT $SHM_PORT $NOCACHE_PORT $CALLGRIND_PORT; do need_port_free "$p"; done
 if [ -e "$SHM" ]; then
     echo "$SHM exists: another make bench is running, or one was killed (then remove it)" >&2
     exit 1
@@ -108,7 +108,7 @@ bao write auth/jwt/config oidc_discovery_url="$ISSUER" bound_issuer="$ISSUER" >/
 bao write auth/jwt/role/bench @bench/vault/jwt-role.json >/dev/null
 
 say "jobkey (release) on :$DISK_PORT (audit log in .bench/), :$SHM_PORT (audit log in $SHM) and :$NOCACHE_PORT (audit log in .bench/nocache/, mask cache off)"
-for c in disk shm nocache; do "$JOBKEY" check --config "bench/jobkey-$c.toml" >/dev/null; done
+for c in disk shm nocache callgrind; do "$JOBKEY" check --config "bench/jobkey-$c.toml" >/dev/null; done
 VAULT_TOKEN="$JOBKEY_TOKEN" "$JOBKEY" serve --config bench/jobkey-disk.toml >"$STATE/jobkey.log" 2>&1 &
 DISK_PID=$!
 PIDS+=("$DISK_PID")
@@ -147,5 +147,51 @@ if [ -n "${PERF_PID:-}" ]; then
     say "Profile of jobkey (audit on disk): .bench/perf.data; top symbols, self time"
     perf report -i "$STATE/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null \
         | grep -E '^ +[0-9]' | head -n 30 | sed -E 's/ +- +- *$//; s/ +$//' | tee "$STATE/perf-top.txt"
+fi
+
+# JOBKEY_BENCH_INSTRUCTIONS (default 200; 0 skips): jobkey's instructions
+# per exchange, counted by callgrind. CPU time moves by up to 2x with what
+# else the VM runs; an instruction count does not (the same binary and
+# inputs give the same count within a fraction of a percent), so it is what
+# shows a code change's effect on a noisy machine, A/B with
+# JOBKEY_BENCH_BINARY. It counts user space only: syscalls, the kernel's
+# network and fsync work and context switches are not in it. Two runs of a
+# fourth jobkey under callgrind, one client, one token: W warm-up exchanges,
+# then W + N; the difference over N leaves start-up, the first JWKS fetch,
+# the first Vault connection and the first mask computation out.
+INSTR_N="${JOBKEY_BENCH_INSTRUCTIONS:-200}"
+if [ "$INSTR_N" -gt 0 ]; then
+    VALGRIND="$(scripts/ensure-deb.sh valgrind valgrind)"
+    say "Instructions per exchange: jobkey under callgrind on :$CALLGRIND_PORT, $INSTR_N exchanges one by one (about a minute)"
+    INSTR_TOKEN="$(curl -fsS -X POST "$ISSUER/mint" -H 'content-type: application/json' \
+        -d '{"shape": "github", "audience": "jobkey"}' | jq -r .token)"
+    WARM=10
+    instructions_after() { # exchanges -> the Ir total of a jobkey that served them
+        local n="$1" dir="$STATE/callgrind"
+        rm -rf "$dir"
+        mkdir -p "$dir"
+        VAULT_TOKEN="$JOBKEY_TOKEN" "$VALGRIND" --tool=callgrind --callgrind-out-file="$STATE/callgrind.out.$n" \
+            "$JOBKEY" serve --config bench/jobkey-callgrind.toml >"$STATE/jobkey-callgrind-$n.log" 2>&1 &
+        local pid=$! ok=""
+        for _ in $(seq 1 600); do
+            curl -fsS -o /dev/null "http://127.0.0.1:$CALLGRIND_PORT/readyz" 2>/dev/null && { ok=1; break; }
+            sleep 0.1
+        done
+        [ -n "$ok" ] || { echo "jobkey under callgrind did not come up; see $STATE/jobkey-callgrind-$n.log" >&2; exit 1; }
+        for _ in $(seq 1 "$n"); do
+            curl -fsS -o /dev/null -X POST "http://127.0.0.1:$CALLGRIND_PORT/v1/exchange" \
+                -H "authorization: Bearer $INSTR_TOKEN" -H 'content-type: application/json' \
+                -d '{"environment": "production", "credentials": ["app"]}' \
+                || { echo "an exchange under callgrind failed; see $STATE/jobkey-callgrind-$n.log" >&2; exit 1; }
+        done
+        kill -TERM "$pid"
+        wait "$pid" || true
+        awk '/^summary:/ {print $2}' "$STATE/callgrind.out.$n"
+    }
+    BASE_IR="$(instructions_after "$WARM")"
+    MORE_IR="$(instructions_after $((WARM + INSTR_N)))"
+    [ -n "$BASE_IR" ] && [ -n "$MORE_IR" ] || { echo "callgrind wrote no summary; see $STATE/callgrind.out.*" >&2; exit 1; }
+    line="- (info) jobkey instructions per exchange (callgrind, user space only, 1 client, $INSTR_N exchanges after $WARM): $(( (MORE_IR - BASE_IR) / INSTR_N ))"
+    printf '%s\n' "$line" | tee -a "$STATE/result.md"
 fi
 echo "(also in .bench/result.md)" >&2
