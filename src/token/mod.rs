@@ -147,6 +147,20 @@ impl Verifier {
     }
 }
 
+/// The unpadded base64url alphabet, by byte. A table: this check reads
+/// every byte of every token, and three comparisons per byte cost about
+/// five times the instructions (callgrind, `make bench`).
+const BASE64URL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    t
+};
+
 fn split(token: &str) -> Result<[&str; 3], TokenError> {
     let mut it = token.split('.');
     let (Some(h), Some(p), Some(s), None) = (it.next(), it.next(), it.next(), it.next()) else {
@@ -158,10 +172,7 @@ fn split(token: &str) -> Result<[&str; 3], TokenError> {
     if s.is_empty() {
         return Err(TokenError::Malformed("the signature is missing"));
     }
-    let b64url = |part: &str| {
-        part.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
+    let b64url = |part: &str| part.bytes().all(|b| BASE64URL[usize::from(b)]);
     if !(b64url(h) && b64url(p) && b64url(s)) {
         return Err(TokenError::Malformed("a part is not unpadded base64url"));
     }

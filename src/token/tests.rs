@@ -475,3 +475,53 @@ async fn a_slow_issuer_delays_no_request_whose_kid_is_cached() {
         "a refresh was under way all along"
     );
 }
+
+#[test]
+fn split_accepts_exactly_unpadded_base64url_parts() {
+    // The table against the alphabet's definition, byte by byte.
+    for b in 0..=255u8 {
+        let expected = b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        assert_eq!(BASE64URL[usize::from(b)], expected, "byte {b:#04x}");
+    }
+    let cases: &[(&str, Result<(), &str>)] = &[
+        ("aGVhZA.cGF5bG9hZA.c2ln-_", Ok(())),
+        (
+            "aGVhZA.cGF5bG9hZA.c2ln=",
+            Err("a part is not unpadded base64url"),
+        ),
+        (
+            "aGVh+A.cGF5bG9hZA.c2ln",
+            Err("a part is not unpadded base64url"),
+        ),
+        (
+            "aGVhZA.cGF5/G9hZA.c2ln",
+            Err("a part is not unpadded base64url"),
+        ),
+        (
+            "aGVhZA.cGF5bG9hZA.c2l n",
+            Err("a part is not unpadded base64url"),
+        ),
+        (
+            "aGVhZA.cGF5bG9hZA.c2lé",
+            Err("a part is not unpadded base64url"),
+        ),
+        (
+            "aGVhZA.cGF5bG9hZA.c2ln\0",
+            Err("a part is not unpadded base64url"),
+        ),
+        (
+            "aGVhZA.cGF5bG9hZA",
+            Err("expected three dot-separated parts"),
+        ),
+        ("a.b.c.d", Err("expected three dot-separated parts")),
+        (".cGF5bG9hZA.c2ln", Err("empty header or payload")),
+        ("aGVhZA.cGF5bG9hZA.", Err("the signature is missing")),
+    ];
+    for (token, want) in cases {
+        let got = split(token).map(drop).map_err(|e| match e {
+            TokenError::Malformed(m) => m,
+            other => panic!("{token:?}: {other}"),
+        });
+        assert_eq!(&got, want, "{token:?}");
+    }
+}
