@@ -11,11 +11,13 @@ help:
 	@echo "make demo   - run the whole local stack and a sample job exchange (DEMO_EXIT=1: exit after the samples)"
 	@echo "make test   - unit and integration tests (real OpenBao on a free loopback port)"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
-	@echo "make bench  - jobkey's exchange against OpenBao alone (raw KV read, vault-action's JWT login path), also with its audit log on /dev/shm and with the mask cache off, one run, ~6 min; prints a table, writes .bench/result.md"
+	@echo "make bench  - jobkey's exchange against OpenBao alone (raw KV read, vault-action's JWT login path), also with its audit log on /dev/shm and with the mask cache off, one run, ~7 min; prints a table, writes .bench/result.md"
 	@echo "              knobs: JOBKEY_BENCH_SECONDS=8 (per path and round) JOBKEY_BENCH_CONCURRENCY=16 JOBKEY_BENCH_ROUNDS=2"
 	@echo "                     JOBKEY_BENCH_JOBS=1000 (concurrent-jobs phase; 0 skips) JOBKEY_BENCH_SOAK=100000 (exchanges; 0 skips)"
 	@echo "                     JOBKEY_BENCH_PERF=1 (a perf profile of jobkey over the run: .bench/perf.data and its top symbols)"
 	@echo "                     JOBKEY_BENCH_TOKENS=2000 (tokens minted once)"
+	@echo "                     JOBKEY_BENCH_INSTRUCTIONS=200 (exchanges counted under callgrind: instructions per exchange; 0 skips)"
+	@echo "                     JOBKEY_BENCH_BINARY=path (another jobkey binary, e.g. a base commit's, for A/B pairs)"
 	@echo "make fuzz   - fuzz the untrusted-input front ends, FUZZ_SECONDS (default 60) per target; nightly, not part of make test"
 
 openbao:

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Installs a Debian package when the command it provides is missing, and
+# Installs Debian packages when the command they provide is missing, and
 # prints the command's path. Idempotent: when the command is on PATH it only
-# prints its path. (Chromium and Prometheus have scripts of their own: they
-# need more than a plain install.)
+# prints its path. (Prometheus has a script of its own: its package's
+# service must be kept from starting.)
 #
-#   scripts/ensure-deb.sh COMMAND PACKAGE    # e.g. valgrind valgrind
+#   scripts/ensure-deb.sh COMMAND PACKAGE...   # e.g. valgrind valgrind
 set -euo pipefail
 
-if [ $# -ne 2 ]; then
-    echo "usage: scripts/ensure-deb.sh COMMAND PACKAGE" >&2
+if [ $# -lt 2 ]; then
+    echo "usage: scripts/ensure-deb.sh COMMAND PACKAGE..." >&2
     exit 2
 fi
-cmd="$1" pkg="$2"
+cmd="$1"
+shift
+pkgs=("$@")
+pkg="${pkgs[*]}"
 if path="$(command -v "$cmd" 2>/dev/null)"; then
     echo "$path"
     exit 0
@@ -30,6 +33,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "ensure-deb: installing Debian's $pkg (once)" >&2
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get install -y -qq --no-install-recommends "$pkg" >&2 \
-    || { $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq --no-install-recommends "$pkg" >&2; }
+$sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2 \
+    || { $sudo apt-get update -qq >&2 && $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2; }
 command -v "$cmd"
