@@ -1,5 +1,6 @@
 //! How a request's one audit record ends, and writing it.
 
+use axum::response::Response;
 use serde::Serialize;
 
 use super::{ApiError, AppState};
@@ -35,13 +36,7 @@ impl Stop {
 /// audit log that accepts writes (otherwise `503 audit_unavailable`:
 /// nothing may run that cannot be recorded). The permit is held until the
 /// request ends.
-///
-/// A caller awaits this before it builds the rest of its work, and boxes
-/// that work: an async fn's future is as large as its largest state, and
-/// axum allocates a handler's whole future when the request arrives, so
-/// every request waiting here would otherwise hold the exchange's ~8 KiB
-/// (8 MB with 1,000 jobs queued) instead of a few hundred bytes.
-pub(super) async fn admit(st: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+async fn admit(st: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
     let permit = match st.in_flight.try_acquire() {
         Ok(p) => Some(p),
         Err(_) => tokio::time::timeout(st.server.queue_timeout, st.in_flight.acquire())
@@ -63,6 +58,23 @@ pub(super) async fn admit(st: &AppState) -> Result<tokio::sync::SemaphorePermit<
         ApiError::AuditUnavailable
     })?;
     Ok(permit)
+}
+
+/// Runs a request's `work` once [`admit`]ted, holding its place until the
+/// work ends. The work is built and boxed only then: an async fn's future
+/// is as large as its largest state, and axum allocates a handler's whole
+/// future when the request arrives, so every request waiting for its place
+/// would otherwise hold the exchange's ~8 KiB (8 MB with 1,000 jobs
+/// queued) instead of a few hundred bytes.
+pub(super) async fn once_admitted<F>(
+    st: &AppState,
+    work: impl FnOnce() -> F,
+) -> Result<Response, ApiError>
+where
+    F: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    let _in_flight = admit(st).await?;
+    Box::pin(work()).await
 }
 
 /// Writes the audit record; a failure means no credential may leave.

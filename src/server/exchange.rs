@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::json;
 
-use super::audited::{Stop, admit, record};
+use super::audited::{Stop, once_admitted, record};
 use super::request::{bearer, json_body, request_id};
 use super::{ApiError, AppState, Peer, identity};
 use crate::audit::{Event, EventBuilder, Fingerprinter, IssuedCredential, Stage};
@@ -67,7 +67,10 @@ pub(super) async fn exchange(
     let request_id = request_id();
     let peer = peer.map(|Extension(Peer(addr))| addr.ip());
     let mut environment = metrics::UNKNOWN_ENVIRONMENT.to_owned();
-    let answered = handle(&st, &request_id, peer, &headers, body, &mut environment).await;
+    let answered = once_admitted(&st, || {
+        handle(&st, &request_id, peer, &headers, body, &mut environment)
+    })
+    .await;
     let (outcome, code) = match &answered {
         Ok(_) => (metrics::Outcome::Allow, "ok"),
         Err(e) if e.status().is_client_error() => (metrics::Outcome::Deny, e.code()),
@@ -98,21 +101,6 @@ fn environment_label(st: &AppState, environment: &str) -> String {
 /// record; every other one gets exactly one (or, a repeated refusal, is
 /// counted in one: see `crate::audit`).
 async fn handle(
-    st: &AppState,
-    request_id: &str,
-    peer: Option<IpAddr>,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    environment: &mut String,
-) -> Result<Response, ApiError> {
-    let _in_flight = admit(st).await?;
-    // Boxed (see `admit`): a request waiting above for its place holds
-    // this function's few bytes, not the exchange's state (about 8 KiB).
-    Box::pin(admitted(st, request_id, peer, headers, body, environment)).await
-}
-
-/// An exchange that has its place among the requests in flight.
-async fn admitted(
     st: &AppState,
     request_id: &str,
     peer: Option<IpAddr>,

@@ -31,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::audited::{Stop, admit, record};
+use super::audited::{Stop, once_admitted, record};
 use super::request::{bearer, json_body, request_id};
 use super::{ApiError, AppState, Peer, identity};
 use crate::audit::{Auth, Event, EventBuilder, Stage};
@@ -52,7 +52,7 @@ pub(super) async fn revoke(
 ) -> Response {
     let rid = request_id();
     let peer = peer.map(|Extension(Peer(addr))| addr.ip());
-    match handle(&st, &rid, peer, &headers, body).await {
+    match once_admitted(&st, || handle(&st, &rid, peer, &headers, body)).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::info!(request_id = %rid, code = e.code(), status = e.status().as_u16(), "revocation refused");
@@ -81,19 +81,6 @@ impl Caller {
 }
 
 async fn handle(
-    st: &AppState,
-    rid: &str,
-    peer: Option<IpAddr>,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let _in_flight = admit(st).await?;
-    // Boxed, as the exchange's: a queued request holds only this.
-    Box::pin(admitted(st, rid, peer, headers, body)).await
-}
-
-/// A revocation that has its place among the requests in flight.
-async fn admitted(
     st: &AppState,
     rid: &str,
     peer: Option<IpAddr>,
