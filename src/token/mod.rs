@@ -149,7 +149,8 @@ impl Verifier {
 
 /// The unpadded base64url alphabet, by byte. A table: this check reads
 /// every byte of every token, and three comparisons per byte cost about
-/// five times the instructions (callgrind, `make bench`).
+/// three times the instructions of a lookup (callgrind, `make bench`:
+/// ~24,000 against ~7,500 per exchange).
 const BASE64URL: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
