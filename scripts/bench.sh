@@ -57,6 +57,11 @@ wait_http() { # url, what, log
     tail -n 20 "$3" >&2 || true
     exit 1
 }
+# Checked before anything starts (the count is the run's last step).
+INSTR_N="${JOBKEY_BENCH_INSTRUCTIONS:-200}"
+case "$INSTR_N" in
+    '' | *[!0-9]*) echo "JOBKEY_BENCH_INSTRUCTIONS must be a number of exchanges (0 skips the count), not '$INSTR_N'" >&2; exit 1 ;;
+esac
 for p in $BAO_PORT $((BAO_PORT + 1)) $ISSUER_PORT $DISK_PORT $SHM_PORT $NOCACHE_PORT $CALLGRIND_PORT; do need_port_free "$p"; done
 if [ -e "$SHM" ]; then
     echo "$SHM exists: another make bench is running, or one was killed (then remove it)" >&2
@@ -159,7 +164,6 @@ fi
 # fourth jobkey under callgrind, one client, one token: W warm-up exchanges,
 # then W + N; the difference over N leaves start-up, the first JWKS fetch,
 # the first Vault connection and the first mask computation out.
-INSTR_N="${JOBKEY_BENCH_INSTRUCTIONS:-200}"
 if [ "$INSTR_N" -gt 0 ]; then
     VALGRIND="$(scripts/ensure-deb.sh valgrind valgrind)"
     say "Instructions per exchange: jobkey under callgrind on :$CALLGRIND_PORT, $INSTR_N exchanges one by one (about a minute)"
@@ -173,16 +177,19 @@ if [ "$INSTR_N" -gt 0 ]; then
         VAULT_TOKEN="$JOBKEY_TOKEN" "$VALGRIND" --tool=callgrind --callgrind-out-file="$STATE/callgrind.out.$n" \
             "$JOBKEY" serve --config bench/jobkey-callgrind.toml >"$STATE/jobkey-callgrind-$n.log" 2>&1 &
         local pid=$! ok=""
+        # This runs in a command substitution, without the script's EXIT
+        # trap: a failure stops its jobkey itself.
+        fail() { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; echo "$1; see $STATE/jobkey-callgrind-$n.log" >&2; exit 1; }
         for _ in $(seq 1 600); do
             curl -fsS -o /dev/null "http://127.0.0.1:$CALLGRIND_PORT/readyz" 2>/dev/null && { ok=1; break; }
             sleep 0.1
         done
-        [ -n "$ok" ] || { echo "jobkey under callgrind did not come up; see $STATE/jobkey-callgrind-$n.log" >&2; exit 1; }
+        [ -n "$ok" ] || fail "jobkey under callgrind did not come up"
         for _ in $(seq 1 "$n"); do
             curl -fsS -o /dev/null -X POST "http://127.0.0.1:$CALLGRIND_PORT/v1/exchange" \
                 -H "authorization: Bearer $INSTR_TOKEN" -H 'content-type: application/json' \
                 -d '{"environment": "production", "credentials": ["app"]}' \
-                || { echo "an exchange under callgrind failed; see $STATE/jobkey-callgrind-$n.log" >&2; exit 1; }
+                || fail "an exchange under callgrind failed"
         done
         kill -TERM "$pid"
         wait "$pid" || true
