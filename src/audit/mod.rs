@@ -237,34 +237,34 @@ struct Checkpointer {
 /// An append-only, hash-chained JSON-lines file.
 #[derive(Clone)]
 pub struct AuditLog {
-    path: PathBuf,
     state: Arc<Mutex<State>>,
+    common: Arc<Common>,
+}
+
+/// What every handle to a log shares besides its state (which the syncer
+/// thread holds only weakly: [`WeakLog`]).
+struct Common {
+    path: PathBuf,
     /// Group commit: held by whoever syncs all the lines written so far
     /// (the syncer thread, or a synchronous append); the others wait on
     /// it, then find their line synced.
-    sync_lock: Arc<Mutex<()>>,
-    writable: Arc<AtomicBool>,
+    sync_lock: Mutex<()>,
+    writable: AtomicBool,
     sync_interval: Duration,
 }
 
 /// The log as its syncer thread holds it between rounds: without its state,
 /// which goes (and the thread with it) when the last [`AuditLog`] does.
 struct WeakLog {
-    path: PathBuf,
     state: Weak<Mutex<State>>,
-    sync_lock: Arc<Mutex<()>>,
-    writable: Arc<AtomicBool>,
-    sync_interval: Duration,
+    common: Arc<Common>,
 }
 
 impl WeakLog {
     fn upgrade(&self) -> Option<AuditLog> {
         Some(AuditLog {
-            path: self.path.clone(),
             state: self.state.upgrade()?,
-            sync_lock: self.sync_lock.clone(),
-            writable: self.writable.clone(),
-            sync_interval: self.sync_interval,
+            common: self.common.clone(),
         })
     }
 
@@ -328,8 +328,12 @@ impl AuditLog {
         let regular = regular || file.metadata().map(|m| m.is_file()).unwrap_or(false);
         let sync_file = Arc::new(file.try_clone().map_err(io)?);
         let log = AuditLog {
-            path: path.to_path_buf(),
-            sync_lock: Arc::new(Mutex::new(())),
+            common: Arc::new(Common {
+                path: path.to_path_buf(),
+                sync_lock: Mutex::new(()),
+                writable: AtomicBool::new(true),
+                sync_interval: settings.sync_interval,
+            }),
             state: Arc::new(Mutex::new(State {
                 sync_file,
                 rotation: rotate::Rotation::new(settings.rotation.clone(), resumed.age),
@@ -353,8 +357,6 @@ impl AuditLog {
                 },
                 syncer: None,
             })),
-            writable: Arc::new(AtomicBool::new(true)),
-            sync_interval: settings.sync_interval,
         };
         if let Some(recovery) = recovered {
             tracing::warn!(
@@ -371,12 +373,12 @@ impl AuditLog {
 
     /// How often the server runs [`tick`](Self::tick).
     pub fn sync_interval(&self) -> Duration {
-        self.sync_interval
+        self.common.sync_interval
     }
 
     /// Whether appends work (false during an outage). `/readyz` reports it.
     pub fn is_writable(&self) -> bool {
-        self.writable.load(Ordering::SeqCst)
+        self.common.writable.load(Ordering::SeqCst)
     }
 
     /// `Ok` when appends work. During an outage, the request that asked is
@@ -437,7 +439,7 @@ impl AuditLog {
             return Ok(());
         }
         let started = syncer::Syncer::start(self.downgrade()).map_err(|e| AuditError::Io {
-            path: self.path.display().to_string(),
+            path: self.common.path.display().to_string(),
             reason: format!("cannot start the thread that syncs the log: {e}"),
         })?;
         st.syncer = Some(started);
@@ -468,20 +470,17 @@ impl AuditLog {
     }
 
     fn syncer_stopped(&self) -> AuditError {
-        tracing::error!(log = %self.path.display(), "the audit log's sync thread has stopped; the next allow starts a new one");
+        tracing::error!(log = %self.common.path.display(), "the audit log's sync thread has stopped; the next allow starts a new one");
         AuditError::Io {
-            path: self.path.display().to_string(),
+            path: self.common.path.display().to_string(),
             reason: "the thread that syncs the log has stopped".into(),
         }
     }
 
     fn downgrade(&self) -> WeakLog {
         WeakLog {
-            path: self.path.clone(),
             state: Arc::downgrade(&self.state),
-            sync_lock: self.sync_lock.clone(),
-            writable: self.writable.clone(),
-            sync_interval: self.sync_interval,
+            common: self.common.clone(),
         }
     }
 
@@ -513,18 +512,18 @@ impl AuditLog {
             return Err(self.unavailable(down));
         }
         if !event.is_refusal() {
-            if let Err(e) = st.write(&self.path, event) {
+            if let Err(e) = st.write(&self.common.path, event) {
                 return Err(self.fail(st, e));
             }
             return Ok(Some((st.cuts.len(), st.written.seq)));
         }
         let admitted = st.refusals.admit(event, Instant::now());
         st.pending.extend(admitted.summaries);
-        if let Err(e) = st.write_pending(&self.path) {
+        if let Err(e) = st.write_pending(&self.common.path) {
             return Err(self.fail(st, e));
         }
         if admitted.write
-            && let Err(e) = st.write(&self.path, event)
+            && let Err(e) = st.write(&self.common.path, event)
         {
             return Err(self.fail(st, e));
         }
@@ -552,8 +551,8 @@ impl AuditLog {
             };
             let line = Event::log_resumed(outage.clone());
             let resumed = st
-                .write(&self.path, &line)
-                .and_then(|()| st.sync(&self.path));
+                .write(&self.common.path, &line)
+                .and_then(|()| st.sync(&self.common.path));
             if let Err(e) = resumed {
                 tracing::debug!(error = %e, "the audit log still refuses writes");
                 let down = st.down.as_ref().map(|d| self.unavailable(d));
@@ -565,7 +564,7 @@ impl AuditLog {
                 "the audit log accepts writes again"
             );
             st.down = None;
-            self.writable.store(true, Ordering::SeqCst);
+            self.common.writable.store(true, Ordering::SeqCst);
         }
         let ended = st.refusals.due(now);
         st.pending.extend(ended);
@@ -573,16 +572,16 @@ impl AuditLog {
         let checkpoint_due =
             cp.since > 0 && now.saturating_duration_since(cp.last) >= cp.settings.interval;
         let done = st
-            .write_pending(&self.path)
+            .write_pending(&self.common.path)
             .and_then(|()| {
                 if checkpoint_due {
-                    st.write_checkpoint(&self.path)
+                    st.write_checkpoint(&self.common.path)
                 } else {
                     Ok(())
                 }
             })
-            .and_then(|()| st.rotate_if_due(&self.path, now))
-            .and_then(|()| st.sync(&self.path));
+            .and_then(|()| st.rotate_if_due(&self.common.path, now))
+            .and_then(|()| st.sync(&self.common.path));
         done.map_err(|e| self.fail(&mut st, e))
     }
 
@@ -607,8 +606,8 @@ impl AuditLog {
             return Ok(());
         }
         let done = st
-            .write_checkpoint(&self.path)
-            .and_then(|()| st.sync(&self.path));
+            .write_checkpoint(&self.common.path)
+            .and_then(|()| st.sync(&self.common.path));
         done.map_err(|e| self.fail(&mut st, e))
     }
 
@@ -643,7 +642,7 @@ impl AuditLog {
     /// due, then `fdatasync` outside the state lock. For one record,
     /// returns at once if it is settled, and afterwards whether it is.
     fn group_commit(&self, commit: Commit<'_>) -> Result<(), AuditError> {
-        let _leader = match self.sync_lock.lock() {
+        let _leader = match self.common.sync_lock.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
@@ -660,7 +659,7 @@ impl AuditLog {
             // Rotation syncs and renames: here, on the syncer thread (or
             // the thread of a synchronous append, or `tick`), never on the
             // task that wrote the line.
-            if let Err(e) = st.rotate_if_due(&self.path, Instant::now()) {
+            if let Err(e) = st.rotate_if_due(&self.common.path, Instant::now()) {
                 // Its checkpoint could not be written (or its sync
                 // failed): what is not on disk is cut off as well, so
                 // that every append waiting for it fails now.
@@ -686,7 +685,7 @@ impl AuditLog {
         match synced {
             Ok(()) => {
                 if st.cuts.len() == at && upto.seq > st.synced.seq {
-                    st.synced_to(&self.path, upto);
+                    st.synced_to(&self.common.path, upto);
                 }
                 match mine {
                     Some((epoch, seq)) => self.settled(&st, epoch, seq).unwrap_or(Ok(())),
@@ -697,7 +696,7 @@ impl AuditLog {
                 let to = st.synced.clone();
                 st.roll_back(to);
                 let e = AuditError::Io {
-                    path: self.path.display().to_string(),
+                    path: self.common.path.display().to_string(),
                     reason: e.to_string(),
                 };
                 Err(self.fail(&mut st, e))
@@ -712,7 +711,7 @@ impl AuditLog {
             return Some(Err(match &st.down {
                 Some(down) => self.unavailable(down),
                 None => AuditError::Io {
-                    path: self.path.display().to_string(),
+                    path: self.common.path.display().to_string(),
                     reason: "the record was cut off after a failed sync".into(),
                 },
             }));
@@ -734,7 +733,7 @@ impl AuditLog {
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| AuditError::Io {
-                path: self.path.display().to_string(),
+                path: self.common.path.display().to_string(),
                 reason: format!("writer task failed: {e}"),
             })?
     }
@@ -748,7 +747,7 @@ impl AuditLog {
 
     fn unavailable(&self, down: &Down) -> AuditError {
         AuditError::Unavailable {
-            path: self.path.display().to_string(),
+            path: self.common.path.display().to_string(),
             since: down.since.clone(),
             error: down.error.clone(),
         }
@@ -768,7 +767,7 @@ impl AuditLog {
                 refused: 1,
             });
         }
-        self.writable.store(false, Ordering::SeqCst);
+        self.common.writable.store(false, Ordering::SeqCst);
         e
     }
 }

@@ -557,7 +557,7 @@ async fn a_failed_rotation_fails_the_async_allows_waiting_behind_it() {
     let p = dir.path().join("audit.jsonl");
     let log = AuditLog::open_with(&p, settings(Some(1024), None)).unwrap();
     log.append(ev(0)).await.unwrap();
-    let leader = log.sync_lock.lock().unwrap();
+    let leader = log.common.sync_lock.lock().unwrap();
     let tasks: Vec<_> = (1..9)
         .map(|i| {
             let log = log.clone();

@@ -832,7 +832,7 @@ fn concurrent_allows_share_one_sync_and_each_returns_only_once_on_disk() {
     let returned = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
         // A sync is under way (held here) while 16 decisions arrive.
-        let leader = log.sync_lock.lock().unwrap();
+        let leader = log.common.sync_lock.lock().unwrap();
         for i in 0..N {
             let (log, returned) = (&log, &returned);
             s.spawn(move || {
@@ -934,7 +934,7 @@ async fn async_allows_in_flight_share_one_sync_of_the_syncer_thread() {
     );
     let before = log.sync_count();
     const N: u64 = 16;
-    let leader = log.sync_lock.lock().unwrap();
+    let leader = log.common.sync_lock.lock().unwrap();
     let tasks = spawn_allows(&log, 0..N);
     until_written(&log, N);
     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -965,7 +965,7 @@ async fn a_failed_sync_fails_every_async_allow_waiting_for_it_until_the_log_resu
         &mut log.lock().sync_file,
         Arc::new(File::open("/dev/null").unwrap()),
     );
-    let leader = log.sync_lock.lock().unwrap();
+    let leader = log.common.sync_lock.lock().unwrap();
     let tasks = spawn_allows(&log, 1..9);
     until_written(&log, 9);
     drop(leader);
